@@ -1,0 +1,33 @@
+# Set-up is two commands on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean bench
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+# torch first and pinned: the CPU wheel on disk; an unpinned torch would pull a CUDA build.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install "torch==2.13.0"
+	$(BIN)/pip install -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/layerwise summary tiny-gpt
+	$(BIN)/layerwise memory llama-2-7b --batch 1 --seq 2048 --precision bf16-mixed --optimizer adamw
+	$(BIN)/layerwise train digits-cnn --data digits --epochs 3 --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/accuracy.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

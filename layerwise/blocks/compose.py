@@ -1,0 +1,113 @@
+"""Composition: sequential stacks, repeats of one block, residual branches.
+
+Paths: a Sequential's children are named by position ("0", "1", ...) or by `names`; a Repeat's
+copies are "0".."n-1"; a Residual's branch is "branch". Built modules use the same names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from layerwise.spec.base import Block, Shape, child_out, register
+from layerwise.spec.counts import Flops
+from layerwise.spec.errors import SpecError
+from layerwise.spec.shapes import prod
+
+
+@register("sequential")
+@dataclass(frozen=True, kw_only=True)
+class Sequential(Block):
+    layers: tuple[Block, ...]
+    names: tuple[str, ...] = ()  # optional child names (default: positions "0", "1", ...)
+
+    def __post_init__(self):
+        if not self.layers:
+            raise SpecError("sequential.layers must hold at least one block")
+        if self.names and len(self.names) != len(self.layers):
+            raise SpecError(f"sequential.names has {len(self.names)} names for {len(self.layers)} layers")
+        if len(set(self.names)) != len(self.names):
+            raise SpecError(f"sequential.names must be unique, got {list(self.names)}")
+        bad = [n for n in self.names if not n or "." in n]
+        if bad:
+            raise SpecError(f"sequential.names must be non-empty and contain no '.', got {bad}")
+
+    def _names(self) -> tuple[str, ...]:
+        return self.names or tuple(str(i) for i in range(len(self.layers)))
+
+    def children(self):
+        return tuple(zip(self._names(), self.layers))
+
+    def trace(self, in_shape: Shape):
+        out, shape = [], tuple(in_shape)
+        for name, layer in self.children():
+            out.append((name, layer, shape))
+            shape = child_out(name, layer, shape)
+        return tuple(out)
+
+    def build(self):
+        from torch import nn
+
+        from layerwise.build.init import init_sequence
+
+        module = nn.Sequential()
+        for name, layer in self.children():
+            module.add_module(name, layer.build())
+        init_sequence(self.layers, list(module))
+        return module
+
+
+@register("repeat")
+@dataclass(frozen=True, kw_only=True)
+class Repeat(Block):
+    """`n_layers` independent copies of one block (a transformer's or a ResNet stage's stack)."""
+
+    block: Block
+    n_layers: int
+
+    def __post_init__(self):
+        self._positive("n_layers")
+
+    def children(self):
+        return tuple((str(i), self.block) for i in range(self.n_layers))
+
+    def trace(self, in_shape: Shape):
+        out, shape = [], tuple(in_shape)
+        for name, layer in self.children():
+            out.append((name, layer, shape))
+            shape = child_out(name, layer, shape)
+        return tuple(out)
+
+    def build(self):
+        from torch import nn
+
+        return nn.Sequential(*[self.block.build() for _ in range(self.n_layers)])
+
+
+@register("residual")
+@dataclass(frozen=True, kw_only=True)
+class Residual(Block):
+    """y = x + branch(x); the branch must keep the shape."""
+
+    branch: Block
+
+    def children(self):
+        return (("branch", self.branch),)
+
+    def trace(self, in_shape: Shape):
+        return (("branch", self.branch, tuple(in_shape)),)
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        out = child_out("branch", self.branch, in_shape)
+        if tuple(out) != tuple(in_shape):
+            raise SpecError(f"residual branch must keep the shape: input {tuple(in_shape)}, branch output {out}")
+        return tuple(in_shape)
+
+    def depth(self) -> int:
+        return self.branch.depth()  # the skip path has depth 0; the longest path is the branch
+
+    def own_flops(self, in_shape: Shape, *, input_grad: bool) -> Flops:
+        return Flops(fwd_other=prod(in_shape))  # the add; its backward only passes the gradient on
+
+    def build(self):
+        from layerwise.build.modules import ResidualModule
+
+        return ResidualModule(self.branch.build())

@@ -1,0 +1,53 @@
+"""The `layerwise` command line. Commands live in layerwise/commands/, one module per group."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import typer
+
+from layerwise.spec.errors import LayerwiseError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Design, size, prove, train, compress and export neural networks built from blocks.")
+
+
+def _register_commands() -> None:
+    import layerwise.commands as pkg
+
+    for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{pkg.__name__}.{mod.name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors print in one or two lines and exit 2, never a traceback."""
+    _register_commands()
+    try:
+        app(args=argv, standalone_mode=False)
+    except LayerwiseError as err:
+        from layerwise.report.console import error
+
+        error(str(err))
+        return 2
+    except KeyboardInterrupt:
+        from layerwise.report.console import error
+
+        error("interrupted")
+        return 130
+    except Exception as err:  # click usage errors and the like
+        import click
+
+        if isinstance(err, click.exceptions.Exit):
+            return err.exit_code
+        if isinstance(err, click.ClickException):
+            err.show()
+            return 2
+        if isinstance(err, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

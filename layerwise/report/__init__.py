@@ -1,0 +1,1 @@
+"""Rendering only: terminal tables, JSON, charts. The only place (with cli.py) that prints."""

@@ -1,0 +1,20 @@
+"""The shared rich consoles: results to stdout, errors and progress to stderr."""
+from __future__ import annotations
+
+import json
+import sys
+
+from rich.console import Console
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """A user-facing error: one or two lines on stderr, no traceback."""
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+
+
+def print_json(data) -> None:
+    """Stable JSON on stdout (integers stay integers)."""
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")

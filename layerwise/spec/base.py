@@ -1,0 +1,190 @@
+"""The block spec protocol: a frozen value that knows its shapes, parameters, FLOPs and module.
+
+Shapes always include the batch dimension: tokens (B, S), sequences (B, S, D), images (B, C, H, W).
+A leaf block overrides `out_shape`, `own_params`, `own_flops` and `build`. A composite overrides
+`trace` (its children with the shape each one receives, in execution order) and `out_shape`; its
+parameters and FLOPs are the sum of its children's plus its own (a CLS token, a residual add).
+Nothing here imports torch: `build()` imports it locally, so the cost reading never loads it.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, fields
+from typing import ClassVar, Iterator
+
+from layerwise.spec.counts import Flops, Params
+from layerwise.spec.errors import SpecError
+
+Shape = tuple[int, ...]
+
+REGISTRY: dict[str, type["Block"]] = {}
+
+
+def register(type_name: str):
+    """Class decorator: make a block type reachable by name from YAML, JSON and the CLI."""
+
+    def deco(cls):
+        if type_name in REGISTRY:
+            raise RuntimeError(f"block type {type_name!r} registered twice")
+        cls.type_name = type_name
+        REGISTRY[type_name] = cls
+        return cls
+
+    return deco
+
+
+def block_class(type_name: str) -> type["Block"]:
+    """The block class registered as `type_name`, or a SpecError with a 'did you mean'."""
+    import layerwise.blocks  # noqa: F401  (registers every block type)
+
+    if type_name not in REGISTRY:
+        close = difflib.get_close_matches(str(type_name), sorted(REGISTRY), n=3)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise SpecError(f"unknown block type {type_name!r}{hint}")
+    return REGISTRY[type_name]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Block:
+    """Base of every block spec. Subclasses are frozen keyword-only dataclasses."""
+
+    type_name: ClassVar[str] = "block"
+
+    # ---- shapes -----------------------------------------------------------------------------
+    def out_shape(self, in_shape: Shape) -> Shape:
+        """Output shape for `in_shape`; raises SpecError naming both shapes on a mismatch."""
+        shape = in_shape
+        for name, child, child_in in self.trace(in_shape):
+            shape = child_out(name, child, child_in)
+        return shape
+
+    def trace(self, in_shape: Shape) -> tuple[tuple[str, "Block", Shape], ...]:
+        """Composites: (name, child, child's input shape) in execution order. Leaves: ()."""
+        return ()
+
+    def children(self) -> tuple[tuple[str, "Block"], ...]:
+        """Named child specs, shape-independent. Default: every Block-valued field."""
+        out = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Block):
+                out.append((f.name, value))
+            elif isinstance(value, tuple) and value and all(isinstance(v, Block) for v in value):
+                out.extend((f"{f.name}.{i}", v) for i, v in enumerate(value))
+        return tuple(out)
+
+    # ---- parameters -------------------------------------------------------------------------
+    def own_params(self) -> Params:
+        """Parameters and buffers held by this block itself, not by its children."""
+        return Params()
+
+    def params(self) -> Params:
+        total = self.own_params()
+        for _, child in self.children():
+            total = total + child.params()
+        return total
+
+    def active_params(self) -> Params:
+        """Parameters used per token (MoE: only top_k experts). Equal to params() elsewhere."""
+        total = self.own_params()
+        for _, child in self.children():
+            total = total + child.active_params()
+        return total
+
+    def depth(self) -> int:
+        """Parameterised layers on the longest input-to-output path. Composites in sequence add."""
+        kids = self.children()
+        if not kids:
+            return 1 if self.own_params().total > 0 else 0
+        return (1 if self.own_params().total > 0 else 0) + sum(c.depth() for _, c in kids)
+
+    # ---- FLOPs ------------------------------------------------------------------------------
+    def own_flops(self, in_shape: Shape, *, input_grad: bool) -> Flops:
+        """FLOPs of this block's own work (a leaf's op, a composite's residual add)."""
+        return Flops()
+
+    def flops(self, in_shape: Shape, *, input_grad: bool = True) -> Flops:
+        """Forward and backward FLOPs for one call on `in_shape`.
+
+        `input_grad`: whether the input requires grad (backward then computes grad_input too).
+        A child's input requires grad if ours does or an earlier child has trainable parameters.
+        """
+        total = self.own_flops(in_shape, input_grad=input_grad)
+        grad = input_grad
+        for _, child, child_in in self.trace(in_shape):
+            total = total + child.flops(child_in, input_grad=grad)
+            grad = grad or child.params().trainable > 0
+        return total
+
+    # ---- build ------------------------------------------------------------------------------
+    def build(self):
+        """The torch.nn.Module; its parameter names follow this spec's child paths."""
+        raise NotImplementedError(f"{type(self).__name__}.build")
+
+    # ---- helpers for subclasses -------------------------------------------------------------
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise SpecError(f"{self.type_name}.{name} must be a positive integer, got {value!r}")
+
+    def _non_negative(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise SpecError(f"{self.type_name}.{name} must be a non-negative integer, got {value!r}")
+
+    def _one_of(self, name: str, allowed) -> None:
+        value = getattr(self, name)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise SpecError(f"{self.type_name}.{name} must be one of {sorted(map(str, allowed))}, got {value!r}{hint}")
+
+
+def expect_rank(block: Block, in_shape: Shape, rank: int | tuple[int, ...], what: str) -> None:
+    ranks = (rank,) if isinstance(rank, int) else rank
+    if len(in_shape) not in ranks:
+        raise SpecError(f"{block.type_name} expects {what}, got shape {tuple(in_shape)}")
+
+
+def expect_last(block: Block, in_shape: Shape, size: int, axis: int = -1) -> None:
+    if not in_shape or in_shape[axis] != size:
+        name = "last dim" if axis == -1 else f"dim {axis}"
+        got = in_shape[axis] if in_shape and len(in_shape) >= abs(axis) else None
+        raise SpecError(f"expected {name} {size}, got {got} (input shape {tuple(in_shape)})")
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One node of the spec tree as traced on a given input shape."""
+
+    path: str
+    block: Block
+    in_shape: Shape
+    out_shape: Shape
+    level: int
+
+
+def child_out(name: str, child: Block, in_shape: Shape) -> Shape:
+    """`child.out_shape(in_shape)`, with the child's name prepended to any SpecError's path.
+
+    Composites call this in `trace`/`out_shape`, so an error raised deep in the tree arrives at the
+    root as "blocks.3.ffn.up: expected last dim 768, got 512".
+    """
+    try:
+        return tuple(child.out_shape(tuple(in_shape)))
+    except SpecError as err:
+        raise err.with_prefix(name) from None
+
+
+def walk(block: Block, in_shape: Shape, path: str = "", level: int = 0) -> Iterator[LayerInfo]:
+    """Every node of the tree in execution order, with the shapes it sees.
+
+    The root's `out_shape` runs first and checks the whole tree, so a mismatch is raised before
+    anything is yielded, with the full block path.
+    """
+    out = block.out_shape(tuple(in_shape))
+    yield LayerInfo(path, block, tuple(in_shape), tuple(out), level)
+    for name, child, child_in in block.trace(in_shape):
+        yield from walk(child, child_in, f"{path}.{name}" if path else name, level + 1)

@@ -1,0 +1,70 @@
+"""A workload: what one step (or one inference) does. Shared by the cost and measure readings and
+the CLI, so a flag means the same everywhere. Pure Python."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from layerwise.spec.errors import WorkloadError
+
+PRECISIONS = ("fp32", "fp16", "bf16", "fp16-mixed", "bf16-mixed")
+OPTIMIZERS = ("sgd", "sgd-momentum", "adagrad", "rmsprop", "adam", "adamw", "adafactor", "lion", "adam-8bit")
+OPTIMIZER_IMPLS = ("loop", "foreach", "fused")
+CHECKPOINTING = ("none", "full", "selective")
+ATTENTION = ("eager", "sdpa")
+QUANT = ("none", "int8", "int4", "nf4")
+MODES = ("train", "infer")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    batch: int = 1
+    seq: int | None = None  # tokens per sequence (token/sequence inputs); None: the model's default
+    image: tuple[int, int] | None = None  # (H, W) for image inputs; None: the model's default
+    mode: str = "train"
+    precision: str = "fp32"
+    optimizer: str = "adamw"
+    optimizer_impl: str | None = None  # None: the device's default (cpu: loop, cuda: foreach)
+    checkpointing: str = "none"
+    attention: str = "sdpa"
+    grad_accum: int = 1  # micro-batches per step; `batch` is the micro-batch
+    zero: int = 0
+    dp: int = 1
+    tp: int = 1
+    pp: int = 1
+    lora_rank: int = 0
+    quant: str = "none"
+    new_tokens: int = 0  # inference: tokens generated after the prompt (KV cache)
+    device: str = "cpu"
+
+    def __post_init__(self):
+        for name, allowed in (("mode", MODES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
+                              ("checkpointing", CHECKPOINTING), ("attention", ATTENTION), ("quant", QUANT),
+                              ("device", DEVICES)):
+            if getattr(self, name) not in allowed:
+                raise WorkloadError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.optimizer_impl is not None and self.optimizer_impl not in OPTIMIZER_IMPLS:
+            raise WorkloadError(f"--optimizer-impl must be one of {', '.join(OPTIMIZER_IMPLS)}; got {self.optimizer_impl!r}")
+        for name in ("batch", "grad_accum", "dp", "tp", "pp"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise WorkloadError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        for name in ("lora_rank", "new_tokens"):
+            if getattr(self, name) < 0:
+                raise WorkloadError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.zero not in (0, 1, 2, 3):
+            raise WorkloadError(f"--zero must be 0, 1, 2 or 3, got {self.zero}")
+
+    @property
+    def impl(self) -> str:
+        """The optimizer implementation in force: the device default unless one was chosen."""
+        return self.optimizer_impl or ("foreach" if self.device == "cuda" else "loop")
+
+    @property
+    def dropout_mask_bytes(self) -> int | None:
+        """Bytes per element of a saved dropout mask: CUDA keeps 1-byte masks; CPU a full-precision
+        one (None: the activation's own dtype)."""
+        return 1 if self.device == "cuda" else None
+
+    def with_(self, **changes) -> "Workload":
+        return replace(self, **changes)
