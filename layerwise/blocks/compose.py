@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from layerwise.spec.base import Block, Shape, child_out, register
-from layerwise.spec.counts import Flops
+from layerwise.spec.counts import FlopCtx, Flops
 from layerwise.spec.errors import SpecError
 from layerwise.spec.shapes import prod
 
@@ -104,7 +104,7 @@ class Residual(Block):
     def depth(self) -> int:
         return self.branch.depth()  # the skip path has depth 0; the longest path is the branch
 
-    def own_flops(self, in_shape: Shape, *, input_grad: bool) -> Flops:
+    def own_flops(self, in_shape: Shape, ctx: FlopCtx) -> Flops:
         return Flops(fwd_other=prod(in_shape))  # the add; its backward only passes the gradient on
 
     def build(self):

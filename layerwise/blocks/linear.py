@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from layerwise.spec.base import Block, Shape, expect_last, register
-from layerwise.spec.counts import Flops, Params
+from layerwise.spec.counts import FlopCtx, Flops, Params
 from layerwise.spec.shapes import prod
 
 INITS = ("auto", "xavier", "kaiming", "normal", "torch")
@@ -31,11 +31,11 @@ class Linear(Block):
         n = self.d_in * self.d_out + (self.d_out if self.bias else 0)
         return Params(trainable=n) if self.trainable else Params(frozen=n)
 
-    def own_flops(self, in_shape: Shape, *, input_grad: bool) -> Flops:
+    def own_flops(self, in_shape: Shape, ctx: FlopCtx) -> Flops:
         rows = prod(in_shape[:-1])
         mm = 2 * rows * self.d_in * self.d_out  # (rows, d_in) @ (d_in, d_out)
         bias = rows * self.d_out if self.bias else 0  # addmm's bias add: not counted as matmul
-        bwd_mm = (mm if input_grad else 0) + (mm if self.trainable else 0)  # grad_input, grad_weight
+        bwd_mm = (mm if ctx.input_grad else 0) + (mm if self.trainable else 0)  # grad_input, grad_weight
         bwd_bias = bias if (self.bias and self.trainable) else 0  # grad_bias = sum over rows
         return Flops(fwd_matmul=mm, fwd_other=bias, bwd_matmul=bwd_mm, bwd_other=bwd_bias)
 

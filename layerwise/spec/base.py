@@ -9,10 +9,10 @@ Nothing here imports torch: `build()` imports it locally, so the cost reading ne
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import ClassVar, Iterator
 
-from layerwise.spec.counts import Flops, Params
+from layerwise.spec.counts import FlopCtx, Flops, Params
 from layerwise.spec.errors import SpecError
 
 Shape = tuple[int, ...]
@@ -99,20 +99,20 @@ class Block:
         return (1 if self.own_params().total > 0 else 0) + sum(c.depth() for _, c in kids)
 
     # ---- FLOPs ------------------------------------------------------------------------------
-    def own_flops(self, in_shape: Shape, *, input_grad: bool) -> Flops:
+    def own_flops(self, in_shape: Shape, ctx: FlopCtx) -> Flops:
         """FLOPs of this block's own work (a leaf's op, a composite's residual add)."""
         return Flops()
 
-    def flops(self, in_shape: Shape, *, input_grad: bool = True) -> Flops:
+    def flops(self, in_shape: Shape, ctx: FlopCtx = FlopCtx()) -> Flops:
         """Forward and backward FLOPs for one call on `in_shape`.
 
-        `input_grad`: whether the input requires grad (backward then computes grad_input too).
+        `ctx.input_grad`: whether the input requires grad (backward then computes grad_input too).
         A child's input requires grad if ours does or an earlier child has trainable parameters.
         """
-        total = self.own_flops(in_shape, input_grad=input_grad)
-        grad = input_grad
+        total = self.own_flops(in_shape, ctx)
+        grad = ctx.input_grad
         for _, child, child_in in self.trace(in_shape):
-            total = total + child.flops(child_in, input_grad=grad)
+            total = total + child.flops(child_in, replace(ctx, input_grad=grad))
             grad = grad or child.params().trainable > 0
         return total
 

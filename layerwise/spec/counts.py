@@ -62,3 +62,11 @@ class Flops:
 
     __add__ = _add
     __mul__ = _scale
+
+
+@dataclass(frozen=True)
+class FlopCtx:
+    """What a block's FLOPs depend on besides its input shape."""
+
+    input_grad: bool = True  # the input requires grad, so backward also computes grad_input
+    attention: str = "sdpa"  # eager | sdpa: PyTorch's sdpa backward recomputes the scores (5 bmms vs 4)
