@@ -17,6 +17,8 @@ def _register_commands() -> None:
     import layerwise.commands as pkg
 
     for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if mod.name.startswith("_"):  # shared helpers, not commands
+            continue
         importlib.import_module(f"{pkg.__name__}.{mod.name}").register(app)
 
 
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print in one or two lines and exit 2, never a traceback."""
     _register_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="layerwise", standalone_mode=False)
     except LayerwiseError as err:
         from layerwise.report.console import error
 

@@ -1,0 +1,50 @@
+"""`layerwise presets` and `layerwise summary`."""
+from __future__ import annotations
+
+import typer
+
+from layerwise.spec.errors import LayerwiseError
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'3x224x224', '3,224,224' or '128' -> (3, 224, 224); one sample, no batch dimension."""
+    parts = text.replace(",", "x").lower().split("x")
+    try:
+        dims = tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        raise LayerwiseError(f"--input {text!r}: expected sizes like 3x224x224 or 128") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise LayerwiseError(f"--input {text!r}: sizes must be positive integers")
+    return dims
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def presets(json: bool = typer.Option(False, "--json", help="JSON output")):
+        """List the known architectures with their parameter counts and sources."""
+        from layerwise.presets import list_presets
+        from layerwise.report.console import print_json
+        from layerwise.report.presets import presets_json, render_presets
+
+        rows = list_presets()
+        print_json(presets_json(rows)) if json else render_presets(rows)
+
+    @app.command()
+    def summary(
+        model: str = typer.Argument(..., help="preset name, spec file (.yaml/.yml/.json) or HF config.json"),
+        input: str = typer.Option(None, "--input", help="one sample's input shape, e.g. 3x224x224 or 128 (tokens)"),
+        batch: int = typer.Option(1, "--batch", help="batch size"),
+        max_level: int = typer.Option(3, "--max-level", help="deepest tree level shown in the table"),
+        json: bool = typer.Option(False, "--json", help="JSON output (all layers)"),
+    ):
+        """Per-layer table: output shapes, exact parameters, depth, and the split by layer type."""
+        from layerwise.cost.summary import summarize
+        from layerwise.commands._model import resolve
+        from layerwise.report.console import print_json
+        from layerwise.report.summary import render_summary, summary_json
+
+        spec = resolve(model, parse_shape(input) if input else None)
+        if batch <= 0:
+            raise LayerwiseError(f"--batch must be a positive integer, got {batch}")
+        result = summarize(spec.name, spec.body, (batch, *spec.input.shape))
+        print_json(summary_json(result)) if json else render_summary(result, max_level)

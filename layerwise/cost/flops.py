@@ -1,0 +1,156 @@
+"""The FLOPs reading of a whole model under a workload: per-layer rows, totals, per token, and the
+training compute of a token budget next to the 6·N·D convention.
+
+1 multiply-add = 2 FLOPs. "matmul" FLOPs are what torch's FlopCounterMode counts (linear, conv,
+attention scores and values, RNN gates); "other" FLOPs (norms, softmax, activations, elementwise,
+pooling, the loss) are estimates with per-element costs stated at each block.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from layerwise.spec.base import Block, Shape
+from layerwise.spec.counts import FlopCtx, Flops
+from layerwise.spec.model import Model
+from layerwise.spec.shapes import prod
+from layerwise.workload import Workload
+
+# Cross-entropy over logits, forward: max, subtract, exp, sum, log, pick ~ 5 FLOPs per logit;
+# its backward (softmax - one_hot) ~ 2 per logit. Not matmuls, so never in the counted ground truth.
+CE_FWD_PER_LOGIT = 5
+CE_BWD_PER_LOGIT = 2
+
+
+@dataclass(frozen=True)
+class FlopRow:
+    path: str
+    type: str
+    level: int
+    flops: Flops
+
+
+@dataclass(frozen=True)
+class FlopReport:
+    model: str
+    input_shape: Shape
+    flops: Flops  # one step (train) or one forward (infer), recompute and loss included
+    recompute: Flops  # forward FLOPs repeated in backward by activation checkpointing
+    loss: Flops
+    rows: tuple[FlopRow, ...]
+    tokens: int  # tokens (or samples) processed by the step
+    mode: str
+
+    @property
+    def forward(self) -> int:
+        return self.flops.forward
+
+    @property
+    def backward(self) -> int:
+        return self.flops.backward if self.mode == "train" else 0
+
+    @property
+    def total(self) -> int:
+        return self.forward + self.backward
+
+    @property
+    def per_token(self) -> float:
+        return self.total / self.tokens
+
+
+def checkpointed_units(body: Block, path: str = ""):
+    """(path, block) of each unit that `--checkpointing full` wraps: every copy inside a Repeat
+    (transformer blocks, ResNet blocks), outermost Repeats only — the measure reading wraps the same."""
+    if body.type_name == "repeat":
+        for name, child in body.children():
+            yield (f"{path}.{name}" if path else name), child
+        return
+    for name, child in body.children():
+        yield from checkpointed_units(child, f"{path}.{name}" if path else name)
+
+
+def _attention_core(block: Block, in_shape: Shape, ctx: FlopCtx) -> Flops:
+    """Sum of the attention blocks' own FLOPs (scores, softmax, values) inside `block`."""
+    total = Flops()
+    if block.type_name == "attention":
+        total = total + block.own_flops(in_shape, ctx)
+    for _, child, child_in in block.trace(in_shape):
+        total = total + _attention_core(child, child_in, ctx)
+    return total
+
+
+def _rows(block: Block, in_shape: Shape, ctx: FlopCtx, path: str, level: int, out: list) -> None:
+    if path:
+        out.append(FlopRow(path, block.type_name, level, block.flops(in_shape, ctx)))
+    grad = ctx.input_grad
+    for name, child, child_in in block.trace(in_shape):
+        _rows(child, child_in, replace(ctx, input_grad=grad), f"{path}.{name}" if path else name, level + 1, out)
+        grad = grad or child.params().trainable > 0
+
+
+def _shapes_by_path(body: Block, in_shape: Shape) -> dict[str, Shape]:
+    from layerwise.spec.base import walk
+
+    return {info.path: info.in_shape for info in walk(body, in_shape)}
+
+
+def model_flops(model: Model, workload: Workload) -> FlopReport:
+    """FLOPs of one training step (forward, loss, backward, recompute) or one inference forward."""
+    in_shape = model.input_shape(workload.batch, workload.seq, workload.image)
+    # The input batch never requires grad: the first layer computes no grad_input.
+    ctx = FlopCtx(input_grad=False, attention=workload.attention)
+    step = model.body.flops(in_shape, ctx)
+    rows: list[FlopRow] = []
+    _rows(model.body, in_shape, ctx, "", 0, rows)
+    out_shape = model.body.out_shape(in_shape)
+    loss = Flops(fwd_other=CE_FWD_PER_LOGIT * prod(out_shape), bwd_other=CE_BWD_PER_LOGIT * prod(out_shape))
+    recompute = Flops()
+    if workload.mode == "train" and workload.checkpointing != "none":
+        shapes = _shapes_by_path(model.body, in_shape)
+        for path, unit in checkpointed_units(model.body):
+            unit_ctx = replace(ctx, input_grad=True)
+            if workload.checkpointing == "full":
+                f = unit.flops(shapes[path], unit_ctx)
+            else:  # selective: only the attention core is recomputed (Korthikanti et al. 2022)
+                f = _attention_core(unit, shapes[path], unit_ctx)
+            recompute = recompute + Flops(bwd_matmul=f.fwd_matmul, bwd_other=f.fwd_other)
+    if workload.mode == "infer":
+        step = Flops(fwd_matmul=step.fwd_matmul, fwd_other=step.fwd_other, causal_skippable=step.causal_skippable)
+        loss = Flops()
+    total = step + loss + recompute
+    tokens = prod(in_shape[:2]) if model.input.kind == "tokens" else in_shape[0]
+    return FlopReport(model=model.name, input_shape=in_shape, flops=total, recompute=recompute, loss=loss,
+                      rows=tuple(rows), tokens=tokens, mode=workload.mode)
+
+
+@dataclass(frozen=True)
+class TrainingCompute:
+    """Training compute for a token budget: ours (per-token step FLOPs × tokens) next to 6·N·D."""
+
+    tokens: int
+    flops: int
+    six_nd: int
+    params: int
+    non_embedding_params: int
+
+    @property
+    def ratio_to_6nd(self) -> float:
+        return self.flops / self.six_nd
+
+
+def training_compute(model: Model, workload: Workload, tokens: int) -> TrainingCompute:
+    """Our step FLOPs scaled to `tokens`, and 6·N·D with N = all parameters (the GPT-3 / Kaplan
+    convention). The difference is attention's s² terms and the embedding lookups (no matmul)."""
+    report = model_flops(model, workload.with_(mode="train"))
+    n = model.params().total
+    embed = sum(child.params().total for _, child in _embeddings(model.body))
+    per_token_num, per_token_den = report.total, report.tokens
+    return TrainingCompute(tokens=tokens, flops=per_token_num * tokens // per_token_den, six_nd=6 * n * tokens,
+                           params=n, non_embedding_params=n - embed)
+
+
+def _embeddings(block: Block):
+    for _, child in block.children():
+        if child.type_name in ("embedding", "learned_positions"):
+            yield "", child
+        else:
+            yield from _embeddings(child)

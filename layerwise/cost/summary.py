@@ -1,0 +1,46 @@
+"""The summary reading: per-layer shapes and parameters, depth, and the split by layer type."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from layerwise.spec.base import Block, Shape, walk
+from layerwise.spec.counts import Params
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    path: str
+    type: str
+    level: int
+    output_shape: Shape
+    params: int  # all parameters in this subtree (tied ones once)
+    trainable: int
+    own_params: int  # held by this node itself (leaves: all of theirs)
+
+
+@dataclass(frozen=True)
+class Summary:
+    model: str
+    input_shape: Shape
+    output_shape: Shape
+    params: Params
+    active_params: Params
+    depth: int
+    layers: tuple[LayerRow, ...]
+    by_type: dict[str, int]  # layer type -> parameters held by nodes of that type
+
+
+DEPTH_DEFINITION = "depth = parameterised layers on the longest input-to-output path (a residual skip adds 0)"
+
+
+def summarize(name: str, body: Block, in_shape: Shape) -> Summary:
+    rows, by_type = [], {}
+    for info in walk(body, in_shape):
+        p, own = info.block.params(), info.block.own_params().total
+        if own:
+            by_type[info.block.type_name] = by_type.get(info.block.type_name, 0) + own
+        if info.path:
+            rows.append(LayerRow(info.path, info.block.type_name, info.level, info.out_shape, p.total, p.trainable, own))
+    return Summary(model=name, input_shape=tuple(in_shape), output_shape=tuple(body.out_shape(in_shape)),
+                   params=body.params(), active_params=body.active_params(), depth=body.depth(),
+                   layers=tuple(rows), by_type=dict(sorted(by_type.items(), key=lambda kv: -kv[1])))
