@@ -1,0 +1,153 @@
+"""Optimizer state and optimizer.step() temporaries, in bytes, as PyTorch keeps them.
+
+The state depends on parameter *shapes* (Adafactor factors >=2-D tensors; every torch optimizer
+keeps one scalar `step` tensor per parameter tensor), so the API takes the trainable parameters'
+shapes: a list of shapes, or a {path: shape} mapping (what a spec's `named_parameters` paths give).
+Pure Python; the numbers are checked against torch.optim in tests/cost/test_optimizers.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Iterable, Mapping
+
+from layerwise.cost.precision import nbytes
+from layerwise.spec.errors import WorkloadError
+
+Shape = tuple[int, ...]
+
+# torch.optim keeps `step` as a 0-dim float32 tensor per parameter tensor (adam.py, adagrad.py,
+# rmsprop.py, _adafactor.py: `torch.tensor(0.0, dtype=_get_scalar_dtype())`, on the CPU unless
+# capturable/fused, then on the parameter's device). SGD keeps no step; Lion (lion-pytorch) neither.
+STEP_BYTES = 4
+OPTIMIZERS = ("sgd", "sgd-momentum", "adagrad", "rmsprop", "adam", "adamw", "adafactor", "lion", "adam-8bit")
+WITH_STEP = {"adagrad", "rmsprop", "adam", "adamw", "adafactor"}
+
+
+@dataclass(frozen=True)
+class OptimizerStateBytes:
+    """`state`: moment buffers (on the parameters' device); `step`: the scalar step tensors."""
+
+    state: int
+    step: int
+    n_tensors: int  # parameter tensors the optimizer holds state for
+
+    @property
+    def total(self) -> int:
+        return self.state + self.step
+
+
+def as_shapes(params: Iterable[Shape] | Mapping[str, Shape]) -> list[Shape]:
+    """Accept a list of shapes or {path: shape}; checks every dim is a positive integer."""
+    items = params.items() if isinstance(params, Mapping) else enumerate(params)
+    shapes = []
+    for where, shape in items:
+        shape = tuple(shape)
+        if any(not isinstance(d, int) or d < 0 for d in shape):
+            raise WorkloadError(f"parameter {where}: shape must be non-negative integers, got {shape!r}")
+        shapes.append(shape)
+    return shapes
+
+
+def _check(name: str) -> None:
+    if name not in OPTIMIZERS:
+        raise WorkloadError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
+
+
+def adafactor_state_elements(shape: Shape) -> int:
+    """torch.optim.Adafactor (torch 2.13 _adafactor.py): for grad.dim() > 1, `row_var` of shape
+    [..., rows, 1] and `col_var` of shape [..., 1, cols]; else a full `variance` like the param."""
+    n = prod(shape)
+    if len(shape) > 1:
+        rows, cols = shape[-2], shape[-1]
+        return (n // cols if cols else 0) + (n // rows if rows else 0)
+    return n
+
+
+def _adam8bit_state_bytes(n: int, blocksize: int, min_8bit_size: int) -> int:
+    """bitsandbytes Adam8bit (what-if, not measured here): two 1-byte states per element with one
+    fp32 absmax per `blocksize` block each; tensors under `min_8bit_size` elements keep fp32 states
+    (bitsandbytes.optim.optimizer.Optimizer8bit defaults: min_8bit_size=4096, blockwise, 256)."""
+    if n < min_8bit_size:
+        return 2 * 4 * n
+    blocks = -(-n // blocksize)
+    return 2 * (n + 4 * blocks)
+
+
+def state_bytes(optimizer: str, params: Iterable[Shape] | Mapping[str, Shape], *, dtype: str = "fp32",
+                momentum: float = 0.0, centered: bool = False, amsgrad: bool = False,
+                blocksize: int = 256, min_8bit_size: int = 4096) -> OptimizerStateBytes:
+    """Persistent optimizer state for the trainable parameters `params` stored in `dtype`.
+
+    `dtype` is the dtype of the moment buffers: torch creates them with zeros_like(param), so it is
+    the parameter's dtype (fp32 under autocast and fp32; fp16/bf16 for a pure half model; the fp32
+    master copy's for the ZeRO convention). `momentum` applies to rmsprop (momentum_buffer when > 0).
+    """
+    _check(optimizer)
+    shapes = as_shapes(params)
+    numels = [prod(s) for s in shapes]
+    n_total = sum(numels)
+    if optimizer == "sgd":
+        state = 0  # momentum=0: state["momentum_buffer"] is None
+    elif optimizer in ("sgd-momentum", "adagrad", "lion"):
+        state = nbytes(n_total, dtype)  # momentum_buffer / sum / exp_avg
+    elif optimizer == "rmsprop":
+        copies = 1 + (momentum > 0) + bool(centered)  # square_avg (+ momentum_buffer, grad_avg)
+        state = copies * nbytes(n_total, dtype)
+    elif optimizer in ("adam", "adamw"):
+        state = (2 + bool(amsgrad)) * nbytes(n_total, dtype)  # exp_avg, exp_avg_sq (+ max_exp_avg_sq)
+    elif optimizer == "adafactor":
+        state = nbytes(sum(adafactor_state_elements(s) for s in shapes), dtype)
+    else:  # adam-8bit
+        state = sum(_adam8bit_state_bytes(n, blocksize, min_8bit_size) for n in numels)
+    step = STEP_BYTES * len(shapes) if optimizer in WITH_STEP else 0
+    return OptimizerStateBytes(state=state, step=step, n_tensors=len(shapes))
+
+
+def step_temporary_bytes(optimizer: str, params: Iterable[Shape] | Mapping[str, Shape], *,
+                         impl: str = "loop", dtype: str = "fp32", weight_decay: float = 0.0) -> int:
+    """Peak bytes of the temporaries `optimizer.step()` allocates on top of params, grads and state.
+
+    adam/adamw, from torch 2.13 torch/optim/adam.py:
+      loop (`_single_tensor_adam`): per tensor, `denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)`
+        holds the sqrt and the quotient at once: 2 x the largest tensor. Adam (not AdamW) with
+        weight_decay adds `grad = grad.add(param)`: one more largest-tensor copy.
+      foreach (`_multi_tensor_adam`): `_foreach_sqrt(exp_avg_sqs)` over every tensor: 1 x all params
+        (the "20 B/param" peak of fp32 AdamW on CUDA). Adam's coupled weight decay makes a full
+        `_foreach_add(grads, params)` copy, but `del device_grads` frees it before the sqrt: still 1x.
+      fused (`_fused_adam_`): one kernel per group, no full-size temporaries.
+    sgd-momentum: the first step clones grad into the state (counted as state); later steps are in
+    place; weight decay (`grad.add(param)`) adds one largest (loop) / full (foreach) copy.
+    adagrad: loop `std = state_sum.sqrt().add_(eps)`: 1 x largest; foreach keeps two full lists
+    (`_foreach_sqrt` and the addcdiv operand). rmsprop: 1 x largest (loop) or 1 x all (foreach). adafactor
+    loop: the largest of numel + row/col means (>= 2-D) or 2 x numel (1-D); foreach: 1 x all.
+    Small scalar temporaries are not counted: measured within 5% in the tests. lion (not in torch): assumed like rmsprop. adam-8bit: bitsandbytes
+    updates in one fused kernel: 0.
+    """
+    _check(optimizer)
+    if impl not in ("loop", "foreach", "fused"):
+        raise WorkloadError(f"--optimizer-impl must be loop, foreach or fused; got {impl!r}")
+    shapes = as_shapes(params)
+    numels = [prod(s) for s in shapes]
+    if not numels or impl == "fused":
+        return 0
+    if optimizer == "adafactor" and impl == "loop":
+        # per tensor: row_mean + col_mean (the factored state's sizes) + var_estimate (numel);
+        # 1-D: grad_squared and var_estimate = variance.clone() (2 x numel)
+        per = [n + adafactor_state_elements(s) if len(s) > 1 else 2 * n for s, n in zip(shapes, numels)]
+        return nbytes(max(per), dtype)
+    unit = max(numels) if impl == "loop" else sum(numels)
+    if optimizer == "sgd":
+        copies = 1 if weight_decay else 0
+    elif optimizer == "sgd-momentum":
+        copies = 1 if weight_decay else 0
+    elif optimizer in ("adam", "adamw"):
+        coupled_wd = 1 if (optimizer == "adam" and weight_decay) else 0
+        copies = 2 + coupled_wd if impl == "loop" else 1
+    elif optimizer == "adagrad":
+        copies = 1 if impl == "loop" else 2
+    elif optimizer == "adam-8bit":
+        copies = 0
+    else:  # rmsprop, adafactor, lion
+        copies = 1
+    return copies * nbytes(unit, dtype)

@@ -1,0 +1,138 @@
+"""Optimizer state and step temporaries vs real torch.optim on CPU (bytes counted from storages)."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from _storage_counter import NewStoragePeak  # noqa: E402  (tests/cost on sys.path via conftest)
+
+from layerwise.cost.optimizers import state_bytes, step_temporary_bytes  # noqa: E402
+
+# Shapes cover what Adafactor treats differently: 2-D, 4-D (conv), 3-D, 1-D and 0-dim params.
+SHAPES = {"fc.weight": (96, 64), "fc.bias": (96,), "conv.weight": (8, 3, 3, 3), "t": (2, 5, 7),
+          "norm.weight": (32,), "scale": ()}
+
+
+def _params(dtype=torch.float32):
+    torch.manual_seed(0)
+    return {k: torch.nn.Parameter(torch.randn(s, dtype=dtype)) for k, s in SHAPES.items()}
+
+
+def _set_grads(params):
+    for p in params.values():
+        p.grad = torch.randn_like(p)
+
+
+def _storage_bytes(tensors) -> int:
+    seen = {}
+    for t in tensors:
+        seen[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def _make(name, params, impl, **kw):
+    flags = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[impl]
+    ps = list(params.values())
+    table = {
+        "sgd": lambda: torch.optim.SGD(ps, lr=0.1, **kw, **flags),
+        "sgd-momentum": lambda: torch.optim.SGD(ps, lr=0.1, momentum=0.9, **kw, **flags),
+        "adagrad": lambda: torch.optim.Adagrad(ps, **kw, **flags),
+        "rmsprop": lambda: torch.optim.RMSprop(ps, **kw, **flags),
+        "adam": lambda: torch.optim.Adam(ps, **kw, **flags),
+        "adamw": lambda: torch.optim.AdamW(ps, **kw, **flags),
+        "adafactor": lambda: torch.optim.Adafactor(ps, **kw, **flags),
+    }
+    return table[name]()
+
+
+def _state(opt):
+    """(moment bytes, step bytes) actually held by the optimizer."""
+    moments, steps = [], []
+    for st in opt.state.values():
+        for key, v in st.items():
+            if torch.is_tensor(v):
+                (steps if key == "step" else moments).append(v)
+    return _storage_bytes(moments), _storage_bytes(steps)
+
+
+@pytest.mark.parametrize("name,kw,ours", [
+    ("sgd", {}, {}),
+    ("sgd-momentum", {}, {}),
+    ("adagrad", {}, {}),
+    ("rmsprop", {}, {}),
+    ("rmsprop", {"momentum": 0.9, "centered": True}, {"momentum": 0.9, "centered": True}),
+    ("adam", {}, {}),
+    ("adam", {"amsgrad": True}, {"amsgrad": True}),
+    ("adamw", {}, {}),
+    ("adafactor", {}, {}),
+])
+def test_state_bytes_exact(name, kw, ours):
+    params = _params()
+    opt = _make(name, params, "loop", **kw)
+    for _ in range(2):
+        _set_grads(params)
+        opt.step()
+    moments, steps = _state(opt)
+    got = state_bytes(name, SHAPES, **ours)
+    assert (got.state, got.step) == (moments, steps)
+
+
+def test_state_bytes_half_params_keep_half_state():
+    params = _params(torch.bfloat16)
+    opt = _make("adamw", params, "loop")
+    _set_grads(params)
+    opt.step()
+    moments, steps = _state(opt)
+    got = state_bytes("adamw", SHAPES, dtype="bf16")
+    assert (got.state, got.step) == (moments, steps)  # step stays fp32: 4 B per tensor
+
+
+def _step_peak(name, impl, **kw):
+    params = _params()
+    opt = _make(name, params, impl, **kw)
+    _set_grads(params)
+    opt.step()  # the first step creates the state; measure the second
+    _set_grads(params)
+    counter = NewStoragePeak()
+    held = list(params.values()) + [p.grad for p in params.values()]
+    held += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)]
+    counter.ignore(held)
+    with counter:
+        opt.step()
+    return counter.peak
+
+
+@pytest.mark.parametrize("name,impl,kw", [
+    ("adamw", "loop", {}), ("adamw", "foreach", {}), ("adamw", "fused", {}),
+    ("adam", "loop", {"weight_decay": 0.1}), ("adam", "foreach", {"weight_decay": 0.1}),
+    ("adam", "loop", {}), ("sgd-momentum", "loop", {"weight_decay": 0.1}),
+    ("sgd-momentum", "foreach", {"weight_decay": 0.1}), ("sgd-momentum", "foreach", {}),
+])
+def test_step_temporaries_exact(name, impl, kw):
+    # the 4-byte CPU `torch.tensor(1.0)` foreach adds to the step counters is below this slack
+    got = step_temporary_bytes(name, SHAPES, impl=impl, **kw)
+    measured = _step_peak(name, impl, **kw)
+    assert got <= measured <= got + 64
+
+
+@pytest.mark.parametrize("name,impl", [("adagrad", "loop"), ("adagrad", "foreach"), ("rmsprop", "loop"),
+                                       ("rmsprop", "foreach"), ("adafactor", "loop"), ("adafactor", "foreach")])
+def test_step_temporaries_within_5_percent(name, impl):
+    got = step_temporary_bytes(name, SHAPES, impl=impl)
+    measured = _step_peak(name, impl)
+    assert abs(measured - got) <= 0.05 * measured
+
+
+def test_adam_8bit_what_if_is_about_2_bytes_per_param():
+    n = 4096 * 4096
+    got = state_bytes("adam-8bit", [(4096, 4096)]).state
+    assert got == 2 * n + 2 * 4 * (n // 256)  # 2 x int8 + one fp32 absmax per 256-block
+    assert state_bytes("adam-8bit", [(64,)]).state == 2 * 4 * 64  # small tensors stay fp32
+
+
+def test_unknown_optimizer_names_the_flag():
+    from layerwise.spec.errors import WorkloadError
+
+    with pytest.raises(WorkloadError, match="--optimizer"):
+        state_bytes("adamx", SHAPES)
