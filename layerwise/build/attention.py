@@ -1,0 +1,117 @@
+"""The attention module built from an `attention` spec, and the rotary embedding it uses.
+
+The implementation (eager | sdpa) is a run-time setting of the module (`build.runtime.
+set_attention_impl`), never part of the spec: both compute the same function.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from layerwise.build.init import init_weight
+
+IMPLS = ("eager", "sdpa")
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotates (..., S, D) vectors by position; cos/sin computed per call (no buffers).
+
+    `inv_freq`: D/2 floats (scaling already applied by the spec); `scale`: YaRN's cos/sin factor.
+    """
+
+    def __init__(self, inv_freq: list[float], scale: float = 1.0):
+        super().__init__()
+        self.inv_freq = tuple(float(f) for f in inv_freq)
+        self.scale = float(scale)
+
+    def tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of shape (S, D) for float positions (S,). An outer product by broadcasting,
+        not a matmul, so FlopCounterMode counts nothing here."""
+        inv = torch.tensor(self.inv_freq, dtype=torch.float32, device=positions.device)
+        angles = positions.float()[:, None] * inv[None, :]  # (S, D/2)
+        angles = torch.cat((angles, angles), dim=-1)  # (S, D): the "rotate half" layout
+        cos, sin = angles.cos(), angles.sin()
+        if self.scale != 1.0:
+            cos, sin = cos * self.scale, sin * self.scale
+        return cos, sin
+
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        if positions is None:
+            positions = torch.arange(x.shape[-2], device=x.device)
+        return self.rotate(x, *self.tables(positions))
+
+
+def attention_mask(s: int, sk: int, causal: bool, window: int, device) -> torch.Tensor | None:
+    """Boolean (S, Sk) mask, True = attend; None when everything is visible."""
+    if not causal and not window:
+        return None
+    i = torch.arange(s, device=device)[:, None]
+    j = torch.arange(sk, device=device)[None, :]
+    keep = torch.ones(s, sk, dtype=torch.bool, device=device)
+    if causal:
+        keep &= j <= i
+    if window:
+        keep &= (i - j).abs() < window
+    return keep
+
+
+class AttentionModule(nn.Module):
+    def __init__(self, spec):
+        super().__init__()
+        self.n_heads, self.kv_heads, self.d_head = spec.n_heads, spec.kv_heads, spec.head_dim
+        self.causal, self.window, self.p = spec.causal, spec.sliding_window, float(spec.dropout)
+        self.cross = spec.context_dim > 0
+        self.impl = "sdpa"  # set_attention_impl changes it
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            child = getattr(spec, name)
+            module = child.build()
+            if child.type_name == "linear":
+                init_weight(module, child.init, None)
+            setattr(self, name, module)
+        self.q_norm = spec.q_norm.build() if spec.q_norm is not None else None
+        self.k_norm = spec.k_norm.build() if spec.k_norm is not None else None
+        self.rope = spec.rope.build() if spec.rope is not None else None
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        b, s, _ = x.shape  # (B, S, d_model)
+        if self.cross and context is None:
+            raise ValueError("cross attention needs a context tensor (B, context_len, context_dim)")
+        src = context if self.cross else x
+        sk = src.shape[1]
+        q = self.q_proj(x).view(b, s, self.n_heads, self.d_head)
+        k = self.k_proj(src).view(b, sk, self.kv_heads, self.d_head)
+        v = self.v_proj(src).view(b, sk, self.kv_heads, self.d_head)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, S, d_head)
+        if self.rope is not None:
+            cos, sin = self.rope.tables(torch.arange(s, device=x.device))
+            q, k = self.rope.rotate(q, cos, sin), self.rope.rotate(k, cos, sin)
+        y = self._eager(q, k, v) if self.impl == "eager" else self._sdpa(q, k, v)  # (B, H, S, d_head)
+        return self.o_proj(y.transpose(1, 2).reshape(b, s, self.n_heads * self.d_head))
+
+    def _eager(self, q, k, v):
+        group = self.n_heads // self.kv_heads
+        if group > 1:  # GQA/MQA: each kv head serves `group` query heads
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        scores = (q @ k.transpose(-2, -1)) * self.d_head ** -0.5  # (B, H, S, Sk)
+        mask = attention_mask(q.shape[2], k.shape[2], self.causal, self.window, q.device)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        probs = F.dropout(scores.softmax(dim=-1), self.p, self.training)
+        return probs @ v
+
+    def _sdpa(self, q, k, v):
+        p = self.p if self.training else 0.0
+        gqa = self.kv_heads != self.n_heads
+        if self.causal and not self.window:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, enable_gqa=gqa)
+        mask = attention_mask(q.shape[2], k.shape[2], self.causal, self.window, q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, enable_gqa=gqa)
