@@ -20,8 +20,8 @@ def sizes(block, name: str, n: int, minimum: int = 1) -> tuple[int, ...]:
     items = value if isinstance(value, tuple) else (value,) * n
     ok = len(items) == n and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in items)
     if not ok:
-        what = "positive integer" if minimum == 1 else f"integer >= {minimum}"
-        form = f"a {what}" if n == 1 else f"a {what} or a list of {n} of them"
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        form = what if n == 1 else f"{what} or a list of {n} of them"
         raise SpecError(f"{block.type_name}.{name} must be {form}, got {value!r}")
     return tuple(items)
 
