@@ -19,3 +19,18 @@ def set_attention_impl(module: nn.Module, impl: str) -> int:
             sub.impl = impl
             n += 1
     return n
+
+
+def set_moe_routing(module: nn.Module, routing: str) -> int:
+    """Make every MoE module under `module` route "learned" (top-k of the router) or "balanced"
+    (data-independent, equal shares: for fake-tensor / meta runs). Returns how many were set."""
+    from layerwise.build.moe import ROUTINGS, MoEModule
+
+    if routing not in ROUTINGS:
+        raise WorkloadError(f"MoE routing must be one of {list(ROUTINGS)}, got {routing!r}")
+    n = 0
+    for sub in module.modules():
+        if isinstance(sub, MoEModule):
+            sub.routing = routing
+            n += 1
+    return n

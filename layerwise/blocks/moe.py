@@ -1,0 +1,130 @@
+"""Mixture of experts with token-choice top-k routing (Shazeer et al. 2017; Mixtral, arXiv 2401.04088).
+
+x (..., d_model) -> T = prod(...) tokens. router: Linear d_model -> n_experts (no bias); weights =
+softmax(logits), the top_k kept and renormalised to sum 1 (Mixtral); each expert (an ffn) runs only
+on its routed tokens; optional shared expert (an ffn of width shared_d_ff) on every token.
+
+params() counts every expert; active_params() counts what one token uses: router + top_k experts +
+the shared expert.
+
+FLOPs: every token makes exactly top_k assignments, and an ffn's FLOPs are linear in its rows, so
+the experts' total is one expert's FLOPs on top_k * T rows whatever the routing (the experts are
+assumed alike: expert 0 stands for all). Other, stated per element: routing softmax 5 and top-k 1
+per (token, expert), renormalising 2 per (token, k); combining 2 per (token, k, d_model); backward:
+softmax 4 per (token, expert), combine 3 per (token, k, d_model); the shared expert's add 1 per
+output element.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from layerwise.blocks.ffn import FFN, _check_linear
+from layerwise.blocks.linear import Linear
+from layerwise.spec.base import Block, Shape, expect_last, register
+from layerwise.spec.counts import FlopCtx, Flops, Params
+from layerwise.spec.errors import SpecError
+from layerwise.spec.shapes import prod
+
+
+@register("moe")
+@dataclass(frozen=True, kw_only=True)
+class MoE(Block):
+    d_model: int
+    d_ff: int  # each expert's hidden width
+    n_experts: int
+    top_k: int  # experts per token
+    activation: str = "silu"
+    gated: bool = True  # experts are SwiGLU by default (Mixtral)
+    bias: bool = False
+    shared_d_ff: int = 0  # > 0: a shared expert of this width sees every token (DeepSeek-MoE, Qwen-MoE)
+    # children, derived from the fields above when left out
+    router: Block | None = None
+    experts: tuple[Block, ...] = ()
+    shared_expert: Block | None = None
+
+    def __post_init__(self):
+        self._positive("d_model", "d_ff", "n_experts", "top_k")
+        self._non_negative("shared_d_ff")
+        if self.top_k > self.n_experts:
+            raise SpecError(f"moe.top_k ({self.top_k}) must be <= n_experts ({self.n_experts})")
+        router = Linear(d_in=self.d_model, d_out=self.n_experts, bias=False)
+        if self.router is None:
+            object.__setattr__(self, "router", router)
+        else:
+            _check_linear("moe.router", self.router, router)
+        expert = FFN(d_model=self.d_model, d_ff=self.d_ff, activation=self.activation, gated=self.gated, bias=self.bias)
+        if isinstance(self.experts, list):
+            object.__setattr__(self, "experts", tuple(self.experts))
+        if not self.experts:
+            object.__setattr__(self, "experts", (expert,) * self.n_experts)
+        elif len(self.experts) != self.n_experts:
+            raise SpecError(f"moe.experts holds {len(self.experts)} experts, n_experts is {self.n_experts}")
+        for i, e in enumerate(self.experts):
+            _check_ffn(f"moe.experts.{i}", e, expert)
+        shared = replace(expert, d_ff=self.shared_d_ff, up_proj=None, gate_proj=None, down_proj=None) if self.shared_d_ff else None
+        if shared is None and self.shared_expert is not None:
+            raise SpecError("moe.shared_expert is given but shared_d_ff is 0")
+        if shared is not None:
+            if self.shared_expert is None:
+                object.__setattr__(self, "shared_expert", shared)
+            else:
+                _check_ffn("moe.shared_expert", self.shared_expert, shared)
+
+    # ---- shapes and params -------------------------------------------------------------------
+    def _rows(self, in_shape: Shape) -> int:
+        return prod(in_shape[:-1])
+
+    def trace(self, in_shape: Shape):
+        t = self._rows(in_shape)
+        out = [("router", self.router, (t, self.d_model))]
+        # each expert sees about T * top_k / n_experts tokens; shown as that share, rounded up
+        share = -(-t * self.top_k // self.n_experts)
+        out += [(f"experts.{i}", e, (share, self.d_model)) for i, e in enumerate(self.experts)]
+        if self.shared_expert is not None:
+            out.append(("shared_expert", self.shared_expert, (t, self.d_model)))
+        return tuple(out)
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        expect_last(self, in_shape, self.d_model)
+        return tuple(in_shape)
+
+    def active_params(self) -> Params:
+        """Router + the top_k largest experts + the shared expert: the weights one token uses."""
+        experts = sorted((e.active_params() for e in self.experts), key=lambda p: p.total, reverse=True)
+        total = self.router.active_params()
+        for p in experts[: self.top_k]:
+            total = total + p
+        if self.shared_expert is not None:
+            total = total + self.shared_expert.active_params()
+        return total
+
+    def depth(self) -> int:
+        shared = self.shared_expert.depth() if self.shared_expert is not None else 0
+        return max(self.experts[0].depth(), shared)
+
+    # ---- FLOPs -------------------------------------------------------------------------------
+    def flops(self, in_shape: Shape, ctx: FlopCtx = FlopCtx()) -> Flops:
+        self.out_shape(in_shape)
+        t, e, k, d = self._rows(in_shape), self.n_experts, self.top_k, self.d_model
+        total = self.router.flops((t, d), ctx)
+        total = total + self.experts[0].flops((t * k, d), ctx)  # top_k * T rows over all experts
+        router_grad = ctx.input_grad or self.router.params().trainable > 0
+        fwd = t * e * (5 + 1) + 2 * t * k + 2 * t * k * d
+        bwd = (4 * t * e if router_grad else 0) + 3 * t * k * d
+        total = total + Flops(fwd_other=fwd, bwd_other=bwd)
+        if self.shared_expert is not None:
+            total = total + self.shared_expert.flops((t, d), ctx) + Flops(fwd_other=t * d)
+        return total
+
+    def build(self):
+        from layerwise.build.moe import MoEModule
+
+        return MoEModule(self)
+
+
+def _check_ffn(where: str, got: Block, want: FFN) -> None:
+    keys = ("d_model", "d_ff", "activation", "gated", "bias")
+    if not isinstance(got, FFN) or any(getattr(got, a) != getattr(want, a) for a in keys):
+        have = {a: getattr(got, a, None) for a in keys}
+        raise SpecError(f"{where} must be an ffn with {({a: getattr(want, a) for a in keys})} "
+                        f"(from the moe's fields), got {got.type_name} {have}")
