@@ -1,0 +1,98 @@
+"""The saved form of a (quantized) model: one safetensors file of integer codes, scales and the
+float tensors that stay float. Its size is what `layerwise.cost.quant_size` predicts.
+
+Layout per quantized layer at path P (weights are symmetric, so zero points are not stored):
+  P.weight        int8 codes                  (weight-only: P.qweight, int8 or uint8 holding two
+  P.weight_scale  fp32 per channel (static)   int4 codes per byte; P.scale fp32 (d_out, groups))
+                  or per tensor (dynamic)
+  P.bias          fp32
+  P.out_qparams   fp32 [scale, zero_point] of the layer's int8 output (static only)
+Float layers keep their state_dict names. Scalar buffers of a module (static activation quant
+points of the FX graph) are packed into one fp32 tensor `P._qparams`, sorted by name.
+Tied tensors are written once (safetensors refuses shared storage).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def _is_quantized_layer(m: nn.Module) -> bool:
+    """torch.ao quantized Linear/Conv (static or dynamic) expose weight() as a method."""
+    return callable(getattr(m, "weight", None)) and not isinstance(getattr(m, "weight", None), torch.Tensor) \
+        and type(m).__module__.startswith("torch.ao.nn")
+
+
+def _codes(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A quantized weight -> (int8 codes, fp32 scales (C,) or (1,))."""
+    if q.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        if q.q_per_channel_zero_points().abs().sum() != 0:
+            raise ValueError("asymmetric per-channel weights are not expected from torch.ao defaults")
+        scale = q.q_per_channel_scales().float()
+    else:
+        if q.q_zero_point() != 0:
+            raise ValueError("asymmetric per-tensor weights are not expected from torch.ao defaults")
+        scale = torch.tensor([q.q_scale()], dtype=torch.float32)
+    return q.int_repr().contiguous(), scale.contiguous()
+
+
+def quantized_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Name -> tensor for everything the model needs to be stored, as described above."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    skip: list[str] = []
+
+    def put(name: str, t: torch.Tensor) -> None:
+        t = t.detach()
+        if t.is_quantized:
+            raise ValueError(f"{name}: quantized tensor reached the float path")
+        key = (t.data_ptr(), tuple(t.shape))
+        if t.numel() and hash(key) in seen:  # tied weight: stored once
+            return
+        seen.add(hash(key))
+        out[name] = t.reshape(1) if t.dim() == 0 else t.contiguous()
+
+    for path, m in module.named_modules():
+        if any(path == s or path.startswith(s + ".") for s in skip):
+            continue
+        pre = f"{path}." if path else ""
+        if _is_quantized_layer(m):
+            codes, scale = _codes(m.weight())
+            out[pre + "weight"], out[pre + "weight_scale"] = codes, scale
+            bias = m.bias() if callable(getattr(m, "bias", None)) else None
+            if bias is not None:
+                out[pre + "bias"] = bias.detach().float().contiguous()
+            if isinstance(getattr(m, "scale", None), float) and ".dynamic." not in type(m).__module__:  # static: the output's qparams
+                out[pre + "out_qparams"] = torch.tensor([m.scale, float(m.zero_point)], dtype=torch.float32)
+            skip.append(path)
+            continue
+        if hasattr(m, "_all_weight_values") and hasattr(m, "_weight_bias"):  # dynamic LSTM/GRU
+            wb = m._weight_bias()
+            for name, q in wb["weight"].items():
+                out[pre + name], out[pre + name + "_scale"] = _codes(q)
+            for name, b in wb["bias"].items():
+                out[pre + name] = b.detach().float().contiguous()
+            skip.append(path)
+            continue
+        scalars = []
+        for name, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
+            if t is None:
+                continue
+            if t.dim() == 0 and name != "num_batches_tracked":
+                scalars.append((name, float(t)))
+            else:
+                put(pre + name, t)
+        if scalars:
+            out[pre + "_qparams"] = torch.tensor([v for _, v in sorted(scalars)], dtype=torch.float32)
+    return out
+
+
+def save_model(module: nn.Module, path: str | Path) -> int:
+    """Write the model's stored form to `path` (safetensors); returns the file size in bytes."""
+    from safetensors.torch import save_file
+
+    save_file(quantized_state(module), str(path))
+    return os.path.getsize(path)
