@@ -1,0 +1,182 @@
+"""What a measured step is made of: the optimizer, the precision, checkpoint wrappers, inputs, loss.
+
+Each function turns one workload setting into torch objects, and raises WorkloadError (naming the
+flag) for a setting the measure reading cannot run.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from functools import wraps
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from layerwise.spec.errors import WorkloadError
+from layerwise.workload import Workload
+
+PURE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MIXED_DTYPES = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}
+LR = 1e-3  # any value: the learning rate never changes which tensors exist
+
+
+# ---- optimizer --------------------------------------------------------------------------------
+def _optimizer_class(name: str):
+    table = {
+        "sgd": (torch.optim.SGD, {}),
+        "sgd-momentum": (torch.optim.SGD, {"momentum": 0.9}),
+        "adagrad": (torch.optim.Adagrad, {}),
+        "rmsprop": (torch.optim.RMSprop, {}),
+        "adam": (torch.optim.Adam, {}),
+        "adamw": (torch.optim.AdamW, {}),
+    }
+    if name in table:
+        return table[name]
+    if name == "adafactor":
+        if not hasattr(torch.optim, "Adafactor"):
+            raise WorkloadError(f"--optimizer adafactor needs torch >= 2.5 (torch.optim.Adafactor); this is torch {torch.__version__}")
+        return torch.optim.Adafactor, {}
+    if name == "lion":
+        try:
+            from lion_pytorch import Lion  # the reference implementation (lucidrains/lion-pytorch)
+        except ImportError:
+            raise WorkloadError("--optimizer lion: torch.optim has no Lion and the lion-pytorch package "
+                                "is not installed; use the cost reading (`layerwise memory`) for Lion") from None
+        return Lion, {}
+    raise WorkloadError(f"--optimizer {name}: the measure reading cannot run it on this machine "
+                        f"(adam-8bit needs bitsandbytes on a GPU); use `layerwise memory`")
+
+
+def make_optimizer(params, workload: Workload) -> torch.optim.Optimizer:
+    """The workload's optimizer with its implementation pinned (loop | foreach | fused)."""
+    cls, kwargs = _optimizer_class(workload.optimizer)
+    accepted = inspect.signature(cls).parameters
+    impl = workload.impl
+    if impl == "fused":
+        if "fused" not in accepted:
+            raise WorkloadError(f"--optimizer-impl fused: {cls.__name__} has no fused implementation "
+                                f"(use loop or foreach)")
+        kwargs.update(fused=True, foreach=False)
+    elif "foreach" in accepted:
+        kwargs["foreach"] = impl == "foreach"
+        if "fused" in accepted:
+            kwargs["fused"] = False
+    elif impl != "loop":
+        raise WorkloadError(f"--optimizer-impl {impl}: {cls.__name__} only has a for-loop implementation")
+    return cls(params, lr=LR, **kwargs)
+
+
+# ---- precision --------------------------------------------------------------------------------
+def apply_precision(module: nn.Module, workload: Workload) -> None:
+    """Pure low precision casts the whole module; mixed precision leaves it fp32."""
+    if workload.precision in PURE_DTYPES and workload.precision != "fp32":
+        module.to(PURE_DTYPES[workload.precision])
+
+
+def input_dtype(workload: Workload) -> torch.dtype:
+    return PURE_DTYPES.get(workload.precision, torch.float32)
+
+
+def autocast(workload: Workload, device: str):
+    """torch.autocast for the mixed precisions, a no-op otherwise."""
+    dtype = MIXED_DTYPES.get(workload.precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    if not torch.amp.autocast_mode.is_autocast_available(device):
+        raise WorkloadError(f"--precision {workload.precision}: torch.autocast is not available on {device}")
+    try:
+        return torch.autocast(device, dtype=dtype)
+    except RuntimeError as err:  # an older torch without fp16 CPU autocast
+        raise WorkloadError(f"--precision {workload.precision}: torch.autocast on {device} refused: {err}") from None
+
+
+# ---- activation checkpointing -----------------------------------------------------------------
+def repeated_block_paths(spec, path: str = "") -> list[str]:
+    """Module paths of the copies inside every outermost `repeat` of a spec tree."""
+    if getattr(spec, "type_name", "") == "repeat":
+        return [f"{path}.{name}" if path else name for name, _ in spec.children()]
+    out = []
+    for name, child in spec.children():
+        out += repeated_block_paths(child, f"{path}.{name}" if path else name)
+    return out
+
+
+def _guess_repeated(module: nn.Module) -> list[nn.Module]:
+    """Without a spec: items of the outermost ModuleList/Sequential whose >= 2 items share a class."""
+    for sub in module.modules():
+        if isinstance(sub, (nn.ModuleList, nn.Sequential)):
+            items = list(sub.children())
+            if len(items) >= 2 and len({type(m) for m in items}) == 1:
+                return items
+    return []
+
+
+def apply_checkpointing(module: nn.Module, workload: Workload, spec=None) -> int:
+    """Wrap each repeated block's forward in torch.utils.checkpoint; returns how many."""
+    if workload.checkpointing == "none":
+        return 0
+    if workload.checkpointing == "selective":
+        raise WorkloadError("--checkpointing selective is not run by the measure reading yet; "
+                            "use none or full (or `layerwise memory` for the analytic estimate)")
+    blocks = []
+    if spec is not None:
+        try:
+            blocks = [module.get_submodule(p) for p in repeated_block_paths(spec)]
+        except AttributeError:
+            blocks = []
+    blocks = blocks or _guess_repeated(module)
+    if not blocks:
+        raise WorkloadError("--checkpointing full: the model has no repeated blocks (a `repeat`) to checkpoint")
+    for block in blocks:
+        _checkpoint_forward(block)
+    return len(blocks)
+
+
+def _checkpoint_forward(block: nn.Module) -> None:
+    from torch.utils.checkpoint import checkpoint
+
+    inner = block.forward
+
+    @wraps(inner)
+    def forward(*args, **kwargs):
+        return checkpoint(inner, *args, use_reentrant=False, **kwargs)
+
+    block.forward = forward
+
+
+# ---- run-time module settings -----------------------------------------------------------------
+def apply_runtime(module: nn.Module, workload: Workload) -> None:
+    """Attention implementation (and whatever else layerwise.build.runtime offers)."""
+    try:
+        from layerwise.build import runtime
+    except ImportError:
+        return
+    if hasattr(runtime, "set_attention_impl"):
+        runtime.set_attention_impl(module, workload.attention)
+
+
+# ---- inputs and loss --------------------------------------------------------------------------
+def make_input(kind: str, shape: tuple[int, ...], vocab_size: int, workload: Workload) -> torch.Tensor:
+    """A random batch: token ids (int64) or floats in the step's input dtype."""
+    if kind == "tokens":
+        return torch.randint(0, vocab_size, shape)
+    return torch.randn(shape, dtype=input_dtype(workload))
+
+
+def make_targets(out: torch.Tensor, task: str):
+    """Class ids for every position but the last dim of the logits; None for task 'none'.
+
+    lm: logits (B, S, V) -> next-token ids (B, S), drawn independently of the input, which is
+    what shifting a (B, S+1) token batch gives, without slicing (and copying) the logits."""
+    if task == "none":
+        return None
+    return torch.randint(0, out.shape[-1], out.shape[:-1])
+
+
+def loss_of(out, targets, task: str) -> torch.Tensor:
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if task == "none":
+        return out.sum()
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), targets.reshape(-1))

@@ -1,0 +1,284 @@
+"""Run one steady-state training step (or one inference) and measure it: the measure reading.
+
+Training (DESIGN.md "Ground truth, defined"): step 1 warms up (creates optimizer state), step 2 is
+measured: zero_grad(set_to_none=True), forward + loss, backward, optimizer.step(). With
+grad_accum > 1 the measured micro-batch is a later one: gradients from the earlier micro-batches
+are alive throughout and the backward accumulates into them. Parameters, buffers, gradients,
+optimizer state and the input batch are registered with the tracker before the step starts.
+
+By default everything runs under FakeTensorMode (no allocation: a 7B step takes seconds); the
+same ops run with `fake=False` on real CPU tensors (plus peak RSS), or on a GPU when
+`workload.device == "cuda"` and one is present (plus torch.cuda's peaks). Python's cyclic GC is
+paused during the step so frees happen at the same points in every run.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils import flop_counter as fc
+
+from layerwise.measure import setup
+from layerwise.measure.flops import counting_context
+from layerwise.measure.procmem import cuda_peaks, cuda_reset, hwm_bytes, malloc_settings, reset_hwm, rss_bytes
+from layerwise.measure.result import CudaStats, RssStats, StepMeasurement
+from layerwise.measure.tracker import StorageTracker
+from layerwise.spec.errors import WorkloadError
+from layerwise.workload import Workload
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to build and what to feed it. `shape` includes the batch dimension."""
+
+    build: Callable[[], nn.Module]
+    spec: object  # the spec tree (for finding repeated blocks), or None
+    kind: str  # tokens | image | features | sequence
+    shape: tuple[int, ...]
+    vocab_size: int
+    task: str  # lm | classify | none
+
+
+def target_of(model, workload: Workload, *, input_shape=None, task=None, input_kind=None, vocab_size=0) -> Target:
+    """A layerwise Model (input and task from the spec), a Block, an nn.Module or a factory."""
+    from layerwise.spec.base import Block
+    from layerwise.spec.model import Model
+
+    if isinstance(model, Model):
+        shape = model.input_shape(workload.batch, workload.seq, workload.image)
+        return Target(model.build, model.body, model.input.kind, shape, model.input.vocab_size,
+                      task or model.task)
+    if input_shape is None:
+        raise WorkloadError("measure_step: a bare block or module needs input_shape (with the batch dimension)")
+    shape = (workload.batch, *tuple(input_shape)[1:])
+    kind = input_kind or ("tokens" if vocab_size else "features")
+    if isinstance(model, Block):
+        return Target(model.build, model, kind, shape, vocab_size, task or "none")
+    if isinstance(model, nn.Module):
+        return Target(lambda: model, None, kind, shape, vocab_size, task or "none")
+    if callable(model):
+        return Target(model, None, kind, shape, vocab_size, task or "none")
+    raise WorkloadError(f"measure_step: expected a Model, Block, nn.Module or factory, got {type(model).__name__}")
+
+
+def _check_supported(workload: Workload) -> None:
+    """Settings the single-process measure reading cannot run (the cost reading covers them)."""
+    for name, value, ok in (("zero", workload.zero, 0), ("dp", workload.dp, 1), ("tp", workload.tp, 1),
+                            ("pp", workload.pp, 1)):
+        if value != ok:
+            raise WorkloadError(f"--{name} {value}: the measure reading runs one process on one device; "
+                                f"use `layerwise memory` for sharded or parallel set-ups")
+    if workload.lora_rank:
+        raise WorkloadError("--lora-rank: the measure reading does not apply LoRA itself; measure a spec "
+                            "that contains lora blocks")
+    if workload.quant != "none":
+        raise WorkloadError(f"--quant {workload.quant}: quantized weights are not measured yet; use `layerwise memory`")
+
+
+def measure_step(model, workload: Workload = Workload(), *, fake: bool = True, input_shape=None,
+                 task: str | None = None, input_kind: str | None = None, vocab_size: int = 0,
+                 count_flops: bool = True) -> StepMeasurement:
+    """Peak live tensor bytes (with its phase and breakdown) and FLOPs of one step of `model`."""
+    _check_supported(workload)
+    target = target_of(model, workload, input_shape=input_shape, task=task, input_kind=input_kind,
+                       vocab_size=vocab_size)
+    device, notes = _device(workload, fake)
+    if workload.mode == "infer" and workload.grad_accum != 1:
+        raise WorkloadError("--grad-accum applies to training (--mode train)")
+    fake_mode = _fake_mode() if fake else contextlib.nullcontext()
+    with fake_mode, counting_context():
+        module = _build(target, fake_mode if fake else None, device)
+        setup.apply_precision(module, workload)
+        setup.apply_runtime(module, workload)
+        x = setup.make_input(target.kind, target.shape, target.vocab_size, workload).to(device)
+        if workload.mode == "infer":
+            run = _Inference(module, x, workload, target, device)
+        else:
+            setup.apply_checkpointing(module, workload, target.spec)
+            run = _Training(module, x, workload, target, device, fake)
+        return run.measure(fake, notes)
+
+
+def _fake_mode():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    return FakeTensorMode()
+
+
+def _device(workload: Workload, fake: bool) -> tuple[str, tuple[str, ...]]:
+    if workload.device != "cuda":
+        return "cpu", ()
+    if not fake and torch.cuda.is_available():
+        return "cuda", ()
+    if not fake:
+        raise WorkloadError("--device cuda with --real needs a GPU; without --real the fake step runs on "
+                            "the CPU with CUDA's implementation defaults")
+    return "cpu", ("--device cuda emulated on the CPU: CUDA's optimizer default (foreach) is used; "
+                   "autocast follows the CPU policy",)
+
+
+def _build(target: Target, fake_mode, device: str) -> nn.Module:
+    """The module, its parameters fake (built inside FakeTensorMode) or real on `device`."""
+    torch.manual_seed(0)
+    module = target.build()
+    if fake_mode is not None and _has_real_tensors(module):
+        module = _fakeify(module, fake_mode)  # a module built before (real or meta)
+    return module.to(device) if device != "cpu" else module
+
+
+def _has_real_tensors(module: nn.Module) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return any(not isinstance(t, FakeTensor) for t in (*module.parameters(), *module.buffers()))
+
+
+def _fakeify(module: nn.Module, fake_mode) -> nn.Module:
+    """A copy of `module` whose parameters and buffers are fake CPU tensors of the same shapes
+    (tied ones stay tied): deepcopy with a memo that maps each real tensor to its stand-in."""
+    memo: dict[int, object] = {}
+    for t in (*module.parameters(), *module.buffers()):
+        if id(t) not in memo:
+            with fake_mode:
+                f = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu")
+            memo[id(t)] = nn.Parameter(f, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else f
+    return copy.deepcopy(module, memo)
+
+
+class _Step:
+    """Shared by training and inference: the tracker, the RSS/CUDA readers, the result."""
+
+    def __init__(self, module, x, workload: Workload, target: Target, device: str):
+        self.module, self.x, self.workload, self.target, self.device = module, x, workload, target, device
+        self.flops = {"forward": 0, "backward": 0}
+
+    @contextlib.contextmanager
+    def _counted(self, phase: str):
+        with fc.FlopCounterMode(display=False) as counter:
+            yield
+        self.flops[phase] += counter.get_total_flops()
+
+    def _measured(self, tracker: StorageTracker, fake: bool, body) -> tuple[RssStats | None, CudaStats | None]:
+        """Run `body()` under the tracker with GC paused, reading RSS or CUDA peaks around it."""
+        gc.collect()
+        gc.disable()
+        real_cpu = not fake and self.device == "cpu"
+        try:
+            if self.device == "cuda":
+                cuda_reset(self.device)
+            start = rss_bytes() if real_cpu else None
+            reset_ok = reset_hwm() if real_cpu else False
+            with tracker:
+                body()
+            rss = None
+            if real_cpu and start is not None and reset_ok:
+                rss = RssStats(start, hwm_bytes(), tracker.phase_peaks["setup"].total, malloc_settings())
+            cuda = CudaStats(*cuda_peaks(self.device)) if self.device == "cuda" else None
+        finally:
+            gc.enable()
+            tracker.remove_hooks()
+        return rss, cuda
+
+    def _result(self, tracker: StorageTracker, fake: bool, rss, cuda, notes) -> StepMeasurement:
+        peak = tracker.peak
+        return StepMeasurement(
+            peak_bytes=peak.total, peak_phase=peak.phase, components=peak.components(),
+            detail={k: v for k, v in peak.by_category.items() if v}, fake=fake,
+            phase_peaks={k: v.total for k, v in tracker.phase_peaks.items()},
+            flops_forward=self.flops["forward"], flops_backward=self.flops["backward"],
+            rss=rss, cuda=cuda, notes=tuple(notes))
+
+
+class _Training(_Step):
+    def __init__(self, module, x, workload, target, device, fake):
+        super().__init__(module, x, workload, target, device)
+        module.train()
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        if not trainable:
+            raise WorkloadError("--mode train: the model has no trainable parameters")
+        self.optimizer = setup.make_optimizer(trainable, workload)
+        self.targets = None
+        self.fake = fake
+
+    def _forward_loss(self):
+        with setup.autocast(self.workload, self.device):
+            out = self.module(self.x)
+            if self.targets is None and self.target.task != "none":
+                self.targets = setup.make_targets(out, self.target.task).to(self.device)
+            return setup.loss_of(out, self.targets, self.target.task)  # `out` dies here unless saved
+
+    def _warm_up(self) -> None:
+        # Step 1 creates the optimizer state; under fake tensors `.item()` needs the scalar stand-in.
+        with StorageTracker(fake_scalars=self.fake):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._forward_loss().backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.workload.grad_accum > 1:  # an earlier micro-batch of step 2: gradients exist
+                self._forward_loss().backward()
+
+    def _step(self, tracker: StorageTracker) -> None:
+        if self.workload.grad_accum == 1:
+            self.optimizer.zero_grad(set_to_none=True)
+        with tracker.phase("forward"), self._counted("forward"):
+            loss = self._forward_loss()
+        with tracker.phase("backward"), self._counted("backward"):
+            loss.backward()
+            del loss
+        with tracker.phase("optimizer"):
+            self.optimizer.step()
+
+    def measure(self, fake: bool, notes) -> StepMeasurement:
+        self._warm_up()
+        tracker = StorageTracker(fake_scalars=fake)
+        tracker.register_module(self.module)
+        tracker.register_optimizer(self.optimizer)
+        tracker.register([self.x, self.targets], "inputs")
+        rss, cuda = self._measured(tracker, fake, lambda: self._step(tracker))
+        tracker.register_optimizer(self.optimizer)  # state created inside step 2 (none, normally)
+        return self._result(tracker, fake, rss, cuda, notes)
+
+
+class _Inference(_Step):
+    """One prefill forward under no_grad; with --new-tokens, decode steps through a KV cache."""
+
+    def measure(self, fake: bool, notes) -> StepMeasurement:
+        self.module.eval()
+        tracker = StorageTracker(fake_scalars=fake)
+        tracker.register_module(self.module)
+        tracker.register(self.x, "inputs")
+        rss, cuda = self._measured(tracker, fake, lambda: self._run(tracker))
+        return self._result(tracker, fake, rss, cuda, notes)
+
+    def _run(self, tracker: StorageTracker) -> None:
+        with torch.no_grad(), setup.autocast(self.workload, self.device):
+            if self.workload.new_tokens == 0:
+                with tracker.phase("forward"), self._counted("forward"):
+                    out = self.module(self.x)
+                    del out
+                return
+            _decode(self.module, self.x, self.workload, tracker, self._counted)
+
+
+def _decode(module: nn.Module, x: torch.Tensor, workload: Workload, tracker: StorageTracker, counted) -> None:
+    """The KV-cache hook. A module that supports decoding provides
+    `init_kv_cache(batch, max_len, dtype) -> tensors` and `forward(tokens, kv_cache=, start_pos=)`.
+    The cache is registered as `kv_cache`; the prefill and each decode step run in "forward"."""
+    init = getattr(module, "init_kv_cache", None)
+    if init is None or x.dtype != torch.int64:
+        raise WorkloadError("--new-tokens: this built module has no KV cache (init_kv_cache(batch, max_len, "
+                            "dtype) and forward(tokens, kv_cache=, start_pos=)); measure with --new-tokens 0")
+    batch, seq = x.shape
+    dtype = setup.MIXED_DTYPES.get(workload.precision, setup.input_dtype(workload))
+    cache = init(batch, seq + workload.new_tokens, dtype)
+    tracker.register(cache, "kv_cache")
+    with tracker.phase("forward"), counted("forward"):
+        out = module(x, kv_cache=cache, start_pos=0)
+        for i in range(workload.new_tokens):
+            nxt = out[:, -1:].argmax(-1)  # (B, 1) greedy next token
+            out = module(nxt, kv_cache=cache, start_pos=seq + i)
+        del out

@@ -1,0 +1,242 @@
+"""Live tensor-storage tracking: the ground truth of "memory" in the measure reading.
+
+`StorageTracker` is a `TorchDispatchMode` that sees every aten op's outputs, counts each distinct
+`untyped_storage()` once (views and in-place results share it), and drops it when the storage dies
+(a weakref callback on the storage's Python object, which PyTorch keeps alive exactly as long as
+the C++ storage). Parameters, buffers, optimizer state and inputs are registered first under named
+categories; everything created later is classified by the phase it is born in:
+
+    forward   -> activations   (saved for backward, or produced by the forward and still alive)
+    backward  -> temporaries   (activation gradients, recomputed checkpoints, loss-grad seeds)
+    optimizer -> temporaries   (per-tensor or foreach scratch)
+
+and re-classified when it turns out to be something else: a storage that AccumulateGrad puts in
+`param.grad` becomes `gradients`; one found in `optimizer.state` becomes `optimizer_states`.
+A re-classification also corrects the breakdown recorded at an earlier peak if the storage was
+already alive then (born before the peak, alive now => alive at the peak), so the breakdown at
+the peak is exact, not just the total.
+
+The idea follows `torch.distributed._tools.mem_tracker.MemTracker` (storage weakrefs, grad hooks,
+optimizer-step hooks) without its per-module snapshots, which make it slow under fake tensors.
+"""
+from __future__ import annotations
+
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+aten = torch.ops.aten
+
+# The seven components of the JSON contract (DESIGN.md "Command line").
+COMPONENTS = ("weights", "master_weights", "gradients", "optimizer_states", "activations",
+              "temporaries", "kv_cache")
+
+# Finer categories the tracker keeps, and the component each one is reported under.
+# "preexisting": a storage first seen as an op input, created before tracking and not registered
+# (a constant tensor held as a plain module attribute, say); it was alive all along.
+CATEGORY_COMPONENT = {
+    "parameters": "weights",
+    "buffers": "weights",
+    "preexisting": "weights",
+    "master_weights": "master_weights",
+    "gradients": "gradients",
+    "optimizer_states": "optimizer_states",
+    "inputs": "activations",
+    "activations": "activations",
+    "temporaries": "temporaries",
+    "kv_cache": "kv_cache",
+}
+CATEGORIES = tuple(CATEGORY_COMPONENT)
+PHASES = ("setup", "forward", "backward", "optimizer")
+_BORN_AS = {"setup": "temporaries", "forward": "activations", "backward": "temporaries",
+            "optimizer": "temporaries"}
+
+
+@dataclass
+class _Record:
+    nbytes: int
+    category: str
+    born: int  # op counter at birth: alive at a peak recorded at op n iff born <= n and alive now
+
+
+@dataclass
+class Snapshot:
+    """Bytes per category at one moment (`at_op`: the op counter when it was taken)."""
+
+    total: int = 0
+    at_op: int = -1
+    phase: str = "setup"
+    by_category: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+
+    def components(self) -> dict[str, int]:
+        out = dict.fromkeys(COMPONENTS, 0)
+        for cat, n in self.by_category.items():
+            out[CATEGORY_COMPONENT[cat]] += n
+        return out
+
+
+def _storages(obj):
+    """The untyped storages of every tensor in a (nested) op argument or result."""
+    flat, _ = tree_flatten(obj)
+    for t in flat:
+        if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+            yield t.untyped_storage()
+
+
+class StorageTracker(TorchDispatchMode):
+    """Tracks live storage bytes, the peak, the phase it happened in and its breakdown.
+
+    Use: register_module / register_optimizer / register(tensors, category) first, then enter the
+    mode and switch phases with `with tracker.phase("forward"): ...`. With `fake_scalars=True`
+    (under FakeTensorMode) `.item()` returns 1 of the tensor's kind instead of failing, so
+    optimizers that read their step count on the host (for-loop Adam, Adafactor) run; the value
+    never changes which tensors are allocated.
+    """
+
+    def __init__(self, *, fake_scalars: bool = False):
+        super().__init__()
+        self.fake_scalars = fake_scalars
+        self._records: dict[int, tuple[_Record, weakref.ref]] = {}
+        self.current = Snapshot()
+        self.peak = Snapshot()
+        self.phase_peaks: dict[str, Snapshot] = {}
+        self._phase = "setup"
+        self._ops = 0
+        self._hooks = []
+
+    # ---- registration -----------------------------------------------------------------------
+    def register(self, tensors, category: str) -> None:
+        """Track the storages of `tensors` (any nesting) under `category` (re-classifying them
+        if already tracked)."""
+        if category not in CATEGORY_COMPONENT:
+            raise ValueError(f"unknown category {category!r}; expected one of {CATEGORIES}")
+        for st in _storages(tensors):
+            rec = self._record(st)
+            if rec is None:
+                self._add(st, category)
+            elif rec.category != category:
+                self._reclassify(rec, category)
+        self._update_peak()
+
+    def register_module(self, module: torch.nn.Module) -> None:
+        """Parameters (and any existing .grad) and buffers; gradients are re-classified when
+        AccumulateGrad stores them, through a post-accumulate hook on each parameter."""
+        params = list(module.parameters())
+        self.register(params, "parameters")
+        self.register(list(module.buffers()), "buffers")
+        self.register([p.grad for p in params if p.grad is not None], "gradients")
+        for p in params:
+            if p.requires_grad:
+                self._hooks.append(p.register_post_accumulate_grad_hook(self._on_grad))
+
+    def register_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        self.register([v for state in optimizer.state.values() for v in state.values()
+                       if isinstance(v, torch.Tensor)], "optimizer_states")
+
+    def _on_grad(self, param: torch.Tensor) -> None:
+        if param.grad is not None:
+            self.register(param.grad, "gradients")
+
+    def remove_hooks(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+    # ---- phases -----------------------------------------------------------------------------
+    @contextmanager
+    def phase(self, name: str):
+        """Storages born inside are classified by this phase; its own peak is recorded."""
+        if name not in PHASES:
+            raise ValueError(f"unknown phase {name!r}; expected one of {PHASES}")
+        previous, self._phase = self._phase, name
+        self._update_peak()
+        try:
+            yield self
+        finally:
+            self._phase = previous
+
+    # ---- bookkeeping ------------------------------------------------------------------------
+    def _record(self, st) -> _Record | None:
+        entry = self._records.get(id(st))
+        return entry[0] if entry is not None else None
+
+    def _add(self, st, category: str, born: int | None = None) -> None:
+        nbytes = st.nbytes()
+        rec = _Record(nbytes, category, self._ops if born is None else born)
+        self._records[id(st)] = (rec, weakref.ref(st, partial(self._free, id(st), rec)))
+        self.current.total += nbytes
+        self.current.by_category[category] += nbytes
+
+    def _free(self, key: int, rec: _Record, _ref) -> None:
+        entry = self._records.get(key)
+        if entry is not None and entry[0] is rec:
+            del self._records[key]
+        self.current.total -= rec.nbytes
+        self.current.by_category[rec.category] -= rec.nbytes
+
+    def _reclassify(self, rec: _Record, category: str) -> None:
+        # Alive now and born no later than a recorded peak => it was alive at that peak too.
+        for snap in (self.current, self.peak, *self.phase_peaks.values()):
+            if snap is self.current or rec.born <= snap.at_op:
+                snap.by_category[rec.category] -= rec.nbytes
+                snap.by_category[category] += rec.nbytes
+        rec.category = category
+
+    def _resize(self, st, rec: _Record) -> None:
+        change = st.nbytes() - rec.nbytes
+        rec.nbytes += change
+        self.current.total += change
+        self.current.by_category[rec.category] += change
+
+    def _preexisting(self, st) -> None:
+        """A storage alive since before tracking: count it now and at every recorded peak."""
+        self._add(st, "preexisting", born=-1)
+        nbytes = st.nbytes()
+        for snap in (self.peak, *self.phase_peaks.values()):
+            snap.total += nbytes
+            snap.by_category["preexisting"] += nbytes
+
+    def _update_peak(self) -> None:
+        total = self.current.total
+        ph = self.phase_peaks.get(self._phase)
+        if ph is None or total > ph.total:
+            self.phase_peaks[self._phase] = self._copy()
+        if total > self.peak.total or self.peak.at_op < 0:
+            self.peak = self._copy()
+
+    def _copy(self) -> Snapshot:
+        return Snapshot(self.current.total, self._ops, self._phase, dict(self.current.by_category))
+
+    # ---- the mode ---------------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        for st in _storages((args, kwargs)):
+            if id(st) not in self._records and st.nbytes() > 0:
+                self._preexisting(st)
+        if self.fake_scalars and func is aten._local_scalar_dense.default:
+            return _placeholder_scalar(args[0].dtype)
+        out = func(*args, **kwargs)
+        self._ops += 1
+        born_as = _BORN_AS[self._phase]
+        for st in _storages(out):
+            rec = self._record(st)
+            if rec is None:
+                if st.nbytes() > 0:
+                    self._add(st, born_as)
+            elif rec.nbytes != st.nbytes():  # resize_ / out= ops that grew a storage
+                self._resize(st, rec)
+        self._update_peak()
+        return out
+
+
+def _placeholder_scalar(dtype: torch.dtype):
+    if dtype == torch.bool:
+        return True
+    if dtype.is_floating_point or dtype.is_complex:
+        return 1.0
+    return 1
