@@ -1,0 +1,83 @@
+"""KV cache bytes for MHA / MQA / GQA decoders, and what fits in a memory budget.
+
+bytes/token = 2 (K and V) x n_layers x n_kv_heads x d_head x bytes/elem (vLLM paper §3;
+memory_flops_facts.md §7). GQA/MQA use n_kv_heads, not n_heads. A sliding window (Mistral) caps
+the cached tokens per sequence at the window (a rolling buffer).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from layerwise.cost.precision import nbytes
+from layerwise.spec.errors import WorkloadError
+
+
+@dataclass(frozen=True)
+class KVConfig:
+    """What a decoder's cache depends on. n_kv_heads = n_heads: MHA; 1: MQA; else GQA."""
+
+    n_layers: int
+    n_kv_heads: int
+    d_head: int
+    dtype: str = "fp16"
+    sliding_window: int = 0  # 0: no window; > 0: at most this many tokens cached per sequence
+
+    def __post_init__(self):
+        for name in ("n_layers", "n_kv_heads", "d_head"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise WorkloadError(f"KV cache: {name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.sliding_window < 0:
+            raise WorkloadError(f"KV cache: sliding_window must be >= 0, got {self.sliding_window}")
+
+
+def kv_bytes_per_token(cfg: KVConfig) -> int:
+    """One token of one sequence: 2 x L x n_kv_heads x d_head elements."""
+    return nbytes(2 * cfg.n_layers * cfg.n_kv_heads * cfg.d_head, cfg.dtype)
+
+
+def cached_tokens(cfg: KVConfig, prompt: int, new_tokens: int = 0) -> int:
+    """Tokens cached per sequence: prompt + new_tokens (an upper bound by one: the last sampled
+    token's K/V is never written), capped by the sliding window."""
+    if prompt < 0 or new_tokens < 0:
+        raise WorkloadError(f"prompt and --new-tokens must be >= 0, got {prompt}, {new_tokens}")
+    total = prompt + new_tokens
+    return min(total, cfg.sliding_window) if cfg.sliding_window else total
+
+
+def kv_cache_bytes(cfg: KVConfig, *, batch: int, prompt: int, new_tokens: int = 0) -> int:
+    return batch * cached_tokens(cfg, prompt, new_tokens) * kv_bytes_per_token(cfg)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The largest context (tokens per sequence) or batch that fits, and what is left over."""
+
+    value: int
+    used_bytes: int
+    budget_bytes: int
+
+
+def max_context(cfg: KVConfig, *, budget_bytes: int, fixed_bytes: int, batch: int = 1,
+                per_token_extra: int = 0) -> Fit:
+    """Longest prompt+generation per sequence whose cache fits beside `fixed_bytes` (weights,
+    overheads). `per_token_extra`: other bytes that grow per token per sequence (activations).
+    With a sliding window, any length fits once the window does: returned as the window."""
+    free = budget_bytes - fixed_bytes
+    per = batch * (kv_bytes_per_token(cfg) + per_token_extra)
+    if free < 0:
+        raise WorkloadError(f"the fixed {fixed_bytes} bytes already exceed the budget of {budget_bytes}")
+    tokens = free // per
+    if cfg.sliding_window and tokens >= cfg.sliding_window:
+        tokens = cfg.sliding_window  # unbounded length: the cache stops growing here
+    return Fit(tokens, fixed_bytes + tokens * per, budget_bytes)
+
+
+def max_batch(cfg: KVConfig, *, budget_bytes: int, fixed_bytes: int, tokens: int,
+              per_sequence_extra: int = 0) -> Fit:
+    """Most sequences of `tokens` (prompt + new) whose caches fit beside `fixed_bytes`."""
+    free = budget_bytes - fixed_bytes
+    if free < 0:
+        raise WorkloadError(f"the fixed {fixed_bytes} bytes already exceed the budget of {budget_bytes}")
+    per = kv_cache_bytes(cfg, batch=1, prompt=tokens) + per_sequence_extra
+    n = free // per if per else 0
+    return Fit(n, fixed_bytes + n * per, budget_bytes)
