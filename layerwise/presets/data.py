@@ -1,0 +1,70 @@
+"""Known architectures as data: name -> (family, keywords, source).
+
+Keywords are those of the family's builder (presets/families.py); anything left out takes the
+family default. Sources name where the numbers come from (paper, config.json, repo).
+"""
+from __future__ import annotations
+
+_HF = "https://huggingface.co/{}/blob/main/config.json"
+
+# Shared keyword sets (the architecture; sizes are added per preset).
+_GPT2 = dict(vocab_size=50257, max_seq=1024, norm="layernorm", activation="gelu_tanh", tie_embeddings=True)
+_LLAMA = dict(norm="rmsnorm", norm_eps=1e-5, activation="silu", gated=True, ffn_bias=False, qkv_bias=False,
+              o_bias=False, positions="rope", tie_embeddings=False)
+_BERT = dict(vocab_size=30522, max_seq=512, type_vocab_size=2, activation="gelu", norm_eps=1e-12)
+_VIT = dict(image_size=224, patch=16, n_classes=1000, norm_eps=1e-6)
+
+PRESETS: dict[str, tuple[str, dict, str]] = {
+    # GPT-2 (Radford et al. 2019; tied head, pre-LN, learned positions)
+    "gpt2": ("decoder", dict(_GPT2, d_model=768, n_layers=12, n_heads=12), _HF.format("openai-community/gpt2")),
+    "gpt2-medium": ("decoder", dict(_GPT2, d_model=1024, n_layers=24, n_heads=16), _HF.format("openai-community/gpt2-medium")),
+    "gpt2-large": ("decoder", dict(_GPT2, d_model=1280, n_layers=36, n_heads=20), _HF.format("openai-community/gpt2-large")),
+    "gpt2-xl": ("decoder", dict(_GPT2, d_model=1600, n_layers=48, n_heads=25), _HF.format("openai-community/gpt2-xl")),
+    # Llama 2 (Touvron et al. 2023, arXiv 2307.09288, Table 1; GQA for 70B)
+    "llama-2-7b": ("decoder", dict(_LLAMA, vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, d_ff=11008,
+                                   max_seq=4096), _HF.format("meta-llama/Llama-2-7b-hf")),
+    "llama-2-13b": ("decoder", dict(_LLAMA, vocab_size=32000, d_model=5120, n_layers=40, n_heads=40, d_ff=13824,
+                                    max_seq=4096), _HF.format("meta-llama/Llama-2-13b-hf")),
+    "llama-2-70b": ("decoder", dict(_LLAMA, vocab_size=32000, d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8,
+                                    d_ff=28672, max_seq=4096), _HF.format("meta-llama/Llama-2-70b-hf")),
+    # Llama 3 (Dubey et al. 2024, arXiv 2407.21783, Table 3: vocab 128K, GQA 8, theta 500000)
+    "llama-3-8b": ("decoder", dict(_LLAMA, vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+                                   d_ff=14336, max_seq=8192, rope_base=500000.0), _HF.format("meta-llama/Meta-Llama-3-8B")),
+    "llama-3-70b": ("decoder", dict(_LLAMA, vocab_size=128256, d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8,
+                                    d_ff=28672, max_seq=8192, rope_base=500000.0), _HF.format("meta-llama/Meta-Llama-3-70B")),
+    # Mistral 7B (Jiang et al. 2023, arXiv 2310.06825, Table 1; sliding window 4096)
+    "mistral-7b": ("decoder", dict(_LLAMA, vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+                                   d_ff=14336, max_seq=32768, sliding_window=4096), _HF.format("mistralai/Mistral-7B-v0.1")),
+    # Mixtral 8x7B (Jiang et al. 2024, arXiv 2401.04088, Table 1: 8 experts, top-2)
+    "mixtral-8x7b": ("decoder", dict(_LLAMA, vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+                                     d_ff=14336, max_seq=32768, rope_base=1e6, n_experts=8, top_k=2),
+                     _HF.format("mistralai/Mixtral-8x7B-v0.1")),
+    # Qwen2 7B (Yang et al. 2024, arXiv 2407.10671, Table 1): bias on q, k, v only
+    "qwen2-7b": ("decoder", dict(_LLAMA, vocab_size=152064, d_model=3584, n_layers=28, n_heads=28, n_kv_heads=4,
+                                 d_ff=18944, max_seq=32768, rope_base=1e6, norm_eps=1e-6, qkv_bias=True),
+                 _HF.format("Qwen/Qwen2-7B")),
+    # Phi-2: parallel attention + MLP behind one LayerNorm, partial rotary (32 of 80 dims), biases
+    # everywhere, untied head with a bias (transformers PhiForCausalLM)
+    "phi-2": ("decoder", dict(vocab_size=51200, d_model=2560, n_layers=32, n_heads=32, d_ff=10240, max_seq=2048,
+                              norm="layernorm", activation="gelu_tanh", positions="rope", rotary_dim=32, parallel=True,
+                              tie_embeddings=False, head_bias=True), _HF.format("microsoft/phi-2")),
+    # BERT (Devlin et al. 2018, arXiv 1810.04805, section 3): BertModel with pooler
+    "bert-base": ("encoder", dict(_BERT, d_model=768, n_layers=12, n_heads=12), _HF.format("google-bert/bert-base-uncased")),
+    "bert-large": ("encoder", dict(_BERT, d_model=1024, n_layers=24, n_heads=16), _HF.format("google-bert/bert-large-uncased")),
+    # ViT (Dosovitskiy et al. 2020, arXiv 2010.11929, Table 1); torchvision vit_b_16 / vit_l_16
+    "vit-b-16": ("vit", dict(_VIT, d_model=768, n_layers=12, n_heads=12), "arXiv 2010.11929 Table 1; torchvision/models/vision_transformer.py vit_b_16"),
+    "vit-l-16": ("vit", dict(_VIT, d_model=1024, n_layers=24, n_heads=16), "arXiv 2010.11929 Table 1; torchvision/models/vision_transformer.py vit_l_16"),
+    # ResNet (He et al. 2015, arXiv 1512.03385, Table 1); torchvision v1.5 (stride on the 3x3 conv)
+    "resnet-18": ("resnet", dict(layers=(2, 2, 2, 2)), "arXiv 1512.03385 Table 1; torchvision/models/resnet.py resnet18"),
+    "resnet-34": ("resnet", dict(layers=(3, 4, 6, 3)), "arXiv 1512.03385 Table 1; torchvision/models/resnet.py resnet34"),
+    "resnet-50": ("resnet", dict(layers=(3, 4, 6, 3), bottleneck=True), "arXiv 1512.03385 Table 1; torchvision/models/resnet.py resnet50"),
+    # Small models that train in seconds on a CPU
+    "text-gru": ("text_rnn", dict(vocab_size=256, d_embed=64, d_hidden=128, n_classes=2, max_seq=256),
+                 "layerwise demo: byte-level GRU text classifier (Cho et al. 2014, arXiv 1406.1078)"),
+    "digits-cnn": ("cnn", dict(c_in=1, image_size=8, channels=(16, 32), hidden=64, n_classes=10),
+                   "layerwise demo for sklearn.datasets.load_digits (8x8 grey digits, 10 classes)"),
+    "digits-vit": ("vit", dict(image_size=8, patch=2, c_in=1, d_model=32, n_layers=2, n_heads=4, d_ff=64, n_classes=10),
+                   "layerwise demo: a tiny ViT (arXiv 2010.11929) for sklearn.datasets.load_digits"),
+    "tiny-gpt": ("decoder", dict(vocab_size=256, d_model=128, n_layers=4, n_heads=4, d_ff=512, max_seq=128),
+                 "layerwise demo: a byte-level GPT-2-style LM (nanoGPT-sized)"),
+}

@@ -1,0 +1,227 @@
+"""Hugging Face `config.json` -> Model, without transformers.
+
+Each supported `model_type` maps the config's keys to a family's keywords (presets/families.py),
+adding what the transformers implementation implies but the config does not say:
+  gpt2      tied head (GPT2LMHeadModel), biases everywhere, n_inner null = 4 * n_embd
+  llama     attention_bias / mlp_bias flags (default false), untied unless tie_word_embeddings
+  qwen2     bias on q, k, v only (Qwen2Attention), o_proj and MLP without
+  mistral, mixtral, phi3   no biases; mixtral: num_local_experts, num_experts_per_tok, router without bias
+  gpt_neox  biases (attention_bias default true), rotary_pct of the head, use_parallel_residual with
+            two norms, untied embed_out without bias
+  opt       learned positions with 2 extra rows (OPTLearnedPositionalEmbedding offset), biases, ReLU,
+            tied head; word_embed_proj_dim != hidden_size (project_in/out) is not supported
+  phi       parallel attention + MLP behind one LayerNorm, partial_rotary_factor, biases, lm_head bias
+  bert, roberta   BertModel/RobertaModel with pooler; RoBERTa's max_position_embeddings already
+            holds padding_idx + 1 extra rows, so its usable length is max_position_embeddings - 2
+  vit       ViTForImageClassification (head, no pooler) if the architectures say so, else ViTModel
+            (pooler, no head)
+rope_scaling does not change parameters or matmul FLOPs and is not imported.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from layerwise.presets.families import make
+from layerwise.spec.errors import LayerwiseError
+from layerwise.spec.model import Model
+
+_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
+                "gelu_tanh": "gelu_tanh", "silu": "silu", "swish": "silu", "relu": "relu", "tanh": "tanh"}
+_MISSING = object()
+
+
+class _Config:
+    """Typed reads of one config dict; errors name the file and the key."""
+
+    def __init__(self, data: dict, where: str):
+        self.data, self.where = data, where
+        self.model_type = data.get("model_type")
+
+    def get(self, key: str, default=_MISSING):
+        value = self.data.get(key, default)
+        if value is None and default is not _MISSING:  # e.g. "n_inner": null means "the default"
+            value = default
+        if value is _MISSING or value is None:
+            raise LayerwiseError(f"{self.where}: model_type {self.model_type!r} needs {key!r}, which is missing")
+        return value
+
+    def int(self, key: str, default=_MISSING) -> int:
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise LayerwiseError(f"{self.where}: {key!r} must be a positive integer, got {value!r}")
+        return value
+
+    def float(self, key: str, default=_MISSING) -> float:
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LayerwiseError(f"{self.where}: {key!r} must be a number, got {value!r}")
+        return float(value)
+
+    def bool(self, key: str, default=_MISSING) -> bool:
+        value = self.get(key, default)
+        if not isinstance(value, bool):
+            raise LayerwiseError(f"{self.where}: {key!r} must be true or false, got {value!r}")
+        return value
+
+    def activation(self, key: str, default=_MISSING) -> str:
+        value = self.get(key, default)
+        if value not in _ACTIVATIONS:
+            raise LayerwiseError(f"{self.where}: {key!r} {value!r} is not supported (supported: {', '.join(sorted(_ACTIVATIONS))})")
+        return _ACTIVATIONS[value]
+
+
+def _head_dim(c: _Config, d_model: int, n_heads: int) -> int:
+    d_head = c.data.get("head_dim")
+    if d_head is None:
+        if d_model % n_heads:
+            raise LayerwiseError(f"{c.where}: hidden_size {d_model} is not divisible by num_attention_heads {n_heads}")
+        return 0
+    return c.int("head_dim")
+
+
+def _llama_like(c: _Config) -> dict:
+    """Llama, Mistral, Mixtral, Qwen2, Phi-3: RMSNorm, SwiGLU, RoPE, GQA."""
+    d, heads = c.int("hidden_size"), c.int("num_attention_heads")
+    k = dict(vocab_size=c.int("vocab_size"), d_model=d, n_layers=c.int("num_hidden_layers"), n_heads=heads,
+             n_kv_heads=c.int("num_key_value_heads", heads), d_head=_head_dim(c, d, heads),
+             d_ff=c.int("intermediate_size"), max_seq=c.int("max_position_embeddings"), norm="rmsnorm",
+             norm_eps=c.float("rms_norm_eps", 1e-6), activation=c.activation("hidden_act", "silu"), gated=True,
+             ffn_bias=False, qkv_bias=False, o_bias=False, positions="rope", rope_base=c.float("rope_theta", 10000.0),
+             tie_embeddings=c.bool("tie_word_embeddings", False))
+    window = c.data.get("sliding_window")
+    if c.model_type in ("mistral", "mixtral") and window:
+        k["sliding_window"] = c.int("sliding_window")
+    return k
+
+
+def _llama(c):
+    k = _llama_like(c)
+    attn_bias = c.bool("attention_bias", False)
+    return "decoder", dict(k, qkv_bias=attn_bias, o_bias=attn_bias, ffn_bias=c.bool("mlp_bias", False))
+
+
+def _mixtral(c):
+    return "decoder", dict(_llama_like(c), n_experts=c.int("num_local_experts"), top_k=c.int("num_experts_per_tok"))
+
+
+def _qwen2(c):
+    return "decoder", dict(_llama_like(c), qkv_bias=True)
+
+
+def _phi3(c):
+    k = _llama_like(c)
+    factor = c.float("partial_rotary_factor", 1.0)
+    return "decoder", dict(k, rotary_dim=int((k["d_head"] or k["d_model"] // k["n_heads"]) * factor))
+
+
+def _gpt2(c):
+    d = c.int("n_embd")
+    return "decoder", dict(vocab_size=c.int("vocab_size"), d_model=d, n_layers=c.int("n_layer"), n_heads=c.int("n_head"),
+                           d_ff=c.int("n_inner", 4 * d), max_seq=c.int("n_positions"), norm="layernorm",
+                           norm_eps=c.float("layer_norm_epsilon", 1e-5), activation=c.activation("activation_function", "gelu_new"),
+                           tie_embeddings=c.bool("tie_word_embeddings", True))
+
+
+def _gpt_neox(c):
+    d, heads = c.int("hidden_size"), c.int("num_attention_heads")
+    bias = c.bool("attention_bias", True)
+    return "decoder", dict(vocab_size=c.int("vocab_size"), d_model=d, n_layers=c.int("num_hidden_layers"), n_heads=heads,
+                           d_ff=c.int("intermediate_size"), max_seq=c.int("max_position_embeddings"), norm="layernorm",
+                           norm_eps=c.float("layer_norm_eps", 1e-5), activation=c.activation("hidden_act", "gelu"),
+                           qkv_bias=bias, o_bias=bias, positions="rope", rope_base=c.float("rotary_emb_base", 10000.0),
+                           rotary_dim=int(d // heads * c.float("rotary_pct", 0.25)),
+                           parallel=c.bool("use_parallel_residual", True), shared_norm=False,
+                           tie_embeddings=c.bool("tie_word_embeddings", False))
+
+
+def _opt(c):
+    d = c.int("hidden_size")
+    if c.int("word_embed_proj_dim", d) != d:
+        raise LayerwiseError(f"{c.where}: OPT with word_embed_proj_dim {c.data['word_embed_proj_dim']} != hidden_size {d} "
+                             f"(project_in/project_out) is not supported")
+    if not c.bool("layer_norm_elementwise_affine", True):
+        raise LayerwiseError(f"{c.where}: OPT with layer_norm_elementwise_affine false is not supported")
+    pre = c.bool("do_layer_norm_before", True)
+    max_seq = c.int("max_position_embeddings")
+    return "decoder", dict(vocab_size=c.int("vocab_size"), d_model=d, n_layers=c.int("num_hidden_layers"),
+                           n_heads=c.int("num_attention_heads"), d_ff=c.int("ffn_dim"), max_seq=max_seq,
+                           pos_rows=max_seq + 2,  # OPTLearnedPositionalEmbedding: offset 2
+                           norm="layernorm", activation=c.activation("activation_function", "relu"),
+                           ffn_bias=c.bool("enable_bias", True), qkv_bias=c.bool("enable_bias", True),
+                           o_bias=c.bool("enable_bias", True), norm_position="pre" if pre else "post",
+                           final_norm=pre and not c.bool("_remove_final_layer_norm", False),
+                           tie_embeddings=c.bool("tie_word_embeddings", True))
+
+
+def _phi(c):
+    d, heads = c.int("hidden_size"), c.int("num_attention_heads")
+    return "decoder", dict(vocab_size=c.int("vocab_size"), d_model=d, n_layers=c.int("num_hidden_layers"), n_heads=heads,
+                           n_kv_heads=c.int("num_key_value_heads", heads), d_ff=c.int("intermediate_size"),
+                           max_seq=c.int("max_position_embeddings"), norm="layernorm",
+                           norm_eps=c.float("layer_norm_eps", 1e-5), activation=c.activation("hidden_act", "gelu_new"),
+                           positions="rope", rope_base=c.float("rope_theta", 10000.0),
+                           rotary_dim=int(d // heads * c.float("partial_rotary_factor", 0.5)),
+                           qk_norm="layernorm" if c.bool("qk_layernorm", False) else "none",
+                           parallel=True, tie_embeddings=c.bool("tie_word_embeddings", False), head_bias=True)
+
+
+def _bert(c):
+    kind = c.data.get("position_embedding_type", "absolute")
+    if kind != "absolute":
+        raise LayerwiseError(f"{c.where}: position_embedding_type {kind!r} is not supported (only 'absolute')")
+    k = dict(vocab_size=c.int("vocab_size"), d_model=c.int("hidden_size"), n_layers=c.int("num_hidden_layers"),
+             n_heads=c.int("num_attention_heads"), d_ff=c.int("intermediate_size"), max_seq=c.int("max_position_embeddings"),
+             activation=c.activation("hidden_act", "gelu"), norm_eps=c.float("layer_norm_eps", 1e-12),
+             type_vocab_size=c.int("type_vocab_size", 2))
+    if c.model_type == "roberta":
+        pad = c.data.get("pad_token_id", 1)
+        k.update(padding_idx=pad, pos_offset=pad + 1)  # RobertaEmbeddings: positions start at padding_idx + 1
+    return "encoder", k
+
+
+def _vit(c):
+    archs = c.data.get("architectures") or []
+    classify = any("ForImageClassification" in a for a in archs)
+    labels = c.data.get("id2label")
+    n_classes = (len(labels) if labels else c.int("num_labels", 2)) if classify else 0
+    return "vit", dict(image_size=c.int("image_size", 224), patch=c.int("patch_size", 16), c_in=c.int("num_channels", 3),
+                       d_model=c.int("hidden_size"), n_layers=c.int("num_hidden_layers"),
+                       n_heads=c.int("num_attention_heads"), d_ff=c.int("intermediate_size"),
+                       activation=c.activation("hidden_act", "gelu"), norm_eps=c.float("layer_norm_eps", 1e-12),
+                       qkv_bias=c.bool("qkv_bias", True), n_classes=n_classes, pooler=not classify)
+
+
+IMPORTERS = {"llama": _llama, "mistral": _llama, "mixtral": _mixtral, "qwen2": _qwen2, "phi3": _phi3, "gpt2": _gpt2,
+             "gpt_neox": _gpt_neox, "opt": _opt, "phi": _phi, "bert": _bert, "roberta": _bert, "vit": _vit}
+
+
+def hf_keywords(data, where: str = "config.json") -> tuple[str, dict]:
+    """(family, keywords) for an HF config dict."""
+    if not isinstance(data, dict):
+        raise LayerwiseError(f"{where}: expected a JSON object (a Hugging Face config), got {type(data).__name__}")
+    model_type = data.get("model_type")
+    if model_type is None:
+        raise LayerwiseError(f"{where}: no 'model_type' key; not a Hugging Face config.json")
+    if model_type not in IMPORTERS:
+        raise LayerwiseError(f"{where}: model_type {model_type!r} is not supported "
+                             f"(supported: {', '.join(sorted(IMPORTERS))})")
+    return IMPORTERS[model_type](_Config(data, where))
+
+
+def from_hf_config(data, name: str = "hf-model", where: str = "config.json", **overrides) -> Model:
+    family, keywords = hf_keywords(data, where)
+    source = f"Hugging Face config.json ({where}, model_type {data['model_type']!r})"
+    return make(family, name, source, {**keywords, **overrides})
+
+
+def load_hf_config(path: str | Path, **overrides) -> Model:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LayerwiseError(f"{path}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise LayerwiseError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
+    name = data.get("_name_or_path") if isinstance(data, dict) else None
+    return from_hf_config(data, name=str(name or path.stem), where=str(path), **overrides)
