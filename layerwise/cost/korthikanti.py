@@ -48,3 +48,11 @@ def korthikanti_model_bytes(s: int, b: int, h: int, a: int, n_layers: int, *, t:
     if interleaved_m:
         total *= 1 + Fraction(p - 1, p * interleaved_m)
     return total
+
+
+def korthikanti_model_flops(batch: int, n_layers: int, s: int, h: int, vocab: int, *,
+                            selective_recompute: bool = False) -> Fraction:
+    """Appendix A: model FLOPs per iteration 72·B·L·s·h²·(1 + s/(6h) + v/(12hL)); the hardware
+    FLOPs with selective recompute use s/(3h) (the recomputed attention scores)."""
+    attn = Fraction(s, 3 * h) if selective_recompute else Fraction(s, 6 * h)
+    return 72 * batch * n_layers * s * h * h * (1 + attn + Fraction(vocab, 12 * h * n_layers))
