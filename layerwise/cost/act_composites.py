@@ -1,0 +1,100 @@
+"""Dataflow of the composites whose children are not a plain chain: residual, repeat (where
+activation checkpointing applies), transformer_block, decoder_lm (tied head), the ResNet blocks.
+Each mirrors its module in layerwise/build/."""
+from __future__ import annotations
+
+from layerwise.cost.act_leaves import linear_op
+from layerwise.cost.act_trace import T, Trace
+from layerwise.cost.activations import act, run
+
+
+def add(tr: Trace, a: T, b: T) -> T:
+    """a + b saves nothing."""
+    return tr.pointwise(a, b)
+
+
+@act("residual")
+def _residual(b, tr: Trace, x: T) -> T:
+    y = run(b.branch, "branch", tr, x)
+    tr.begin(".add")
+    return add(tr, x, y)
+
+
+@act("repeat")
+def _repeat(b, tr: Trace, x: T) -> T:
+    """Full checkpointing wraps each copy of the outermost repeat (layerwise.measure.setup)."""
+    outermost = tr.sink is None and not getattr(tr, "_in_repeat", False)
+    for i in range(b.n_layers):
+        if tr.policy.checkpointing == "full" and outermost:
+            x = tr.checkpointed(lambda t, i=i: _item(b, tr, t, i), x)
+        else:
+            x = _item(b, tr, x, i)
+    return x
+
+
+def _item(b, tr: Trace, x: T, i: int) -> T:
+    prev = getattr(tr, "_in_repeat", False)
+    tr._in_repeat = True
+    try:
+        return run(b.block, str(i), tr, x)
+    finally:
+        tr._in_repeat = prev
+
+
+@act("transformer_block")
+def _transformer(b, tr: Trace, x: T) -> T:
+    kids = dict(b.children())
+
+    def drop(name: str, t: T) -> T:
+        return run(kids[name], name, tr, t) if name in kids else t
+
+    def plus(a: T, c: T) -> T:
+        tr.begin(".add")
+        return add(tr, a, c)
+
+    if b.parallel:
+        h = run(kids["attn_norm"], "attn_norm", tr, x)
+        g = run(kids["ffn_norm"], "ffn_norm", tr, x) if "ffn_norm" in kids else h
+        a = drop("attn_dropout", run(kids["attn"], "attn", tr, h))
+        f = drop("ffn_dropout", run(kids["ffn"], "ffn", tr, g))
+        return plus(plus(x, a), f)
+    if b.norm_position == "post":
+        x = run(kids["attn_norm"], "attn_norm", tr, plus(x, drop("attn_dropout", run(kids["attn"], "attn", tr, x))))
+        return run(kids["ffn_norm"], "ffn_norm", tr, plus(x, drop("ffn_dropout", run(kids["ffn"], "ffn", tr, x))))
+    x = plus(x, drop("attn_dropout", run(kids["attn"], "attn", tr, run(kids["attn_norm"], "attn_norm", tr, x))))
+    return plus(x, drop("ffn_dropout", run(kids["ffn"], "ffn", tr, run(kids["ffn_norm"], "ffn_norm", tr, x))))
+
+
+@act("decoder_lm")
+def _decoder_lm(b, tr: Trace, x: T) -> T:
+    for name, child in b.children():
+        if name == "lm_head":
+            return run(child, name, tr, x)
+        x = run(child, name, tr, x)
+    tr.path.append("lm_head")  # tied: F.linear(x, embed.weight), the same parameter
+    try:
+        tr.begin()
+        w = tr.param("/" + _join(tr, "embed.weight"), b.vocab_size * b.d_model, b.trainable, (b.vocab_size, b.d_model))
+        return tr.mm(x, w, (*x.shape[:-1], b.vocab_size), b_key=_join(tr, "embed.weight"))
+    finally:
+        tr.path.pop()
+
+
+def _join(tr: Trace, name: str) -> str:
+    return ".".join([*tr.path[:-1], name])
+
+
+@act("resnet_basic", "resnet_bottleneck")
+def _resblock(b, tr: Trace, x: T) -> T:
+    h = x
+    for name, child in b.main():
+        h = run(child, name, tr, h)
+    ds = b.downsample()
+    skip = run(ds, "downsample", tr, x) if ds is not None else x
+    tr.begin(".add")
+    s = add(tr, h, skip)
+    relu = dict(b.children())["relu"]
+    return run(relu, "relu", tr, s)
+
+
+__all__ = ["add", "linear_op"]

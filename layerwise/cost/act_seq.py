@@ -1,0 +1,161 @@
+"""Saved tensors of the sequence blocks: attention (eager | sdpa), ffn, lora, moe. Each function
+mirrors the forward of the module in layerwise/build/ (attention.py, ffn.py, lora.py, moe.py).
+Legend: B batch, S queries, Sk keys, H query heads, G kv heads, Dh head width."""
+from __future__ import annotations
+
+from layerwise.cost.act_leaves import activation_op, dropout_op
+from layerwise.cost.act_trace import T, Trace, promote
+from layerwise.cost.activations import act, run
+
+
+def _rope(tr: Trace, t: T, tables: list[T]) -> T:
+    """x * cos + rotate_half(x) * sin: the muls save cos and sin (cast to x's dtype: `.to()` is
+    a new tensor per call unless x is fp32, where it is the fp32 table itself)."""
+    cos, sin = tables
+    if t.dtype != cos.dtype:
+        cos, sin = tr.new(cos.shape, t.dtype, False), tr.new(sin.shape, t.dtype, False)
+    if t.grad:
+        tr.save(cos, sin)
+    return tr.new(t.shape, t.dtype, t.grad)
+
+
+def _eager(tr: Trace, b, q: T, k: T, v: T) -> T:
+    """matmul reshapes the transposed q, k^T, v into (B*H, ., .) copies and saves them; masked_fill
+    saves the (S, Sk) bool mask; softmax saves its output, which the second bmm saves too."""
+    bsz, h, s, dh = q.shape
+    sk = k.shape[2]
+    q_c = tr.new(q.shape, q.dtype, q.grad)
+    k_c = tr.new((bsz, h, sk, dh), k.dtype, k.grad)  # GQA: repeat_interleave'd, same size
+    v_c = tr.new((bsz, h, sk, dh), v.dtype, v.grad)
+    grad = q.grad or k.grad or v.grad
+    scores = tr.new((bsz, h, s, sk), q.dtype, grad)
+    tr.save(q_c, k_c)
+    if b.causal or b.sliding_window:
+        tr.save(tr.new((s, sk), "bool", False))
+    probs = tr.new(scores.shape, scores.dtype, grad)
+    tr.save(probs)
+    probs = dropout_op(tr, probs, b.dropout)
+    tr.save(probs, v_c)
+    return tr.new(q.shape, q.dtype, grad)
+
+
+def _sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
+    """CPU flash attention saves q, k, v as given (GQA: the G-head k, v), the output (allocated
+    (B, S, H, Dh), so the o_proj input is a view of it) and logsumexp (B, H, S) fp32."""
+    bsz, h, s, dh = q.shape
+    if b.dropout > 0:  # dropout_p > 0 takes the math path: eager's tensors (an estimate)
+        return _eager(tr, b, q, k, v)
+    grad = q.grad or k.grad or v.grad
+    out = tr.new(q.shape, q.dtype, grad)
+    tr.save(q, k, v, out, tr.new((bsz, h, s), "fp32", False))
+    if b.sliding_window:  # the bool mask is turned into an additive one in q's dtype, and saved
+        tr.save(tr.new((s, k.shape[2]), q.dtype, False))
+    return out
+
+
+@act("attention")
+def _attention(b, tr: Trace, x: T) -> T:
+    bsz, s, _ = x.shape
+    src = x
+    if b.context_dim:
+        src = tr.input((bsz, b.context_len, b.context_dim), tr.policy.dtype, False)
+    sk = src.shape[1]
+    h, g, dh = b.n_heads, b.kv_heads, b.head_dim
+    q = tr.view(run(b.q_proj, "q_proj", tr, x), (bsz, s, h, dh))
+    k = tr.view(run(b.k_proj, "k_proj", tr, src), (bsz, sk, g, dh))
+    v = tr.view(run(b.v_proj, "v_proj", tr, src), (bsz, sk, g, dh))
+    tr.begin(".core")
+    if b.q_norm is not None:
+        q, k = run(b.q_norm, "q_norm", tr, q), run(b.k_norm, "k_norm", tr, k)
+        tr.begin(".core")
+    q, k, v = (tr.view(t, (t.shape[0], t.shape[2], t.shape[1], t.shape[3])) for t in (q, k, v))
+    if b.rope is not None:
+        tables = [tr.new((s, dh), "fp32", False), tr.new((s, dh), "fp32", False)]
+        q, k = _rope(tr, q, tables), _rope(tr, k, tables)
+    y = _eager(tr, b, q, k, v) if tr.policy.attention == "eager" else _sdpa(tr, b, q, k, v)
+    if tr.policy.attention == "eager" or b.dropout > 0:
+        y = tr.new((bsz, s, h * dh), y.dtype, y.grad)  # transpose(1, 2).reshape: a copy
+    else:
+        y = tr.view(y, (bsz, s, h * dh))
+    return run(b.o_proj, "o_proj", tr, y)
+
+
+@act("ffn")
+def _ffn(b, tr: Trace, x: T) -> T:
+    if b.gated:
+        g = run(b.gate_proj, "gate_proj", tr, x)
+        u = run(b.up_proj, "up_proj", tr, x)
+        tr.begin(".act")
+        a = activation_op(tr, g, b.activation)
+        hid = tr.new(a.shape, a.dtype, a.grad or u.grad)
+        tr.save(a, u)  # a * u saves both factors
+    else:
+        u = run(b.up_proj, "up_proj", tr, x)
+        tr.begin(".act")
+        hid = activation_op(tr, u, b.activation)
+    hid = dropout_op(tr, hid, b.dropout)
+    return run(b.down_proj, "down_proj", tr, hid)
+
+
+@act("lora")
+def _lora(b, tr: Trace, x: T) -> T:
+    base = run(b.base, "base", tr, x)
+    tr.begin(".adapter")
+    a_in = dropout_op(tr, x, b.dropout)
+    upd = run(b.lora_b, "lora_b", tr, run(b.lora_a, "lora_a", tr, a_in))
+    tr.begin(".add")
+    scaled = tr.new(upd.shape, upd.dtype, upd.grad)  # update * scaling saves nothing
+    return tr.pointwise(base, scaled)
+
+
+@act("moe")
+def _moe(b, tr: Trace, x: T) -> T:
+    """Routing as MoEModule: router logits -> fp32 softmax (saved) -> top-k weights renormalised;
+    each expert runs on its n_e = T*k/E rows (balanced routing), gathered by an index (saved),
+    scaled by its weights (mul saves both) and index_add'ed back (saves the index)."""
+    d = x.shape[-1]
+    rows = x.numel // d
+    flat = tr.view(x, (rows, d))
+    logits = run(b.router, "router", tr, flat)
+    tr.begin(".route")
+    probs32 = logits if logits.dtype == "fp32" else tr.new(logits.shape, "fp32", logits.grad)
+    probs = tr.new(probs32.shape, "fp32", probs32.grad)
+    tr.save(probs)  # softmax result
+    k, n_exp = b.top_k, b.n_experts
+    idx = tr.new((rows, k), "int64", False)
+    topw = tr.new((rows, k), "fp32", probs.grad)
+    tr.save(idx)  # gather/topk backward: the indices
+    ssum = tr.new((rows, 1), "fp32", probs.grad)
+    tr.save(topw, ssum)  # weights / sum: div saves both
+    weights = tr.new((rows, k), x.dtype, topw.grad) if x.dtype != "fp32" else tr.new((rows, k), "fp32", topw.grad)
+    out = tr.new((rows, d), x.dtype, False)
+    for e, (name, expert) in enumerate(_experts(b)):
+        n_e = _rows_for(rows, k, n_exp, e)
+        if n_e == 0:
+            continue
+        tr.begin(f".gather{e}")
+        tok = tr.new((n_e,), "int64", False)
+        tr.save(tok)
+        xin = tr.new((n_e, d), x.dtype, x.grad)
+        y = run(expert, name, tr, xin)
+        tr.begin(f".combine{e}")
+        w_e = tr.new((n_e, 1), weights.dtype, weights.grad)
+        slot = tr.new((n_e,), "int64", False)
+        tr.save(tok, slot, y, w_e)  # weights[tok, slot]: saves both indices; y * w saves both
+        prod_ = tr.new((n_e, d), promote(y.dtype, w_e.dtype), True)
+        tr.save(prod_)  # index_add keeps its source for backward
+        out = tr.new((rows, d), prod_.dtype, True)
+    if b.shared_expert is not None:
+        shared = run(b.shared_expert, "shared_expert", tr, flat)
+        out = tr.pointwise(out, shared)
+    return tr.view(out, x.shape)
+
+
+def _experts(b):
+    return [(f"experts.{i}", e) for i, e in enumerate(b.experts)]
+
+
+def _rows_for(tokens: int, k: int, n: int, expert: int) -> int:
+    """Pairs routed to `expert` under balanced routing: slots t*k + j with (t*k + j) % n == e."""
+    total = tokens * k
+    return total // n + (1 if expert < total % n else 0)

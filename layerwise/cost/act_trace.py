@@ -1,0 +1,214 @@
+"""A symbolic forward pass: tensors as (shape, dtype, requires_grad, storage) with no data, so the
+cost reading can count what autograd saves without importing torch.
+
+Why symbolic tensors rather than per-block byte totals: one storage is often saved by several
+consumers (the norm output read by q_proj, k_proj and v_proj; a residual stream read by a norm and
+by the add), and a view (flatten, transpose, select) shares its input's storage. Counting unique
+`Storage` objects, exactly as the ground truth counts unique untyped storages in
+`torch.autograd.graph.saved_tensors_hooks`, gets this right by construction.
+
+Every block's function (cost/activations.py registry) receives the `Trace` and its input `T` and
+returns its output `T`, calling the op helpers below, which mirror what the ATen op saves:
+  linear/matmul/conv: the (autocast-cast) input if the weight/other needs grad, the weight if the
+  input needs grad (a parameter is not an activation; its autocast copy is, and is cached once).
+Each leaf call is one *step*; a saved storage remembers the first step that saved it, because in
+backward it is freed when that step's backward has run (backward visits steps in reverse).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from layerwise.cost.precision import nbytes as _packed
+from layerwise.spec.errors import WorkloadError
+from layerwise.spec.shapes import prod
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ActPolicy:
+    """What the saved bytes depend on besides shapes.
+
+    dtype: the parameters' (and float inputs') dtype; autocast: the low dtype of torch.autocast
+    (None: off); dropout_mask_bytes: 1 for CUDA's bool mask, None for CPU's full-precision mask;
+    attention: eager | sdpa; grad: False under torch.no_grad (nothing is saved).
+    """
+
+    dtype: str = "fp32"
+    autocast: str | None = None
+    autocast_device: str = "cpu"
+    dropout_mask_bytes: int | None = None
+    attention: str = "sdpa"
+    grad: bool = True
+    checkpointing: str = "none"  # none | full (each outermost repeat item) | selective (attention core)
+
+    def __post_init__(self):
+        if self.attention not in ("eager", "sdpa"):
+            raise WorkloadError(f"attention must be eager or sdpa, got {self.attention!r}")
+
+
+class Storage:
+    """One allocation. `kind`: act (made by the forward), input (the model's input), param, cast
+    (an autocast low-precision copy of a parameter)."""
+
+    __slots__ = ("nbytes", "kind")
+
+    def __init__(self, n: int, kind: str = "act"):
+        self.nbytes, self.kind = n, kind
+
+
+@dataclass(eq=False)
+class T:
+    shape: Shape
+    dtype: str
+    grad: bool
+    storage: Storage
+
+    @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+
+@dataclass
+class Step:
+    """One leaf call: its path, the trainable parameter bytes whose gradient it produces, and the
+    bytes of its input and output (the gradient tensors that flow through it in backward)."""
+
+    path: str
+    grad_params: tuple[str, ...] = ()
+    io_bytes: int = 0
+    transient_fwd: int = 0
+    transient_bwd: int = 0
+
+
+@dataclass
+class Trace:
+    policy: ActPolicy
+    saved: dict[int, tuple[Storage, int]] = field(default_factory=dict)  # id -> (storage, first step)
+    steps: list[Step] = field(default_factory=list)
+    casts: dict[str, Storage] = field(default_factory=dict)  # autocast weight cache, by param key
+    params: dict[str, tuple[int, str, bool]] = field(default_factory=dict)  # key -> (numel, dtype, trainable)
+    path: list[str] = field(default_factory=list)
+    sink: dict | None = None  # set inside a checkpointed region
+    recompute: list[int] = field(default_factory=list)  # saved bytes of each checkpointed region
+
+    # ---- structure -------------------------------------------------------------------------
+    def begin(self, extra: str = "") -> Step:
+        step = Step(".".join(self.path) + extra)
+        self.steps.append(step)
+        return step
+
+    @property
+    def here(self) -> int:
+        return len(self.steps) - 1
+
+    def key(self, name: str) -> str:
+        return ".".join([*self.path, name])
+
+    # ---- tensors ---------------------------------------------------------------------------
+    def new(self, shape: Shape, dtype: str, grad: bool) -> T:
+        shape = tuple(int(d) for d in shape)
+        return T(shape, dtype, grad and self.policy.grad, Storage(nbytes(prod(shape), dtype)))
+
+    def input(self, shape: Shape, dtype: str, grad: bool) -> T:
+        t = self.new(shape, dtype, grad)
+        t.storage.kind = "input"
+        return t
+
+    @staticmethod
+    def view(t: T, shape: Shape) -> T:
+        return T(tuple(shape), t.dtype, t.grad, t.storage)
+
+    def save(self, *ts: T) -> None:
+        """Autograd keeps these for backward (only while grad mode is on). Inside a checkpointed
+        region (`sink` set) they are only recorded: backward recomputes them one region at a time."""
+        if not self.policy.grad:
+            return
+        target = self.saved if self.sink is None else self.sink
+        for t in ts:
+            if t.storage.kind != "param":
+                target.setdefault(id(t.storage), (t.storage, self.here))
+
+    def checkpointed(self, fn, x: T) -> T:
+        """torch.utils.checkpoint(fn, x, use_reentrant=False): x stays alive (saved), the region's
+        own saved tensors are dropped and recomputed in backward; their bytes go to `recompute`."""
+        if not self.policy.grad:
+            return fn(x)
+        self.save(x)
+        outer, self.sink = self.sink, {}
+        try:
+            out = fn(x)
+            inner = {k: v for k, v in self.sink.items() if v[0] is not x.storage}
+            self.recompute.append(sum(st.nbytes for st, _ in inner.values()))
+        finally:
+            self.sink = outer
+        return out
+
+    def param(self, name: str, numel: int, trainable: bool, shape: Shape | None = None) -> T:
+        """A parameter (by key, so tied weights are one). Its gradient is produced in this step."""
+        key = self.key(name) if not name.startswith("/") else name[1:]
+        self.params.setdefault(key, (numel, self.policy.dtype, trainable))
+        if trainable and self.policy.grad and self.steps:
+            self.steps[-1].grad_params += (key,)
+        st = Storage(nbytes(numel, self.policy.dtype), "param")
+        return T(tuple(shape or (numel,)), self.policy.dtype, trainable and self.policy.grad, st)
+
+    def low(self, t: T) -> T:
+        """Autocast's cast of an activation to the low dtype: a new tensor (not cached)."""
+        ac = self.policy.autocast
+        if ac is None or t.dtype == ac or t.dtype not in ("fp32", "fp16", "bf16"):
+            return t
+        return self.new(t.shape, ac, t.grad)
+
+    def low_param(self, key: str, w: T) -> T:
+        """Autocast's cast of a parameter: cached per parameter for the whole forward."""
+        ac = self.policy.autocast
+        if ac is None or w.dtype == ac:
+            return w
+        if not w.grad:  # autocast caches only leaves that require grad: a frozen weight is cast per call
+            return self.new(w.shape, ac, False)
+        if key not in self.casts:
+            self.casts[key] = Storage(nbytes(w.numel, ac), "cast")
+        return T(w.shape, ac, w.grad, self.casts[key])
+
+    # ---- ops that save (mirroring ATen's derivatives.yaml) ----------------------------------
+    def mm(self, a: T, b: T, out_shape: Shape, b_key: str | None = None) -> T:
+        """A matmul-like op under autocast (linear, bmm, conv): saves a if b needs grad and b if a
+        needs grad. `b_key`: b is a parameter with that key (cast once, cached)."""
+        a = self.low(a)
+        b = self.low_param(b_key, b) if b_key is not None else self.low(b)
+        out = self.new(out_shape, a.dtype if self.policy.autocast is None else self.policy.autocast,
+                       a.grad or b.grad)
+        if b.grad:
+            self.save(a)
+        if a.grad:
+            self.save(b)
+        return out
+
+    def pointwise(self, *ts: T, dtype: str | None = None) -> T:
+        """A new tensor shaped like the first input (type promotion: fp32 wins over low dtypes)."""
+        dt = dtype or promote(*(t.dtype for t in ts))
+        return self.new(ts[0].shape, dt, any(t.grad for t in ts))
+
+    # ---- results ---------------------------------------------------------------------------
+    def saved_bytes(self, kinds=("act", "cast", "input")) -> int:
+        return sum(st.nbytes for st, _ in self.saved.values() if st.kind in kinds)
+
+    def cast_cache_bytes(self) -> int:
+        return sum(st.nbytes for st in self.casts.values())
+
+
+def nbytes(n: int, dtype: str) -> int:
+    """Bytes of n elements; int64 (token ids, max-pool indices) on top of precision's dtypes."""
+    return 8 * n if dtype == "int64" else _packed(n, dtype)
+
+
+def promote(*dtypes: str) -> str:
+    """Result dtype of a binary float op: fp32 beats bf16/fp16 (int inputs do not count)."""
+    floats = [d for d in dtypes if d in ("fp32", "fp16", "bf16", "fp64")]
+    if not floats:
+        return dtypes[0]
+    for d in ("fp64", "fp32"):
+        if d in floats:
+            return d
+    return floats[0]

@@ -1,0 +1,91 @@
+"""Saved activations per block: the bytes autograd keeps for backward when a block's built module
+runs forward. Pure Python (no torch).
+
+Convention. Each block type has a function in `ACT` keyed by its type_name:
+
+    fn(block, tr: Trace, x: T) -> T
+
+It runs the block *symbolically* on the input tensor `x` (cost/act_trace.py): it creates the
+tensors the module's forward creates, marks the ones autograd saves (`tr.save`, or implicitly
+through `tr.mm` for matmul/linear/conv), and returns the output tensor. Composites call their
+children through `run(child, name, tr, x)` in the module's own dataflow, so a tensor read by
+several consumers is one storage and is counted once. A composite with no function of its own is
+run as a chain of its `trace()` children (sequential, repeat, encoder, vit, resnet).
+
+The leaf functions live in cost/act_leaves.py and cost/act_seq.py (attention, ffn, moe, lora)
+and cost/act_composites.py. Every number is tested against
+`torch.autograd.graph.saved_tensors_hooks` on the built module (tests/cost/test_activations*.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from layerwise.cost.act_trace import ActPolicy, T, Trace
+from layerwise.spec.base import Block, Shape
+from layerwise.spec.errors import LayerwiseError
+
+ACT: dict[str, Callable[[Block, Trace, T], T]] = {}
+
+
+def act(*type_names: str):
+    """Decorator: the activation function of these block types."""
+
+    def deco(fn):
+        for name in type_names:
+            ACT[name] = fn
+        return fn
+
+    return deco
+
+
+def run(block: Block, name: str, tr: Trace, x: T) -> T:
+    """Run a child block under its path segment `name`."""
+    if name:
+        tr.path.append(name)
+    try:
+        fn = ACT.get(block.type_name)
+        if fn is not None:
+            return fn(block, tr, x)
+        kids = block.trace(x.shape)
+        if not kids:
+            raise LayerwiseError(f"{'.'.join(tr.path) or block.type_name}: no activation model for block type "
+                                 f"{block.type_name!r} (layerwise/cost/activations.py)")
+        for child_name, child, _ in kids:
+            x = run(child, child_name, tr, x)
+        return x
+    finally:
+        if name:
+            tr.path.pop()
+
+
+@dataclass(frozen=True)
+class BlockActs:
+    """One block's forward on one input. `saved`: unique bytes autograd keeps (the input too if it
+    is saved, autocast weight copies if saved); `casts`: autocast's cached weight copies (saved or
+    not); `out_bytes`: the output tensor."""
+
+    saved: int
+    casts: int
+    out_bytes: int
+    trace: Trace
+
+
+def input_tensor(tr: Trace, in_shape: Shape, *, tokens: bool, grad: bool) -> T:
+    dtype = "int64" if tokens else tr.policy.dtype
+    return tr.input(tuple(in_shape), dtype, grad and not tokens)
+
+
+def activations(block: Block, in_shape: Shape, policy: ActPolicy = ActPolicy(), *, tokens: bool = False,
+                input_grad: bool = True) -> BlockActs:
+    """Saved bytes of `block` run once on a (B, ...) input. `tokens`: the input is int64 ids;
+    `input_grad`: a float input that requires grad (an intermediate of a bigger model)."""
+    import layerwise.cost.act_composites  # noqa: F401  (registers the functions)
+    import layerwise.cost.act_leaves  # noqa: F401
+    import layerwise.cost.act_seq  # noqa: F401
+
+    tr = Trace(policy)
+    x = input_tensor(tr, in_shape, tokens=tokens, grad=input_grad)
+    x.storage.kind = "act"  # a block's input in a model is an activation of the block before
+    out = run(block, "", tr, x)
+    return BlockActs(tr.saved_bytes(), tr.cast_cache_bytes(), out.storage.nbytes, tr)
