@@ -80,11 +80,17 @@ def _head_dim(c: _Config, d_model: int, n_heads: int) -> int:
     return c.int("head_dim")
 
 
+def _kv_heads(c: _Config, heads: int) -> int:
+    """0 (= n_heads, plain MHA) unless the config groups the keys and values (GQA/MQA)."""
+    kv = c.int("num_key_value_heads", heads)
+    return 0 if kv == heads else kv
+
+
 def _llama_like(c: _Config) -> dict:
     """Llama, Mistral, Mixtral, Qwen2, Phi-3: RMSNorm, SwiGLU, RoPE, GQA."""
     d, heads = c.int("hidden_size"), c.int("num_attention_heads")
     k = dict(vocab_size=c.int("vocab_size"), d_model=d, n_layers=c.int("num_hidden_layers"), n_heads=heads,
-             n_kv_heads=c.int("num_key_value_heads", heads), d_head=_head_dim(c, d, heads),
+             n_kv_heads=_kv_heads(c, heads), d_head=_head_dim(c, d, heads),
              d_ff=c.int("intermediate_size"), max_seq=c.int("max_position_embeddings"), norm="rmsnorm",
              norm_eps=c.float("rms_norm_eps", 1e-6), activation=c.activation("hidden_act", "silu"), gated=True,
              ffn_bias=False, qkv_bias=False, o_bias=False, positions="rope", rope_base=c.float("rope_theta", 10000.0),
@@ -157,7 +163,7 @@ def _opt(c):
 def _phi(c):
     d, heads = c.int("hidden_size"), c.int("num_attention_heads")
     return "decoder", dict(vocab_size=c.int("vocab_size"), d_model=d, n_layers=c.int("num_hidden_layers"), n_heads=heads,
-                           n_kv_heads=c.int("num_key_value_heads", heads), d_ff=c.int("intermediate_size"),
+                           n_kv_heads=_kv_heads(c, heads), d_ff=c.int("intermediate_size"),
                            max_seq=c.int("max_position_embeddings"), norm="layernorm",
                            norm_eps=c.float("layer_norm_eps", 1e-5), activation=c.activation("hidden_act", "gelu_new"),
                            positions="rope", rope_base=c.float("rope_theta", 10000.0),
