@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from layerwise.cost.hardware import GPU
+from layerwise.spec.counts import FlopCtx
 from layerwise.spec.errors import WorkloadError
 
 DAY = 86_400
@@ -112,3 +113,68 @@ def decode_step(m: DecoderCost, gpu: GPU, *, batch: int, context: int, dtype: st
 def decode_throughput(step: Roofline, batch: int) -> float:
     """Tokens per second across the batch at this step's latency."""
     return batch / step.seconds
+
+
+# ---- a whole model ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    """`layerwise time`: training time of a model for a token (or sample) budget on n GPUs."""
+
+    model: str
+    gpu: str
+    gpu_source: str
+    n_gpus: int
+    dtype: str
+    mfu: float
+    tokens: int | None  # token budget (token models); None for sample-budget models
+    samples: int  # sequences or images processed
+    seq: int | None  # tokens per sequence used to count FLOPs per token
+    flops_per_sample: int  # forward + backward from the spec (matmul + other)
+    total_flops: int
+    six_nd_flops: int | None  # 6·N·D for token models, the convention everyone quotes
+    n_params: int
+    active_params: int
+    time: TrainingTime
+    tokens_default: bool  # True: the budget was not given, Chinchilla's 20 tokens/param was used
+
+
+CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022, Table 3 (≈ 20 tokens per parameter)
+
+
+def estimate_model_time(model, gpu: GPU, *, n_gpus: int = 1, tokens: int | None = None,
+                        samples: int | None = None, mfu: float = 0.4, dtype: str | None = None,
+                        seq: int | None = None) -> TimeEstimate:
+    """FLOPs per sample from the spec (forward + backward, batch 1) x the budget, over n GPUs.
+
+    Token models: the budget is `tokens` (default 20 x params); FLOPs per token = spec FLOPs of one
+    sequence of `seq` tokens / seq, so attention's s² term is included (6ND leaves it out).
+    Other models: the budget is `samples`.
+    """
+    dtype = dtype or ("bf16" if "bf16" in gpu.dtypes else "fp16")
+    is_tokens = model.input.kind == "tokens"
+    in_shape = model.input_shape(batch=1, seq=seq if is_tokens else None)
+    # model FLOPs (MFU's numerator): no grad for the input data, and attention's backward counted
+    # as 4 bmms (eager), not sdpa's 5 (its recompute of the scores is hardware, not model, FLOPs)
+    per_sample = model.body.flops(in_shape, FlopCtx(input_grad=False, attention="eager")).total
+    n_params, active = model.params().total, model.body.active_params().total
+    defaulted = False
+    if is_tokens:
+        if samples is not None:
+            raise WorkloadError("--samples applies to non-token models; give --tokens for a language model")
+        if tokens is None:
+            tokens, defaulted = CHINCHILLA_TOKENS_PER_PARAM * n_params, True
+        if tokens < 1:
+            raise WorkloadError(f"--tokens must be positive, got {tokens}")
+        s = in_shape[1]
+        total = per_sample * tokens // s
+        n_samples, six = -(-tokens // s), six_nd(active, tokens)
+    else:
+        if tokens is not None:
+            raise WorkloadError(f"--tokens applies to token models; {model.name} takes {model.input.kind}: give --samples")
+        if samples is None or samples < 1:
+            raise WorkloadError(f"{model.name} takes {model.input.kind} inputs: give --samples N (images/examples seen)")
+        s, total, n_samples, six = None, per_sample * samples, samples, None
+    t = training_time(total, n_gpus=n_gpus, peak_flops=gpu.peak_flops(dtype), mfu=mfu)
+    return TimeEstimate(model.name, gpu.name, gpu.source, n_gpus, dtype, mfu, tokens if is_tokens else None,
+                        n_samples, s, per_sample, total, six, n_params, active, t, defaulted)
