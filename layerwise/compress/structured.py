@@ -49,6 +49,8 @@ class PruneStep:
     body: Block
     module: nn.Module
     kept: dict[str, tuple[int, int]]  # group path -> (kept, before)
+    indices: dict[str, "torch.Tensor"]  # group path -> kept unit indices (sorted)
+    groups: tuple[Group, ...]
 
 
 def keep_count(n: int, amount: float) -> int:
@@ -201,12 +203,12 @@ def shrink_spec(body: Block, groups: list[Group], amount: float) -> Block:
     def fn(path: str, node: Block) -> Block:
         if path in edits:
             return replace(node, **edits[path])
-        if node.type_name == "ffn" and "ffn" in kinds:
+        if node.type_name == "ffn" and "ffn" in kinds and keep_count(node.d_ff, amount) < node.d_ff:
             k = keep_count(node.d_ff, amount)
             gate = replace(node.gate_proj, d_out=k) if node.gated else None
             return replace(node, d_ff=k, up_proj=replace(node.up_proj, d_out=k), gate_proj=gate,
                            down_proj=replace(node.down_proj, d_in=k))
-        if node.type_name == "attention" and "heads" in kinds and node.n_heads > 1:
+        if node.type_name == "attention" and "heads" in kinds and keep_count(node.n_heads, amount) < node.n_heads:
             k, d = keep_count(node.n_heads, amount), node.head_dim
             n_kv = k if node.n_kv_heads else 0
             return replace(node, n_heads=k, n_kv_heads=n_kv, d_head=d,
@@ -249,4 +251,4 @@ def prune_structured(body: Block, module: nn.Module, in_shape, amount: float, ta
     new_module = new_body.build()
     copy_kept(new_module, state, groups, kept)
     new_module.train(module.training)
-    return PruneStep(new_body, new_module, {g.path: (len(kept[g.path]), g.n) for g in groups})
+    return PruneStep(new_body, new_module, {g.path: (len(kept[g.path]), g.n) for g in groups}, kept, tuple(groups))

@@ -137,6 +137,15 @@ def _float_tensors(path: str, leaf) -> list[Tensor]:
                       Tensor(p + "num_batches_tracked", "I64", (1,))]
     if t == "rnn":
         return _rnn_tensors(p, leaf, "F32")
+    if t in ("layernorm", "rmsnorm"):
+        bias = t == "layernorm" and leaf.bias
+        return [Tensor(p + "weight", "F32", (leaf.d_model,))] + ([Tensor(p + "bias", "F32", (leaf.d_model,))] if bias else [])
+    if t == "embedding":
+        return [Tensor(p + "weight", "F32", (leaf.vocab_size, leaf.d_model))]
+    if t == "learned_positions":
+        return [Tensor(p + "weight", "F32", (leaf.max_seq, leaf.d_model))]
+    if t == "cls_token":
+        return [Tensor(p + "weight", "F32", (1, 1, leaf.d_model))]
     if t == "patch_embedding":
         shape = (leaf.d_model, leaf.c_in, leaf.patch, leaf.patch) if leaf.kind == "conv" \
             else (leaf.d_model, leaf.c_in * leaf.patch * leaf.patch)
