@@ -1,0 +1,146 @@
+"""`layerwise train MODEL --data ...` and `layerwise evaluate RUN_DIR`.
+
+Settings come from defaults, then `--config FILE` (YAML), then the flags given on the command line
+(a flag left out does not override the file). torch is imported inside the commands only.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from layerwise.spec.errors import LayerwiseError
+
+# CLI flag -> TrainConfig field (data_* fields go to the DataConfig).
+_FIELDS = {
+    "epochs": "epochs", "max_steps": "max_steps", "batch": "batch_size", "grad_accum": "grad_accum",
+    "lr": "lr", "optimizer": "optimizer", "weight_decay": "weight_decay", "momentum": "momentum",
+    "schedule": "schedule", "warmup": "warmup_steps", "min_lr_ratio": "min_lr_ratio", "grad_clip": "grad_clip",
+    "precision": "precision", "checkpointing": "checkpointing", "loss": "loss",
+    "label_smoothing": "label_smoothing", "class_weights": "class_weights", "focal_alpha": "focal_alpha",
+    "focal_gamma": "focal_gamma", "mixup": "mixup_alpha", "l1": "l1", "l2": "l2", "eval_every": "eval_every",
+    "monitor": "monitor", "patience": "patience", "checkpoint_every": "checkpoint_every", "keep_last": "keep_last",
+    "log_every": "log_every", "freeze": "freeze", "lora_rank": "lora_rank", "lora_alpha": "lora_alpha",
+    "lora_targets": "lora_targets", "init_from": "init_from", "seed": "seed", "device": "device",
+    "strategy": "strategy",
+    "data": "data_source", "resize": "data_resize", "normalise": "data_normalise",
+    "label_column": "data_label_column", "text_column": "data_text_column", "tokenizer": "data_tokenizer",
+    "val_fraction": "data_val_fraction", "test_fraction": "data_test_fraction", "data_seed": "data_seed",
+}
+
+
+def build_config(config_file: str | None, flags: dict):
+    from layerwise.train.config import TrainConfig
+
+    cfg = TrainConfig.from_yaml(config_file) if config_file else TrainConfig()
+    given = {_FIELDS[k]: (tuple(v) if isinstance(v, list) else v) for k, v in flags.items()
+             if v is not None and not (isinstance(v, list) and not v)}
+    return cfg.with_overrides(**given) if given else cfg
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def train(
+        model: str = typer.Argument(..., help="preset name, spec file (.yaml/.yml/.json) or HF config.json"),
+        data: Optional[str] = typer.Option(None, "--data", help="digits, wine, breast-cancer, pystdlib, pystdlib-lines, or a path (image folder, .npz, .csv, .jsonl, .txt)"),
+        config: Optional[str] = typer.Option(None, "--config", help="YAML file of training settings (TrainConfig fields)"),
+        out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/MODEL)"),
+        resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its newest checkpoint"),
+        epochs: Optional[int] = typer.Option(None, "--epochs"),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="optimizer steps (overrides --epochs)"),
+        batch: Optional[int] = typer.Option(None, "--batch", help="micro-batch per process"),
+        grad_accum: Optional[int] = typer.Option(None, "--grad-accum"),
+        lr: Optional[float] = typer.Option(None, "--lr"),
+        optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd, sgd-momentum, adagrad, rmsprop, adam, adamw, adafactor, lion"),
+        weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+        momentum: Optional[float] = typer.Option(None, "--momentum"),
+        schedule: Optional[str] = typer.Option(None, "--schedule", help="cosine, linear, constant"),
+        warmup: Optional[int] = typer.Option(None, "--warmup", help="warmup steps"),
+        min_lr_ratio: Optional[float] = typer.Option(None, "--min-lr-ratio"),
+        grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="max global grad norm (0: off)"),
+        precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16-mixed, fp16-mixed (CUDA)"),
+        checkpointing: Optional[bool] = typer.Option(None, "--checkpointing/--no-checkpointing", help="activation checkpointing per block"),
+        loss: Optional[str] = typer.Option(None, "--loss", help="ce or focal"),
+        label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing"),
+        class_weights: Optional[str] = typer.Option(None, "--class-weights", help="none or balanced"),
+        focal_alpha: Optional[float] = typer.Option(None, "--focal-alpha"),
+        focal_gamma: Optional[float] = typer.Option(None, "--focal-gamma"),
+        mixup: Optional[float] = typer.Option(None, "--mixup", help="mixup Beta(a, a) parameter (0: off)"),
+        l1: Optional[float] = typer.Option(None, "--l1"),
+        l2: Optional[float] = typer.Option(None, "--l2"),
+        eval_every: Optional[int] = typer.Option(None, "--eval-every", help="steps between validations (0: per epoch)"),
+        monitor: Optional[str] = typer.Option(None, "--monitor", help="val_loss or val_accuracy"),
+        patience: Optional[int] = typer.Option(None, "--patience", help="early stopping patience in evaluations"),
+        checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every"),
+        keep_last: Optional[int] = typer.Option(None, "--keep-last"),
+        log_every: Optional[int] = typer.Option(None, "--log-every"),
+        freeze: List[str] = typer.Option([], "--freeze", help="block path glob to freeze (repeatable)"),
+        lora_rank: Optional[int] = typer.Option(None, "--lora-rank"),
+        lora_alpha: Optional[float] = typer.Option(None, "--lora-alpha"),
+        lora_targets: List[str] = typer.Option([], "--lora-target", help="linear path glob that gets LoRA (repeatable)"),
+        init_from: Optional[str] = typer.Option(None, "--init-from", help="run dir or .safetensors to start from"),
+        seed: Optional[int] = typer.Option(None, "--seed"),
+        resize: Optional[bool] = typer.Option(None, "--resize/--no-resize", help="resize images to the model's size (bilinear)"),
+        normalise: Optional[str] = typer.Option(None, "--normalise", help="unit, symmetric, meanstd"),
+        label_column: Optional[str] = typer.Option(None, "--label-column"),
+        text_column: Optional[str] = typer.Option(None, "--text-column"),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="byte or bpe"),
+        val_fraction: Optional[float] = typer.Option(None, "--val-fraction"),
+        test_fraction: Optional[float] = typer.Option(None, "--test-fraction"),
+        data_seed: Optional[int] = typer.Option(None, "--data-seed"),
+        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda"),
+        strategy: Optional[str] = typer.Option(None, "--strategy", help="none, ddp, fsdp (under torchrun)"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+        json: bool = typer.Option(False, "--json", help="print the RunResult as JSON"),
+    ):
+        """Train MODEL on --data; writes the run directory (docs/RUNS.md)."""
+        flags = {k: v for k, v in locals().items() if k in _FIELDS}
+        flags["lora_targets"] = lora_targets
+        from layerwise.commands._model import resolve
+
+        m = resolve(model)
+        if m.task not in ("lm", "classify"):
+            raise LayerwiseError(f"{model}: task is {m.task!r}; training needs a model whose task is 'lm' or 'classify'")
+        cfg = build_config(config, flags)
+        if data is None and config is None and not resume:
+            raise LayerwiseError("pass --data (e.g. --data digits) or --config FILE naming the data")
+        run_dir = Path(out) if out else Path("runs") / m.name
+
+        from layerwise.report.console import print_json
+        from layerwise.report.train import TrainReporter
+        from layerwise.train.trainer import train as run_train
+
+        result = run_train(m, cfg, run_dir, resume=resume, on_event=TrainReporter(quiet=quiet or json))
+        if json:
+            print_json(result.to_dict())
+
+    @app.command()
+    def evaluate(
+        run_dir: str = typer.Argument(..., help="a run directory written by `layerwise train`"),
+        which: str = typer.Option("best", "--checkpoint", help="best, last, step-N or merged"),
+        split: str = typer.Option("test", "--split", help="train, val or test"),
+        data: Optional[str] = typer.Option(None, "--data", help="other data of the same form (default: the run's)"),
+        json: bool = typer.Option(False, "--json"),
+    ):
+        """Evaluate a run's checkpoint: loss, accuracy, per-class precision/recall, confusion matrix
+        (perplexity for language models)."""
+        from layerwise.report.console import print_json
+        from layerwise.report.train import eval_table
+        from layerwise.train.data import make_data
+        from layerwise.train.evaluate import evaluate as run_eval
+        from layerwise.train.run import load_run
+
+        if split not in ("train", "val", "test"):
+            raise LayerwiseError(f"--split must be train, val or test, got {split!r}")
+        run = load_run(run_dir, which)
+        cfg = run.config.with_overrides(data_source=data) if data else run.config
+        d = make_data(cfg, run.model)
+        loader = getattr(d, split)
+        if not len(loader.sampler):
+            raise LayerwiseError(f"{run_dir}: the {split} split is empty")
+        e = run_eval(run.module, loader, run.model.task, n_classes=d.info.n_classes)
+        if json:
+            print_json({"run_dir": str(run_dir), "checkpoint": str(run.folder), "split": split, **e.to_dict()})
+        else:
+            eval_table(f"{run_dir} ({run.folder.name} checkpoint, {split} split)", e.to_dict(), d.info.class_names)

@@ -1,0 +1,162 @@
+"""Atomic files and checkpoints (format: docs/RUNS.md).
+
+A file is written to a temp name in the same folder, fsynced, then renamed over the target, so a
+reader sees the old file or the new one, never a torn one. A checkpoint folder is filled under a
+temp name and renamed into place the same way.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+
+from layerwise.spec.errors import LayerwiseError
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    py = state.get("python")
+    if py is not None:
+        random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def save_checkpoint(ckpt_root: Path, name: str, module_state: dict, state: dict) -> Path:
+    """Write ckpt_root/name/{model.safetensors, state.pt} atomically; returns the folder."""
+    from safetensors.torch import save_file
+
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    save_file(_unshare(module_state), str(tmp / "model.safetensors"))
+    torch.save(state, tmp / "state.pt")
+    for f in tmp.iterdir():
+        _fsync_file(f)
+    fsync_dir(tmp)
+    final = ckpt_root / name
+    if final.exists():
+        trash = ckpt_root / f".old-{name}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    fsync_dir(ckpt_root)
+    return final
+
+
+def copy_checkpoint(ckpt_root: Path, src: str, dst: str) -> None:
+    """best/ and last/ are full copies (no symlinks: they survive pruning and copying the run)."""
+    tmp = ckpt_root / f".tmp-{dst}-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(ckpt_root / src, tmp)
+    for f in tmp.iterdir():
+        _fsync_file(f)
+    final = ckpt_root / dst
+    if final.exists():
+        trash = ckpt_root / f".old-{dst}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    fsync_dir(ckpt_root)
+
+
+def _unshare(state: dict) -> dict:
+    """safetensors refuses tensors sharing storage (tied embeddings): keep the first name of each
+    storage; load_module_state restores the tie by loading with strict=False and checking."""
+    seen, out = {}, {}
+    for k, v in state.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) if v.numel() else None
+        if key is not None and key in seen:
+            continue
+        if key is not None:
+            seen[key] = k
+        out[k] = v.detach().contiguous().cpu()
+    return out
+
+
+def step_dirs(ckpt_root: Path) -> list[tuple[int, Path]]:
+    if not ckpt_root.exists():
+        return []
+    out = [(int(m.group(1)), p) for p in ckpt_root.iterdir() if (m := STEP_DIR.match(p.name))]
+    return sorted(out)
+
+
+def prune(ckpt_root: Path, keep_last: int) -> None:
+    for _, p in step_dirs(ckpt_root)[:-keep_last]:
+        shutil.rmtree(p, ignore_errors=True)
+    for p in ckpt_root.glob(".old-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def read_checkpoint(folder: Path) -> tuple[dict, dict]:
+    """(tensors by name, state) from a checkpoint folder; state is loaded with weights_only=True."""
+    from safetensors.torch import load_file
+
+    model_file, state_file = folder / "model.safetensors", folder / "state.pt"
+    if not model_file.exists():
+        raise LayerwiseError(f"{folder}: no model.safetensors (not a checkpoint folder)")
+    tensors = load_file(str(model_file))
+    state = torch.load(state_file, weights_only=True) if state_file.exists() else {}
+    return tensors, state
+
+
+def load_module_state(module: torch.nn.Module, tensors: dict, where: str) -> None:
+    """Load tensors by name; a name missing from the file is allowed only if it shares storage with
+    one that is present (a tied weight)."""
+    result = module.load_state_dict(tensors, strict=False)
+    if result.unexpected_keys:
+        raise LayerwiseError(f"{where}: the checkpoint has tensors the model does not: {result.unexpected_keys[:5]}")
+    params = dict(module.named_parameters(remove_duplicate=False))
+    tied = {id(p) for n, p in params.items() if n in tensors}
+    missing = [k for k in result.missing_keys if not (k in params and id(params[k]) in tied)]
+    if missing:
+        raise LayerwiseError(f"{where}: the checkpoint lacks tensors the model needs: {missing[:5]}")

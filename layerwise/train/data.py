@@ -1,0 +1,283 @@
+"""make_data: a DataConfig + the Model it feeds -> train/val/test DataLoaders and what was found.
+
+The model's InputSpec decides the form: images (C, H, W) are checked against (or resized to) the
+model's size and normalised; features (F,) are standardised with train-split statistics; token
+sequences are byte-level or BPE ids of the model's length. Splits come from one seeded permutation
+(classification) or contiguous slices of the token stream (language modelling), so the same seed
+gives the same split on every machine. Batches come from `EpochBatchSampler`: the order of epoch e
+is a permutation seeded by (seed + e), so a resumed run sees exactly the batches it would have seen.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from layerwise.spec.errors import LayerwiseError
+from layerwise.spec.model import Model
+from layerwise.train import data_sources as src
+from layerwise.train.config import DataConfig, TrainConfig
+from layerwise.train.tokens import encode_fixed, make_tokenizer
+
+SPLITS = ("train", "val", "test")
+IMBALANCE_RATIO = 3.0  # warn when the largest train class is this many times the smallest
+
+
+@dataclass
+class DataInfo:
+    source: str
+    task: str
+    input_kind: str
+    sizes: dict[str, int]  # samples (classification) or sequences (lm) per split
+    n_classes: int = 0
+    class_names: list[str] = field(default_factory=list)
+    class_counts: dict[str, list[int]] = field(default_factory=dict)  # split -> count per class
+    vocab_size: int = 0
+    tokenizer: str = ""  # "byte", "bpe" or "" (no text)
+    seq_len: int = 0
+    normalise: str = ""
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    tokenizer_json: str | None = None  # BPE model, written to RUN_DIR/tokenizer.json
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("tokenizer_json")
+        return out
+
+
+@dataclass
+class Data:
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+    info: DataInfo
+
+
+class TensorPairs(Dataset):
+    """(x, y) tensors indexed by a list of sample ids: one fancy-index per batch, no collation."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, idx):
+        return self.x[idx], self.y[idx]
+
+
+class EpochBatchSampler:
+    """Batches of indices. shuffle: epoch e uses randperm(n, seed + e). With `world` processes, rank r
+    takes positions r, r+world, ... of the (padded) order, as DistributedSampler does, so the union of
+    the ranks' i-th batches is the single-process i-th batch of size batch * world."""
+
+    def __init__(self, n: int, batch: int, *, shuffle: bool, seed: int = 0, drop_last: bool = False,
+                 rank: int = 0, world: int = 1):
+        self.n, self.batch, self.shuffle, self.seed = n, batch, shuffle, seed
+        self.drop_last, self.rank, self.world = drop_last, rank, world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start = epoch, start_batch
+
+    def _order(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        if self.world > 1:
+            per = -(-self.n // self.world) if not self.drop_last else self.n // self.world
+            total = per * self.world
+            order = (order + order[: max(0, total - len(order))])[:total]
+            order = order[self.rank::self.world]
+        return order
+
+    def __len__(self) -> int:
+        m = len(self._order())
+        return m // self.batch if self.drop_last else -(-m // self.batch)
+
+    def __iter__(self):
+        order = self._order()
+        n_batches = len(order) // self.batch if self.drop_last else -(-len(order) // self.batch)
+        for b in range(self.start, n_batches):
+            yield order[b * self.batch:(b + 1) * self.batch]
+
+
+def make_data(config: TrainConfig | DataConfig | str, model: Model, *, batch_size: int | None = None,
+              rank: int = 0, world: int = 1) -> Data:
+    """Read, check against the model, split, prepare, and wrap in DataLoaders."""
+    if isinstance(config, TrainConfig):
+        dc, batch, seed = config.data, batch_size or config.batch_size, config.seed
+    elif isinstance(config, DataConfig):
+        dc, batch, seed = config, batch_size or 64, 0
+    else:
+        dc, batch, seed = DataConfig(source=str(config)), batch_size or 64, 0
+    if model.task == "lm":
+        (x, y), info = _lm(dc, model)
+    else:
+        (x, y), info = _classify(dc, model)
+    loaders = {}
+    for split in SPLITS:
+        xs, ys = x[split], y[split]
+        train = split == "train"
+        if train and len(ys) // world < batch:
+            raise LayerwiseError(f"data {dc.source!r}: the train split has {len(ys)} samples, fewer than one batch of "
+                                 f"{batch} per process; lower --batch or add data")
+        sampler = EpochBatchSampler(len(ys), batch, shuffle=train, seed=seed, drop_last=train,
+                                    rank=rank if train else 0, world=world if train else 1)
+        loaders[split] = DataLoader(TensorPairs(xs, ys), batch_size=None, sampler=sampler)
+    return Data(loaders["train"], loaders["val"], loaders["test"], info)
+
+
+# ---- classification -----------------------------------------------------------------------------
+def _classify(dc: DataConfig, model: Model):
+    kind, shape = model.input.kind, tuple(model.input.shape)
+    lab = _read_labeled(dc, model)
+    n = len(lab.y)
+    idx = _split_indices(n, dc)
+    info = DataInfo(source=dc.source, task=model.task, input_kind=kind, sizes={s: len(i) for s, i in idx.items()})
+    if kind == "image":
+        x = _prepare_images(lab, dc, shape, idx["train"], info)
+    elif kind == "features":
+        x = _prepare_features(lab, dc, shape, idx["train"], info)
+    elif kind == "tokens":
+        if not isinstance(lab.x, list):
+            raise LayerwiseError(f"data {dc.source!r} is not text, but the model takes token ids {shape}")
+        tok = make_tokenizer(dc.tokenizer, model.input.vocab_size, [lab.x[i] for i in idx["train"]], f"data {dc.source!r}")
+        x = encode_fixed(tok, lab.x, shape[0])
+        info.vocab_size, info.tokenizer, info.seq_len, info.tokenizer_json = tok.vocab_size, tok.kind, shape[0], tok.to_json()
+    else:
+        raise LayerwiseError(f"data {dc.source!r}: classification of {kind} inputs is not supported")
+    k = len(lab.class_names)
+    _check_classes(model, k, dc.source)
+    info.n_classes, info.class_names = k, list(lab.class_names)
+    info.class_counts = {s: torch.bincount(lab.y[i], minlength=k).tolist() for s, i in idx.items()}
+    counts = info.class_counts["train"]
+    if min(counts) == 0 or max(counts) / min(counts) > IMBALANCE_RATIO:
+        info.warnings.append(f"classes are imbalanced in the train split (counts {counts}); "
+                             f"consider --class-weights balanced or --loss focal")
+    return ({s: x[i] for s, i in idx.items()}, {s: lab.y[i] for s, i in idx.items()}), info
+
+
+def _read_labeled(dc: DataConfig, model: Model) -> src.Labeled:
+    kind, shape = model.input.kind, tuple(model.input.shape)
+    name = dc.source
+    if name == "digits":
+        return src.read_digits()
+    if name in src.BUILTIN_TABULAR:
+        return src.read_sklearn_tabular(name)
+    if name == "pystdlib-lines":
+        return src.read_pystdlib_lines(dc.max_bytes)
+    if name in src.BUILTIN_LM:
+        raise LayerwiseError(f"data {name!r} is a language-modelling corpus; this model's task is {model.task!r}")
+    path = Path(name)
+    if not path.exists():
+        raise LayerwiseError(f"data {name!r}: no such file or folder, and not a built-in dataset "
+                             f"({', '.join(src.BUILTINS)})")
+    if path.is_dir():
+        if kind != "image":
+            raise LayerwiseError(f"{path}: a folder is read as images in class sub-folders, but the model takes {kind} {shape}")
+        return src.read_image_folder(path, shape[0], shape[1:], bool(dc.resize))
+    if path.suffix == ".npz":
+        return src.read_npz(path, shape[0] if kind == "image" else 1)
+    if path.suffix in (".jsonl",) or (path.suffix == ".csv" and kind == "tokens"):
+        return src.read_text_labeled(path, dc.text_column, dc.label_column)
+    if path.suffix == ".csv":
+        return src.read_csv_table(path, dc.label_column)
+    raise LayerwiseError(f"{path}: unsupported data file {path.suffix!r}; expected a folder, .npz, .csv, .jsonl or .txt")
+
+
+def _split_indices(n: int, dc: DataConfig) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(dc.seed)
+    perm = torch.randperm(n, generator=g)
+    n_test, n_val = round(n * dc.test_fraction), round(n * dc.val_fraction)
+    if n - n_test - n_val <= 0 or (dc.val_fraction > 0 and n_val == 0):
+        raise LayerwiseError(f"data {dc.source!r}: {n} samples are too few to split into train/val/test "
+                             f"with fractions {dc.val_fraction}/{dc.test_fraction}")
+    return {"train": perm[n_test + n_val:], "val": perm[n_test:n_test + n_val], "test": perm[:n_test]}
+
+
+def _prepare_images(lab: src.Labeled, dc: DataConfig, shape, train_idx, info: DataInfo) -> torch.Tensor:
+    """(N, C, H, W) in [0, 1] -> the model's (C, H, W), normalised as configured."""
+    x = lab.x
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise LayerwiseError(f"data {dc.source!r} is not images, but the model takes images {shape}")
+    c, h, w = shape
+    if x.shape[1] != c:
+        raise LayerwiseError(f"data {dc.source!r}: images have {x.shape[1]} channel(s), the model takes {c}")
+    if tuple(x.shape[2:]) != (h, w):
+        resize = lab.builtin if dc.resize is None else dc.resize
+        if not resize:
+            raise LayerwiseError(f"data {dc.source!r}: images are {x.shape[2]}x{x.shape[3]} (HxW), the model takes "
+                                 f"{h}x{w}; pass --resize to resize bilinearly")
+        x = src.resize_images(x, (h, w))
+    info.normalise = dc.normalise
+    if dc.normalise == "symmetric":
+        x = x * 2.0 - 1.0
+    elif dc.normalise == "meanstd":
+        mean = torch.tensor(dc.mean) if dc.mean else x[train_idx].mean(dim=(0, 2, 3))
+        std = torch.tensor(dc.std) if dc.std else x[train_idx].std(dim=(0, 2, 3)).clamp_min(1e-6)
+        if len(mean) != c or len(std) != c:
+            raise LayerwiseError(f"data.mean/std need {c} value(s), one per channel, got {len(mean)}/{len(std)}")
+        x = (x - mean.view(1, c, 1, 1)) / std.view(1, c, 1, 1)
+        info.mean, info.std = mean.tolist(), std.tolist()
+    return x.contiguous()
+
+
+def _prepare_features(lab: src.Labeled, dc: DataConfig, shape, train_idx, info: DataInfo) -> torch.Tensor:
+    x = lab.x
+    if not isinstance(x, torch.Tensor):
+        raise LayerwiseError(f"data {dc.source!r} is text, but the model takes feature vectors {shape}")
+    x = x.reshape(len(x), -1)  # images read as features: flattened (digits -> 64 values)
+    if x.shape[1] != shape[0]:
+        raise LayerwiseError(f"data {dc.source!r}: samples have {x.shape[1]} features, the model takes {shape[0]}")
+    if dc.standardise:
+        mean, std = x[train_idx].mean(0), x[train_idx].std(0).clamp_min(1e-6)
+        x = (x - mean) / std
+        info.normalise, info.mean, info.std = "standardise", mean.tolist(), std.tolist()
+    return x.contiguous()
+
+
+def _check_classes(model: Model, k: int, source: str) -> None:
+    out = model.out_shape(model.input_shape(1))
+    if out[-1] < k:
+        raise LayerwiseError(f"data {source!r} has {k} classes but model {model.name!r} outputs {out[-1]} logits")
+
+
+# ---- language modelling -------------------------------------------------------------------------
+def _lm(dc: DataConfig, model: Model):
+    if model.input.kind != "tokens":
+        raise LayerwiseError(f"model {model.name!r} has task 'lm' but takes {model.input.kind} inputs, not tokens")
+    seq = model.input.shape[0]
+    if dc.source == "pystdlib":
+        text = src.read_pystdlib(dc.max_bytes)
+    else:
+        path = Path(dc.source)
+        if dc.source in src.BUILTINS:
+            raise LayerwiseError(f"data {dc.source!r} is a classification dataset; a language model needs a text corpus")
+        if not path.exists():
+            raise LayerwiseError(f"data {dc.source!r}: no such file or folder, and not a built-in corpus (pystdlib)")
+        text = src.read_corpus(path)
+    n_chars = len(text)
+    cut_test, cut_val = int(n_chars * (1 - dc.test_fraction)), int(n_chars * (1 - dc.test_fraction - dc.val_fraction))
+    parts = {"train": text[:cut_val], "val": text[cut_val:cut_test], "test": text[cut_test:]}
+    tok = make_tokenizer(dc.tokenizer, model.input.vocab_size, [parts["train"]], f"data {dc.source!r}")
+    xs, ys, sizes = {}, {}, {}
+    for split, part in parts.items():
+        ids = torch.tensor(tok.encode(part), dtype=torch.int64)
+        n_win = (len(ids) - 1) // seq  # windows of seq + 1 tokens, consecutive ones share one token
+        if n_win == 0 and (split == "train" or (split == "val" and dc.val_fraction > 0) or (split == "test" and dc.test_fraction > 0)):
+            raise LayerwiseError(f"data {dc.source!r}: the {split} split has {len(ids)} tokens, fewer than one sequence "
+                                 f"of {seq + 1} (the model's {seq} inputs + 1 target); use a larger corpus")
+        win = ids[: n_win * seq + 1]
+        xs[split] = win[:-1].view(n_win, seq) if n_win else torch.zeros(0, seq, dtype=torch.int64)
+        ys[split] = win[1:].view(n_win, seq) if n_win else torch.zeros(0, seq, dtype=torch.int64)
+        sizes[split] = n_win
+    info = DataInfo(source=dc.source, task="lm", input_kind="tokens", sizes=sizes, vocab_size=tok.vocab_size,
+                    tokenizer=tok.kind, seq_len=seq, tokenizer_json=tok.to_json())
+    return (xs, ys), info

@@ -1,0 +1,70 @@
+"""evaluate(module, loader, task): loss, accuracy, per-class precision/recall, confusion matrix;
+perplexity for language models. Plain cross-entropy (no smoothing, no class weights), so numbers
+compare across training recipes."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from layerwise.train.losses import flatten
+
+
+@dataclass
+class EvalResult:
+    task: str
+    n: int  # samples (classify) or predicted tokens (lm)
+    loss: float  # mean cross-entropy per sample / per token (nats)
+    accuracy: float  # top-1 (lm: next-token)
+    perplexity: float | None = None  # lm: exp(loss)
+    precision: list[float] = field(default_factory=list)  # classify: per class (0 where never predicted)
+    recall: list[float] = field(default_factory=list)  # classify: per class (0 where absent)
+    confusion: list[list[int]] = field(default_factory=list)  # [true class][predicted class] counts
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def evaluate(module: torch.nn.Module, loader, task: str, *, n_classes: int = 0, device: str = "cpu",
+             autocast_dtype: torch.dtype | None = None) -> EvalResult:
+    """One pass over `loader` in eval mode; the module's training flag is restored afterwards."""
+    was_training = module.training
+    module.eval()
+    total_loss, total_n, correct = 0.0, 0, 0
+    confusion = None
+    try:
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            if autocast_dtype is not None:
+                with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype):
+                    logits = module(x)
+            else:
+                logits = module(x)
+            logits, target = flatten(logits.float(), y)
+            total_loss += F.cross_entropy(logits, target, reduction="sum").item()
+            pred = logits.argmax(-1)
+            correct += (pred == target).sum().item()
+            total_n += target.numel()
+            if task == "classify":
+                k = max(n_classes, logits.shape[-1])
+                if confusion is None:
+                    confusion = torch.zeros(k, k, dtype=torch.int64)
+                confusion += torch.bincount(target.cpu() * k + pred.cpu(), minlength=k * k).view(k, k)
+    finally:
+        module.train(was_training)
+    if total_n == 0:
+        return EvalResult(task=task, n=0, loss=float("nan"), accuracy=float("nan"))
+    loss = total_loss / total_n
+    result = EvalResult(task=task, n=total_n, loss=loss, accuracy=correct / total_n)
+    if task == "lm":
+        result.perplexity = math.exp(min(loss, 700.0))
+    elif confusion is not None:
+        tp = confusion.diag().double()
+        predicted, actual = confusion.sum(0).double(), confusion.sum(1).double()
+        result.precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp)).tolist()
+        result.recall = torch.where(actual > 0, tp / actual.clamp_min(1), torch.zeros_like(tp)).tolist()
+        result.confusion = confusion.tolist()
+    return result
