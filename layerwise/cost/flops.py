@@ -78,6 +78,33 @@ def _attention_core(block: Block, in_shape: Shape, ctx: FlopCtx) -> Flops:
     return total
 
 
+def _unsaved_tail(unit: Block, in_shape: Shape, ctx: FlopCtx) -> Flops:
+    """Forward FLOPs at the end of a checkpointed unit that PyTorch does not recompute.
+
+    Non-reentrant `torch.utils.checkpoint` stops recomputing (early stop, the default) once the last
+    tensor saved for backward is rebuilt. In a pre-norm transformer block the FFN's down projection
+    feeds only the residual add, which saves nothing, so its matmul is skipped; a post-norm block ends
+    in a LayerNorm that saves its input, and residual dropout saves a mask, so those recompute all.
+    """
+    if unit.type_name != "transformer_block" or unit.norm_position == "post" or unit.dropout > 0:
+        return Flops()
+    ffn = unit.ffn
+    if ffn.type_name == "moe":  # routed experts' outputs are saved by the gate multiply; the shared one is not
+        ffn, prefix = getattr(ffn, "shared_expert", None), "ffn.shared_expert"
+        if ffn is None:
+            return Flops()
+    else:
+        prefix = "ffn"
+    if ffn.type_name != "ffn" or ffn.dropout > 0:
+        return Flops()
+    from layerwise.spec.base import walk
+
+    for info in walk(unit, in_shape):
+        if info.path == f"{prefix}.down_proj":
+            return info.block.flops(info.in_shape, replace(ctx, input_grad=True))
+    return Flops()
+
+
 def _rows(block: Block, in_shape: Shape, ctx: FlopCtx, path: str, level: int, out: list) -> None:
     if path:
         out.append(FlopRow(path, block.type_name, level, block.flops(in_shape, ctx)))
@@ -110,6 +137,8 @@ def model_flops(model: Model, workload: Workload) -> FlopReport:
             unit_ctx = replace(ctx, input_grad=True)
             if workload.checkpointing == "full":
                 f = unit.flops(shapes[path], unit_ctx)
+                tail = _unsaved_tail(unit, shapes[path], unit_ctx)
+                f = Flops(fwd_matmul=f.fwd_matmul - tail.fwd_matmul, fwd_other=f.fwd_other - tail.fwd_other)
             else:  # selective: only the attention core is recomputed (Korthikanti et al. 2022)
                 f = _attention_core(unit, shapes[path], unit_ctx)
             recompute = recompute + Flops(bwd_matmul=f.fwd_matmul, bwd_other=f.fwd_other)
