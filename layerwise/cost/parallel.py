@@ -110,6 +110,28 @@ def device_model_states(params: ParamSplit, par: Parallel, bytes_per_param: str 
     return DeviceStates(gpu=gpu, cpu=cpu)
 
 
+def shard_model_states(states: ModelStates, par: Parallel) -> DeviceStates:
+    """Shard already-computed model states of one tp rank's parameters (e.g. `torch_model_states`
+    of a stage, exact for Adafactor's shape-dependent state) by the ZeRO stage and offload of
+    `par`. Bytes are split evenly (ceil): DeepSpeed/FSDP flatten each state into one padded buffer.
+    """
+    dp, z = par.dp, par.zero
+
+    def cut(nbytes_: int, on: bool) -> int:
+        return -(-nbytes_ // dp) if on else nbytes_
+
+    gpu = ModelStates(cut(states.weights, z >= 3), cut(states.master_weights, z >= 1),
+                      cut(states.gradients, z >= 2), cut(states.optimizer_states, z >= 1))
+    cpu = ModelStates()
+    if par.offload_optimizer:
+        cpu = ModelStates(0, gpu.master_weights, gpu.gradients, gpu.optimizer_states)
+        gpu = ModelStates(gpu.weights, 0, 0, 0)
+    if par.offload_params:
+        cpu = ModelStates(gpu.weights, cpu.master_weights, cpu.gradients, cpu.optimizer_states)
+        gpu = ModelStates(0, 0, 0, 0)
+    return DeviceStates(gpu=gpu, cpu=cpu)
+
+
 # ---- pipeline parallelism --------------------------------------------------------------------
 
 def layers_per_stage(n_layers: int, pp: int) -> tuple[int, ...]:

@@ -91,6 +91,12 @@ def autocast_dtype(name: str) -> str | None:
     return p.activations if p.autocast else None
 
 
+# torch.autocast's default low-precision dtype per device (torch.get_autocast_dtype): the CPU
+# policy casts to bf16, CUDA to fp16; `--precision` names the dtype explicitly, this is the
+# default a user gets from `torch.autocast(device_type)` alone.
+AUTOCAST_DEFAULT_DTYPE = {"cpu": "bf16", "cuda": "fp16"}
+
+
 def autocast_cache_bytes(cast_params: int, precision: str, *, cache_enabled: bool = True) -> int:
     """Bytes of the low-precision weight copies autocast keeps alive from forward to backward.
 

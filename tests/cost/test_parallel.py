@@ -86,3 +86,20 @@ def test_korthikanti_closed_forms_of_table2():
     base = korthikanti_model_bytes(s, b, h, a, L, t=t, p=p)
     assert base == L * korthikanti_layer_bytes(s, b, h, a, t=t)
     assert korthikanti_model_bytes(s, b, h, a, L, t=t, p=p, interleaved_m=m) == base * (1 + Fraction(p - 1, p * m))
+
+
+def test_shard_model_states_agrees_with_the_convention_path():
+    from layerwise.cost.model_states import torch_model_states
+    from layerwise.cost.parallel import shard_model_states
+
+    n = 4096 * 1024
+    exact = torch_model_states([(4096, 1024)], precision="bf16-mixed", optimizer="adamw")
+    for zero in (0, 1, 2, 3):
+        par = Parallel(dp=8, zero=zero)
+        got = shard_model_states(exact, par).gpu
+        conv = device_model_states(ParamSplit(n), par, "torch-autocast").gpu
+        # the only difference: the 4-byte step tensor, sharded along with the Adam moments
+        assert got.total - conv.total == (-(-4 // 8) if zero else 4)
+    off = shard_model_states(exact, Parallel(dp=2, zero=3, offload_optimizer=True, offload_params=True))
+    half = [-(-x // 2) for x in (exact.weights, exact.master_weights, exact.gradients, exact.optimizer_states)]
+    assert off.gpu.total == 0 and off.cpu.total == sum(half)
