@@ -1,0 +1,66 @@
+"""The command line as a user meets it: exit codes, one-line errors, JSON keys, no torch on the
+cost path."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from layerwise.cli import main
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_summary_json_has_the_documented_keys_and_exact_counts(capsys):
+    code, out, _ = run(capsys, "summary", "gpt2", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert set(data) >= {"model", "params", "buffers", "depth", "layers", "by_type"}
+    assert set(data["params"]) == {"total", "trainable", "frozen"}
+    # refdata/param_counts.csv: GPT2LMHeadModel, tied head, keras-hub gpt2_base_en metadata
+    assert data["params"]["total"] == 124_439_808
+    assert sum(data["by_type"].values()) == data["params"]["total"]
+    assert {"path", "type", "output_shape", "params", "trainable"} <= set(data["layers"][0])
+
+
+@pytest.mark.parametrize("args, message", [
+    (("summary", "lama-2-7b"), "unknown preset 'lama-2-7b'; did you mean 'llama-2-7b'"),
+    (("summary", "missing.yaml"), "missing.yaml: no such file"),
+    (("summary", "gpt2", "--batch", "0"), "--batch must be a positive integer"),
+    (("summary", "gpt2", "--input", "3xq"), "--input '3xq'"),
+])
+def test_bad_input_prints_one_line_and_exits_2(capsys, args, message):
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
+
+
+def test_shape_mismatch_in_a_spec_file_names_the_block_path(capsys, tmp_path):
+    spec = tmp_path / "m.yaml"
+    spec.write_text("type: sequential\nlayers:\n  - {type: linear, d_in: 6, d_out: 16}\n"
+                    "  - {type: linear, d_in: 15, d_out: 4}\n")
+    code, _, err = run(capsys, "summary", str(spec), "--input", "6")
+    assert code == 2
+    assert "1: expected last dim 15, got 16" in err
+
+
+def test_invalid_attention_heads_in_a_spec_file_are_reported(capsys, tmp_path):
+    spec = tmp_path / "a.yaml"
+    spec.write_text("type: attention\nd_model: 64\nn_heads: 6\n")
+    code, _, err = run(capsys, "summary", str(spec), "--input", "8x64")
+    assert code == 2
+    assert "divisible" in err
+
+
+def test_the_summary_path_never_imports_torch():
+    code = ("import sys, io, contextlib\nfrom layerwise.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    rc = main(['summary', 'llama-3-70b', '--json'])\n"
+            "assert rc == 0, rc\nprint('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
