@@ -81,3 +81,22 @@ def max_batch(cfg: KVConfig, *, budget_bytes: int, fixed_bytes: int, tokens: int
     per = kv_cache_bytes(cfg, batch=1, prompt=tokens) + per_sequence_extra
     n = free // per if per else 0
     return Fit(n, fixed_bytes + n * per, budget_bytes)
+
+
+def kv_configs(block, dtype: str = "fp16") -> tuple[KVConfig, ...]:
+    """The KV caches a spec tree needs: its self-attention layers grouped by (n_kv_heads, d_head,
+    sliding_window), one KVConfig per group with n_layers = the group's size. Walks every child
+    (a Repeat lists its copies), so mixed layer types each count. Cross-attention (context_dim > 0)
+    caches the context once per request, not per token: not included."""
+    groups: dict[tuple[int, int, int], int] = {}
+
+    def visit(b) -> None:
+        if b.type_name == "attention" and not getattr(b, "context_dim", 0):
+            key = (b.kv_heads, b.head_dim, b.sliding_window)
+            groups[key] = groups.get(key, 0) + 1
+            return
+        for _, child in b.children():
+            visit(child)
+
+    visit(block)
+    return tuple(KVConfig(n, kv, dh, dtype, sliding_window=w) for (kv, dh, w), n in groups.items())

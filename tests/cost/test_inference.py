@@ -93,3 +93,21 @@ def test_weight_bytes_keep_embeddings_and_norms_unquantized():
 def test_bad_quant_names_the_flag():
     with pytest.raises(WorkloadError, match="--quant"):
         QuantConfig("int3")
+
+
+@pytest.mark.parametrize("preset,expected", [("llama-2-70b", 327_680), ("gpt2", 36_864), ("llama-3-8b", 131_072),
+                                             ("llama-2-7b", 524_288)])
+def test_kv_configs_from_presets(preset, expected):
+    from layerwise.cost.kv_cache import kv_configs
+    from layerwise.presets import resolve_model
+
+    cfgs = kv_configs(resolve_model(preset).body)
+    assert sum(kv_bytes_per_token(c) for c in cfgs) == expected
+
+
+def test_kv_configs_keep_mistral_window():
+    from layerwise.cost.kv_cache import kv_configs
+    from layerwise.presets import resolve_model
+
+    (cfg,) = kv_configs(resolve_model("mistral-7b").body)
+    assert (cfg.n_layers, cfg.n_kv_heads, cfg.d_head, cfg.sliding_window) == (32, 8, 128, 4096)
