@@ -71,7 +71,28 @@ def make_optimizer(params, workload: Workload) -> torch.optim.Optimizer:
 def apply_precision(module: nn.Module, workload: Workload) -> None:
     """Pure low precision casts the whole module; mixed precision leaves it fp32."""
     if workload.precision in PURE_DTYPES and workload.precision != "fp32":
-        module.to(PURE_DTYPES[workload.precision])
+        cast_floating(module, PURE_DTYPES[workload.precision])
+
+
+def cast_floating(module: nn.Module, dtype: torch.dtype) -> None:
+    """`module.to(dtype)` done by replacing each floating parameter/buffer (tied ones once).
+
+    module.to() swaps tensors in place for tensor subclasses, which FakeTensors refuse once a
+    weakref points at them; replacing the entries works alike for real and fake tensors."""
+    memo: dict[int, torch.Tensor] = {}
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        if id(t) not in memo:
+            new = t.detach().to(dtype)
+            memo[id(t)] = nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new
+        return memo[id(t)]
+
+    with torch.no_grad():
+        for sub in module.modules():
+            for table in (sub._parameters, sub._buffers):
+                for name, t in list(table.items()):
+                    if t is not None and t.is_floating_point():
+                        table[name] = cast(t)
 
 
 def input_dtype(workload: Workload) -> torch.dtype:

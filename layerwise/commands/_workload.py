@@ -1,0 +1,109 @@
+"""The workload flags every sizing command shares (memory, flops, measure, verify, time, plan).
+
+Use the decorator: it adds the flags to a typer command and hands the command one `Workload`:
+
+    @app.command()
+    @with_workload
+    def memory(model: str = typer.Argument(...), json: bool = ..., *, workload: Workload):
+        ...
+
+or list `WORKLOAD_OPTIONS` yourself and call `workload_from_options(**values)`. Values are checked
+by `Workload` itself, so a bad flag raises WorkloadError naming it. No torch here.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from typing import Optional
+
+import typer
+
+from layerwise.spec.errors import WorkloadError
+from layerwise.workload import (ATTENTION, CHECKPOINTING, DEVICES, MODES, OPTIMIZER_IMPLS, OPTIMIZERS,
+                                PRECISIONS, QUANT, Workload)
+
+_D = Workload()  # defaults come from the dataclass, so the CLI and the API agree
+
+
+def _choices(values) -> str:
+    return "|".join(values)
+
+
+# name -> (annotation, typer.Option). Option names are the DESIGN.md flags.
+WORKLOAD_OPTIONS: dict[str, tuple[object, object]] = {
+    "batch": (int, typer.Option(_D.batch, "--batch", help="micro-batch size")),
+    "seq": (Optional[int], typer.Option(None, "--seq", help="tokens per sequence (default: the model's)")),
+    "image": (Optional[str], typer.Option(None, "--image", help="image size H or HxW (default: the model's)")),
+    "mode": (str, typer.Option(_D.mode, "--mode", help=_choices(MODES))),
+    "precision": (str, typer.Option(_D.precision, "--precision", help=_choices(PRECISIONS))),
+    "optimizer": (str, typer.Option(_D.optimizer, "--optimizer", help=_choices(OPTIMIZERS))),
+    "optimizer_impl": (Optional[str], typer.Option(None, "--optimizer-impl",
+                                                   help=f"{_choices(OPTIMIZER_IMPLS)} (default: the device's)")),
+    "checkpointing": (str, typer.Option(_D.checkpointing, "--checkpointing", help=_choices(CHECKPOINTING))),
+    "attention": (str, typer.Option(_D.attention, "--attention", help=_choices(ATTENTION))),
+    "grad_accum": (int, typer.Option(_D.grad_accum, "--grad-accum", help="micro-batches per optimizer step")),
+    "zero": (int, typer.Option(_D.zero, "--zero", help="ZeRO stage 0|1|2|3")),
+    "dp": (int, typer.Option(_D.dp, "--dp", help="data-parallel ranks")),
+    "tp": (int, typer.Option(_D.tp, "--tp", help="tensor-parallel ranks")),
+    "pp": (int, typer.Option(_D.pp, "--pp", help="pipeline stages")),
+    "lora_rank": (int, typer.Option(_D.lora_rank, "--lora-rank", help="LoRA rank (0: full fine-tuning)")),
+    "quant": (str, typer.Option(_D.quant, "--quant", help=_choices(QUANT))),
+    "new_tokens": (int, typer.Option(_D.new_tokens, "--new-tokens", help="inference: tokens generated (KV cache)")),
+    "device": (str, typer.Option(_D.device, "--device", help=f"{_choices(DEVICES)}: whose implementation defaults")),
+}
+
+
+def parse_image(text: str | None) -> tuple[int, int] | None:
+    """'224' -> (224, 224); '224x160' -> (224, 160)."""
+    if text is None:
+        return None
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise WorkloadError(f"--image {text!r}: expected H or HxW, e.g. 224 or 224x160") from None
+    if len(dims) not in (1, 2) or any(d <= 0 for d in dims):
+        raise WorkloadError(f"--image {text!r}: expected one or two positive sizes")
+    return (dims[0], dims[-1])
+
+
+def workload_from_options(**values) -> Workload:
+    """Flag values (the names of WORKLOAD_OPTIONS; missing ones take the defaults) -> Workload."""
+    unknown = set(values) - set(WORKLOAD_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown workload option(s) {sorted(unknown)}")
+    if "image" in values:
+        values["image"] = parse_image(values["image"])
+    if values.get("seq") is not None and values["seq"] <= 0:
+        raise WorkloadError(f"--seq must be a positive integer, got {values['seq']}")
+    return Workload(**values)
+
+
+def with_workload(fn):
+    """Decorator for a typer command with a keyword-only `workload: Workload` parameter: adds
+    every workload flag to its signature and builds the Workload from them."""
+    sig = inspect.signature(fn)
+    if "workload" not in sig.parameters:
+        raise TypeError(f"{fn.__name__} needs a `workload` parameter")
+    own = [p for p in sig.parameters.values() if p.name != "workload"]
+    own = [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in own]
+    extra = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=opt, annotation=ann)
+             for name, (ann, opt) in WORKLOAD_OPTIONS.items()]
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        values = {name: kwargs.pop(name) for name in WORKLOAD_OPTIONS if name in kwargs}
+        return fn(*args, **kwargs, workload=workload_from_options(**values))
+
+    hints = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if k != "workload"}
+    wrapper.__annotations__ = {**_resolved(fn, hints), **{n: a for n, (a, _) in WORKLOAD_OPTIONS.items()}}
+    wrapper.__signature__ = sig.replace(parameters=own + extra)
+    del wrapper.__wrapped__  # typer must see the new signature, not fn's
+    return wrapper
+
+
+def _resolved(fn, hints: dict) -> dict:
+    """String annotations (from __future__ import annotations) evaluated in fn's module."""
+    resolved = typing.get_type_hints(fn, globalns={**fn.__globals__, "Workload": Workload})
+    return {name: resolved.get(name, ann) for name, ann in hints.items()}

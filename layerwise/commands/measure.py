@@ -1,0 +1,93 @@
+"""`layerwise measure MODEL [workload] [--real] [--json]`: the measure reading (ground truth).
+
+Runs one steady-state training step (or one inference) of the built model under FakeTensorMode,
+tracking live tensor storages; `--real` runs it on real CPU tensors in a fresh subprocess and adds
+the peak RSS (or on a GPU with `--device cuda`, adding torch.cuda's peaks).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from layerwise.commands._workload import with_workload
+from layerwise.spec.errors import LayerwiseError
+from layerwise.workload import Workload
+
+
+
+def human(n: int) -> str:
+    """Bytes in binary units for the eye (the table's other column keeps the exact integer)."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @with_workload
+    def measure(
+        model: str = typer.Argument(..., help="preset name, spec file (.yaml/.yml/.json) or HF config.json"),
+        input: Optional[str] = typer.Option(None, "--input", help="one sample's input shape (bare-block spec files)"),
+        real: bool = typer.Option(False, "--real", help="real tensors (a subprocess on CPU; a GPU with --device cuda)"),
+        json: bool = typer.Option(False, "--json", help="JSON output"),
+        *,
+        workload: Workload,
+    ):
+        """Ground truth: peak live tensor memory (with its phase and breakdown) and FLOPs of one step."""
+        from layerwise.report.console import err, print_json
+
+        spec = _resolve(model, input)
+        with err.status(f"measuring {spec.name} ({'real' if real else 'fake'} tensors)..."):
+            result = run_measure(spec, workload, real=real)
+        print_json(result.to_json()) if json else render(spec.name, workload, result)
+
+
+def _resolve(model: str, input: str | None):
+    from layerwise.commands._model import resolve
+    from layerwise.commands.summary import parse_shape
+
+    try:
+        return resolve(model, parse_shape(input) if input else None)
+    except ImportError as exc:  # presets not installed yet in this tree
+        raise LayerwiseError(f"{model}: cannot resolve this model here ({exc}); pass a spec file (.yaml/.json)") from None
+
+
+def run_measure(spec, workload: Workload, *, real: bool):
+    """Fake by default; real on CPU in a clean subprocess (for RSS); real on CUDA in-process."""
+    if real and workload.device == "cpu":
+        from layerwise.measure.run_real import measure_real_subprocess
+
+        return measure_real_subprocess(spec, workload)
+    from layerwise.measure.step import measure_step
+
+    return measure_step(spec, workload, fake=not real)
+
+
+def render(name: str, workload: Workload, result) -> None:
+    """A terminal table: the peak's components, each phase's peak, FLOPs, RSS/CUDA when measured."""
+    from rich.table import Table
+
+    from layerwise.report.console import out
+
+    table = Table(title=f"{name}: {workload.mode} step, batch {workload.batch}, {workload.precision}, "
+                        f"{workload.optimizer} ({workload.impl}), peak in {result.peak_phase}")
+    table.add_column("component")
+    table.add_column("bytes", justify="right")
+    table.add_column("", justify="right")
+    for key, value in result.components.items():
+        table.add_row(key, f"{value:,}", human(value))
+    table.add_row("[bold]peak[/]", f"[bold]{result.peak_bytes:,}[/]", f"[bold]{human(result.peak_bytes)}[/]")
+    out.print(table)
+    phases = ", ".join(f"{k} {human(v)}" for k, v in result.phase_peaks.items())
+    out.print(f"phase peaks: {phases}")
+    out.print(f"FLOPs (matmul-class): forward {result.flops_forward:,}  backward {result.flops_backward:,}")
+    if result.rss is not None:
+        rss = result.rss
+        out.print(f"RSS: peak {human(rss.peak_bytes)}, tensors' share {human(rss.tensor_peak_bytes)} "
+                  f"(tracker {human(result.peak_bytes)}); malloc: {rss.malloc}")
+    if result.cuda is not None:
+        out.print(f"CUDA: max allocated {result.cuda.max_allocated:,} B, max reserved {result.cuda.max_reserved:,} B")
+    for note in result.notes:
+        out.print(f"note: {note}")
