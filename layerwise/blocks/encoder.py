@@ -2,12 +2,14 @@
 without the pooler.
 
   embed + pos + token_type -> embed_norm -> [drop] -> blocks (post-LN) -> [pooler: CLS, Linear, tanh]
-(Devlin et al. 2018; HF BertModel / RobertaModel). The token-type ids are taken as all zeros (one
+                                                                     or [mlm_head -> tied decoder]
+(Devlin et al. 2018; HF BertModel / RobertaModel; `mlm_head`: BertForMaskedLM, whose decoder reuses
+embed.weight and adds its own bias (vocab_size), so the output is (B, S, vocab_size)). The token-type ids are taken as all zeros (one
 segment), so `token_type` adds its row 0; its whole table is still a parameter.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from layerwise.blocks.compose import Repeat, Sequential
 from layerwise.blocks.transformer import make_norm
@@ -71,6 +73,7 @@ class Encoder(Block):
     max_seq: int  # rows of the position table (RoBERTa: 514 = 512 + padding_idx + 1)
     type_vocab_size: int = 2  # 0: no token-type table (DistilBERT)
     pooler: bool = True  # BertModel's pooler; False: output the hidden states (B, S, D)
+    mlm_head: bool = False  # BertForMaskedLM's head: dense, gelu, LayerNorm, tied decoder + bias
     norm_eps: float = 1e-12
     dropout: float = 0.0  # embedding dropout (hidden_dropout_prob)
     padding_idx: int | None = None
@@ -79,6 +82,8 @@ class Encoder(Block):
     def __post_init__(self):
         self._positive("vocab_size", "d_model", "n_layers", "max_seq")
         self._non_negative("type_vocab_size")
+        if self.pooler and self.mlm_head:
+            raise SpecError("encoder: pooler and mlm_head are alternatives (BertModel vs BertForMaskedLM); set pooler=False")
         width = getattr(self.block, "d_model", self.d_model)
         if width != self.d_model:
             raise SpecError(f"encoder.block has d_model {width}, expected {self.d_model}")
@@ -96,7 +101,31 @@ class Encoder(Block):
         out.append(("blocks", Repeat(block=self.block, n_layers=self.n_layers)))
         if self.pooler:
             out.append(("pooler", pooler(self.d_model, t)))
+        if self.mlm_head:
+            out.append(("mlm_head", Sequential(layers=(
+                block_class("linear")(d_in=self.d_model, d_out=self.d_model, trainable=t),
+                block_class("activation")(kind="gelu"), make_norm("layernorm", self.d_model, self.norm_eps, True, t)),
+                names=("dense", "act", "norm"))))
         return tuple(out)
+
+    def _decoder(self) -> Block:
+        """The MLM decoder as a Linear: embed.weight^T (shared) plus the encoder's own bias."""
+        return block_class("linear")(d_in=self.d_model, d_out=self.vocab_size, trainable=self.trainable)
+
+    def own_params(self) -> Params:
+        n = self.vocab_size if self.mlm_head else 0  # the decoder bias; its weight is embed.weight
+        return Params(trainable=n) if self.trainable else Params(frozen=n)
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        shape = super().out_shape(in_shape)
+        return (*shape[:-1], self.vocab_size) if self.mlm_head else shape
+
+    def flops(self, in_shape: Shape, ctx: FlopCtx = FlopCtx()) -> Flops:
+        total = super().flops(in_shape, ctx)  # includes own_flops: nothing for the bias alone
+        if not self.mlm_head:
+            return total
+        grad = ctx.input_grad or any(child.params().trainable > 0 for _, child, _ in self.trace(in_shape))
+        return total + self._decoder().flops((*in_shape, self.d_model), replace(ctx, input_grad=grad))
 
     def trace(self, in_shape: Shape):
         expect_rank(self, in_shape, 2, "token ids (B, S)")
@@ -109,4 +138,5 @@ class Encoder(Block):
     def build(self):
         from layerwise.build.encoder import EncoderModule
 
-        return EncoderModule({name: child.build() for name, child in self.children()})
+        return EncoderModule({name: child.build() for name, child in self.children()},
+                             mlm_vocab=self.vocab_size if self.mlm_head else 0, trainable=self.trainable)

@@ -18,15 +18,19 @@ class TokenTypeModule(nn.Module):
 
 
 class EncoderModule(nn.Module):
-    """Children run in order: embed, pos, [token_type], embed_norm, [drop], blocks, [pooler]."""
+    """Children run in order: embed, pos, [token_type], embed_norm, [drop], blocks, [pooler] or
+    [mlm_head, then the decoder: x @ embed.weight^T + mlm_bias, the embedding tensor itself]."""
 
-    def __init__(self, children: dict[str, nn.Module]):
+    def __init__(self, children: dict[str, nn.Module], mlm_vocab: int = 0, trainable: bool = True):
         super().__init__()
         for name, module in children.items():
             self.add_module(name, module)
+        self.mlm_bias = nn.Parameter(torch.zeros(mlm_vocab), requires_grad=trainable) if mlm_vocab else None
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, S) -> (B, D) pooled or (B, S, D)
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, S) -> (B, D), (B, S, D) or (B, S, V)
         x = ids
         for module in self.children():
             x = module(x)
+        if self.mlm_bias is not None:
+            x = nn.functional.linear(x, self.embed.weight, self.mlm_bias)
         return x

@@ -74,6 +74,7 @@ def build_decoder(name: str, source: str, k: dict) -> Model:
 ENCODER = dict(
     vocab_size=REQUIRED, d_model=REQUIRED, n_layers=REQUIRED, n_heads=REQUIRED, max_seq=REQUIRED,
     d_ff=0, activation="gelu", norm_eps=1e-12, type_vocab_size=2, pooler=True,
+    mlm_head=False,  # BertForMaskedLM's head (use with pooler=False)
     pos_offset=0,  # RoBERTa: position ids start at padding_idx + 1, so 2 table rows are never used
     padding_idx=None, dropout=0.0,
 )
@@ -86,13 +87,13 @@ def build_encoder(name: str, source: str, k: dict) -> Model:
     block = _leaf("transformer_block", attn=attn, ffn=ffn, norm="layernorm", norm_eps=k["norm_eps"],
                   norm_position="post", dropout=k["dropout"])
     body = _leaf("encoder", vocab_size=k["vocab_size"], d_model=d, n_layers=k["n_layers"], block=block,
-                 max_seq=k["max_seq"], type_vocab_size=k["type_vocab_size"], pooler=k["pooler"],
+                 max_seq=k["max_seq"], type_vocab_size=k["type_vocab_size"], pooler=k["pooler"], mlm_head=k["mlm_head"],
                  norm_eps=k["norm_eps"], dropout=k["dropout"], padding_idx=k["padding_idx"])
     seq = k["max_seq"] - k["pos_offset"]
     if seq <= 0:
         raise LayerwiseError(f"{name}: max_seq {k['max_seq']} leaves no positions after pos_offset {k['pos_offset']}")
     inp = InputSpec(kind="tokens", shape=(seq,), vocab_size=k["vocab_size"], max_seq=seq)
-    return Model(name=name, body=body, input=inp, task="none", source=source)
+    return Model(name=name, body=body, input=inp, task="none", source=source)  # MLM is not next-token "lm"
 
 
 # ---- Vision Transformers -------------------------------------------------------------------------

@@ -145,3 +145,16 @@ def test_small_resnet_network_matches_module():
     assert {n.split(".")[0] for n, _ in m.named_parameters()} == {"stem", "stages", "head"}
     with pytest.raises(SpecError, match="same length"):
         ResNet(layers=(1, 2), widths=(4,))
+
+
+@pytest.mark.parametrize("frozen", [(), ("*",)])
+def test_encoder_mlm_head_ties_the_decoder(frozen):
+    spec = Encoder(vocab_size=V, d_model=D, n_layers=1, block=block(norm_position="post"), max_seq=8, pooler=False,
+                   mlm_head=True)
+    spec = freeze(spec, frozen) if frozen else spec
+    m = check(spec, torch.randint(0, V, (2, 6)))
+    assert spec.out_shape((2, 6)) == (2, 6, V)
+    names = dict(m.named_parameters())
+    assert "mlm_bias" in names and "mlm_head.dense.weight" in names and not any("decoder" in n for n in names)
+    with pytest.raises(SpecError, match="pooler and mlm_head are alternatives"):
+        Encoder(vocab_size=V, d_model=D, n_layers=1, block=block(), max_seq=8, mlm_head=True)

@@ -76,3 +76,8 @@ def test_cost_reading_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) == 70_553_706_496  # HF meta-llama/Meta-Llama-3-70B num_parameters()
+
+
+def test_bert_masked_lm_variant():
+    # param_counts.csv 'bert-base-uncased (BertForMaskedLM, tied decoder + MLM head)': 109,514,298
+    assert get_preset("bert-base", pooler=False, mlm_head=True).params().total == 109_514_298
