@@ -49,7 +49,7 @@ class FFN(Block):
             got = getattr(self, name)
             if linear is None:
                 if got is not None:
-                    raise SpecError(f"ffn.gate_proj is given but gated is False")
+                    raise SpecError("ffn.gate_proj is given but gated is False")
             elif got is None:
                 object.__setattr__(self, name, linear)
             else:
