@@ -64,3 +64,25 @@ def test_the_summary_path_never_imports_torch():
             "assert rc == 0, rc\nprint('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_flops_json_keys_and_consistency(capsys):
+    code, out, _ = run(capsys, "flops", "tiny-gpt", "--seq", "64", "--batch", "2", "--tokens", "1e9", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert {"forward", "backward", "total", "matmul_forward", "per_layer"} <= set(data)
+    assert data["total"] == data["forward"] + data["backward"]
+    assert data["matmul_forward"] < data["forward"]
+    assert data["training_compute"]["six_nd"] == 6 * 842_496 * 10**9 or data["training_compute"]["params"] * 6 * 10**9 == data["training_compute"]["six_nd"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("flops", "tiny-gpt", "--seq", "4096"), "longer than the model's 128 positions"),
+    (("flops", "vit-b-16", "--image", "100"), "not divisible by the patch size 16"),
+    (("flops", "gpt2", "--image", "32"), "--image applies to image inputs"),
+    (("flops", "gpt2", "--precision", "fp8"), "--precision must be one of"),
+])
+def test_bad_workload_flags_are_clear(capsys, args, message):
+    code, _, err = run(capsys, *args)
+    assert code == 2
+    assert message in err
