@@ -1,0 +1,92 @@
+"""Compression benchmark on sklearn's 8x8 digits (1797 images): CNN and ViT, int8 quantization,
+50% structured pruning + fine-tuning, and a distilled student against the same spec trained alone.
+Prints one table per model. Run: .venv/bin/python bench/compress.py  (a few minutes on 2 cores)."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "compress"))
+import _compress_models as models  # noqa: E402
+
+from layerwise.compress.finetune import FinetuneConfig, accuracy, train_loop  # noqa: E402
+from layerwise.compress.qfile import save_model  # noqa: E402
+from layerwise.compress.quantize import quantize  # noqa: E402
+from layerwise.compress.structured import prune_structured  # noqa: E402
+from layerwise.export.latency import measure_latency  # noqa: E402
+from layerwise.report.compress import Row, render_lines, render_table  # noqa: E402
+
+SHAPE = (1, 1, 8, 8)
+
+
+def digits(batch: int = 64):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0  # (N, 1, 8, 8) in [0, 1]
+    y = torch.tensor(d.target)
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(y), generator=g)
+    tr, te = perm[:1400], perm[1400:]
+    train = [(x[tr[i:i + batch]], y[tr[i:i + batch]]) for i in range(0, len(tr), batch)]
+    test = [(x[te[i:i + 256]], y[te[i:i + 256]]) for i in range(0, len(te), 256)]
+    return train, test
+
+
+def row(name, module, spec_params, flops, test, path, latency=True) -> Row:
+    size = save_model(module, path)
+    lat = measure_latency(module, torch.randn(32, 1, 8, 8), iters=30, compiled=False)[0].p50_ms if latency else None
+    return Row(name, size, spec_params, flops, accuracy(module, test), lat)
+
+
+def bench_model(name, spec, train, test, tmp, epochs, qmode):
+    torch.manual_seed(0)
+    module = spec.build()
+    train_loop(module, train, FinetuneConfig(epochs=epochs, lr=2e-3, seed=0))
+    rows = [row("original fp32", module, spec.params().total, spec.flops(SHAPE).fwd_matmul, test, f"{tmp}/f.st")]
+    calib = [b[0] for b in train[:6]]
+    q = quantize(module, qmode, calibration=calib)
+    rows.append(row(f"int8 {qmode}", q, spec.params().total, spec.flops(SHAPE).fwd_matmul, test, f"{tmp}/q.st"))
+    step = prune_structured(spec, module, SHAPE, 0.5)
+    p = step.module
+    acc0 = accuracy(p, test)
+    train_loop(p, train, FinetuneConfig(epochs=max(1, epochs // 2), lr=1e-3, seed=1))
+    rows.append(row("pruned 50% structured + ft", p, step.body.params().total, step.body.flops(SHAPE).fwd_matmul,
+                    test, f"{tmp}/p.st"))
+    render_table(f"{name}: compression on digits (test n={sum(len(b[1]) for b in test)})", rows)
+    render_lines([f"  pruned before fine-tuning: {100 * acc0:.2f}%; pruned params built = "
+                  f"{sum(x.numel() for x in p.parameters())} (spec {step.body.params().total})"])
+    return module
+
+
+def bench_distill(teacher, train, test, epochs):
+    student_spec = models.cnn(c1=2, c2=4)
+    res = {}
+    for label, alpha in (("alone", 0.0), ("distilled", 0.7)):
+        torch.manual_seed(0)
+        s = student_spec.build()
+        train_loop(s, train, FinetuneConfig(epochs=epochs, lr=2e-3, seed=0, alpha=alpha, temperature=4.0),
+                   teacher=teacher if alpha else None)
+        res[label] = accuracy(s, test)
+    diff = 100 * (res["distilled"] - res["alone"])
+    verdict = "beats" if diff > 0 else "does NOT beat"
+    render_lines([f"distillation (student cnn c1=2 c2=4, {student_spec.params().total} params; T=4, alpha=0.7): "
+                  f"alone {100 * res['alone']:.2f}%, distilled {100 * res['distilled']:.2f}% -> distilled {verdict} "
+                  f"alone by {diff:+.2f} pt"])
+
+
+def main():
+    torch.set_num_threads(2)
+    train, test = digits()
+    epochs = int(os.environ.get("EPOCHS", "12"))
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher = bench_model("digits CNN", models.cnn(c1=16, c2=32), train, test, tmp, epochs, "static")
+        bench_model("digits ViT", models.vit(d_model=128, n_layers=2), train, test, tmp, epochs, "dynamic")
+        bench_distill(teacher, train, test, epochs)
+
+
+if __name__ == "__main__":
+    main()

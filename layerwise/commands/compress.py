@@ -1,0 +1,137 @@
+"""`layerwise compress distill|prune|quantize RUN_DIR ...` on run directories from `layerwise train`.
+torch is imported inside the commands (the CLI stays pure Python until one runs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from layerwise.spec.errors import LayerwiseError
+
+compress_app = typer.Typer(help="Distil, prune and quantize a trained run.", no_args_is_help=True)
+
+
+def _load(run_dir: Path, which: str):
+    from layerwise.train.data import make_data
+    from layerwise.train.run import load_run
+
+    run = load_run(run_dir, which)
+    return run, make_data(run.config, run.model)
+
+
+def _row(name, module, body, in_shape, test, task, path):
+    from layerwise.compress.finetune import accuracy
+    from layerwise.compress.qfile import save_model
+    from layerwise.report.compress import Row
+
+    return Row(name, save_model(module, path), body.params().total, body.flops(in_shape).fwd_matmul,
+               accuracy(module, test, task))
+
+
+def _metric(task: str) -> str:
+    return "perplexity" if task == "lm" else "accuracy"
+
+
+@compress_app.command("quantize")
+def quantize_cmd(run_dir: Path, mode: str = typer.Option("dynamic", help="dynamic | static | weight-int8 | weight-int4"),
+                 group_size: int = typer.Option(None, help="weight-only: scales per group of inputs (0: per channel)"),
+                 out: Path = typer.Option(None, help="output file (default RUN_DIR/compressed/MODE.safetensors)"),
+                 which: str = "best"):
+    from layerwise.compress.quantize import quantize
+    from layerwise.cost.quant_size import quant_size
+    from layerwise.report.compress import render_lines, render_table
+
+    run, data = _load(run_dir, which)
+    task, body = run.model.task, run.model.body
+    shape = run.model.input_shape(1)
+    calib = [b[0] for _, b in zip(range(8), data.train)] if mode == "static" else None
+    q = quantize(run.module, mode, calibration=calib, group_size=group_size)
+    out = out or run_dir / "compressed" / f"{mode}.safetensors"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [_row("original fp32", run.module, body, shape, data.test, task, out.with_suffix(".fp32.tmp")),
+            _row(f"quantized {mode}", q, body, shape, data.test, task, out)]
+    out.with_suffix(".fp32.tmp").unlink()
+    render_table(f"quantize {mode}: {run_dir}", rows, _metric(task))
+    render_lines([f"predicted file size {quant_size(body, mode, group_size).total_bytes:,} bytes; wrote {out}"])
+
+
+@compress_app.command("prune")
+def prune_cmd(run_dir: Path, sparsity: float = typer.Option(0.5, help="fraction removed, in [0, 1)"),
+              kind: str = typer.Option("structured", help="structured | global | layer"),
+              steps: int = typer.Option(1, help="iterative schedule: prune-then-fine-tune steps"),
+              epochs: int = typer.Option(1, help="fine-tuning epochs after each step"),
+              which: str = "best"):
+    from layerwise.compress.finetune import FinetuneConfig, train_loop
+    from layerwise.compress.structured import check_amount, prune_structured
+    from layerwise.compress.unstructured import prune_magnitude, sparsity_table
+    from layerwise.report.compress import render_lines, render_table
+    from layerwise.spec.io import dump
+
+    check_amount(sparsity)
+    if steps < 1:
+        raise LayerwiseError(f"--steps must be >= 1, got {steps}")
+    run, data = _load(run_dir, which)
+    task, body, module = run.model.task, run.model.body, run.module
+    shape = run.model.input_shape(1)
+    outdir = run_dir / "compressed"
+    outdir.mkdir(parents=True, exist_ok=True)
+    rows = [_row("original", module, body, shape, data.test, task, outdir / "original.safetensors")]
+    for i in range(1, steps + 1):
+        # the fraction of the CURRENT units to remove so that i/steps of the target is reached
+        done, goal = sparsity * (i - 1) / steps, sparsity * i / steps
+        amount = 1 - (1 - goal) / (1 - done)
+        if kind == "structured":
+            step = prune_structured(body, module, shape, amount)
+            body, module = step.body, step.module
+        else:
+            module = prune_magnitude(module, goal, scope=kind)
+        train_loop(module, data.train, FinetuneConfig(epochs=epochs, seed=i), task=task)
+        rows.append(_row(f"step {i}: {goal:.0%} + ft", module, body, shape, data.test, task,
+                         outdir / f"pruned-{i}.safetensors"))
+    render_table(f"prune {kind} {sparsity:.0%}: {run_dir}", rows, _metric(task))
+    if kind != "structured":
+        render_lines([f"  {r.path}: {r.sparsity:.1%} of {r.numel:,}" for r in sparsity_table(module)])
+    dump(body, outdir / "pruned-spec.yaml")
+
+
+@compress_app.command("distill")
+def distill_cmd(run_dir: Path, student: str = typer.Option(..., help="student MODEL: preset name or spec file"),
+                temperature: float = 4.0, alpha: float = 0.7, epochs: int = 3, seed: int = 0, which: str = "best"):
+    import torch
+
+    from layerwise.compress.finetune import FinetuneConfig, train_loop
+    from layerwise.report.compress import render_table
+
+    run, data = _load(run_dir, which)
+    task = run.model.task
+    spec = _model(student)
+    shape = run.model.input_shape(1)
+    rows = [_row("teacher", run.module, run.model.body, shape, data.test, task, run_dir / "compressed-teacher.tmp")]
+    (run_dir / "compressed-teacher.tmp").unlink()
+    for label, a in (("student alone", 0.0), ("student distilled", alpha)):
+        torch.manual_seed(seed)
+        s = spec.build()
+        train_loop(s, data.train, FinetuneConfig(epochs=epochs, seed=seed, temperature=temperature, alpha=a),
+                   task=task, teacher=run.module if a else None)
+        rows.append(_row(label, s, spec.body, shape, data.test, task, run_dir / f"{label.replace(' ', '-')}.safetensors"))
+    render_table(f"distill T={temperature} alpha={alpha}: {run_dir}", rows, _metric(task))
+
+
+def _model(name: str):
+    from layerwise.spec.model import Model
+
+    if Path(name).suffix in (".yaml", ".yml", ".json"):
+        from layerwise.spec.io import load
+
+        m = load(name)
+    else:
+        from layerwise.presets import get_preset
+
+        m = get_preset(name)
+    if not isinstance(m, Model):
+        raise LayerwiseError(f"{name}: the student must be a model (with input and task), not a bare block")
+    return m
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(compress_app, name="compress")

@@ -1,0 +1,46 @@
+"""`layerwise export onnx RUN_DIR` (ONNX + onnxruntime parity + latency of eager/compiled/ort)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+export_app = typer.Typer(help="Export a trained run.", no_args_is_help=True)
+
+
+@export_app.command("onnx")
+def onnx_cmd(run_dir: Path, out: Path = typer.Option(None, help="default RUN_DIR/export/model.onnx"),
+             batch: int = 4, latency: bool = typer.Option(False, help="also time eager, compiled and onnxruntime"),
+             which: str = "best"):
+    import torch
+
+    from layerwise.export.onnx import check_parity, export_onnx
+    from layerwise.report.compress import render_lines
+    from layerwise.train.run import load_run
+
+    run = load_run(run_dir, which)
+    model = run.model
+
+    def sample(b, s=None):
+        shape = model.input_shape(b, seq=s) if s else model.input_shape(b)
+        if model.input.kind == "tokens":
+            return torch.randint(0, model.input.vocab_size, shape)
+        return torch.randn(shape)
+
+    seq = model.input.kind in ("tokens", "sequence")
+    out = out or run_dir / "export" / "model.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(run.module, sample(2), out, seq_axis=seq)
+    lines = [f"wrote {out} (legacy exporter, opset 17, dynamic batch{' and sequence' if seq else ''})"]
+    for p in check_parity(run.module, out, [sample(batch), sample(batch + 3)]):
+        lines.append(f"  batch {p.batch}: max abs {p.max_abs:.2e}, max rel {p.max_rel:.2e}")
+    if latency:
+        from layerwise.export.latency import measure_latency
+
+        for r in measure_latency(run.module, sample(batch), out):
+            lines.append(f"  {r.runtime}: p50 {r.p50_ms:.3f} ms, p90 {r.p90_ms:.3f} ms")
+    render_lines(lines)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(export_app, name="export")
