@@ -130,7 +130,10 @@ def make_data(config: TrainConfig | DataConfig | str, model: Model, *, batch_siz
                                  f"{batch} per process; lower --batch or add data")
         sampler = EpochBatchSampler(len(ys), batch, shuffle=train, seed=seed, drop_last=train,
                                     rank=rank if train else 0, world=world if train else 1)
-        loaders[split] = DataLoader(TensorPairs(xs, ys), batch_size=None, sampler=sampler)
+        # own generator: iter(DataLoader) draws a base seed, which must not move the global RNG
+        # (a resumed run creates one more iterator than an uninterrupted one)
+        loaders[split] = DataLoader(TensorPairs(xs, ys), batch_size=None, sampler=sampler,
+                                    generator=torch.Generator().manual_seed(seed))
     return Data(loaders["train"], loaders["val"], loaders["test"], info)
 
 

@@ -219,6 +219,9 @@ def train(model: Model, config: TrainConfig, run_dir: str | Path, *, resume: boo
             do_ckpt = (st.step % cfg.checkpoint_every == 0) if cfg.checkpoint_every else do_eval
             do_ckpt = do_ckpt or improved or st.step == total or early or stop.set
             if do_ckpt:
+                if not dd.all_true(_finite(module), dist):  # never overwrite a good checkpoint with NaN weights
+                    _diverged(st, float("nan"), module, wrapped, opt, scaler, dist, ckpt_root, cfg,
+                              what="weights", at=st.step)
                 _save(st, module, wrapped, opt, scaler, dist, ckpt_root, cfg, best=improved)
             if early:
                 status = "early_stopped"
@@ -308,9 +311,14 @@ def _restore(folder: Path, module, wrapped, opt, scaler, dist) -> _State:
                   bad_evals=state.get("bad_evals", 0))
 
 
-def _diverged(st, value, module, wrapped, opt, scaler, dist, ckpt_root: Path, cfg, what: str = "loss"):
+def _finite(module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+def _diverged(st, value, module, wrapped, opt, scaler, dist, ckpt_root: Path, cfg, what: str = "loss",
+              at: int | None = None):
     """Keep a loadable checkpoint of the last good weights, then stop with a clear message."""
-    finite = all(torch.isfinite(p).all() for p in module.parameters())
+    finite = _finite(module)
     if finite:  # this step's update has not happened: the weights are those after step `st.step`
         opt.zero_grad(set_to_none=True)
         _save(st, module, wrapped, opt, scaler, dist, ckpt_root, cfg, best=False)
@@ -318,7 +326,8 @@ def _diverged(st, value, module, wrapped, opt, scaler, dist, ckpt_root: Path, cf
     else:
         where = ckpt_root / "last" if (ckpt_root / "last").exists() else None
     kept = f"last good checkpoint: {where}" if where else "no checkpoint had been written yet"
-    raise DivergedError(f"the {what} became {value} at step {st.step + 1} (epoch {st.epoch}); stopped. {kept}. "
+    raise DivergedError(f"the {what} became {value} at step {st.step + 1 if at is None else at} (epoch {st.epoch}); "
+                        f"stopped. {kept}. "
                         f"Try a lower --lr, --grad-clip 1.0, or fp32")
 
 
