@@ -159,3 +159,54 @@ def _rows_for(tokens: int, k: int, n: int, expert: int) -> int:
     """Pairs routed to `expert` under balanced routing: slots t*k + j with (t*k + j) % n == e."""
     total = tokens * k
     return total // n + (1 if expert < total % n else 0)
+
+
+# Tensors of shape (B, H) each time step saves, per layer and direction, in the non-mkldnn CPU
+# RNN (`torch.backends.mkldnn.flags(enabled=False)`, what the measure reading runs): rnn: h_{t-1}
+# for the hidden matmul (tanh's result is the next step's h_{t-1}); gru/lstm: 4 (B, H) + one
+# (B, 3H) / 3 (B, H) + one (B, 4H) gate tensor = 7. The initial states are views of one zeros
+# (layers*dirs, B, H) storage (lstm: h0 and c0).
+_RNN_PER_STEP = {"rnn": 1, "gru": 7, "lstm": 7}  # rnn: plus h0 itself (S + 1 in all)
+_RNN_INIT = {"rnn": 1, "gru": 1, "lstm": 2}
+
+
+@act("rnn")
+def _rnn(b, tr: Trace, x: T) -> T:
+    """Saved per layer: its input (B*S, d_in) (the reverse direction: a flipped copy), the
+    per-step states above, and with dropout between layers, the dropout mask."""
+    tr.begin()
+    bsz, s, _ = x.shape
+    h, dirs, layers = b.d_hidden, 2 if b.bidirectional else 1, b.n_layers
+    d_in = b.d_in
+    gates = {"rnn": 1, "gru": 3, "lstm": 4}[b.kind] * h
+    for layer in range(layers):
+        width = d_in if layer == 0 else h * dirs
+        for d in range(dirs):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            tr.param(f"rnn.weight_ih{sfx}", gates * width, b.trainable)
+            tr.param(f"rnn.weight_hh{sfx}", gates * h, b.trainable)
+            if b.bias:
+                tr.param(f"rnn.bias_ih{sfx}", gates, b.trainable)
+                tr.param(f"rnn.bias_hh{sfx}", gates, b.trainable)
+    grad = x.grad or b.trainable
+    if grad:
+        n_init = _RNN_INIT[b.kind]
+        for _ in range(n_init):
+            tr.save(tr.new((layers * dirs, bsz, h), x.dtype, False))
+    inp = x
+    for layer in range(layers):
+        for d in range(dirs):
+            # the first layer's reverse direction saves a flipped copy of x; deeper layers' two
+            # directions share one saved input (measured: tests/cost/test_activations.py)
+            src = inp if d == 0 or layer > 0 else tr.new(inp.shape, inp.dtype, inp.grad)
+            if grad:
+                tr.save(src)
+                total = s * _RNN_PER_STEP[b.kind] + (1 if b.kind == "rnn" else 0)
+                steps = total - _RNN_INIT[b.kind]  # the initial-state views are counted above
+                tr.save(tr.new((steps, bsz, h), x.dtype, False))
+        inp = tr.new((bsz, s, h * dirs), x.dtype, grad)
+        if layer < layers - 1:
+            inp = dropout_op(tr, inp, b.dropout)
+    if b.output == "last":
+        return tr.new((bsz, h * dirs), x.dtype, grad)  # cat of h_n: saves nothing
+    return inp

@@ -71,14 +71,12 @@ class T:
 
 @dataclass
 class Step:
-    """One leaf call: its path, the trainable parameter bytes whose gradient it produces, and the
-    bytes of its input and output (the gradient tensors that flow through it in backward)."""
+    """One leaf call: its path, the trainable parameters whose gradient it produces, and its two
+    largest new tensors: in backward, their gradients are what passes through the step."""
 
     path: str
     grad_params: tuple[str, ...] = ()
-    io_bytes: int = 0
-    transient_fwd: int = 0
-    transient_bwd: int = 0
+    big: list[int] = field(default_factory=lambda: [0, 0])  # its two largest new tensors (grad proxy)
 
 
 @dataclass
@@ -90,7 +88,7 @@ class Trace:
     params: dict[str, tuple[int, str, bool]] = field(default_factory=dict)  # key -> (numel, dtype, trainable)
     path: list[str] = field(default_factory=list)
     sink: dict | None = None  # set inside a checkpointed region
-    recompute: list[int] = field(default_factory=list)  # saved bytes of each checkpointed region
+    regions: list[tuple[int, int, int]] = field(default_factory=list)  # checkpointed: (first step, last step, saved bytes)
 
     # ---- structure -------------------------------------------------------------------------
     def begin(self, extra: str = "") -> Step:
@@ -108,7 +106,11 @@ class Trace:
     # ---- tensors ---------------------------------------------------------------------------
     def new(self, shape: Shape, dtype: str, grad: bool) -> T:
         shape = tuple(int(d) for d in shape)
-        return T(shape, dtype, grad and self.policy.grad, Storage(nbytes(prod(shape), dtype)))
+        n = nbytes(prod(shape), dtype)
+        if self.steps and n > self.steps[-1].big[1]:
+            big = self.steps[-1].big
+            big[:] = sorted((n, *big), reverse=True)[:2]
+        return T(shape, dtype, grad and self.policy.grad, Storage(n))
 
     def input(self, shape: Shape, dtype: str, grad: bool) -> T:
         t = self.new(shape, dtype, grad)
@@ -136,10 +138,11 @@ class Trace:
             return fn(x)
         self.save(x)
         outer, self.sink = self.sink, {}
+        start = len(self.steps)
         try:
             out = fn(x)
-            inner = {k: v for k, v in self.sink.items() if v[0] is not x.storage}
-            self.recompute.append(sum(st.nbytes for st, _ in inner.values()))
+            inner = {k: v for k, v in self.sink.items() if v[0] is not x.storage and v[0].kind == "act"}
+            self.regions.append((start, len(self.steps) - 1, sum(st.nbytes for st, _ in inner.values())))
         finally:
             self.sink = outer
         return out

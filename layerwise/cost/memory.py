@@ -1,0 +1,219 @@
+"""The memory of a training step or an inference, by phase: the cost reading of DESIGN.md's
+"Training memory". Pure Python.
+
+A steady-state step (the measure reading's step 2) holds the model states all along (weights,
+master weights, optimizer state) and, in turn:
+  forward    + every saved activation, the input batch, autocast's weight-copy cache, and at the
+               loss the logits, their fp32 copy and the saved log-softmax (the forward's peak);
+  backward   + the loss-gradient temporaries at the start (two (N, V) tensors next to the saved
+               log-softmax), then block by block in reverse: saved tensors are freed once the
+               block that first saved them has run its backward, parameter gradients appear, and
+               each block's activation gradients (its two largest tensors) pass through;
+  optimizer  + gradients + optimizer.step()'s temporaries (cost/optimizers.py).
+The peak is the largest phase, never the sum of everything. Model states come from H4's
+cost/model_states.py and are sharded per device by cost/parallel.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from layerwise.cost.act_trace import ActPolicy, Step, Trace, nbytes
+from layerwise.cost.activations import input_tensor, run
+from layerwise.cost.model_states import ModelStates, torch_model_states
+from layerwise.cost.optimizers import step_temporary_bytes
+from layerwise.cost.precision import policy as precision_policy
+from layerwise.spec.errors import WorkloadError
+from layerwise.spec.model import Model
+from layerwise.workload import Workload
+
+COMPONENTS = ("weights", "master_weights", "gradients", "optimizer_states", "activations", "temporaries",
+              "kv_cache")
+
+
+@dataclass(frozen=True)
+class Components:
+    weights: int = 0
+    master_weights: int = 0
+    gradients: int = 0
+    optimizer_states: int = 0
+    activations: int = 0
+    temporaries: int = 0
+    kv_cache: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, f.name) for f in fields(self))
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # forward | backward | optimizer (the measure reading's phase names)
+    where: str  # the moment inside the phase ("loss", "start", "blocks.3.attn", "step")
+    components: Components
+
+    @property
+    def total(self) -> int:
+        return self.components.total
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Peak tensor bytes of one step on one device, with the phase it occurs in and the breakdown
+    at that moment. `device_overhead_bytes` (CUDA context, allocator cache) is reported apart."""
+
+    model: str
+    peak_bytes: int
+    peak_phase: str
+    peak_where: str
+    components: Components
+    phases: tuple[Phase, ...]
+    device_overhead_bytes: int
+    per_device: bool
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"peak_bytes": self.peak_bytes, "peak_phase": self.peak_phase,
+                "components": self.components.as_dict(), "device_overhead_bytes": self.device_overhead_bytes,
+                "per_device": self.per_device}
+
+
+# ---- the symbolic step ------------------------------------------------------------------------
+def act_policy(workload: Workload) -> ActPolicy:
+    pol = precision_policy(workload.precision)
+    return ActPolicy(dtype=pol.weights, autocast=pol.activations if pol.autocast else None,
+                     autocast_device=workload.device, dropout_mask_bytes=workload.dropout_mask_bytes,
+                     attention=workload.attention, grad=workload.mode == "train",
+                     checkpointing=workload.checkpointing)
+
+
+@dataclass
+class StepTrace:
+    """The symbolic forward + loss of one micro-batch."""
+
+    trace: Trace
+    inputs: int  # the input batch and the targets (registered as inputs: always alive)
+    loss_fwd: int  # at the log-softmax: logits + their fp32 copy (autocast) + the log-softmax
+    loss_bwd: int  # at its backward: the two (N, V) gradients next to the saved log-softmax
+    log_softmax: int = 0  # saved; part of loss_fwd too
+
+
+def trace_step(model: Model, workload: Workload) -> StepTrace:
+    import layerwise.cost.act_composites  # noqa: F401  (registers the activation functions)
+    import layerwise.cost.act_leaves  # noqa: F401
+    import layerwise.cost.act_seq  # noqa: F401
+
+    tr = Trace(act_policy(workload))
+    shape = model.input_shape(workload.batch, workload.seq, workload.image)
+    x = input_tensor(tr, shape, tokens=model.input.kind == "tokens", grad=False)
+    out = run(model.body, "", tr, x)
+    inputs = x.storage.nbytes
+    if model.task == "none":
+        return StepTrace(tr, inputs, 0, 0)
+    rows, classes = out.numel // out.shape[-1], out.shape[-1]
+    inputs += nbytes(rows, "int64")  # the targets
+    ls_dtype = "fp32" if tr.policy.autocast else out.dtype  # log_softmax runs in fp32 under autocast
+    ls = nbytes(rows * classes, ls_dtype)
+    logits = 0 if id(out.storage) in tr.saved else out.storage.nbytes
+    cast = ls if out.dtype != ls_dtype else 0
+    tr.steps.append(Step("loss"))
+    if tr.policy.grad:
+        tr.save(tr.new((rows, classes), ls_dtype, False))  # the log-softmax, saved by its backward
+    return StepTrace(tr, inputs, logits + cast + ls, 2 * ls, ls if tr.policy.grad else 0)
+
+
+# ---- the phases ---------------------------------------------------------------------------------
+def _param_bytes(tr: Trace, keys) -> int:
+    return sum(nbytes(tr.params[k][0], tr.params[k][1]) for k in keys if k in tr.params and tr.params[k][2])
+
+
+def _states(model: Model, workload: Workload, tr: Trace) -> ModelStates:
+    trainable = {k: (n,) for k, (n, _, t) in tr.params.items() if t}
+    frozen = {k: (n,) for k, (n, _, t) in tr.params.items() if not t}
+    states = torch_model_states(trainable, frozen, precision=workload.precision,
+                                optimizer=workload.optimizer if workload.optimizer != "adam-8bit" else "adam")
+    buffers = model.params().buffers  # BatchNorm running stats (+ a scalar counter each)
+    return replace(states, weights=states.weights + buffers * 4)
+
+
+def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: bool) -> list[Phase]:
+    """Walk the steps in reverse: free what each step was first to save, add its gradients."""
+    tr = st.trace
+    first = {}
+    for storage, step in tr.saved.values():
+        if storage.kind in ("act", "cast"):
+            first[step] = first.get(step, 0) + storage.nbytes
+    live = sum(first.values())
+    produced, grads = set(), grads_total if accum else 0
+    out = [Phase("backward", "start", replace(base, activations=base.activations + live, gradients=grads,
+                                              temporaries=st.loss_bwd))]
+    regions = {i: r for r in tr.regions for i in range(r[0], r[1] + 1)}
+    for i in range(len(tr.steps) - 1, -1, -1):
+        step = tr.steps[i]
+        new = [k for k in step.grad_params if k not in produced]
+        tied = [k for k in step.grad_params if k in produced]  # a second use: grad = grad + new
+        produced.update(new)
+        if not accum:
+            grads += _param_bytes(tr, new)
+        temp = max(step.big[0] + step.big[1], 2 * _param_bytes(tr, tied))
+        temp += regions[i][2] if i in regions else 0  # checkpointing: the region's recompute
+        out.append(Phase("backward", step.path or "loss", replace(base, activations=base.activations + live,
+                                                                  gradients=grads, temporaries=temp)))
+        live -= first.get(i, 0)
+    return out
+
+
+def training_memory(model: Model, workload: Workload = Workload()) -> MemoryReport:
+    if workload.mode != "train":
+        raise WorkloadError("training_memory needs --mode train; use inference_memory for --mode infer")
+    model = _with_lora(model, workload)
+    st = trace_step(model, workload)
+    tr = st.trace
+    states = _device_states(_states(model, workload, tr), workload)
+    accum = workload.grad_accum > 1
+    base = Components(weights=states.weights, master_weights=states.master_weights,
+                      optimizer_states=states.optimizer_states, activations=st.inputs)
+    saved = tr.saved_bytes(("act", "cast"))
+    unsaved_casts = sum(s.nbytes for k, s in tr.casts.items() if id(s) not in tr.saved)
+    fwd = replace(base, gradients=states.gradients if accum else 0,  # the log-softmax: in loss_fwd
+                  activations=st.inputs + saved - st.log_softmax + unsaved_casts + st.loss_fwd)
+    phases = [Phase("forward", "loss", fwd)]
+    phases += _backward_phases(st, base, states.gradients, accum)
+    shapes = {k: (n,) for k, (n, _, t) in tr.params.items() if t}
+    opt_tmp = step_temporary_bytes(workload.optimizer if workload.optimizer != "adam-8bit" else "adam", shapes,
+                                   impl=workload.impl, dtype=precision_policy(workload.precision).optimizer_states,
+                                   weight_decay=0.01 if workload.optimizer == "adamw" else 0.0)
+    phases.append(Phase("optimizer", "step", replace(base, gradients=states.gradients, temporaries=opt_tmp)))
+    return _report(model, workload, phases)
+
+
+def _report(model: Model, workload: Workload, phases: list[Phase], notes=()) -> MemoryReport:
+    from layerwise.cost.overhead import device_overhead_bytes
+
+    peak = max(phases, key=lambda p: p.total)
+    overhead = device_overhead_bytes(peak.total, device=workload.device).total
+    per_device = workload.dp * workload.tp * workload.pp > 1 or workload.zero > 0
+    return MemoryReport(model.name, peak.total, peak.name, peak.where, peak.components, tuple(phases), overhead,
+                        per_device, tuple(notes))
+
+
+def _with_lora(model: Model, workload: Workload) -> Model:
+    if not workload.lora_rank:
+        return model
+    from layerwise.spec.lora import apply_lora
+
+    return apply_lora(model, workload.lora_rank)
+
+
+def _device_states(states: ModelStates, workload: Workload) -> ModelStates:
+    """ZeRO shards over dp; tp and pp divide the parameters (an even split: an estimate)."""
+    if workload.dp * workload.tp * workload.pp == 1 and workload.zero == 0:
+        return states
+    from layerwise.cost.parallel import Parallel, shard_model_states
+
+    split = workload.tp * workload.pp
+    if split > 1:
+        states = ModelStates(*(-(-getattr(states, f.name) // split) for f in fields(states)))
+    return shard_model_states(states, Parallel(dp=workload.dp, tp=1, pp=1, zero=workload.zero)).gpu
