@@ -140,13 +140,13 @@ def apply_checkpointing(module: nn.Module, workload: Workload, spec=None) -> int
     if workload.checkpointing == "selective":
         raise WorkloadError("--checkpointing selective is not run by the measure reading yet; "
                             "use none or full (or `layerwise memory` for the analytic estimate)")
-    blocks = []
-    if spec is not None:
+    if spec is not None:  # the spec says which blocks repeat; its paths are the module's names
         try:
             blocks = [module.get_submodule(p) for p in repeated_block_paths(spec)]
         except AttributeError:
-            blocks = []
-    blocks = blocks or _guess_repeated(module)
+            blocks = _guess_repeated(module)
+    else:
+        blocks = _guess_repeated(module)
     if not blocks:
         raise WorkloadError("--checkpointing full: the model has no repeated blocks (a `repeat`) to checkpoint")
     for block in blocks:

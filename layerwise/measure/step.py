@@ -9,7 +9,8 @@ optimizer state and the input batch are registered with the tracker before the s
 By default everything runs under FakeTensorMode (no allocation: a 7B step takes seconds); the
 same ops run with `fake=False` on real CPU tensors (plus peak RSS), or on a GPU when
 `workload.device == "cuda"` and one is present (plus torch.cuda's peaks). Python's cyclic GC is
-paused during the step so frees happen at the same points in every run.
+paused during the step so frees happen at the same points in every run (storages that were
+garbage before the step are not tracked, so they cannot move the count).
 """
 from __future__ import annotations
 
@@ -164,9 +165,10 @@ class _Step:
 
     def _measured(self, tracker: StorageTracker, fake: bool, body) -> tuple[RssStats | None, CudaStats | None]:
         """Run `body()` under the tracker with GC paused, reading RSS or CUDA peaks around it."""
-        gc.collect()
-        gc.disable()
         real_cpu = not fake and self.device == "cpu"
+        if not fake:
+            gc.collect()  # garbage from earlier work would sit in the RSS baseline (fake: not tracked)
+        gc.disable()
         try:
             if self.device == "cuda":
                 cuda_reset(self.device)

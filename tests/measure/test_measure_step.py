@@ -1,0 +1,185 @@
+"""The measured step: fake equals real to the byte, and the peak moves as the workload says."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _measure_models import ffn_tower, linear_stack, tiny_lm
+from layerwise.measure.step import measure_step
+from layerwise.measure.tracker import COMPONENTS
+from layerwise.spec.errors import WorkloadError
+from layerwise.workload import Workload
+
+FAKE_EQUALS_REAL = [
+    Workload(batch=2),
+    Workload(batch=2, optimizer="adam", optimizer_impl="foreach", grad_accum=2),
+    Workload(batch=2, optimizer="sgd-momentum", optimizer_impl="fused", checkpointing="full"),
+    Workload(batch=2, optimizer="adafactor", precision="bf16-mixed", attention="eager"),
+    Workload(batch=2, precision="bf16", optimizer="rmsprop"),
+    Workload(batch=2, mode="infer"),
+]
+
+
+@pytest.mark.parametrize("workload", FAKE_EQUALS_REAL, ids=lambda w: f"{w.optimizer}-{w.impl}-{w.precision}-{w.mode}")
+def test_fake_step_equals_real_step_to_the_byte(workload):
+    # DESIGN.md: the fake-tensor step "agrees to the byte with a real CPU run" - every component,
+    # every phase's peak, the finer categories, and the FLOPs.
+    model = tiny_lm(dropout=0.1)
+    fake = measure_step(model, workload)
+    real = measure_step(model, workload, fake=False)
+    assert fake.fake and not real.fake
+    assert fake.peak_bytes == real.peak_bytes
+    assert fake.peak_phase == real.peak_phase
+    assert fake.components == real.components
+    assert fake.detail == real.detail
+    assert fake.phase_peaks == real.phase_peaks
+    assert (fake.flops_forward, fake.flops_backward) == (real.flops_forward, real.flops_backward)
+    assert sum(fake.components.values()) == fake.peak_bytes
+    assert set(fake.components) == set(COMPONENTS)
+
+
+def _adamw_loop_temporaries(numels: list[int]) -> int:
+    """Largest scratch alive inside torch.optim's `_single_tensor_adam` (torch/optim/adam.py):
+    `denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)` makes two temporaries of the
+    parameter's size (the sqrt and the quotient) while the previous parameter's `denom` is still
+    bound, so at parameter i: 4 * (2 n_i + n_{i-1}) bytes (fp32)."""
+    return max(4 * (2 * n + (numels[i - 1] if i else 0)) for i, n in enumerate(numels))
+
+
+def test_adamw_loop_peaks_at_16_bytes_per_parameter_plus_its_temporaries():
+    # An activation-light model (batch 1, features): the peak is inside optimizer.step with
+    # 4 (weights) + 4 (gradients) + 8 (exp_avg, exp_avg_sq) bytes per parameter, plus one 4-byte
+    # fp32 `step` tensor per parameter tensor, the loop's scratch, and the input batch.
+    model = linear_stack((24, 40, 16, 56, 8))
+    built = model.build()
+    numels = [p.numel() for p in built.parameters()]
+    n_params = sum(numels)
+    assert n_params == model.params().total == 3064
+    r = measure_step(model, Workload(batch=1, optimizer="adamw", optimizer_impl="loop"))
+    assert r.peak_phase == "optimizer"
+    c = r.components
+    assert c["weights"] == 4 * n_params
+    assert c["gradients"] == 4 * n_params
+    assert c["optimizer_states"] == 8 * n_params + 4 * len(numels)
+    assert c["temporaries"] == _adamw_loop_temporaries(numels)
+    assert c["activations"] == 4 * 24  # the (1, 24) fp32 input; the forward's tensors are gone
+    assert r.peak_bytes == 16 * n_params + 4 * len(numels) + _adamw_loop_temporaries(numels) + 4 * 24
+
+
+def test_foreach_adamw_peaks_higher_than_the_loop_by_a_full_size_temporary():
+    # DESIGN.md: foreach makes full-size temporaries (~20 bytes/param vs ~16 for the loop).
+    model = linear_stack((64, 64, 64, 64))
+    n_params = model.params().total
+    loop = measure_step(model, Workload(optimizer_impl="loop"))
+    foreach = measure_step(model, Workload(optimizer_impl="foreach"))
+    assert foreach.peak_bytes > loop.peak_bytes
+    assert foreach.peak_phase == loop.peak_phase == "optimizer"
+    assert foreach.components["temporaries"] >= 4 * n_params > loop.components["temporaries"]
+
+
+def test_cuda_device_defaults_to_foreach():
+    model = linear_stack((32, 32, 32))
+    cpu = measure_step(model, Workload())
+    cuda = measure_step(model, Workload(device="cuda"))
+    assert cuda.peak_bytes == measure_step(model, Workload(optimizer_impl="foreach")).peak_bytes
+    assert cuda.peak_bytes > cpu.peak_bytes and cuda.notes
+
+
+def test_peak_phase_follows_what_dominates():
+    params_heavy = measure_step(linear_stack((128, 128, 128)), Workload(batch=1))
+    acts_heavy = measure_step(ffn_tower(), Workload(batch=4))
+    assert params_heavy.peak_phase == "optimizer"
+    assert acts_heavy.peak_phase == "backward"
+    # at the start of backward no parameter gradient exists yet; here the first ones have arrived
+    assert acts_heavy.components["activations"] > acts_heavy.components["gradients"]
+
+
+def test_peak_grows_with_batch():
+    small, big = (measure_step(ffn_tower(), Workload(batch=b)) for b in (2, 4))
+    assert big.peak_bytes > small.peak_bytes
+    assert big.components["activations"] > small.components["activations"]
+    # the model's state does not depend on the batch
+    for key in ("weights", "optimizer_states"):
+        assert big.components[key] == small.components[key]
+
+
+def test_full_checkpointing_shrinks_activations_and_the_peak():
+    none = measure_step(ffn_tower(), Workload(batch=4))
+    full = measure_step(ffn_tower(), Workload(batch=4, checkpointing="full"))
+    assert full.phase_peaks["forward"] < none.phase_peaks["forward"]
+    assert full.components["activations"] < none.components["activations"]
+    assert full.peak_bytes < none.peak_bytes
+    # recomputation runs the forward again: more forward FLOPs are spent inside backward
+    assert full.flops_backward > none.flops_backward
+    assert full.flops_forward == none.flops_forward
+
+
+def test_bf16_autocast_lowers_an_activation_heavy_peak():
+    fp32 = measure_step(ffn_tower(), Workload(batch=4))
+    mixed = measure_step(ffn_tower(), Workload(batch=4, precision="bf16-mixed"))
+    pure = measure_step(ffn_tower(), Workload(batch=4, precision="bf16"))
+    assert mixed.peak_bytes < fp32.peak_bytes
+    assert mixed.components["weights"] == fp32.components["weights"]  # autocast keeps fp32 params
+    assert pure.components["weights"] * 2 == fp32.components["weights"]  # pure bf16 halves them
+    assert pure.peak_bytes < mixed.peak_bytes
+
+
+def test_inference_is_weights_input_and_transients():
+    r = measure_step(ffn_tower(), Workload(batch=4, mode="infer"))
+    assert r.components["gradients"] == r.components["optimizer_states"] == 0
+    assert r.flops_backward == 0
+    assert r.peak_phase == "forward"
+
+
+def test_forward_flops_of_a_linear_stack_are_2_b_din_dout():
+    # one multiply-add = 2 FLOPs; backward: grad_input (not for the first layer, whose input needs
+    # no grad) and grad_weight
+    widths, batch = (24, 40, 16), 3
+    r = measure_step(linear_stack(widths), Workload(batch=batch))
+    assert r.flops_forward == 2 * batch * (24 * 40 + 40 * 16)
+    assert r.flops_backward == 2 * batch * (24 * 40 + 2 * 40 * 16)
+
+
+def test_plain_module_and_factory_are_measured_too():
+    def factory():
+        return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+
+    a = measure_step(factory, Workload(batch=2), input_shape=(2, 8))
+    b = measure_step(factory(), Workload(batch=2), input_shape=(2, 8))  # a real module, made fake
+    assert a.peak_bytes == b.peak_bytes > 0
+
+
+@pytest.mark.parametrize("changes, flag", [
+    ({"zero": 1}, "--zero"), ({"tp": 2}, "--tp"), ({"dp": 2}, "--dp"), ({"pp": 2}, "--pp"),
+    ({"optimizer": "rmsprop", "optimizer_impl": "fused"}, "fused"),
+    ({"optimizer": "adafactor", "optimizer_impl": "fused"}, "fused"),
+    ({"optimizer": "adam-8bit"}, "adam-8bit"),
+    ({"checkpointing": "selective"}, "selective"),
+    ({"quant": "int8"}, "--quant"), ({"lora_rank": 4}, "--lora-rank"),
+    ({"mode": "infer", "new_tokens": 4}, "--new-tokens"),
+    ({"mode": "infer", "grad_accum": 2}, "--grad-accum"),
+])
+def test_bad_workloads_raise_workload_error_naming_the_flag(changes, flag):
+    with pytest.raises(WorkloadError, match=flag):
+        measure_step(tiny_lm(), Workload(batch=1).with_(**changes))
+
+
+def test_checkpointing_needs_repeated_blocks():
+    with pytest.raises(WorkloadError, match="no repeated blocks"):
+        measure_step(linear_stack((8, 8, 8)), Workload(checkpointing="full"))
+
+
+def test_lion_without_an_implementation_is_a_workload_error():
+    pytest.importorskip("torch")
+    try:
+        import lion_pytorch  # noqa: F401
+    except ImportError:
+        with pytest.raises(WorkloadError, match="lion"):
+            measure_step(tiny_lm(), Workload(optimizer="lion"))
+    else:
+        assert measure_step(tiny_lm(), Workload(optimizer="lion")).peak_bytes > 0
+
+
+def test_sequence_longer_than_the_model_allows_is_a_workload_error():
+    with pytest.raises(WorkloadError, match="--seq"):
+        measure_step(tiny_lm(), Workload(seq=64))
