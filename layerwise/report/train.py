@@ -28,9 +28,12 @@ class TrainReporter:
         self.progress: Progress | None = None
         self.task = None
         self.last_val = ""
+        self.rank = 0
 
     def __call__(self, kind: str, p: dict) -> None:
-        if p.get("rank", 0) != 0:
+        if kind == "start":
+            self.rank = p.get("rank", 0)
+        if self.rank != 0:  # under torchrun only rank 0 reports
             return
         getattr(self, f"_{kind}", lambda p: None)(p)
 
