@@ -99,10 +99,11 @@ class TransformerBlock(Block):
     # ---- readings -------------------------------------------------------------------------------
     def depth(self) -> int:
         kids = dict(self.children())
-        attn, ffn = kids["attn_norm"].depth() + kids["attn"].depth(), kids["ffn"].depth()
-        if self.parallel:  # both branches read the same normed input: the longer one counts
-            return max(attn, ffn + (kids["ffn_norm"].depth() - kids["attn_norm"].depth() if "ffn_norm" in kids else 0))
-        return attn + kids["ffn_norm"].depth() + ffn
+        attn = kids["attn_norm"].depth() + kids["attn"].depth()
+        ffn = kids["ffn_norm" if "ffn_norm" in kids else "attn_norm"].depth() + kids["ffn"].depth()
+        if self.parallel:  # both branches read x side by side: the longer one counts
+            return max(attn, ffn)
+        return attn + ffn
 
     def own_flops(self, in_shape: Shape, ctx: FlopCtx) -> Flops:
         return Flops(fwd_other=2 * prod(in_shape))  # two residual adds (parallel: x + a + f)

@@ -101,6 +101,14 @@ def test_depth_parallel_takes_the_longer_branch():
     par = TransformerBlock(attn=a, ffn=f, parallel=True)
     assert pre.depth() == norm + a.depth() + norm + f.depth()
     assert par.depth() == norm + max(a.depth(), f.depth())
+    deep = FFN(d_model=D, d_ff=24)  # 2 layers vs attention's 2: make the branches differ
+    from layerwise.blocks import Linear, Sequential
+    deeper = Sequential(layers=(deep, deep, deep))
+    for kw in (dict(parallel=True), dict(parallel=True, shared_norm=False)):
+        assert TransformerBlock(attn=a, ffn=deeper, **kw).depth() == norm + max(a.depth(), deeper.depth())
+        shallow = Linear(d_in=D, d_out=D)
+        assert a.depth() > shallow.depth()
+        assert TransformerBlock(attn=a, ffn=shallow, **kw).depth() == norm + a.depth()
 
 
 def test_residual_dropout_is_a_child_without_params():
