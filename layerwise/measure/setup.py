@@ -185,14 +185,14 @@ def make_input(kind: str, shape: tuple[int, ...], vocab_size: int, workload: Wor
     return torch.randn(shape, dtype=input_dtype(workload))
 
 
-def make_targets(out: torch.Tensor, task: str):
+def make_targets(out_shape, task: str):
     """Class ids for every position but the last dim of the logits; None for task 'none'.
 
     lm: logits (B, S, V) -> next-token ids (B, S), drawn independently of the input, which is
     what shifting a (B, S+1) token batch gives, without slicing (and copying) the logits."""
     if task == "none":
         return None
-    return torch.randint(0, out.shape[-1], out.shape[:-1])
+    return torch.randint(0, out_shape[-1], tuple(out_shape[:-1]))
 
 
 def loss_of(out, targets, task: str) -> torch.Tensor:

@@ -210,18 +210,40 @@ class _Training(_Step):
         with setup.autocast(self.workload, self.device):
             out = self.module(self.x)
             if self.targets is None and self.target.task != "none":
-                self.targets = setup.make_targets(out, self.target.task).to(self.device)
+                self.targets = setup.make_targets(out.shape, self.target.task).to(self.device)
             return setup.loss_of(out, self.targets, self.target.task)  # `out` dies here unless saved
 
     def _warm_up(self) -> None:
-        # Step 1 creates the optimizer state; under fake tensors `.item()` needs the scalar stand-in.
+        """Step 1: creates the optimizer state (and, with grad_accum > 1, the gradients of an
+        earlier micro-batch). Under fake tensors `.item()` needs the tracker's scalar stand-in."""
         with StorageTracker(fake_scalars=self.fake):
             self.optimizer.zero_grad(set_to_none=True)
-            self._forward_loss().backward()
-            self.optimizer.step()
+            if self.fake:
+                self._state_from_zero_grads()
+            else:  # real runs warm up for real: lazy library caches must not land in the RSS peak
+                self._forward_loss().backward()
+                self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             if self.workload.grad_accum > 1:  # an earlier micro-batch of step 2: gradients exist
                 self._forward_loss().backward()
+
+    def _state_from_zero_grads(self) -> None:
+        """The fake warm-up: optimizer.step() on zero gradients of each parameter's layout (what
+        AccumulateGrad gives) creates the same state tensors as a full step, at a third of the cost."""
+        shape = self._output_shape()
+        if self.target.task != "none":
+            self.targets = setup.make_targets(shape, self.target.task).to(self.device)
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = torch.zeros_like(p)
+        self.optimizer.step()
+
+    def _output_shape(self) -> tuple[int, ...]:
+        if self.target.spec is not None and hasattr(self.target.spec, "out_shape"):
+            return tuple(self.target.spec.out_shape(tuple(self.x.shape)))
+        with torch.no_grad(), setup.autocast(self.workload, self.device):
+            out = self.module(self.x)
+        return tuple((out[0] if isinstance(out, (tuple, list)) else out).shape)
 
     def _step(self, tracker: StorageTracker) -> None:
         if self.workload.grad_accum == 1:
