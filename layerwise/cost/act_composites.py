@@ -9,8 +9,12 @@ from layerwise.cost.activations import act, run
 
 
 def add(tr: Trace, a: T, b: T) -> T:
-    """a + b saves nothing."""
-    return tr.pointwise(a, b)
+    """a + b saves nothing. Mixed dtypes (an fp32 stream plus a bf16 branch under autocast): in
+    backward the fp32 gradient is cast down for the branch and both live through its last step."""
+    out = tr.pointwise(a, b)
+    if a.dtype != b.dtype and tr.steps:
+        tr.steps[-1].carry = out.storage.nbytes
+    return out
 
 
 @act("residual")

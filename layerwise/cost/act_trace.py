@@ -71,12 +71,16 @@ class T:
 
 @dataclass
 class Step:
-    """One leaf call: its path, the trainable parameters whose gradient it produces, and its two
-    largest new tensors: in backward, their gradients are what passes through the step."""
+    """One leaf call: its path, the trainable parameters whose gradient it produces, and what its
+    backward holds besides saved tensors: the gradients of its input and output (`io`, set for
+    leaves), else (a composite's own step: an add, the attention core) its two largest tensors."""
 
     path: str
     grad_params: tuple[str, ...] = ()
-    big: list[int] = field(default_factory=lambda: [0, 0])  # its two largest new tensors (grad proxy)
+    big: list[int] = field(default_factory=lambda: [0, 0])  # its two largest new tensors
+    io: tuple[int, int] | None = None  # leaves: bytes of (input, output), i.e. of their gradients
+    extra: int = 0  # autocast: the low-precision weight gradients before their cast to fp32
+    carry: int = 0  # a mixed-dtype add: the fp32 gradient still alive in the step before's backward
 
 
 @dataclass
@@ -88,7 +92,7 @@ class Trace:
     params: dict[str, tuple[int, str, bool]] = field(default_factory=dict)  # key -> (numel, dtype, trainable)
     path: list[str] = field(default_factory=list)
     sink: dict | None = None  # set inside a checkpointed region
-    regions: list[tuple[int, int, int]] = field(default_factory=list)  # checkpointed: (first step, last step, saved bytes)
+    regions: list[tuple[int, int, dict]] = field(default_factory=list)  # checkpointed: first, last step, freed bytes by step
 
     # ---- structure -------------------------------------------------------------------------
     def begin(self, extra: str = "") -> Step:
@@ -136,13 +140,17 @@ class Trace:
         own saved tensors are dropped and recomputed in backward; their bytes go to `recompute`."""
         if not self.policy.grad:
             return fn(x)
-        self.save(x)
         outer, self.sink = self.sink, {}
         start = len(self.steps)
         try:
             out = fn(x)
-            inner = {k: v for k, v in self.sink.items() if v[0] is not x.storage and v[0].kind == "act"}
-            self.regions.append((start, len(self.steps) - 1, sum(st.nbytes for st, _ in inner.values())))
+            if x.storage.kind != "param":  # kept until the region's backward is done (its first step)
+                self.saved.setdefault(id(x.storage), (x.storage, start))
+            freed: dict[int, int] = {}  # step -> recomputed bytes freed once its backward has run
+            for st, step in self.sink.values():
+                if st is not x.storage and st.kind in ("act", "cast"):  # casts are redone too
+                    freed[step] = freed.get(step, 0) + st.nbytes
+            self.regions.append((start, len(self.steps) - 1, freed))
         finally:
             self.sink = outer
         return out
@@ -182,6 +190,8 @@ class Trace:
         b = self.low_param(b_key, b) if b_key is not None else self.low(b)
         out = self.new(out_shape, a.dtype if self.policy.autocast is None else self.policy.autocast,
                        a.grad or b.grad)
+        if b_key is not None and b.storage.kind == "cast" and self.steps:
+            self.steps[-1].extra += b.storage.nbytes  # its gradient is computed low, then cast
         if b.grad:
             self.save(a)
         if a.grad:

@@ -46,7 +46,11 @@ def run(block: Block, name: str, tr: Trace, x: T) -> T:
     try:
         fn = ACT.get(block.type_name)
         if fn is not None:
-            return fn(block, tr, x)
+            n = len(tr.steps)
+            out = fn(block, tr, x)
+            if len(tr.steps) == n + 1:  # a leaf: one step
+                tr.steps[-1].io = (0 if x.dtype == "int64" else x.storage.nbytes, out.storage.nbytes)
+            return out
         kids = block.trace(x.shape)
         if not kids:
             raise LayerwiseError(f"{'.'.join(tr.path) or block.type_name}: no activation model for block type "

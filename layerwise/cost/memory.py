@@ -149,20 +149,40 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
     produced, grads = set(), grads_total if accum else 0
     out = [Phase("backward", "start", replace(base, activations=base.activations + live, gradients=grads,
                                               temporaries=st.loss_bwd))]
-    regions = {i: r for r in tr.regions for i in range(r[0], r[1] + 1)}
+    region_at = {r[1]: r for r in tr.regions}  # entered (in reverse) at its last step
+    recomputed = 0  # checkpointing: the region being back-propagated is recomputed, all at once
     for i in range(len(tr.steps) - 1, -1, -1):
         step = tr.steps[i]
         new = [k for k in step.grad_params if k not in produced]
         tied = [k for k in step.grad_params if k in produced]  # a second use: grad = grad + new
         produced.update(new)
+        fresh = _param_bytes(tr, new)
+        before = grads
         if not accum:
-            grads += _param_bytes(tr, new)
-        temp = max(step.big[0] + step.big[1], 2 * _param_bytes(tr, tied))
-        temp += regions[i][2] if i in regions else 0  # checkpointing: the region's recompute
+            grads += fresh
+        g_in, g_out = step.io if step.io is not None else (step.big[0], step.big[1])
+        carry = tr.steps[i + 1].carry if i + 1 < len(tr.steps) else 0
+        # two moments: computing the gradients (grad_out, grad_in and the fresh parameter
+        # gradients, low-precision ones under autocast) and attaching them (grad_out freed)
+        tied_b = _param_bytes(tr, tied)  # tied: the new gradient, then old + new summed
+        computing = g_in + g_out + carry + (step.extra or fresh) + tied_b
+        attaching = g_in + step.extra + 2 * tied_b
+        if before + computing >= grads + attaching:
+            temp, shown = computing, before
+        else:
+            temp, shown = attaching, grads
+        if i in region_at:
+            recomputed = sum(region_at[i][2].values())
+        temp += recomputed
         out.append(Phase("backward", step.path or "loss", replace(base, activations=base.activations + live,
-                                                                  gradients=grads, temporaries=temp)))
+                                                                  gradients=shown, temporaries=temp)))
         live -= first.get(i, 0)
+        recomputed -= _freed_in_region(tr, i)
     return out
+
+
+def _freed_in_region(tr: Trace, i: int) -> int:
+    return sum(r[2].get(i, 0) for r in tr.regions if r[0] <= i <= r[1])
 
 
 def training_memory(model: Model, workload: Workload = Workload()) -> MemoryReport:
