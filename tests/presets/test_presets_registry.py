@@ -75,6 +75,23 @@ def test_tiny_forward_shape_and_parameter_paths(name):
     assert set(owner.values()) == leaves
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_tiny_matmul_flops_match_flop_counter(name):
+    from layerwise.build.runtime import set_attention_impl, set_moe_routing
+    from layerwise.measure.flops import count_flops
+    from layerwise.spec.counts import FlopCtx
+
+    model = tiny(name)
+    torch.manual_seed(0)
+    module = model.build()
+    set_attention_impl(module, "sdpa")
+    set_moe_routing(module, "balanced")
+    x = sample_input(model)  # ids or an image that needs no grad
+    analytic = model.body.flops(tuple(x.shape), FlopCtx(input_grad=False))
+    measured = count_flops(module, x)
+    assert (measured.forward, measured.backward) == (analytic.fwd_matmul, analytic.bwd_matmul)
+
+
 def test_list_presets_rows():
     rows = {r.name: r for r in list_presets()}
     assert set(rows) == set(PRESETS)
