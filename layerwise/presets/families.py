@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from layerwise.spec.base import Block, block_class
-from layerwise.spec.errors import LayerwiseError
+from layerwise.spec.errors import LayerwiseError, SpecError
 from layerwise.spec.model import InputSpec, Model
 
 REQUIRED = object()
@@ -191,4 +191,7 @@ def make(family: str, name: str, source: str, keywords: dict) -> Model:
     missing = [key for key, value in full.items() if value is REQUIRED]
     if missing:
         raise LayerwiseError(f"{name}: {family} needs {missing}")
-    return fam.build(name, source, full)
+    try:
+        return fam.build(name, source, full)
+    except SpecError as err:  # an override that makes no valid block: say which preset
+        raise SpecError(f"{name}: {err}") from None

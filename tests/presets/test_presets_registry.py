@@ -114,5 +114,5 @@ def test_unknown_preset_and_keyword_errors():
         get_preset("llama-2-7")
     with pytest.raises(LayerwiseError, match="did you mean 'n_layers'"):
         get_preset("gpt2", n_layer=2)
-    with pytest.raises(LayerwiseError, match="divisible"):
+    with pytest.raises(LayerwiseError, match=r"^gpt2: attention.d_model \(768\) must be divisible by n_heads \(5\)"):
         get_preset("gpt2", n_heads=5)
