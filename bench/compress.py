@@ -42,14 +42,16 @@ def row(name, module, spec_params, flops, test, path, latency=True) -> Row:
     return Row(name, size, spec_params, flops, accuracy(module, test), lat)
 
 
-def bench_model(name, spec, train, test, tmp, epochs, qmode):
+def bench_model(name, spec, train, test, tmp, epochs, qmodes):
     torch.manual_seed(0)
     module = spec.build()
     train_loop(module, train, FinetuneConfig(epochs=epochs, lr=2e-3, seed=0))
     rows = [row("original fp32", module, spec.params().total, spec.flops(SHAPE).fwd_matmul, test, f"{tmp}/f.st")]
     calib = [b[0] for b in train[:6]]
-    q = quantize(module, qmode, calibration=calib)
-    rows.append(row(f"int8 {qmode}", q, spec.params().total, spec.flops(SHAPE).fwd_matmul, test, f"{tmp}/q.st"))
+    for qmode in qmodes:
+        q = quantize(module, qmode, calibration=calib)
+        rows.append(row(f"quantized {qmode}", q, spec.params().total, spec.flops(SHAPE).fwd_matmul, test,
+                        f"{tmp}/q.st"))
     step = prune_structured(spec, module, SHAPE, 0.5)
     p = step.module
     acc0 = accuracy(p, test)
@@ -79,12 +81,18 @@ def bench_distill(teacher, train, test, epochs):
 
 
 def main():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # latency columns: one thread, so other processes disturb them less
+    from layerwise.presets import get_preset
+
     train, test = digits()
     epochs = int(os.environ.get("EPOCHS", "12"))
     with tempfile.TemporaryDirectory() as tmp:
-        teacher = bench_model("digits CNN", models.cnn(c1=16, c2=32), train, test, tmp, epochs, "static")
-        bench_model("digits ViT", models.vit(d_model=128, n_layers=2), train, test, tmp, epochs, "dynamic")
+        teacher = bench_model("digits-cnn", get_preset("digits-cnn").body, train, test, tmp, epochs, ["static"])
+        bench_model("digits-vit", get_preset("digits-vit").body, train, test, tmp, epochs,
+                    ["dynamic", "weight-int8", "weight-int4"])
+        if os.environ.get("WIDE_VIT"):
+            bench_model("digits-vit d_model=128", get_preset("digits-vit", d_model=128, d_ff=256).body, train, test,
+                        tmp, epochs, ["dynamic"])
         bench_distill(teacher, train, test, epochs)
 
 

@@ -2,6 +2,7 @@
 torch is imported inside the commands (the CLI stays pure Python until one runs)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -58,40 +59,36 @@ def quantize_cmd(run_dir: Path, mode: str = typer.Option("dynamic", help="dynami
 @compress_app.command("prune")
 def prune_cmd(run_dir: Path, sparsity: float = typer.Option(0.5, help="fraction removed, in [0, 1)"),
               kind: str = typer.Option("structured", help="structured | global | layer"),
-              steps: int = typer.Option(1, help="iterative schedule: prune-then-fine-tune steps"),
-              epochs: int = typer.Option(1, help="fine-tuning epochs after each step"),
-              which: str = "best"):
+              steps: int = typer.Option(1, help="iterative schedule: prune-then-fine-tune stages"),
+              epochs: int = typer.Option(1, help="fine-tuning epochs after each stage"),
+              lr: float = 1e-3, which: str = "best"):
     from layerwise.compress.finetune import FinetuneConfig, train_loop
-    from layerwise.compress.structured import check_amount, prune_structured
-    from layerwise.compress.unstructured import prune_magnitude, sparsity_table
+    from layerwise.compress.schedule import iterative_prune
+    from layerwise.compress.structured import check_amount
+    from layerwise.compress.unstructured import sparsity_table
     from layerwise.report.compress import render_lines, render_table
     from layerwise.spec.io import dump
 
-    check_amount(sparsity)
-    if steps < 1:
-        raise LayerwiseError(f"--steps must be >= 1, got {steps}")
+    check_amount(sparsity)  # before loading anything
     run, data = _load(run_dir, which)
     task, body, module = run.model.task, run.model.body, run.module
     shape = run.model.input_shape(1)
     outdir = run_dir / "compressed"
     outdir.mkdir(parents=True, exist_ok=True)
     rows = [_row("original", module, body, shape, data.test, task, outdir / "original.safetensors")]
-    for i in range(1, steps + 1):
-        # the fraction of the CURRENT units to remove so that i/steps of the target is reached
-        done, goal = sparsity * (i - 1) / steps, sparsity * i / steps
-        amount = 1 - (1 - goal) / (1 - done)
-        if kind == "structured":
-            step = prune_structured(body, module, shape, amount)
-            body, module = step.body, step.module
-        else:
-            module = prune_magnitude(module, goal, scope=kind)
-        train_loop(module, data.train, FinetuneConfig(epochs=epochs, seed=i), task=task)
-        rows.append(_row(f"step {i}: {goal:.0%} + ft", module, body, shape, data.test, task,
-                         outdir / f"pruned-{i}.safetensors"))
-    render_table(f"prune {kind} {sparsity:.0%}: {run_dir}", rows, _metric(task))
+
+    def finetune(m):
+        train_loop(m, data.train, FinetuneConfig(epochs=epochs, lr=lr, seed=run.config.seed), task=task)
+
+    stages = iterative_prune(body, module, shape, sparsity, steps=steps, kind=kind, finetune=finetune)
+    for st in stages:
+        rows.append(_row(f"stage {st.index}: {st.sparsity:.0%} + ft", st.module, st.body, shape, data.test, task,
+                         outdir / f"pruned-{st.index}.safetensors"))
+    render_table(f"prune {kind} {sparsity:.0%} in {steps} stage(s): {run_dir}", rows, _metric(task))
     if kind != "structured":
-        render_lines([f"  {r.path}: {r.sparsity:.1%} of {r.numel:,}" for r in sparsity_table(module)])
-    dump(body, outdir / "pruned-spec.yaml")
+        render_lines([f"  {r.path}: {r.sparsity:.1%} of {r.numel:,} zero" for r in sparsity_table(stages[-1].module)])
+    dump(replace(run.model, body=stages[-1].body), outdir / "pruned-spec.yaml")
+    render_lines([f"wrote {outdir / 'pruned-spec.yaml'} and {outdir / f'pruned-{len(stages)}.safetensors'}"])
 
 
 @compress_app.command("distill")

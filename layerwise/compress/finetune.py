@@ -46,8 +46,11 @@ def distill_loss(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, temperature:
 
 
 def _logits_targets(out: torch.Tensor, x: torch.Tensor, y, task: str):
-    """Classify: (B, C) logits and y. LM: predict token i+1 from i: (B*(S-1), V) and x shifted."""
+    """Classify: (B, C) logits and y. LM: (B*S, V) against y, the next tokens (B, S) as make_data
+    gives them; without y, the inputs shifted by one: (B*(S-1), V)."""
     if task == "lm":
+        if y is not None:
+            return out.reshape(-1, out.shape[-1]), y.reshape(-1)
         return out[:, :-1].reshape(-1, out.shape[-1]), x[:, 1:].reshape(-1)
     return out, y
 

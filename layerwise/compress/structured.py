@@ -10,6 +10,8 @@ Units and the tensors each one owns (a "group": every slice removed together):
          linear's weight[:, c*S:(c+1)*S] (S = spatial positions). Only convs whose ancestors are all
          `sequential` (no residual add, no shared Repeat copy) and whose output reaches the next conv
          or linear through batchnorm/activation/pool/dropout/flatten only.
+  mlp    a hidden unit of a linear followed (through activation/dropout) by another linear in a
+         sequential: the first's weight row and bias, the second's weight column.
   ffn    a hidden neuron i of an ffn: up_proj (and gate_proj) row i, down_proj column i.
   heads  an attention head h (MHA only): q/k/v_proj rows h*d_head..(h+1)*d_head, o_proj columns.
 Scores: L2 norm of what each unit writes (conv filter; up row x down column; o_proj head columns);
@@ -27,7 +29,7 @@ from layerwise.spec.base import Block, walk
 from layerwise.spec.errors import LayerwiseError
 from layerwise.spec.transform import map_tree
 
-TARGETS = ("conv", "ffn", "heads")
+TARGETS = ("conv", "mlp", "ffn", "heads")
 _PASS = ("activation", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d", "dropout")
 
 
@@ -70,8 +72,8 @@ def find_groups(body: Block, in_shape, targets=TARGETS) -> list[Group]:
         raise LayerwiseError(f"prune: structured targets must be among {', '.join(TARGETS)}, got {bad}")
     infos = list(walk(body, tuple(in_shape)))
     groups = []
-    if "conv" in targets:
-        groups += _conv_groups(infos)
+    if "conv" in targets or "mlp" in targets:
+        groups += _chain_groups(infos, targets)
     for info in infos:
         t = info.block.type_name
         if t == "ffn" and "ffn" in targets:
@@ -81,36 +83,41 @@ def find_groups(body: Block, in_shape, targets=TARGETS) -> list[Group]:
     return groups
 
 
-def _conv_groups(infos) -> list[Group]:
+def _chain_groups(infos, targets) -> list[Group]:
+    """Conv channels and linear hidden units whose consumer is found by walking on in execution order."""
     by_path = {i.path: i for i in infos}
     leaves = [i for i in infos if not i.block.children()]
     out = []
     for j, info in enumerate(leaves):
         b = info.block
-        if b.type_name not in ("conv1d", "conv2d") or getattr(b, "groups", 1) != 1 or not _seq_only(info.path, by_path):
+        conv = b.type_name in ("conv1d", "conv2d") and getattr(b, "groups", 1) == 1 and "conv" in targets
+        lin = b.type_name == "linear" and "mlp" in targets
+        if not (conv or lin) or not _seq_only(info.path, by_path):
             continue
-        g = Group(info.path, "conv", b.c_out, slices=[(f"{info.path}.weight", 0, 1)], score_of=(f"{info.path}.weight", 0, 1))
+        n, field_ = (b.c_out, "c_out") if conv else (b.d_out, "d_out")
+        g = Group(info.path, "conv" if conv else "mlp", n, slices=[(f"{info.path}.weight", 0, 1)],
+                  score_of=(f"{info.path}.weight", 0, 1))
         if b.bias:
             g.slices.append((f"{info.path}.bias", 0, 1))
-        g.spec_edits[info.path] = {"c_out": None}
+        g.spec_edits[info.path] = {field_: None}
         ok = False
         for nxt in leaves[j + 1:]:
             t, p = nxt.block.type_name, nxt.path
             if not _seq_only(p, by_path):
                 break
-            if t in ("batchnorm1d", "batchnorm2d"):
-                g.slices += [(f"{p}.{n}", 0, 1) for n in ("weight", "bias", "running_mean", "running_var")
-                             if nxt.block.affine or n.startswith("running")]
+            if t in ("batchnorm1d", "batchnorm2d") and conv:
+                g.slices += [(f"{p}.{nm}", 0, 1) for nm in ("weight", "bias", "running_mean", "running_var")
+                             if nxt.block.affine or nm.startswith("running")]
                 g.spec_edits[p] = {"n_features": None}
                 continue
-            if t in _PASS or t == "flatten":
+            if t in _PASS or (t == "flatten" and conv):
                 continue
-            if t in ("conv1d", "conv2d") and getattr(nxt.block, "groups", 1) == 1:
+            if conv and t in ("conv1d", "conv2d") and getattr(nxt.block, "groups", 1) == 1:
                 g.slices.append((f"{p}.weight", 1, 1))
                 g.spec_edits[p] = {"c_in": None}
                 ok = True
-            elif t == "linear" and nxt.in_shape[-1] % b.c_out == 0 and len(nxt.in_shape) == 2:
-                width = nxt.in_shape[-1] // b.c_out  # flatten lays out (C, H, W): channel-major
+            elif t == "linear" and nxt.in_shape[-1] % n == 0 and (lin or len(nxt.in_shape) == 2):
+                width = nxt.in_shape[-1] // n  # flatten lays out (C, H, W): channel-major
                 g.slices.append((f"{p}.weight", 1, width))
                 g.spec_edits[p] = {"d_in": ("x", width)}
                 ok = True
@@ -193,7 +200,7 @@ def shrink_spec(body: Block, groups: list[Group], amount: float) -> Block:
     """The spec with each group's unit count reduced to keep_count(n, amount)."""
     edits: dict[str, dict] = {}
     for g in groups:
-        if g.kind == "conv":
+        if g.kind in ("conv", "mlp"):
             k = keep_count(g.n, amount)
             for p, fields_ in g.spec_edits.items():
                 for f, how in fields_.items():

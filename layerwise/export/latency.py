@@ -45,7 +45,7 @@ def measure_latency(module: nn.Module, x: torch.Tensor, onnx_path=None, *, iters
     if onnx_path is not None:
         from layerwise.export.onnx import ort_session
 
-        sess = ort_session(onnx_path)
+        sess = ort_session(onnx_path, threads=torch.get_num_threads())  # same thread budget as torch
         feed = {"input": x.numpy()}
         out.append(Latency("onnxruntime", *_percentiles(lambda: sess.run(None, feed), iters, warmup)))
     return out

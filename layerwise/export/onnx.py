@@ -49,11 +49,14 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, *, s
     return path
 
 
-def ort_session(path: str | Path):
+def ort_session(path: str | Path, threads: int = 0):
+    """An onnxruntime CPU session; threads = 0: onnxruntime's default, else intra-op threads."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

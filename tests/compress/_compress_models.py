@@ -31,6 +31,21 @@ def tiny_gpt(vocab: int = 64, d_model: int = 32, n_layers: int = 2, max_seq: int
                      block=block(d_model, causal=True))
 
 
+def preset(name: str):
+    """The digits/text presets (H6), shrunk where they are large, so tests run in milliseconds.
+    Returns (body, input shape for batch 3, token vocabulary or 0)."""
+    from layerwise.presets import get_preset
+
+    small = {"tiny-gpt": dict(n_layers=2, d_model=32, d_ff=64, max_seq=32, vocab_size=64),
+             "text-gru": dict(max_seq=32, d_embed=16, d_hidden=24)}
+    model = get_preset(name, **small.get(name, {}))
+    seq = 12 if model.input.kind == "tokens" else None
+    return model.body, model.input_shape(3, seq=seq), model.input.vocab_size
+
+
+PRESETS = ("digits-cnn", "digits-vit", "tiny-gpt", "text-gru")
+
+
 def gru_classifier(d_in: int = 8, hidden: int = 16, n_classes: int = 3):
     """(B, S, d_in) -> logits; None until the rnn block is registered."""
     if "rnn" not in REGISTRY:

@@ -15,12 +15,13 @@ CASES = {
     "cnn": (models.cnn, (3, 1, 8, 8)),
     "vit": (models.vit, (3, 1, 8, 8)),
     "gpt": (models.tiny_gpt, (3, 12)),
+    **{name: ((lambda n=name: models.preset(n)[0]), models.preset(name)[1]) for name in ("digits-cnn", "digits-vit", "tiny-gpt")},
 }
 
 
 def _input(name, shape):
     torch.manual_seed(1)
-    return torch.randint(0, 64, shape) if name == "gpt" else torch.randn(shape)
+    return torch.randint(0, 64, shape) if name in ("gpt", "tiny-gpt") else torch.randn(shape)
 
 
 def _trained_like(module):
@@ -67,6 +68,19 @@ def test_pruned_module_equals_original_with_units_cut(name):
     x = _input(name, shape)
     with torch.no_grad():
         torch.testing.assert_close(step.module.eval()(x), original(x), rtol=1e-5, atol=1e-5)
+
+
+def test_digits_cnn_prunes_conv_channels_and_hidden_units():
+    body, shape, _ = models.preset("digits-cnn")
+    step = prune_structured(body, _trained_like(body.build()), shape, 0.5)
+    assert step.kept == {"0": (8, 16), "3": (16, 32), "8": (32, 64)}  # conv, conv, hidden linear
+    assert {g.kind for g in step.groups} == {"conv", "mlp"}
+
+
+def test_model_without_prunable_groups_is_one_clear_error():
+    body, shape, _ = models.preset("text-gru")  # embedding -> rnn -> linear: nothing structured to cut
+    with pytest.raises(LayerwiseError, match="no structured"):
+        prune_structured(body, body.build(), shape, 0.5)
 
 
 def test_zero_amount_keeps_everything():

@@ -35,13 +35,17 @@ def test_predicted_size_matches_saved_file(name, mode, shape, tmp_path):
     assert abs(predicted - size) / size < 0.02, (predicted, size)
 
 
-def test_gru_dynamic_size(tmp_path):
-    spec = models.gru_classifier()
-    if spec is None:
-        pytest.skip("rnn block not registered yet")
-    q = quantize(spec.build(), "dynamic")
+@pytest.mark.parametrize("name,mode", [("digits-cnn", "static"), ("digits-cnn", "none"), ("digits-vit", "dynamic"),
+                                       ("digits-vit", "weight-int4"), ("tiny-gpt", "weight-int8"),
+                                       ("text-gru", "dynamic"), ("text-gru", "none")])
+def test_predicted_size_matches_saved_file_for_presets(name, mode, tmp_path):
+    body, shape, vocab = models.preset(name)
+    torch.manual_seed(0)
+    x = torch.randint(0, vocab, shape) if vocab else torch.randn(shape)
+    module = body.build().eval()
+    q = module if mode == "none" else quantize(module, mode, calibration=[x])
     size = save_model(q, tmp_path / "m.safetensors")
-    assert abs(quant_size(spec, "dynamic").total_bytes - size) / size < 0.02
+    assert abs(quant_size(body, mode).total_bytes - size) / size < 0.02, (quant_size(body, mode).total_bytes, size)
 
 
 @pytest.mark.parametrize("name,mode", [("cnn", "static"), ("vit", "dynamic"), ("vit", "weight-int8"),

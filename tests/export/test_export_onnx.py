@@ -31,3 +31,16 @@ def test_onnx_matches_pytorch(name, tmp_path):
     inputs = [gen(3), gen(5)] + ([gen(3, 9)] if seq else [])
     for p in check_parity(module, path, inputs):
         assert p.max_rel < 1e-4, p
+
+
+@pytest.mark.parametrize("name", models.PRESETS)
+def test_onnx_matches_pytorch_on_presets(name, tmp_path):
+    body, shape, vocab = models.preset(name)
+    torch.manual_seed(0)
+    module = body.build().eval()
+    gen = (lambda b, s=shape[1]: torch.randint(0, vocab, (b, s))) if vocab else (lambda b, s=None: torch.randn(b, *shape[1:]))
+    path = export_onnx(module, gen(2), tmp_path / "m.onnx", seq_axis=bool(vocab))
+    torch.manual_seed(321)
+    inputs = [gen(1), gen(4)] + ([gen(2, 7)] if vocab else [])
+    for p in check_parity(module, path, inputs):
+        assert p.max_rel < 1e-4, p

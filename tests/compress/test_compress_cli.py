@@ -1,0 +1,60 @@
+"""The compress/export commands on a real run directory from the trainer, and their bad input."""
+from __future__ import annotations
+
+import pytest
+from safetensors.torch import load_file
+
+import _compress_models as models
+from layerwise.cli import main
+from layerwise.compress.qfile import quantized_state  # noqa: F401  (import check)
+from layerwise.cost.quant_size import quant_size
+from layerwise.spec import io as spec_io
+from layerwise.spec.model import InputSpec, Model
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from layerwise.train.config import DataConfig, TrainConfig
+    from layerwise.train.trainer import train
+
+    path = tmp_path_factory.mktemp("runs") / "cnn"
+    model = Model(name="cnn", body=models.cnn(c1=4, c2=8), input=InputSpec(kind="image", shape=(1, 8, 8)))
+    train(model, TrainConfig(data=DataConfig(source="digits"), max_steps=30, batch_size=32, lr=1e-2, eval_every=15,
+                             log_every=15), path)
+    return path
+
+
+def test_quantize_static_writes_the_predicted_file(run_dir, capsys):
+    assert main(["compress", "quantize", str(run_dir), "--mode", "static"]) == 0
+    out = run_dir / "compressed" / "static.safetensors"
+    body = spec_io.load(run_dir / "spec.yaml").body
+    size = out.stat().st_size
+    assert abs(quant_size(body, "static").total_bytes - size) / size < 0.02
+    assert load_file(str(out))["0.weight"].dtype.is_floating_point is False  # int8 codes
+    assert "predicted file size" in capsys.readouterr().out
+
+
+def test_prune_structured_writes_a_smaller_spec(run_dir):
+    assert main(["compress", "prune", str(run_dir), "--sparsity", "0.5", "--steps", "2", "--epochs", "1"]) == 0
+    pruned = spec_io.load(run_dir / "compressed" / "pruned-spec.yaml")
+    original = spec_io.load(run_dir / "spec.yaml")
+    assert pruned.params().total < original.params().total
+    tensors = load_file(str(run_dir / "compressed" / "pruned-2.safetensors"))
+    assert sum(t.numel() for k, t in tensors.items() if "running" not in k and "num_batches" not in k) \
+        == pruned.params().total
+
+
+def test_export_onnx(run_dir, capsys):
+    assert main(["export", "onnx", str(run_dir)]) == 0
+    assert (run_dir / "export" / "model.onnx").exists()
+    assert "max rel" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_clear_error(run_dir, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["compress", "quantize", str(tmp_path / "empty")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert main(["compress", "prune", str(run_dir), "--sparsity", "1.0"]) == 2
+    assert "[0, 1)" in capsys.readouterr().err
+    assert main(["compress", "quantize", str(run_dir), "--mode", "weight-int4", "--which", "step-999"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
