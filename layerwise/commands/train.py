@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
         from layerwise.report.train import TrainReporter
         from layerwise.train.trainer import train as run_train
 
-        result = run_train(m, cfg, run_dir, resume=resume, on_event=TrainReporter(quiet=quiet or json))
+        result = run_train(m, cfg, run_dir, resume=resume, on_event=TrainReporter(quiet=quiet, json=json))
         if json:
             print_json(result.to_dict())
 

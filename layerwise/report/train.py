@@ -21,10 +21,11 @@ def _bytes(n: int | None) -> str:
 
 
 class TrainReporter:
-    """`on_event` for layerwise.train.trainer.train; quiet=True shows nothing but warnings."""
+    """`on_event` for layerwise.train.trainer.train."""
 
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
+    def __init__(self, quiet: bool = False, json: bool = False):
+        self.quiet = quiet or json  # quiet: no banner or progress bar; the summary still prints
+        self.json = json  # the caller prints the result as JSON instead of the summary
         self.progress: Progress | None = None
         self.task = None
         self.last_val = ""
@@ -76,7 +77,7 @@ class TrainReporter:
     def _end(self, p: dict) -> None:
         if self.progress:
             self.progress.stop()
-        if not self.quiet:
+        if not self.json:
             summary(p["result"])
 
 
