@@ -39,6 +39,7 @@ def _positive_float(block: Block, name: str) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class _BatchNormNd(Block):
+    counts_in_depth = False  # scales and shifts only (see Block.counts_in_depth)
     nd: ClassVar[int] = 0
 
     n_features: int  # channels (dim 1)
@@ -96,6 +97,7 @@ class BatchNorm2d(_BatchNormNd):
 @register("layernorm")
 @dataclass(frozen=True, kw_only=True)
 class LayerNorm(Block):
+    counts_in_depth = False  # scales and shifts only (see Block.counts_in_depth)
     d_model: int
     eps: float = 1e-5
     bias: bool = True  # False: weight only (PaLM, OLMo)
@@ -128,6 +130,7 @@ class LayerNorm(Block):
 @register("rmsnorm")
 @dataclass(frozen=True, kw_only=True)
 class RMSNorm(Block):
+    counts_in_depth = False  # scales and shifts only (see Block.counts_in_depth)
     """x / sqrt(mean(x^2) + eps) * weight (Zhang & Sennrich 2019; LLaMA, T5)."""
 
     d_model: int

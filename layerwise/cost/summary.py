@@ -30,7 +30,8 @@ class Summary:
     by_type: dict[str, int]  # layer type -> parameters held by nodes of that type
 
 
-DEPTH_DEFINITION = "depth = parameterised layers on the longest input-to-output path (a residual skip adds 0)"
+DEPTH_DEFINITION = ("depth = parameterised layers on the longest input-to-output path; norms (scale and shift "
+                    "only) and residual skips add 0, so ResNet-50 has depth 50")
 
 
 def summarize(name: str, body: Block, in_shape: Shape) -> Summary:

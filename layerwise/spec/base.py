@@ -49,6 +49,9 @@ class Block:
     """Base of every block spec. Subclasses are frozen keyword-only dataclasses."""
 
     type_name: ClassVar[str] = "block"
+    # Normalisation layers only scale and shift; like the "18" in ResNet-18 (17 convs + 1 fc), depth
+    # counts the layers that mix features, so norms set this False.
+    counts_in_depth: ClassVar[bool] = True
 
     # ---- shapes -----------------------------------------------------------------------------
     def out_shape(self, in_shape: Shape) -> Shape:
@@ -92,11 +95,10 @@ class Block:
         return total
 
     def depth(self) -> int:
-        """Parameterised layers on the longest input-to-output path. Composites in sequence add."""
-        kids = self.children()
-        if not kids:
-            return 1 if self.own_params().total > 0 else 0
-        return (1 if self.own_params().total > 0 else 0) + sum(c.depth() for _, c in kids)
+        """Parameterised layers (norms excluded) on the longest input-to-output path. Children in
+        sequence add; composites with parallel branches override this and take the longest."""
+        own = 1 if self.counts_in_depth and self.own_params().total > 0 else 0
+        return own + sum(c.depth() for _, c in self.children())
 
     # ---- FLOPs ------------------------------------------------------------------------------
     def own_flops(self, in_shape: Shape, ctx: FlopCtx) -> Flops:

@@ -133,8 +133,8 @@ def test_resnet_block_wiring_and_depth():
     main = m.bn2(m.conv2(torch.relu(m.bn1(m.conv1(x)))))
     torch.testing.assert_close(m(x), torch.relu(main + m.downsample(x)))
     assert [n for n, _ in m.downsample.named_children()] == ["0", "1"]  # torchvision's names
-    assert spec.depth() == 4  # conv, bn, conv, bn; the downsample (2) runs alongside
-    assert RES["bottleneck"].depth() == 6
+    assert spec.depth() == 2  # conv, conv (norms do not count); the downsample (1) runs alongside
+    assert RES["bottleneck"].depth() == 3
     assert "downsample" not in dict(RES["basic-same"].children())
 
 

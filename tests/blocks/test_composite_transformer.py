@@ -96,7 +96,7 @@ def test_children_names_follow_blocks_md():
 
 def test_depth_parallel_takes_the_longer_branch():
     a, f = attn(), FFNS["ffn"]
-    norm = 1  # a LayerNorm is one parameterised layer
+    norm = 0  # norms only scale and shift: depth counts the layers that mix features
     pre = TransformerBlock(attn=a, ffn=f)
     par = TransformerBlock(attn=a, ffn=f, parallel=True)
     assert pre.depth() == norm + a.depth() + norm + f.depth()

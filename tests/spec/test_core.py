@@ -33,6 +33,15 @@ def test_depth_counts_parameterised_layers_on_longest_path():
     assert _mlp().depth() == 6
 
 
+@pytest.mark.parametrize("name, layers", [("resnet-18", 18), ("resnet-34", 34), ("resnet-50", 50)])
+def test_resnet_depth_is_the_number_in_its_name(name, layers):
+    # He et al. 2015 (arXiv 1512.03385) Table 1 names ResNets by their weight layers (convs + fc),
+    # the longest path; downsample shortcuts run alongside and BatchNorm only scales and shifts.
+    from layerwise.presets import get_preset
+
+    assert get_preset(name).body.depth() == layers
+
+
 def test_shape_mismatch_names_the_path_and_both_shapes():
     spec = Sequential(layers=(Linear(d_in=6, d_out=16), Repeat(block=Linear(d_in=16, d_out=16), n_layers=2),
                               Residual(branch=Sequential(layers=(Linear(d_in=16, d_out=8), Linear(d_in=9, d_out=16))))))
