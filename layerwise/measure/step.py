@@ -22,7 +22,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils import flop_counter as fc
 
 from layerwise.measure import setup
 from layerwise.measure.flops import counting_context
@@ -102,6 +101,7 @@ def measure_step(model, workload: Workload = Workload(), *, fake: bool = True, i
         else:
             setup.apply_checkpointing(module, workload, target.spec)
             run = _Training(module, x, workload, target, device, fake)
+        run.count_flops = count_flops
         return run.measure(fake, notes)
 
 
@@ -155,13 +155,7 @@ class _Step:
 
     def __init__(self, module, x, workload: Workload, target: Target, device: str):
         self.module, self.x, self.workload, self.target, self.device = module, x, workload, target, device
-        self.flops = {"forward": 0, "backward": 0}
-
-    @contextlib.contextmanager
-    def _counted(self, phase: str):
-        with fc.FlopCounterMode(display=False) as counter:
-            yield
-        self.flops[phase] += counter.get_total_flops()
+        self.count_flops = True
 
     def _measured(self, tracker: StorageTracker, fake: bool, body) -> tuple[RssStats | None, CudaStats | None]:
         """Run `body()` under the tracker with GC paused, reading RSS or CUDA peaks around it."""
@@ -191,7 +185,7 @@ class _Step:
             peak_bytes=peak.total, peak_phase=peak.phase, components=peak.components(),
             detail={k: v for k, v in peak.by_category.items() if v}, fake=fake,
             phase_peaks={k: v.total for k, v in tracker.phase_peaks.items()},
-            flops_forward=self.flops["forward"], flops_backward=self.flops["backward"],
+            flops_forward=tracker.flops["forward"], flops_backward=tracker.flops["backward"],
             rss=rss, cuda=cuda, notes=tuple(notes))
 
 
@@ -248,9 +242,9 @@ class _Training(_Step):
     def _step(self, tracker: StorageTracker) -> None:
         if self.workload.grad_accum == 1:
             self.optimizer.zero_grad(set_to_none=True)
-        with tracker.phase("forward"), self._counted("forward"):
+        with tracker.phase("forward"):
             loss = self._forward_loss()
-        with tracker.phase("backward"), self._counted("backward"):
+        with tracker.phase("backward"):
             loss.backward()
             del loss
         with tracker.phase("optimizer"):
@@ -258,7 +252,7 @@ class _Training(_Step):
 
     def measure(self, fake: bool, notes) -> StepMeasurement:
         self._warm_up()
-        tracker = StorageTracker(fake_scalars=fake)
+        tracker = StorageTracker(fake_scalars=fake, count_flops=self.count_flops)
         tracker.register_module(self.module)
         tracker.register_optimizer(self.optimizer)
         tracker.register([self.x, self.targets], "inputs")
@@ -272,7 +266,7 @@ class _Inference(_Step):
 
     def measure(self, fake: bool, notes) -> StepMeasurement:
         self.module.eval()
-        tracker = StorageTracker(fake_scalars=fake)
+        tracker = StorageTracker(fake_scalars=fake, count_flops=self.count_flops)
         tracker.register_module(self.module)
         tracker.register(self.x, "inputs")
         rss, cuda = self._measured(tracker, fake, lambda: self._run(tracker))
@@ -281,14 +275,14 @@ class _Inference(_Step):
     def _run(self, tracker: StorageTracker) -> None:
         with torch.no_grad(), setup.autocast(self.workload, self.device):
             if self.workload.new_tokens == 0:
-                with tracker.phase("forward"), self._counted("forward"):
+                with tracker.phase("forward"):
                     out = self.module(self.x)
                     del out
                 return
-            _decode(self.module, self.x, self.workload, tracker, self._counted)
+            _decode(self.module, self.x, self.workload, tracker)
 
 
-def _decode(module: nn.Module, x: torch.Tensor, workload: Workload, tracker: StorageTracker, counted) -> None:
+def _decode(module: nn.Module, x: torch.Tensor, workload: Workload, tracker: StorageTracker) -> None:
     """The KV-cache hook. A module that supports decoding provides
     `init_kv_cache(batch, max_len, dtype) -> tensors` and `forward(tokens, kv_cache=, start_pos=)`.
     The cache is registered as `kv_cache`; the prefill and each decode step run in "forward"."""
@@ -300,7 +294,7 @@ def _decode(module: nn.Module, x: torch.Tensor, workload: Workload, tracker: Sto
     dtype = setup.MIXED_DTYPES.get(workload.precision, setup.input_dtype(workload))
     cache = init(batch, seq + workload.new_tokens, dtype)
     tracker.register(cache, "kv_cache")
-    with tracker.phase("forward"), counted("forward"):
+    with tracker.phase("forward"):
         out = module(x, kv_cache=cache, start_pos=0)
         for i in range(workload.new_tokens):
             nxt = out[:, -1:].argmax(-1)  # (B, 1) greedy next token

@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import torch
+from torch.utils import flop_counter as fc
 from torch.utils._python_dispatch import TorchDispatchMode
+
+import layerwise.measure.flops  # noqa: F401  (registers the CPU attention FLOP formulas)
 
 aten = torch.ops.aten
 
@@ -105,9 +108,11 @@ class StorageTracker(TorchDispatchMode):
     never changes which tensors are allocated.
     """
 
-    def __init__(self, *, fake_scalars: bool = False):
+    def __init__(self, *, fake_scalars: bool = False, count_flops: bool = False):
         super().__init__()
         self.fake_scalars = fake_scalars
+        self.count_flops = count_flops
+        self.flops: dict[str, int] = dict.fromkeys(PHASES, 0)
         self._records: dict[int, tuple[_Record, weakref.ref]] = {}
         self.current = Snapshot()
         self.peak = Snapshot()
@@ -229,6 +234,8 @@ class StorageTracker(TorchDispatchMode):
             return _placeholder_scalar(args[0].dtype)
         out = func(*args, **kwargs)
         self._ops += 1
+        if self.count_flops:
+            self._count(func, args, kwargs, out)
         born_as = _BORN_AS[self._phase]
         for st in _storages(out):
             rec = self._record(st)
@@ -239,6 +246,16 @@ class StorageTracker(TorchDispatchMode):
                 self._resize(st, rec)
         self._update_peak()
         return out
+
+
+    def _count(self, func, args, kwargs, out) -> None:
+        """FLOPs by FlopCounterMode's own formulas (flop_counter.flop_registry, with the CPU
+        attention formulas layerwise.measure.flops registers), without FlopCounterMode itself:
+        its module tracker keeps checkpoint-recomputed tensors alive through the whole backward
+        and it decomposes ops the tracker would otherwise see whole, so it would move the peak."""
+        formula = fc.flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops[self._phase] += int(formula(*args, **kwargs, out_val=out))
 
 
 def _placeholder_scalar(dtype: torch.dtype):

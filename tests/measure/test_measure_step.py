@@ -183,3 +183,21 @@ def test_lion_without_an_implementation_is_a_workload_error():
 def test_sequence_longer_than_the_model_allows_is_a_workload_error():
     with pytest.raises(WorkloadError, match="--seq"):
         measure_step(tiny_lm(), Workload(seq=64))
+
+
+def test_flops_match_flop_counter_mode_and_do_not_move_the_peak():
+    # The tracker counts with FlopCounterMode's formulas but not through FlopCounterMode, whose
+    # module hooks would keep checkpoint-recomputed tensors alive to the end of backward.
+    import torch.nn.functional as F
+
+    from layerwise.measure.flops import count_flops
+
+    model, batch = tiny_lm(), 2
+    module = model.build()
+    x = torch.randint(0, 32, (batch, 8))
+    counted = count_flops(module, x, loss_fn=lambda out: F.cross_entropy(out.reshape(-1, 32), x.reshape(-1)))
+    r = measure_step(model, Workload(batch=batch))
+    assert (r.flops_forward, r.flops_backward) == (counted.forward, counted.backward)
+    ckpt = Workload(batch=batch, checkpointing="full")
+    with_flops, without = measure_step(model, ckpt), measure_step(model, ckpt, count_flops=False)
+    assert with_flops.components == without.components and without.flops_forward == 0
