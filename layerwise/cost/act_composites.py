@@ -9,19 +9,28 @@ from layerwise.cost.activations import act, run
 
 
 def add(tr: Trace, a: T, b: T) -> T:
-    """a + b saves nothing. Mixed dtypes (an fp32 stream plus a bf16 branch under autocast): in
-    backward the fp32 gradient is cast down for the branch and both live through its last step."""
-    out = tr.pointwise(a, b)
-    if a.dtype != b.dtype and tr.steps:
-        tr.steps[-1].carry = out.storage.nbytes
+    """a + b saves nothing."""
+    return tr.pointwise(a, b)
+
+
+def residual_add(tr: Trace, x: T, branch_start: int, y: T) -> T:
+    """x + branch(x), the branch's steps starting at `branch_start`. In backward the gradient of
+    the sum (in the sum's dtype) waits for the branch's gradient of x, so it is held through
+    every step of the branch."""
+    tr.begin(".add")
+    out = add(tr, x, y)
+    if tr.policy.grad:
+        # same dtype: the branch's last step receives that very gradient (its grad_out already
+        # counts it); a low-precision branch receives a cast copy, so it is extra there too
+        last = len(tr.steps) - 2 - (1 if y.dtype == out.dtype else 0)
+        tr.holds.append((branch_start, last, out.storage.nbytes))
     return out
 
 
 @act("residual")
 def _residual(b, tr: Trace, x: T) -> T:
-    y = run(b.branch, "branch", tr, x)
-    tr.begin(".add")
-    return add(tr, x, y)
+    start = len(tr.steps)
+    return residual_add(tr, x, start, run(b.branch, "branch", tr, x))
 
 
 @act("repeat")
@@ -52,21 +61,27 @@ def _transformer(b, tr: Trace, x: T) -> T:
     def drop(name: str, t: T) -> T:
         return run(kids[name], name, tr, t) if name in kids else t
 
-    def plus(a: T, c: T) -> T:
-        tr.begin(".add")
-        return add(tr, a, c)
+    def branch(norm: str | None, name: str, t: T) -> T:
+        h = run(kids[norm], norm, tr, t) if norm else t
+        return drop(f"{name}_dropout", run(kids[name], name, tr, h))
 
     if b.parallel:
+        start = len(tr.steps)
         h = run(kids["attn_norm"], "attn_norm", tr, x)
         g = run(kids["ffn_norm"], "ffn_norm", tr, x) if "ffn_norm" in kids else h
         a = drop("attn_dropout", run(kids["attn"], "attn", tr, h))
         f = drop("ffn_dropout", run(kids["ffn"], "ffn", tr, g))
-        return plus(plus(x, a), f)
+        tr.begin(".add")
+        return residual_add(tr, add(tr, x, a), start, f)
     if b.norm_position == "post":
-        x = run(kids["attn_norm"], "attn_norm", tr, plus(x, drop("attn_dropout", run(kids["attn"], "attn", tr, x))))
-        return run(kids["ffn_norm"], "ffn_norm", tr, plus(x, drop("ffn_dropout", run(kids["ffn"], "ffn", tr, x))))
-    x = plus(x, drop("attn_dropout", run(kids["attn"], "attn", tr, run(kids["attn_norm"], "attn_norm", tr, x))))
-    return plus(x, drop("ffn_dropout", run(kids["ffn"], "ffn", tr, run(kids["ffn_norm"], "ffn_norm", tr, x))))
+        start = len(tr.steps)
+        x = run(kids["attn_norm"], "attn_norm", tr, residual_add(tr, x, start, branch(None, "attn", x)))
+        start = len(tr.steps)
+        return run(kids["ffn_norm"], "ffn_norm", tr, residual_add(tr, x, start, branch(None, "ffn", x)))
+    start = len(tr.steps)
+    x = residual_add(tr, x, start, branch("attn_norm", "attn", x))
+    start = len(tr.steps)
+    return residual_add(tr, x, start, branch("ffn_norm", "ffn", x))
 
 
 @act("decoder_lm")
@@ -90,13 +105,12 @@ def _join(tr: Trace, name: str) -> str:
 
 @act("resnet_basic", "resnet_bottleneck")
 def _resblock(b, tr: Trace, x: T) -> T:
-    h = x
+    h, start = x, len(tr.steps)
     for name, child in b.main():
         h = run(child, name, tr, h)
     ds = b.downsample()
     skip = run(ds, "downsample", tr, x) if ds is not None else x
-    tr.begin(".add")
-    s = add(tr, h, skip)
+    s = residual_add(tr, skip, start, h)
     relu = dict(b.children())["relu"]
     return run(relu, "relu", tr, s)
 

@@ -80,7 +80,6 @@ class Step:
     big: list[int] = field(default_factory=lambda: [0, 0])  # its two largest new tensors
     io: tuple[int, int] | None = None  # leaves: bytes of (input, output), i.e. of their gradients
     extra: int = 0  # autocast: the low-precision weight gradients before their cast to fp32
-    carry: int = 0  # a mixed-dtype add: the fp32 gradient still alive in the step before's backward
 
 
 @dataclass
@@ -92,6 +91,7 @@ class Trace:
     params: dict[str, tuple[int, str, bool]] = field(default_factory=dict)  # key -> (numel, dtype, trainable)
     path: list[str] = field(default_factory=list)
     sink: dict | None = None  # set inside a checkpointed region
+    holds: list[tuple[int, int, int]] = field(default_factory=list)  # residual: (first, last step, bytes)
     regions: list[tuple[int, int, dict]] = field(default_factory=list)  # checkpointed: first, last step, freed bytes by step
 
     # ---- structure -------------------------------------------------------------------------

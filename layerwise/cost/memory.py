@@ -161,20 +161,22 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         if not accum:
             grads += fresh
         g_in, g_out = step.io if step.io is not None else (step.big[0], step.big[1])
-        carry = tr.steps[i + 1].carry if i + 1 < len(tr.steps) else 0
+        carry = sum(h[2] for h in tr.holds if h[0] <= i <= h[1])  # residual gradients waiting
         # two moments: computing the gradients (grad_out, grad_in and the fresh parameter
         # gradients, low-precision ones under autocast) and attaching them (grad_out freed)
         tied_b = _param_bytes(tr, tied)  # tied: the new gradient, then old + new summed
         computing = g_in + g_out + carry + (step.extra or fresh) + tied_b
-        attaching = g_in + step.extra + 2 * tied_b
-        if before + computing >= grads + attaching:
+        attaching = g_in + carry + step.extra + 2 * tied_b
+        # the step's own saved tensors are released when its node has run, before the attach
+        acts = live
+        if before + computing >= grads + attaching - first.get(i, 0):
             temp, shown = computing, before
         else:
-            temp, shown = attaching, grads
+            temp, shown, acts = attaching, grads, live - first.get(i, 0)
         if i in region_at:
             recomputed = sum(region_at[i][2].values())
         temp += recomputed
-        out.append(Phase("backward", step.path or "loss", replace(base, activations=base.activations + live,
+        out.append(Phase("backward", step.path or "loss", replace(base, activations=base.activations + acts,
                                                                   gradients=shown, temporaries=temp)))
         live -= first.get(i, 0)
         recomputed -= _freed_in_region(tr, i)
