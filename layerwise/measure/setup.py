@@ -138,8 +138,7 @@ def apply_checkpointing(module: nn.Module, workload: Workload, spec=None) -> int
     if workload.checkpointing == "none":
         return 0
     if workload.checkpointing == "selective":
-        raise WorkloadError("--checkpointing selective is not run by the measure reading yet; "
-                            "use none or full (or `layerwise memory` for the analytic estimate)")
+        return _checkpoint_attention_cores(module)
     if spec is not None:  # the spec says which blocks repeat; its paths are the module's names
         try:
             blocks = [module.get_submodule(p) for p in repeated_block_paths(spec)]
@@ -155,15 +154,34 @@ def apply_checkpointing(module: nn.Module, workload: Workload, spec=None) -> int
 
 
 def _checkpoint_forward(block: nn.Module) -> None:
+    block.forward = _checkpointed(block.forward)
+
+
+def _checkpointed(fn):
     from torch.utils.checkpoint import checkpoint
 
-    inner = block.forward
+    @wraps(fn)
+    def run(*args, **kwargs):
+        return checkpoint(fn, *args, use_reentrant=False, **kwargs)
 
-    @wraps(inner)
-    def forward(*args, **kwargs):
-        return checkpoint(inner, *args, use_reentrant=False, **kwargs)
+    return run
 
-    block.forward = forward
+
+def _checkpoint_attention_cores(module: nn.Module) -> int:
+    """Selective recomputation (Korthikanti et al. 2022, as the cost reading models it): only
+    the attention core - scores, softmax, dropout, probs @ v - is recomputed in backward; q, k, v
+    and everything else stay saved. The core is AttentionModule's `_eager` / `_sdpa` method."""
+    try:
+        from layerwise.build.attention import AttentionModule
+    except ImportError:
+        AttentionModule = None
+    cores = [m for m in module.modules() if AttentionModule is not None and isinstance(m, AttentionModule)]
+    if not cores:
+        raise WorkloadError("--checkpointing selective recomputes the attention core; this model has no attention")
+    for attn in cores:
+        attn._eager = _checkpointed(attn._eager)
+        attn._sdpa = _checkpointed(attn._sdpa)
+    return len(cores)
 
 
 # ---- run-time module settings -----------------------------------------------------------------

@@ -15,7 +15,7 @@ FAKE_EQUALS_REAL = [
     Workload(batch=2, optimizer="adam", optimizer_impl="foreach", grad_accum=2),
     Workload(batch=2, optimizer="sgd-momentum", optimizer_impl="fused", checkpointing="full"),
     Workload(batch=2, optimizer="adafactor", precision="bf16-mixed", attention="eager"),
-    Workload(batch=2, precision="bf16", optimizer="rmsprop"),
+    Workload(batch=2, precision="bf16", optimizer="rmsprop", checkpointing="selective", attention="eager"),
     Workload(batch=2, mode="infer"),
 ]
 
@@ -154,7 +154,6 @@ def test_plain_module_and_factory_are_measured_too():
     ({"optimizer": "rmsprop", "optimizer_impl": "fused"}, "fused"),
     ({"optimizer": "adafactor", "optimizer_impl": "fused"}, "fused"),
     ({"optimizer": "adam-8bit"}, "adam-8bit"),
-    ({"checkpointing": "selective"}, "selective"),
     ({"quant": "int8"}, "--quant"), ({"lora_rank": 4}, "--lora-rank"),
     ({"mode": "infer", "new_tokens": 4}, "--new-tokens"),
     ({"mode": "infer", "grad_accum": 2}, "--grad-accum"),
@@ -164,9 +163,25 @@ def test_bad_workloads_raise_workload_error_naming_the_flag(changes, flag):
         measure_step(tiny_lm(), Workload(batch=1).with_(**changes))
 
 
-def test_checkpointing_needs_repeated_blocks():
+def test_checkpointing_needs_repeated_blocks_or_attention():
     with pytest.raises(WorkloadError, match="no repeated blocks"):
         measure_step(linear_stack((8, 8, 8)), Workload(checkpointing="full"))
+    with pytest.raises(WorkloadError, match="no attention"):
+        measure_step(ffn_tower(), Workload(checkpointing="selective"))
+
+
+def test_selective_checkpointing_drops_the_eager_attention_probabilities():
+    # Eager attention saves the (B, H, S, S) probabilities (and the dropout mask); selective
+    # recomputation keeps q, k, v instead, so the forward's peak shrinks. Backward recomputes
+    # q @ k^T (2*B*H*S*S*d_head FLOPs per layer) but not probs @ v: non-reentrant checkpointing
+    # stops recomputing once every saved tensor it needs (here the probabilities) exists again.
+    model, batch = tiny_lm(dropout=0.1), 4
+    eager = Workload(batch=batch, attention="eager")
+    none = measure_step(model, eager)
+    sel = measure_step(model, eager.with_(checkpointing="selective"))
+    assert sel.phase_peaks["forward"] < none.phase_peaks["forward"]
+    n_layers, heads, seq, d_head = 2, 2, 8, 8
+    assert sel.flops_backward - none.flops_backward == n_layers * (2 * batch * heads * seq * seq * d_head)
 
 
 def test_lion_without_an_implementation_is_a_workload_error():
