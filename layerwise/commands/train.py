@@ -23,7 +23,7 @@ _FIELDS = {
     "monitor": "monitor", "patience": "patience", "checkpoint_every": "checkpoint_every", "keep_last": "keep_last",
     "log_every": "log_every", "freeze": "freeze", "lora_rank": "lora_rank", "lora_alpha": "lora_alpha",
     "lora_targets": "lora_targets", "init_from": "init_from", "seed": "seed", "device": "device",
-    "strategy": "strategy",
+    "strategy": "strategy", "tensorboard": "tensorboard",
     "data": "data_source", "resize": "data_resize", "normalise": "data_normalise",
     "label_column": "data_label_column", "text_column": "data_text_column", "tokenizer": "data_tokenizer",
     "val_fraction": "data_val_fraction", "test_fraction": "data_test_fraction", "data_seed": "data_seed",
@@ -91,6 +91,7 @@ def register(app: typer.Typer) -> None:
         data_seed: Optional[int] = typer.Option(None, "--data-seed"),
         device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda"),
         strategy: Optional[str] = typer.Option(None, "--strategy", help="none, ddp, fsdp (under torchrun)"),
+        tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="also log to RUN_DIR/tensorboard (needs tensorboard)"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
         json: bool = typer.Option(False, "--json", help="print the RunResult as JSON"),
     ):

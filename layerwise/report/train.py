@@ -60,7 +60,7 @@ class TrainReporter:
 
     def _memory(self, p: dict) -> None:
         if self.progress:
-            what = "allocator peak" if str(p["device"]).startswith("cuda") else "RSS growth"
+            what = "allocator peak" if str(p["device"]).startswith("cuda") else "weights + RSS growth, an upper estimate"
             self.progress.console.print(f"  measured peak memory (first steps, {what}): {_bytes(p['measured_peak_bytes'])}"
                                         f" (predicted {_bytes(p['predicted_peak_bytes'])})", highlight=False)
 
@@ -73,6 +73,9 @@ class TrainReporter:
         r = p["result"]
         self.last_val = f" | val loss {r['loss']:.4f}" + (f" acc {r['accuracy']:.3f}" if r["task"] == "classify" else
                                                           f" ppl {r['perplexity']:.2f}")
+        if self.progress:
+            info = self.progress.tasks[0].fields.get("info", "").split(" | ")[0]
+            self.progress.update(self.task, info=info + self.last_val)
 
     def _end(self, p: dict) -> None:
         if self.progress:

@@ -94,6 +94,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0 = at every evaluation
     keep_last: int = 2  # step-N checkpoints kept besides best/ and last/
     log_every: int = 10
+    tensorboard: bool = False  # also write RUN_DIR/tensorboard/ (needs the tensorboard package; not a dependency)
     # fine-tuning
     freeze: tuple[str, ...] = ()  # block path globs to freeze ("blocks.0.*", "embed")
     lora_rank: int = 0  # > 0: wrap matching linears in LoRA adapters, train only those

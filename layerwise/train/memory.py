@@ -1,6 +1,8 @@
 """Peak memory of one training step: predicted by the cost reading (if it is importable) and
-measured on the first steps (CUDA: torch's allocator peak; CPU: growth of the process's resident
-set over its size before the model was built, sampled at the phases where the peak sits)."""
+measured on the first steps. CUDA: torch's allocator peak. CPU: the bytes of the parameters and
+buffers plus the growth of the process's resident set over its size just before the first step,
+sampled where the peak sits (start of backward, end of the optimizer step). RSS also holds allocator
+caching and kernels loaded on first use, so on CPU this is an upper estimate, named as such."""
 from __future__ import annotations
 
 import os
@@ -42,8 +44,12 @@ class PeakSampler:
     def __init__(self, device: str):
         self.device = device
         self.cuda = device.startswith("cuda")
+        self.base, self.weights, self.peak = 0, 0, 0
+
+    def start(self, module: torch.nn.Module) -> None:
+        """Call just before the first step: the baseline, and the weights that are already resident."""
+        self.weights = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
         self.base = rss_bytes()
-        self.peak = 0
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
 
@@ -52,4 +58,4 @@ class PeakSampler:
             self.peak = max(self.peak, rss_bytes() - self.base)
 
     def measured(self) -> int:
-        return int(torch.cuda.max_memory_allocated()) if self.cuda else max(0, self.peak)
+        return int(torch.cuda.max_memory_allocated()) if self.cuda else self.weights + max(0, self.peak)

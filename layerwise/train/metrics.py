@@ -13,9 +13,10 @@ COLUMNS = ("step", "epoch", "kind", "loss", "lr", "accuracy", "perplexity", "gra
 
 
 class MetricsLog:
-    def __init__(self, run_dir: Path, enabled: bool = True):
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = False):
         self.jsonl, self.csv = run_dir / "metrics.jsonl", run_dir / "metrics.csv"
         self.enabled = enabled
+        self.tb = _tensorboard(run_dir) if (enabled and tensorboard) else None
         if enabled and not self.csv.exists():
             atomic_write_text(self.csv, ",".join(COLUMNS) + "\n")
             atomic_write_text(self.jsonl, "")
@@ -28,6 +29,11 @@ class MetricsLog:
             fh.write(json.dumps(row) + "\n")
         with open(self.csv, "a", newline="") as fh:
             csv.writer(fh).writerow([_fmt(row.get(k)) for k in COLUMNS])
+        if self.tb is not None:
+            for k in ("loss", "lr", "accuracy", "perplexity", "grad_norm", "samples_per_s"):
+                if row.get(k) is not None:
+                    self.tb.add_scalar(f"{row['kind']}/{k}", row[k], row["step"])
+            self.tb.flush()
 
     def truncate_after(self, step: int) -> None:
         """Keep only rows with step <= `step` (the resumed checkpoint's)."""
@@ -42,6 +48,16 @@ class MetricsLog:
         for r in rows:
             w.writerow([_fmt(r.get(k)) for k in COLUMNS])
         atomic_write_text(self.csv, buf.getvalue())
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        from layerwise.spec.errors import LayerwiseError
+
+        raise LayerwiseError("tensorboard: true needs the tensorboard package (pip install tensorboard)") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def _fmt(v) -> str:

@@ -131,7 +131,7 @@ def train(model: Model, config: TrainConfig, run_dir: str | Path, *, resume: boo
 
     st = _State()
     _prepare_dir(run_dir, trained, cfg, data, dist, resume_from)
-    log = MetricsLog(run_dir, enabled=dist.main)
+    log = MetricsLog(run_dir, enabled=dist.main, tensorboard=cfg.tensorboard)
     if resume_from is not None:
         st = _restore(resume_from, module, wrapped, opt, scaler, dist)
         log.truncate_after(st.step)
@@ -147,6 +147,7 @@ def train(model: Model, config: TrainConfig, run_dir: str | Path, *, resume: boo
     stop = _StopFlag()
     status, last_val, measured = "finished", None, None
     it, t0, seen, window = None, time.perf_counter(), 0, []
+    sampler_mem.start(module)
     with stop.installed():
         while st.step < total:
             if it is None:
