@@ -21,12 +21,17 @@ def _load(run_dir: Path, which: str):
 
 
 def _row(name, module, body, in_shape, test, task, path):
+    """One table row: the saved file's size, the spec's params and FLOPs, the test metric, and the
+    eager p50 latency of one test batch."""
     from layerwise.compress.finetune import accuracy
     from layerwise.compress.qfile import save_model
+    from layerwise.export.latency import measure_latency
     from layerwise.report.compress import Row
 
+    x = next(iter(test))[0]
+    latency = measure_latency(module, x, iters=20, warmup=3, compiled=False)[0].p50_ms
     return Row(name, save_model(module, path), body.params().total, body.flops(in_shape).fwd_matmul,
-               accuracy(module, test, task))
+               accuracy(module, test, task), latency)
 
 
 def _metric(task: str) -> str:

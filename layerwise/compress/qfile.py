@@ -96,3 +96,67 @@ def save_model(module: nn.Module, path: str | Path) -> int:
 
     save_file(quantized_state(module), str(path))
     return os.path.getsize(path)
+
+
+def load_model(module: nn.Module, path: str | Path) -> nn.Module:
+    """Fill `module` -- already quantized with the mode the file was saved from, e.g.
+    `quantize(body.build(), mode, calibration=[any input of the right shape])` -- with the file's
+    codes, scales and float tensors. Returns the module; raises LayerwiseError on a mismatch."""
+    from safetensors.torch import load_file
+
+    from layerwise.spec.errors import LayerwiseError
+
+    tensors = load_file(str(path))
+    used: set[str] = set()
+
+    def take(name: str) -> torch.Tensor:
+        if name not in tensors:
+            raise LayerwiseError(f"{path}: no tensor {name!r}; was the file saved from this model and mode?")
+        used.add(name)
+        return tensors[name]
+
+    skip: list[str] = []
+    seen: set[int] = set()  # tied tensors were written once: load them once
+    with torch.no_grad():
+        for mpath, m in module.named_modules():
+            if any(mpath == s or mpath.startswith(s + ".") for s in skip):
+                continue
+            pre = f"{mpath}." if mpath else ""
+            if _is_quantized_layer(m):
+                _load_layer(m, pre, take)
+                skip.append(mpath)
+                continue
+            if hasattr(m, "_all_weight_values"):
+                raise LayerwiseError(f"{path}: reloading dynamic LSTM/GRU files is not supported ({mpath})")
+            scalars = []
+            for name, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
+                if t is None:
+                    continue
+                if t.dim() == 0 and name != "num_batches_tracked":
+                    scalars.append(name)
+                elif t.numel() == 0 or t.data_ptr() not in seen:
+                    seen.add(t.data_ptr())
+                    t.copy_(take(pre + name).reshape(t.shape))
+            if scalars:
+                values = take(pre + "_qparams")
+                for name, v in zip(sorted(scalars), values.tolist()):
+                    t = getattr(m, name)
+                    t.fill_(v)
+    extra = sorted(set(tensors) - used)
+    if extra:
+        raise LayerwiseError(f"{path}: tensors the model does not have: {', '.join(extra[:5])}")
+    return module
+
+
+def _load_layer(m: nn.Module, pre: str, take) -> None:
+    """A torch.ao quantized Linear/Conv: rebuild its quantized weight from codes and scales."""
+    codes, scale = take(pre + "weight"), take(pre + "weight_scale")
+    if m.weight().qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        q = torch._make_per_channel_quantized_tensor(codes, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0)
+    else:
+        q = torch._make_per_tensor_quantized_tensor(codes, float(scale[0]), 0)
+    bias = take(pre + "bias") if m.bias() is not None else None
+    m.set_weight_bias(q, bias)
+    if isinstance(getattr(m, "scale", None), float) and ".dynamic." not in type(m).__module__:
+        s, z = take(pre + "out_qparams").tolist()
+        m.scale, m.zero_point = float(s), int(z)
