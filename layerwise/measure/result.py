@@ -26,7 +26,8 @@ class RssStats:
 
 @dataclass(frozen=True)
 class CudaStats:
-    """torch.cuda's own counters for the measured step (bytes)."""
+    """torch.cuda's own counters for the measured step (bytes). They include the caching
+    allocator's rounding (512-byte blocks) that the tracker's raw storage bytes do not."""
 
     max_allocated: int
     max_reserved: int

@@ -120,7 +120,7 @@ def _device(workload: Workload, fake: bool) -> tuple[str, tuple[str, ...]]:
         raise WorkloadError("--device cuda with --real needs a GPU; without --real the fake step runs on "
                             "the CPU with CUDA's implementation defaults")
     return "cpu", ("--device cuda emulated on the CPU: CUDA's optimizer default (foreach) is used; "
-                   "autocast follows the CPU policy",)
+                   "autocast follows the CPU policy and dropout keeps CPU's full-precision masks",)
 
 
 def _build(target: Target, fake_mode, device: str) -> nn.Module:
@@ -219,7 +219,10 @@ class _Training(_Step):
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             if self.workload.grad_accum > 1:  # an earlier micro-batch of step 2: gradients exist
-                self._forward_loss().backward()
+                if self.fake:
+                    self._zero_grads()
+                else:
+                    self._forward_loss().backward()
 
     def _state_from_zero_grads(self) -> None:
         """The fake warm-up: optimizer.step() on zero gradients of each parameter's layout (what
@@ -227,10 +230,13 @@ class _Training(_Step):
         shape = self._output_shape()
         if self.target.task != "none":
             self.targets = setup.make_targets(shape, self.target.task).to(self.device)
+        self._zero_grads()
+        self.optimizer.step()
+
+    def _zero_grads(self) -> None:
         for group in self.optimizer.param_groups:
             for p in group["params"]:
                 p.grad = torch.zeros_like(p)
-        self.optimizer.step()
 
     def _output_shape(self) -> tuple[int, ...]:
         if self.target.spec is not None and hasattr(self.target.spec, "out_shape"):
