@@ -162,15 +162,15 @@ class StorageTracker(TorchDispatchMode):
     # ---- phases -----------------------------------------------------------------------------
     @contextmanager
     def phase(self, name: str):
-        """Storages born inside are classified by this phase; its own peak is recorded."""
+        """Storages born inside are classified by this phase; its own peak is recorded.
+
+        Phases follow one another, so the phase stays in force after the block (until the next
+        one): work done after optimizer.step() must not count as a second "setup"."""
         if name not in PHASES:
             raise ValueError(f"unknown phase {name!r}; expected one of {PHASES}")
-        previous, self._phase = self._phase, name
+        self._phase = name
         self._update_peak()
-        try:
-            yield self
-        finally:
-            self._phase = previous
+        yield self
 
     # ---- bookkeeping ------------------------------------------------------------------------
     def _record(self, st) -> _Record | None:

@@ -105,3 +105,16 @@ def test_fake_scalars_stand_in_for_item_under_fake_tensors():
 def test_unknown_category_is_refused():
     with pytest.raises(ValueError, match="unknown category"):
         StorageTracker().register(torch.ones(1), "weights-ish")
+
+
+def test_setup_peak_is_the_registered_state_alone():
+    # regression: after the step, the phase must not fall back to "setup"
+    from _measure_models import linear_stack
+    from layerwise.measure.step import measure_step
+    from layerwise.workload import Workload
+
+    model = linear_stack((16, 16))
+    r = measure_step(model, Workload(batch=1, optimizer="sgd-momentum"))
+    n = model.params().total
+    # weights + momentum buffers + the (1, 16) input; no gradients yet
+    assert r.phase_peaks["setup"] == 4 * n + 4 * n + 4 * 16
