@@ -147,3 +147,19 @@ def test_run_dir_files_early_stopping_and_refusal_to_overwrite(tmp_path):
     assert spec_io.load(tmp_path / "run/spec.yaml") == mlp()
     with pytest.raises(LayerwiseError, match="already holds a run"):
         train(mlp(), config(), tmp_path / "run")
+
+
+def test_freeze_by_path_keeps_those_weights(tmp_path):
+    r = train(mlp(), config(max_steps=3, freeze=("1",)), tmp_path / "run")
+    assert r.decay_params == ["3.weight"] and r.no_decay_params == ["3.bias"]
+    torch.manual_seed(0)
+    init = mlp().build().state_dict()
+    after = load_run(tmp_path / "run", "last").module.state_dict()
+    assert torch.equal(init["1.weight"], after["1.weight"]) and not torch.equal(init["3.weight"], after["3.weight"])
+
+
+def test_bf16_autocast_on_cpu_trains(tmp_path):
+    r = train(mlp(), config(max_steps=4, precision="bf16-mixed"), tmp_path / "run")
+    assert r.status == "finished" and r.val["loss"] < 10
+    with pytest.raises(LayerwiseError, match="fp16-mixed needs a CUDA device"):
+        train(mlp(), config(precision="fp16-mixed"), tmp_path / "fp16")
