@@ -24,18 +24,20 @@ def _eager(tr: Trace, b, q: T, k: T, v: T) -> T:
     saves the (S, Sk) bool mask; softmax saves its output, which the second bmm saves too."""
     bsz, h, s, dh = q.shape
     sk = k.shape[2]
+    grad = q.grad or k.grad or v.grad
     q_c = tr.new(q.shape, q.dtype, q.grad)
     k_c = tr.new((bsz, h, sk, dh), k.dtype, k.grad)  # GQA: repeat_interleave'd, same size
-    v_c = tr.new((bsz, h, sk, dh), v.dtype, v.grad)
-    grad = q.grad or k.grad or v.grad
     scores = tr.new((bsz, h, s, sk), q.dtype, grad)
     tr.save(q_c, k_c)
+    del q_c, k_c  # matmul's internal copies: alive only if saved
     if b.causal or b.sliding_window:
         tr.save(tr.new((s, sk), "bool", False))
     probs = tr.new(scores.shape, scores.dtype, grad)
     tr.save(probs)
     probs = dropout_op(tr, probs, b.dropout)
+    v_c = tr.new((bsz, h, sk, dh), v.dtype, v.grad)
     tr.save(probs, v_c)
+    del v_c
     return tr.new(q.shape, q.dtype, grad)
 
 
@@ -89,10 +91,12 @@ def _ffn(b, tr: Trace, x: T) -> T:
         a = activation_op(tr, g, b.activation)
         hid = tr.new(a.shape, a.dtype, a.grad or u.grad)
         tr.save(a, u)  # a * u saves both factors
+        del g, a
     else:
         u = run(b.up_proj, "up_proj", tr, x)
         tr.begin(".act")
         hid = activation_op(tr, u, b.activation)
+    del u  # the module keeps only h: the projections die unless saved
     hid = dropout_op(tr, hid, b.dropout)
     return run(b.down_proj, "down_proj", tr, hid)
 
@@ -188,13 +192,17 @@ def _rnn(b, tr: Trace, x: T) -> T:
             if b.bias:
                 tr.param(f"rnn.bias_ih{sfx}", gates, b.trainable)
                 tr.param(f"rnn.bias_hh{sfx}", gates, b.trainable)
-    grad = x.grad or b.trainable
+    grad = (x.grad or b.trainable) and tr.policy.grad
     if grad:
         n_init = _RNN_INIT[b.kind]
         for _ in range(n_init):
             tr.save(tr.new((layers * dirs, bsz, h), x.dtype, False))
     inp = x
     for layer in range(layers):
+        # all time steps' input projections at once (B*S, gates): two such tensors are alive
+        # together in the CPU kernel (measured on the GRU; an estimate for the others)
+        proj = [tr.new((bsz * s, gates), tr.policy.autocast or x.dtype, False) for _ in range(2)]
+        del proj
         for d in range(dirs):
             # the first layer's reverse direction saves a flipped copy of x; deeper layers' two
             # directions share one saved input (measured: tests/cost/test_activations.py)

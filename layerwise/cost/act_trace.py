@@ -16,6 +16,7 @@ backward it is freed when that step's backward has run (backward visits steps in
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 from layerwise.cost.precision import nbytes as _packed
@@ -51,10 +52,31 @@ class Storage:
     """One allocation. `kind`: act (made by the forward), input (the model's input), param, cast
     (an autocast low-precision copy of a parameter)."""
 
-    __slots__ = ("nbytes", "kind")
+    __slots__ = ("nbytes", "kind", "__weakref__")
 
     def __init__(self, n: int, kind: str = "act"):
         self.nbytes, self.kind = n, kind
+
+
+class Liveness:
+    """Live bytes of the symbolic tensors, freed when Python drops the last reference to their
+    Storage (CPython refcounting), as the measure reading frees a storage by a weakref callback.
+    The activation functions mirror the modules' forwards, so their locals die where the module's
+    do; `peak` is the forward's transient peak (what an inference prefill holds at most)."""
+
+    def __init__(self):
+        self.live = 0
+        self.peak = 0
+        self.where = ""
+
+    def alloc(self, storage: Storage, where: str) -> None:
+        self.live += storage.nbytes
+        if self.live > self.peak:
+            self.peak, self.where = self.live, where
+        weakref.finalize(storage, self._free, storage.nbytes)
+
+    def _free(self, n: int) -> None:
+        self.live -= n
 
 
 @dataclass(eq=False)
@@ -89,6 +111,9 @@ class Trace:
     steps: list[Step] = field(default_factory=list)
     casts: dict[str, Storage] = field(default_factory=dict)  # autocast weight cache, by param key
     params: dict[str, tuple[int, str, bool]] = field(default_factory=dict)  # key -> (numel, dtype, trainable)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # key -> shape (matrices 2-D)
+    liveness: Liveness = field(default_factory=Liveness)
+    input_bytes: int = 0
     path: list[str] = field(default_factory=list)
     sink: dict | None = None  # set inside a checkpointed region
     holds: list[tuple[int, int, int]] = field(default_factory=list)  # residual: (first, last step, bytes)
@@ -114,11 +139,14 @@ class Trace:
         if self.steps and n > self.steps[-1].big[1]:
             big = self.steps[-1].big
             big[:] = sorted((n, *big), reverse=True)[:2]
-        return T(shape, dtype, grad and self.policy.grad, Storage(n))
+        st = Storage(n)
+        self.liveness.alloc(st, self.steps[-1].path if self.steps else "")
+        return T(shape, dtype, grad and self.policy.grad, st)
 
     def input(self, shape: Shape, dtype: str, grad: bool) -> T:
         t = self.new(shape, dtype, grad)
         t.storage.kind = "input"
+        self.input_bytes += t.storage.nbytes
         return t
 
     @staticmethod
@@ -159,6 +187,7 @@ class Trace:
         """A parameter (by key, so tied weights are one). Its gradient is produced in this step."""
         key = self.key(name) if not name.startswith("/") else name[1:]
         self.params.setdefault(key, (numel, self.policy.dtype, trainable))
+        self.shapes.setdefault(key, tuple(shape or (numel,)))
         if trainable and self.policy.grad and self.steps:
             self.steps[-1].grad_params += (key,)
         st = Storage(nbytes(numel, self.policy.dtype), "param")
@@ -176,10 +205,11 @@ class Trace:
         ac = self.policy.autocast
         if ac is None or w.dtype == ac:
             return w
-        if not w.grad:  # autocast caches only leaves that require grad: a frozen weight is cast per call
-            return self.new(w.shape, ac, False)
+        if not self.params.get(key, (0, "", False))[2]:  # autocast caches only leaves that require
+            return self.new(w.shape, ac, False)  # grad (even under no_grad): a frozen one is cast per call
         if key not in self.casts:
             self.casts[key] = Storage(nbytes(w.numel, ac), "cast")
+            self.liveness.alloc(self.casts[key], self.steps[-1].path if self.steps else "")
         return T(w.shape, ac, w.grad, self.casts[key])
 
     # ---- ops that save (mirroring ATen's derivatives.yaml) ----------------------------------

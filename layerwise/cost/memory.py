@@ -201,7 +201,9 @@ def training_memory(model: Model, workload: Workload = Workload()) -> MemoryRepo
     unsaved_casts = sum(s.nbytes for k, s in tr.casts.items() if id(s) not in tr.saved)
     fwd = replace(base, gradients=states.gradients if accum else 0,  # the log-softmax: in loss_fwd
                   activations=st.inputs + saved - st.log_softmax + unsaved_casts + st.loss_fwd)
-    phases = [Phase("forward", "loss", fwd)]
+    targets = st.inputs - _input_bytes(tr)
+    inner = replace(base, gradients=fwd.gradients, activations=tr.liveness.peak + targets)  # inside the model
+    phases = [Phase("forward", tr.liveness.where, inner), Phase("forward", "loss", fwd)]
     phases += _backward_phases(st, base, states.gradients, accum)
     shapes = {k: (n,) for k, (n, _, t) in tr.params.items() if t}
     opt_tmp = step_temporary_bytes(workload.optimizer if workload.optimizer != "adam-8bit" else "adam", shapes,
@@ -209,6 +211,10 @@ def training_memory(model: Model, workload: Workload = Workload()) -> MemoryRepo
                                    weight_decay=0.01 if workload.optimizer == "adamw" else 0.0)
     phases.append(Phase("optimizer", "step", replace(base, gradients=states.gradients, temporaries=opt_tmp)))
     return _report(model, workload, phases)
+
+
+def _input_bytes(tr: Trace) -> int:
+    return tr.input_bytes
 
 
 def _report(model: Model, workload: Workload, phases: list[Phase], notes=()) -> MemoryReport:
@@ -239,3 +245,40 @@ def _device_states(states: ModelStates, workload: Workload) -> ModelStates:
     if split > 1:
         states = ModelStates(*(-(-getattr(states, f.name) // split) for f in fields(states)))
     return shard_model_states(states, Parallel(dp=workload.dp, tp=1, pp=1, zero=workload.zero)).gpu
+
+
+# ---- inference -----------------------------------------------------------------------------------
+def _kv_config(model: Model, dtype: str):
+    from layerwise.cost.kv_cache import KVConfig
+
+    body = model.body
+    block = getattr(body, "block", None)
+    attn = getattr(block, "attn", None)
+    if attn is None or not getattr(attn, "causal", False):
+        return None
+    return KVConfig(n_layers=body.n_layers, n_kv_heads=attn.kv_heads, d_head=attn.head_dim, dtype=dtype,
+                    sliding_window=attn.sliding_window)
+
+
+def inference_memory(model: Model, workload: Workload = Workload(mode="infer")) -> MemoryReport:
+    """Weights by storage dtype (quantized matrices with their scales), the KV cache for prompt +
+    new tokens, and the prefill's transient activation peak."""
+    from layerwise.cost.inference import QuantConfig, weight_bytes
+    from layerwise.cost.kv_cache import kv_cache_bytes
+
+    workload = replace(workload, mode="infer")
+    pol = precision_policy(workload.precision)
+    st = trace_step(replace(model, task="none"), workload)
+    tr = st.trace
+    dtype = pol.weights
+    weights = weight_bytes({k: tr.shapes[k] for k in tr.params}, QuantConfig(quant=workload.quant, dtype=dtype))
+    weights += model.params().buffers * 4
+    kv = 0
+    cfg = _kv_config(model, pol.activations)
+    if cfg is not None and workload.new_tokens:
+        seq = model.input_shape(workload.batch, workload.seq, workload.image)[1]
+        kv = kv_cache_bytes(cfg, batch=workload.batch, prompt=seq, new_tokens=workload.new_tokens)
+    live = tr.liveness  # the forward's transient peak (the input batch included)
+    split = workload.tp * workload.pp
+    comps = Components(weights=-(-weights // split), activations=live.peak, kv_cache=-(-kv // workload.tp))
+    return _report(model, workload, [Phase("forward", live.where, comps)])
