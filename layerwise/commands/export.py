@@ -11,6 +11,7 @@ export_app = typer.Typer(help="Export a trained run.", no_args_is_help=True)
 @export_app.command("onnx")
 def onnx_cmd(run_dir: Path, out: Path = typer.Option(None, help="default RUN_DIR/export/model.onnx"),
              batch: int = 4, latency: bool = typer.Option(False, help="also time eager, compiled and onnxruntime"),
+             exporter: str = typer.Option("auto", help="auto (legacy, then dynamo) | legacy | dynamo"),
              which: str = "best"):
     import torch
 
@@ -30,8 +31,8 @@ def onnx_cmd(run_dir: Path, out: Path = typer.Option(None, help="default RUN_DIR
     seq = model.input.kind in ("tokens", "sequence")
     out = out or run_dir / "export" / "model.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
-    export_onnx(run.module, sample(2), out, seq_axis=seq)
-    lines = [f"wrote {out} (legacy exporter, opset 17, dynamic batch{' and sequence' if seq else ''})"]
+    done = export_onnx(run.module, sample(2), out, seq_axis=seq, max_seq=model.input.max_seq, exporter=exporter)
+    lines = [f"wrote {out} ({done.exporter} exporter, dynamic batch{' and sequence' if seq else ''}; onnx.checker ok)"]
     for p in check_parity(run.module, out, [sample(batch), sample(batch + 3)]):
         lines.append(f"  batch {p.batch}: max abs {p.max_abs:.2e}, max rel {p.max_rel:.2e}")
     if latency:
