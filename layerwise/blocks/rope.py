@@ -36,7 +36,8 @@ YARN_ALPHA, YARN_BETA = 1.0, 32.0  # the paper's recommended ramp bounds for Lla
 @register("rope")
 @dataclass(frozen=True, kw_only=True)
 class Rope(Block):
-    d_head: int  # rotated width: the whole head (partial rotary is not supported)
+    d_head: int  # the head width the rotation is applied to
+    rotary_dim: int = 0  # dims rotated (the first ones; Phi-2 32 of 80, GPT-NeoX 25%); 0: the whole head
     base: float = 10000.0  # theta: wavelengths range from 2*pi to 2*pi*base
     scaling: str = "none"  # none | linear | ntk | yarn
     factor: float = 1.0  # context extension factor s (1.0 with scaling="none")
@@ -46,6 +47,9 @@ class Rope(Block):
         self._positive("d_head")
         if self.d_head % 2:
             raise SpecError(f"rope.d_head must be even (dims are rotated in pairs), got {self.d_head}")
+        self._non_negative("rotary_dim")
+        if self.rotary_dim % 2 or self.rotary_dim > self.d_head:
+            raise SpecError(f"rope.rotary_dim must be even and at most d_head {self.d_head}, got {self.rotary_dim}")
         self._one_of("scaling", SCALINGS)
         for name in ("base", "factor"):
             value = getattr(self, name)
@@ -56,15 +60,20 @@ class Rope(Block):
             raise SpecError(f"rope.factor is {self.factor} but scaling is 'none'; set scaling to linear, ntk or yarn")
         if self.scaling != "none" and self.factor < 1.0:
             raise SpecError(f"rope.factor must be >= 1 for {self.scaling} scaling (it extends the context), got {self.factor}")
-        if self.scaling == "ntk" and self.d_head < 4:
-            raise SpecError(f"rope.d_head must be >= 4 for ntk scaling (base * s^(d/(d-2))), got {self.d_head}")
+        if self.scaling == "ntk" and self.rotated < 4:
+            raise SpecError(f"rope.d_head must be >= 4 for ntk scaling (base * s^(d/(d-2))), got {self.rotated}")
         if self.scaling == "yarn" and self.max_seq <= 0:
             raise SpecError("rope.max_seq must be the original context length (> 0) for yarn scaling")
 
     # ---- the frequencies (pure Python, so the cost reading and tests can read them) ------------
+    @property
+    def rotated(self) -> int:
+        """How many leading dims of each head are rotated."""
+        return self.rotary_dim or self.d_head
+
     def inv_freq(self) -> list[float]:
-        """The d_head/2 angular frequencies, scaling applied."""
-        d, s = self.d_head, float(self.factor)
+        """The rotated/2 angular frequencies, scaling applied."""
+        d, s = self.rotated, float(self.factor)
         base = float(self.base) * (s ** (d / (d - 2)) if self.scaling == "ntk" else 1.0)
         freqs = [base ** (-2 * i / d) for i in range(d // 2)]
         if self.scaling == "linear":
@@ -85,11 +94,11 @@ class Rope(Block):
     def table_flops(self, seq: int) -> int:
         """Computing cos/sin for `seq` positions (once per attention call)."""
         per = 3 + (2 if self.scaling == "yarn" else 0)
-        return per * seq * (self.d_head // 2)
+        return per * seq * (self.rotated // 2)
 
     def own_flops(self, in_shape: Shape, ctx: FlopCtx) -> Flops:
         """Applying the rotation to one (..., S, d_head) tensor (the table is attention's)."""
-        n = prod(in_shape)
+        n = prod(in_shape) // self.d_head * self.rotated
         return Flops(fwd_other=3 * n, bwd_other=3 * n if ctx.input_grad else 0)
 
     def build(self):

@@ -36,8 +36,14 @@ class RotaryEmbedding(nn.Module):
             cos, sin = cos * self.scale, sin * self.scale
         return cos, sin
 
+    def rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        rot = 2 * len(self.inv_freq)
+        if rot < x.shape[-1]:  # partial rotary (Phi-2, GPT-NeoX): the trailing dims pass through
+            return torch.cat((self._rotate(x[..., :rot], cos, sin), x[..., rot:]), dim=-1)
+        return self._rotate(x, cos, sin)
+
     @staticmethod
-    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = x.shape[-1] // 2
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)

@@ -46,7 +46,7 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
     # Phi-2: parallel attention + MLP behind one LayerNorm, partial rotary (32 of 80 dims), biases
     # everywhere, untied head with a bias (transformers PhiForCausalLM)
     "phi-2": ("decoder", dict(vocab_size=51200, d_model=2560, n_layers=32, n_heads=32, d_ff=10240, max_seq=2048,
-                              norm="layernorm", activation="gelu_tanh", positions="rope", rotary_dim=32, parallel=True,
+                              norm="layernorm", activation="gelu_tanh", positions="rope", rotary_pct=0.4, parallel=True,
                               tie_embeddings=False, head_bias=True), _HF.format("microsoft/phi-2")),
     # BERT (Devlin et al. 2018, arXiv 1810.04805, section 3): BertModel with pooler
     "bert-base": ("encoder", dict(_BERT, d_model=768, n_layers=12, n_heads=12), _HF.format("google-bert/bert-base-uncased")),

@@ -33,7 +33,7 @@ DECODER = dict(
     positions="learned",  # learned | sinusoidal | rope | none
     pos_rows=0,  # learned table rows if not max_seq (OPT: max_seq + 2)
     rope_base=10000.0,
-    rotary_dim=0,  # partial rotary width (Phi-2, GPT-NeoX); 0: the whole head
+    rotary_pct=1.0,  # share of each head that RoPE rotates (Phi-2 0.4 = 32 of 80 dims, GPT-NeoX 0.25)
     qk_norm="none",
     norm_position="pre",  # pre | post (OPT-350m style)
     parallel=False, shared_norm=True,  # parallel attention + MLP (GPT-J/Phi-2: one norm; NeoX: two)
@@ -47,9 +47,10 @@ def build_decoder(name: str, source: str, k: dict) -> Model:
     d_head = k["d_head"] or k["d_model"] // k["n_heads"]
     rope = None
     if k["positions"] == "rope":
-        # The rope leaf rotates the whole head; a partial rotary width (rotary_dim) changes neither
-        # parameters nor matmul FLOPs, only the (small) rotation cost, so the head width is used.
-        rope = _leaf("rope", d_head=d_head, base=float(k["rope_base"]))
+        # rotary_dim: Phi-2 and GPT-NeoX rotate only the first dims of each head (0: all of them)
+        # A share, not a width, so overrides of d_model/n_heads keep it valid; rounded down to pairs.
+        rotary = int(d_head * k["rotary_pct"]) // 2 * 2
+        rope = _leaf("rope", d_head=d_head, rotary_dim=0 if rotary == d_head else rotary, base=float(k["rope_base"]))
     attn = _leaf("attention", d_model=k["d_model"], n_heads=k["n_heads"], n_kv_heads=k["n_kv_heads"],
                  d_head=k["d_head"], causal=True, qkv_bias=k["qkv_bias"], o_bias=k["o_bias"], qk_norm=k["qk_norm"],
                  rope=rope, sliding_window=k["sliding_window"])

@@ -117,8 +117,7 @@ def _qwen2(c):
 
 def _phi3(c):
     k = _llama_like(c)
-    factor = c.float("partial_rotary_factor", 1.0)
-    return "decoder", dict(k, rotary_dim=int((k["d_head"] or k["d_model"] // k["n_heads"]) * factor))
+    return "decoder", dict(k, rotary_pct=c.float("partial_rotary_factor", 1.0))
 
 
 def _gpt2(c):
@@ -136,7 +135,7 @@ def _gpt_neox(c):
                            d_ff=c.int("intermediate_size"), max_seq=c.int("max_position_embeddings"), norm="layernorm",
                            norm_eps=c.float("layer_norm_eps", 1e-5), activation=c.activation("hidden_act", "gelu"),
                            qkv_bias=bias, o_bias=bias, positions="rope", rope_base=c.float("rotary_emb_base", 10000.0),
-                           rotary_dim=int(d // heads * c.float("rotary_pct", 0.25)),
+                           rotary_pct=c.float("rotary_pct", 0.25),
                            parallel=c.bool("use_parallel_residual", True), shared_norm=False,
                            tie_embeddings=c.bool("tie_word_embeddings", False))
 
@@ -167,7 +166,7 @@ def _phi(c):
                            max_seq=c.int("max_position_embeddings"), norm="layernorm",
                            norm_eps=c.float("layer_norm_eps", 1e-5), activation=c.activation("hidden_act", "gelu_new"),
                            positions="rope", rope_base=c.float("rope_theta", 10000.0),
-                           rotary_dim=int(d // heads * c.float("partial_rotary_factor", 0.5)),
+                           rotary_pct=c.float("partial_rotary_factor", 0.5),
                            qk_norm="layernorm" if c.bool("qk_layernorm", False) else "none",
                            parallel=True, tie_embeddings=c.bool("tie_word_embeddings", False), head_bias=True)
 

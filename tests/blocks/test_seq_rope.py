@@ -79,3 +79,19 @@ def test_rope_has_no_parameters_or_buffers():
     module = Rope(d_head=8, scaling="yarn", factor=2.0, max_seq=64).build()
     assert list(module.parameters()) == [] and list(module.buffers()) == []
     assert Rope(d_head=8).params() == Params()
+
+
+def test_partial_rotary_rotates_only_the_leading_dims():
+    # Phi-2 (partial_rotary_factor 0.4: 32 of 80 dims) and GPT-NeoX (rotary_pct 0.25) leave the
+    # trailing dims of each head untouched.
+    import torch
+
+    from layerwise.spec.base import block_class
+
+    rope = block_class("rope")(d_head=8, rotary_dim=4).build()
+    full = block_class("rope")(d_head=4).build()
+    x = torch.randn(2, 3, 5, 8)
+    y = rope(x)
+    torch.testing.assert_close(y[..., 4:], x[..., 4:])
+    torch.testing.assert_close(y[..., :4], full(x[..., :4]))
+    assert not torch.allclose(y[..., :4], x[..., :4])
