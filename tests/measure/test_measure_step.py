@@ -216,3 +216,18 @@ def test_flops_match_flop_counter_mode_and_do_not_move_the_peak():
     ckpt = Workload(batch=batch, checkpointing="full")
     with_flops, without = measure_step(model, ckpt), measure_step(model, ckpt, count_flops=False)
     assert with_flops.components == without.components and without.flops_forward == 0
+
+
+def test_grad_accum_measures_a_later_micro_batch_with_gradients_alive():
+    model = linear_stack((32, 32, 32))
+    n = model.params().total
+    one = measure_step(model, Workload(batch=2))
+    two = measure_step(model, Workload(batch=2, grad_accum=2))
+    assert two.phase_peaks["setup"] == one.phase_peaks["setup"] + 4 * n  # earlier micro-batch's grads
+    assert two.phase_peaks["forward"] == one.phase_peaks["forward"] + 4 * n
+
+
+def test_fp16_autocast_runs_on_cpu_and_halves_what_bf16_halves():
+    bf16 = measure_step(ffn_tower(), Workload(batch=4, precision="bf16-mixed"))
+    fp16 = measure_step(ffn_tower(), Workload(batch=4, precision="fp16-mixed"))
+    assert fp16.components == bf16.components  # same element size, same CPU autocast op lists
