@@ -103,10 +103,16 @@ def register(app: typer.Typer) -> None:
         m = resolve(model)
         if m.task not in ("lm", "classify"):
             raise LayerwiseError(f"{model}: task is {m.task!r}; training needs a model whose task is 'lm' or 'classify'")
-        cfg = build_config(config, flags)
-        if data is None and config is None and not resume:
-            raise LayerwiseError("pass --data (e.g. --data digits) or --config FILE naming the data")
         run_dir = Path(out) if out else Path("runs") / m.name
+        if resume:  # the run's own settings; only a longer --epochs / --max-steps may be given
+            if not (run_dir / "config.yaml").exists():
+                raise LayerwiseError(f"{run_dir}: nothing to resume (no config.yaml); pass the run's --out")
+            extra = {k: v for k, v in flags.items() if k in ("epochs", "max_steps") and v is not None}
+            cfg = build_config(str(run_dir / "config.yaml"), extra)
+        else:
+            if data is None and config is None:
+                raise LayerwiseError("pass --data (e.g. --data digits) or --config FILE naming the data")
+            cfg = build_config(config, flags)
 
         from layerwise.report.console import print_json
         from layerwise.report.train import TrainReporter

@@ -392,7 +392,7 @@ def _prepare_dir(run_dir: Path, trained: Model, cfg: TrainConfig, data: Data, di
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume_from is None:
             ck.atomic_write_text(run_dir / "spec.yaml", spec_io.dump(trained))
-            ck.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+        ck.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())  # on resume: with the new length
         ck.atomic_write_text(run_dir / "data.json", json.dumps(data.info.to_dict(), indent=2) + "\n")
         if data.info.tokenizer_json:
             ck.atomic_write_text(run_dir / "tokenizer.json", data.info.tokenizer_json)

@@ -35,3 +35,15 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
     assert "did you mean 'adam'" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_resume_through_the_cli_keeps_the_runs_settings(tmp_path, capsys):
+    spec_io.dump(mlp(), tmp_path / "mlp.yaml")
+    run = tmp_path / "run"
+    args = ["train", str(tmp_path / "mlp.yaml"), "--data", "digits", "--out", str(run), "--json"]
+    assert main([*args, "--max-steps", "3", "--batch", "16", "--lr", "0.02"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--resume", "--max-steps", "5"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert result["steps"] == 5 and cfg["lr"] == 0.02 and cfg["batch_size"] == 16 and cfg["max_steps"] == 5
