@@ -34,12 +34,23 @@ DEPTH_DEFINITION = ("depth = parameterised layers on the longest input-to-output
                     "only) and residual skips add 0, so ResNet-50 has depth 50")
 
 
+# Layer families that own their projections: a Linear inside an attention block is attention's cost.
+FAMILIES = ("attention", "ffn", "moe", "rnn")
+
+
 def summarize(name: str, body: Block, in_shape: Shape) -> Summary:
-    rows, by_type = [], {}
+    """Per-layer rows and the split by layer type. `by_type` charges a leaf's parameters to the
+    nearest enclosing family (attention, ffn, moe, rnn), else to the leaf's own type, so a user can
+    compare what attention, the FFN, convolutions and embeddings cost."""
+    rows, by_type, family_at = [], {}, {}
     for info in walk(body, in_shape):
+        family_at = {lvl: fam for lvl, fam in family_at.items() if lvl < info.level}
+        if info.block.type_name in FAMILIES and not family_at:
+            family_at[info.level] = info.block.type_name
         p, own = info.block.params(), info.block.own_params().total
         if own:
-            by_type[info.block.type_name] = by_type.get(info.block.type_name, 0) + own
+            kind = next(iter(family_at.values()), info.block.type_name)
+            by_type[kind] = by_type.get(kind, 0) + own
         if info.path:
             rows.append(LayerRow(info.path, info.block.type_name, info.level, info.out_shape, p.total, p.trainable, own))
     return Summary(model=name, input_shape=tuple(in_shape), output_shape=tuple(body.out_shape(in_shape)),
