@@ -170,6 +170,7 @@ def _batchnorm(b, tr: Trace, x: T) -> T:
     if b.affine:
         tr.param("weight", b.n_features, b.trainable)
         tr.param("bias", b.n_features, b.trainable)
+    tr.buffers += 2 * b.n_features * 4 + 8  # running_mean, running_var (fp32), num_batches_tracked (int64)
     out = tr.new(x.shape, x.dtype, x.grad or (b.affine and b.trainable))
     stat = "fp32" if x.dtype == "fp32" or tr.policy.dtype == "fp32" else x.dtype  # pure half: half stats
     if out.grad:  # input, save_mean (C,), save_invstd (C,)

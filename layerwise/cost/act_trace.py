@@ -16,7 +16,6 @@ backward it is freed when that step's backward has run (backward visits steps in
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 
 from layerwise.cost.precision import nbytes as _packed
@@ -52,15 +51,20 @@ class Storage:
     """One allocation. `kind`: act (made by the forward), input (the model's input), param, cast
     (an autocast low-precision copy of a parameter)."""
 
-    __slots__ = ("nbytes", "kind", "__weakref__")
+    __slots__ = ("nbytes", "kind", "owner")
 
     def __init__(self, n: int, kind: str = "act"):
-        self.nbytes, self.kind = n, kind
+        self.nbytes, self.kind, self.owner = n, kind, None
+
+    def __del__(self):
+        if self.owner is not None:  # counted by a Liveness: freed now (refcount reached zero)
+            self.owner.live -= self.nbytes
 
 
 class Liveness:
     """Live bytes of the symbolic tensors, freed when Python drops the last reference to their
-    Storage (CPython refcounting), as the measure reading frees a storage by a weakref callback.
+    Storage (CPython refcounting: `Storage.__del__`), as the measure reading frees a storage by a
+    weakref callback.
     The activation functions mirror the modules' forwards, so their locals die where the module's
     do; `peak` is the forward's transient peak (what an inference prefill holds at most)."""
 
@@ -73,10 +77,7 @@ class Liveness:
         self.live += storage.nbytes
         if self.live > self.peak:
             self.peak, self.where = self.live, where
-        weakref.finalize(storage, self._free, storage.nbytes)
-
-    def _free(self, n: int) -> None:
-        self.live -= n
+        storage.owner = self
 
 
 @dataclass(eq=False)
@@ -114,6 +115,7 @@ class Trace:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # key -> shape (matrices 2-D)
     liveness: Liveness = field(default_factory=Liveness)
     input_bytes: int = 0
+    buffers: int = 0  # bytes of module buffers (BatchNorm running stats and its int64 counter)
     path: list[str] = field(default_factory=list)
     sink: dict | None = None  # set inside a checkpointed region
     holds: list[tuple[int, int, int]] = field(default_factory=list)  # residual: (first, last step, bytes)

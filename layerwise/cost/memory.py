@@ -134,11 +134,11 @@ def _states(model: Model, workload: Workload, tr: Trace) -> ModelStates:
     frozen = {k: (n,) for k, (n, _, t) in tr.params.items() if not t}
     states = torch_model_states(trainable, frozen, precision=workload.precision,
                                 optimizer=workload.optimizer if workload.optimizer != "adam-8bit" else "adam")
-    buffers = model.params().buffers  # BatchNorm running stats (+ a scalar counter each)
-    return replace(states, weights=states.weights + buffers * 4)
+    return replace(states, weights=states.weights + tr.buffers)  # + BatchNorm running stats
 
 
-def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: bool) -> list[Phase]:
+def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: bool,
+                     shard=lambda n: n) -> list[Phase]:
     """Walk the steps in reverse: free what each step was first to save, add its gradients."""
     tr = st.trace
     first = {}
@@ -150,18 +150,28 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
     out = [Phase("backward", "start", replace(base, activations=base.activations + live, gradients=grads,
                                               temporaries=st.loss_bwd))]
     region_at = {r[1]: r for r in tr.regions}  # entered (in reverse) at its last step
+    freed_in_region = {}
+    for r in tr.regions:
+        for step, n in r[2].items():
+            freed_in_region[step] = freed_in_region.get(step, 0) + n
+    held = [0] * (len(tr.steps) + 1)  # residual gradients waiting, by step (a difference array)
+    for first_, last_, n in tr.holds:
+        held[first_] += n
+        held[last_ + 1] -= n
+    for i in range(1, len(held)):
+        held[i] += held[i - 1]
     recomputed = 0  # checkpointing: the region being back-propagated is recomputed, all at once
     for i in range(len(tr.steps) - 1, -1, -1):
         step = tr.steps[i]
         new = [k for k in step.grad_params if k not in produced]
         tied = [k for k in step.grad_params if k in produced]  # a second use: grad = grad + new
         produced.update(new)
-        fresh = _param_bytes(tr, new)
+        fresh = shard(_param_bytes(tr, new))  # ZeRO-2/3: each device keeps its shard
         before = grads
         if not accum:
             grads += fresh
         g_in, g_out = step.io if step.io is not None else (step.big[0], step.big[1])
-        carry = sum(h[2] for h in tr.holds if h[0] <= i <= h[1])  # residual gradients waiting
+        carry = held[i]
         # two moments: computing the gradients (grad_out, grad_in and the fresh parameter
         # gradients, low-precision ones under autocast) and attaching them (grad_out freed)
         tied_b = _param_bytes(tr, tied)  # tied: the new gradient, then old + new summed
@@ -179,12 +189,8 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         out.append(Phase("backward", step.path or "loss", replace(base, activations=base.activations + acts,
                                                                   gradients=shown, temporaries=temp)))
         live -= first.get(i, 0)
-        recomputed -= _freed_in_region(tr, i)
+        recomputed -= freed_in_region.get(i, 0)
     return out
-
-
-def _freed_in_region(tr: Trace, i: int) -> int:
-    return sum(r[2].get(i, 0) for r in tr.regions if r[0] <= i <= r[1])
 
 
 def training_memory(model: Model, workload: Workload = Workload()) -> MemoryReport:
@@ -198,19 +204,82 @@ def training_memory(model: Model, workload: Workload = Workload()) -> MemoryRepo
     base = Components(weights=states.weights, master_weights=states.master_weights,
                       optimizer_states=states.optimizer_states, activations=st.inputs)
     saved = tr.saved_bytes(("act", "cast"))
-    unsaved_casts = sum(s.nbytes for k, s in tr.casts.items() if id(s) not in tr.saved)
+    # autocast's cache of weight copies lives to the end of forward; under ZeRO-3/FSDP the gathered
+    # parameters are views of a flat buffer, which autocast does not cache (only the saved ones stay)
+    unsaved_casts = 0 if workload.zero == 3 else sum(s.nbytes for s in tr.casts.values() if id(s) not in tr.saved)
     fwd = replace(base, gradients=states.gradients if accum else 0,  # the log-softmax: in loss_fwd
                   activations=st.inputs + saved - st.log_softmax + unsaved_casts + st.loss_fwd)
     targets = st.inputs - _input_bytes(tr)
-    inner = replace(base, gradients=fwd.gradients, activations=tr.liveness.peak + targets)  # inside the model
+    all_unsaved = sum(s.nbytes for s in tr.casts.values() if id(s) not in tr.saved)
+    inner = replace(base, gradients=fwd.gradients,  # the forward's own peak, inside the model
+                    activations=tr.liveness.peak - all_unsaved + unsaved_casts + targets)
     phases = [Phase("forward", tr.liveness.where, inner), Phase("forward", "loss", fwd)]
-    phases += _backward_phases(st, base, states.gradients, accum)
+    full_grads = _param_bytes(tr, tr.params)
+    shard = (lambda n: -(-n * states.gradients // full_grads)) if full_grads else (lambda n: n)
+    phases += _backward_phases(st, base, states.gradients, accum, shard)
     shapes = {k: (n,) for k, (n, _, t) in tr.params.items() if t}
     opt_tmp = step_temporary_bytes(workload.optimizer if workload.optimizer != "adam-8bit" else "adam", shapes,
                                    impl=workload.impl, dtype=precision_policy(workload.precision).optimizer_states,
                                    weight_decay=0.01 if workload.optimizer == "adamw" else 0.0)
     phases.append(Phase("optimizer", "step", replace(base, gradients=states.gradients, temporaries=opt_tmp)))
-    return _report(model, workload, phases)
+    phases, notes = _parallel_activations(model, workload, phases)
+    return _report(model, workload, phases, notes)
+
+
+def _parallel_activations(model: Model, workload: Workload, phases: list[Phase]):
+    """Per-device activations under tp/pp and ZeRO-3's gathered layer (estimates, named in notes):
+    tp divides them (Megatron shards attention/MLP activations; norms and residuals are in fact
+    replicated without sequence parallelism, so this is a lower bound there); the first pipeline
+    stage holds its share of the layers for min(pp, grad_accum) micro-batches in flight (1F1B);
+    ZeRO-3 gathers one repeated block's full weights at a time."""
+    from layerwise.cost.parallel import inflight_microbatches, layers_per_stage
+
+    notes, scale_num, scale_den = [], 1, workload.tp
+    layers = _repeat_layers(model.body)
+    if workload.pp > 1 and layers:
+        stage0 = layers_per_stage(layers, workload.pp)[0]
+        scale_num = stage0 * inflight_microbatches(workload.pp, 0, workload.grad_accum)
+        scale_den *= layers
+        notes.append(f"pipeline stage 0: {stage0}/{layers} layers, "
+                     f"{inflight_microbatches(workload.pp, 0, workload.grad_accum)} micro-batches in flight (1F1B)")
+    if workload.tp > 1:
+        notes.append(f"activations divided by tp={workload.tp} (norms/residuals are replicated without "
+                     f"sequence parallelism: an underestimate there)")
+    gathered = 0
+    if workload.zero == 3 and workload.dp > 1:
+        gathered = -(-_repeat_block_bytes(model, workload) // workload.tp)
+        notes.append("ZeRO-3: one repeated block's full weights gathered at a time (temporaries)")
+    if scale_num == scale_den and not gathered:
+        return phases, notes
+    out = []
+    for ph in phases:
+        c = ph.components
+        act = c.activations * scale_num // scale_den
+        tmp = c.temporaries * scale_num // scale_den + (gathered if ph.name != "optimizer" else 0)
+        out.append(replace(ph, components=replace(c, activations=act, temporaries=tmp)))
+    return out, notes
+
+
+def _first_repeat(block):
+    if block.type_name == "repeat":
+        return block
+    for _, child in block.children():
+        found = _first_repeat(child)
+        if found is not None:
+            return found
+    return None
+
+
+def _repeat_layers(body) -> int:
+    rep = _first_repeat(body)
+    return rep.n_layers if rep is not None else 0
+
+
+def _repeat_block_bytes(model: Model, workload: Workload) -> int:
+    from layerwise.cost.precision import nbytes as packed
+
+    rep = _first_repeat(model.body)
+    return packed(rep.block.params().total, precision_policy(workload.precision).weights) if rep else 0
 
 
 def _input_bytes(tr: Trace) -> int:
@@ -272,7 +341,7 @@ def inference_memory(model: Model, workload: Workload = Workload(mode="infer")) 
     tr = st.trace
     dtype = pol.weights
     weights = weight_bytes({k: tr.shapes[k] for k in tr.params}, QuantConfig(quant=workload.quant, dtype=dtype))
-    weights += model.params().buffers * 4
+    weights += tr.buffers
     kv = 0
     cfg = _kv_config(model, pol.activations)
     if cfg is not None and workload.new_tokens:

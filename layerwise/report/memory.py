@@ -1,0 +1,107 @@
+"""Rendering of the memory reading: JSON (DESIGN.md keys), a component table, a terminal bar chart
+of the peak's breakdown, the phase peaks, and `verify`'s side-by-side table."""
+from __future__ import annotations
+
+from layerwise.report.fmt import nbytes as human
+
+COMPONENTS = ("weights", "master_weights", "gradients", "optimizer_states", "activations", "temporaries",
+              "kv_cache")
+BAR_WIDTH = 20
+COLOURS = {"weights": "blue", "master_weights": "cyan", "gradients": "magenta", "optimizer_states": "yellow",
+           "activations": "green", "temporaries": "red", "kv_cache": "bright_white"}
+
+
+# ---- JSON ---------------------------------------------------------------------------------------
+def memory_json(report, fit: dict | None = None) -> dict:
+    data = report.to_json()
+    if fit is not None:
+        data["fit"] = fit
+    return data
+
+
+def verify_json(analytic, measured) -> dict:
+    """Both readings and, per component and for the peak, the error: (analytic - measured) bytes
+    and relative to the measured value (null where the measured value is 0)."""
+    a, m = analytic.to_json(), measured.to_json()
+    error = {}
+    for key in COMPONENTS:
+        error[key] = _err(a["components"][key], m["components"][key])
+    error["peak_bytes"] = _err(a["peak_bytes"], m["peak_bytes"])
+    return {"analytic": a, "measured": {k: m[k] for k in ("peak_bytes", "peak_phase", "components",
+                                                             "device_overhead_bytes", "per_device")},
+            "error": error}
+
+
+def _err(a: int, m: int) -> dict:
+    return {"bytes": a - m, "relative": (a - m) / m if m else None}
+
+
+# ---- terminal -----------------------------------------------------------------------------------
+def render_memory(report, workload, fit: dict | None = None) -> None:
+    from rich.table import Table
+
+    from layerwise.report.console import out
+
+    scope = "per device" if report.per_device else "one device"
+    title = (f"{report.model}: {workload.mode}, batch {workload.batch}, {workload.precision}, "
+             f"{workload.optimizer if workload.mode == 'train' else 'inference'}, {scope}")
+    table = Table(title=title)
+    table.add_column("component")
+    table.add_column("bytes", justify="right")
+    table.add_column("", justify="right")
+    table.add_column("share", justify="right")
+    table.add_column("", no_wrap=True)
+    comps = report.components.as_dict()
+    total = report.peak_bytes
+    for key in COMPONENTS:
+        if comps[key] or key in ("weights", "activations"):
+            share = f"{100 * comps[key] / total:.1f}%" if total else "-"
+            table.add_row(key, f"{comps[key]:,}", human(comps[key]), share, _bar(comps[key], total, key))
+    table.add_row("[bold]peak[/]", f"[bold]{total:,}[/]", f"[bold]{human(total)}[/]", "",
+                  f"{report.peak_phase} ({report.peak_where or '-'})")
+    out.print(table)
+    out.print("phase peaks: " + ", ".join(f"{name} {human(total)}" for name, total in _phase_peaks(report)))
+    if report.device_overhead_bytes:
+        out.print(f"device overhead (CUDA context + allocator cache, an estimate, not in the peak): "
+                  f"{human(report.device_overhead_bytes)}")
+    if fit is not None:
+        verdict = "fits" if fit["fits"] else "does not fit"
+        out.print(f"budget {human(fit['budget_bytes'])}: {verdict}; largest batch that fits: {fit['max_batch']}")
+    for note in report.notes:
+        out.print(f"note: {note}")
+
+
+def render_verify(name: str, analytic, measured) -> None:
+    from rich.table import Table
+
+    from layerwise.report.console import out
+
+    data = verify_json(analytic, measured)
+    table = Table(title=f"{name}: analytic vs measured (peak in {analytic.peak_phase} / {measured.peak_phase})")
+    for col, justify in (("component", "left"), ("analytic", "right"), ("measured", "right"),
+                         ("error", "right"), ("", "right")):
+        table.add_column(col, justify=justify)
+    a, m = analytic.components.as_dict(), measured.components
+    for key in COMPONENTS:
+        if a[key] or m[key]:
+            table.add_row(key, f"{a[key]:,}", f"{m[key]:,}", f"{a[key] - m[key]:+,}", _pct(data["error"][key]))
+    table.add_row("[bold]peak[/]", f"{analytic.peak_bytes:,}", f"{measured.peak_bytes:,}",
+                  f"{analytic.peak_bytes - measured.peak_bytes:+,}", _pct(data["error"]["peak_bytes"]))
+    out.print(table)
+
+
+def _pct(err: dict) -> str:
+    return "-" if err["relative"] is None else f"{100 * err['relative']:+.2f}%"
+
+
+def _bar(value: int, total: int, key: str) -> str:
+    """A horizontal bar of value/total, BAR_WIDTH cells wide, in the component's colour."""
+    cells = round(BAR_WIDTH * value / total) if total else 0
+    return f"[{COLOURS[key]}]{'█' * cells}[/]{'·' * (BAR_WIDTH - cells)}" if total else ""
+
+
+def _phase_peaks(report) -> list[tuple[str, int]]:
+    best: dict[str, int] = {}
+    for phase in report.phases:
+        best[phase.name] = max(best.get(phase.name, 0), phase.total)
+    return list(best.items())
