@@ -97,12 +97,11 @@ def measure_step(model, workload: Workload = Workload(), *, fake: bool = True, i
         setup.apply_runtime(module, workload)
         x = setup.make_input(target.kind, target.shape, target.vocab_size, workload).to(device)
         if workload.mode == "infer":
-            run = _Inference(module, x, workload, target, device)
+            run = _Inference(module, x, workload, target, device, fake, count_flops)
         else:
             setup.apply_checkpointing(module, workload, target.spec)
-            run = _Training(module, x, workload, target, device, fake)
-        run.count_flops = count_flops
-        return run.measure(fake, notes)
+            run = _Training(module, x, workload, target, device, fake, count_flops)
+        return run.measure(notes)
 
 
 def _fake_mode():
@@ -153,14 +152,17 @@ def _fakeify(module: nn.Module, fake_mode) -> nn.Module:
 class _Step:
     """Shared by training and inference: the tracker, the RSS/CUDA readers, the result."""
 
-    def __init__(self, module, x, workload: Workload, target: Target, device: str):
+    def __init__(self, module, x, workload: Workload, target: Target, device: str, fake: bool, count_flops: bool):
         self.module, self.x, self.workload, self.target, self.device = module, x, workload, target, device
-        self.count_flops = True
+        self.fake, self.count_flops = fake, count_flops
 
-    def _measured(self, tracker: StorageTracker, fake: bool, body) -> tuple[RssStats | None, CudaStats | None]:
+    def _tracker(self) -> StorageTracker:
+        return StorageTracker(fake_scalars=self.fake, count_flops=self.count_flops)
+
+    def _measured(self, tracker: StorageTracker, body) -> tuple[RssStats | None, CudaStats | None]:
         """Run `body()` under the tracker with GC paused, reading RSS or CUDA peaks around it."""
-        real_cpu = not fake and self.device == "cpu"
-        if not fake:
+        real_cpu = not self.fake and self.device == "cpu"
+        if not self.fake:
             gc.collect()  # garbage from earlier work would sit in the RSS baseline (fake: not tracked)
         gc.disable()
         try:
@@ -179,26 +181,26 @@ class _Step:
             tracker.remove_hooks()
         return rss, cuda
 
-    def _result(self, tracker: StorageTracker, fake: bool, rss, cuda, notes) -> StepMeasurement:
+    def _result(self, tracker: StorageTracker, rss, cuda, notes) -> StepMeasurement:
         peak = tracker.peak
         return StepMeasurement(
             peak_bytes=peak.total, peak_phase=peak.phase, components=peak.components(),
-            detail={k: v for k, v in peak.by_category.items() if v}, fake=fake,
+            detail={k: v for k, v in peak.by_category.items() if v}, fake=self.fake,
             phase_peaks={k: v.total for k, v in tracker.phase_peaks.items()},
             flops_forward=tracker.flops["forward"], flops_backward=tracker.flops["backward"],
             rss=rss, cuda=cuda, notes=tuple(notes))
 
 
 class _Training(_Step):
-    def __init__(self, module, x, workload, target, device, fake):
-        super().__init__(module, x, workload, target, device)
+    def __init__(self, *args):
+        super().__init__(*args)
+        module = self.module
         module.train()
         trainable = [p for p in module.parameters() if p.requires_grad]
         if not trainable:
             raise WorkloadError("--mode train: the model has no trainable parameters")
-        self.optimizer = setup.make_optimizer(trainable, workload)
+        self.optimizer = setup.make_optimizer(trainable, self.workload)
         self.targets = None
-        self.fake = fake
 
     def _forward_loss(self):
         with setup.autocast(self.workload, self.device):
@@ -256,27 +258,27 @@ class _Training(_Step):
         with tracker.phase("optimizer"):
             self.optimizer.step()
 
-    def measure(self, fake: bool, notes) -> StepMeasurement:
+    def measure(self, notes) -> StepMeasurement:
         self._warm_up()
-        tracker = StorageTracker(fake_scalars=fake, count_flops=self.count_flops)
+        tracker = self._tracker()
         tracker.register_module(self.module)
         tracker.register_optimizer(self.optimizer)
         tracker.register([self.x, self.targets], "inputs")
-        rss, cuda = self._measured(tracker, fake, lambda: self._step(tracker))
+        rss, cuda = self._measured(tracker, lambda: self._step(tracker))
         tracker.register_optimizer(self.optimizer)  # state created inside step 2 (none, normally)
-        return self._result(tracker, fake, rss, cuda, notes)
+        return self._result(tracker, rss, cuda, notes)
 
 
 class _Inference(_Step):
     """One prefill forward under no_grad; with --new-tokens, decode steps through a KV cache."""
 
-    def measure(self, fake: bool, notes) -> StepMeasurement:
+    def measure(self, notes) -> StepMeasurement:
         self.module.eval()
-        tracker = StorageTracker(fake_scalars=fake, count_flops=self.count_flops)
+        tracker = self._tracker()
         tracker.register_module(self.module)
         tracker.register(self.x, "inputs")
-        rss, cuda = self._measured(tracker, fake, lambda: self._run(tracker))
-        return self._result(tracker, fake, rss, cuda, notes)
+        rss, cuda = self._measured(tracker, lambda: self._run(tracker))
+        return self._result(tracker, rss, cuda, notes)
 
     def _run(self, tracker: StorageTracker) -> None:
         with torch.no_grad(), setup.autocast(self.workload, self.device):
