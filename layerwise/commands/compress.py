@@ -107,15 +107,21 @@ def distill_cmd(run_dir: Path, student: str = typer.Option(..., help="student MO
     run, data = _load(run_dir, which)
     task = run.model.task
     spec = _model(student)
+    key = lambda m: (m.task, m.input.kind, tuple(m.input.shape), m.input.vocab_size)  # noqa: E731
+    if key(spec) != key(run.model):
+        raise LayerwiseError(f"{student}: the student must take the teacher's input and task "
+                             f"(task, input kind, shape, vocab) = {key(run.model)}, got {key(spec)}")
     shape = run.model.input_shape(1)
-    rows = [_row("teacher", run.module, run.model.body, shape, data.test, task, run_dir / "compressed-teacher.tmp")]
-    (run_dir / "compressed-teacher.tmp").unlink()
+    outdir = run_dir / "compressed"
+    outdir.mkdir(parents=True, exist_ok=True)
+    rows = [_row("teacher", run.module, run.model.body, shape, data.test, task, outdir / "teacher.tmp")]
+    (outdir / "teacher.tmp").unlink()
     for label, a in (("student alone", 0.0), ("student distilled", alpha)):
         torch.manual_seed(seed)
         s = spec.build()
         train_loop(s, data.train, FinetuneConfig(epochs=epochs, seed=seed, temperature=temperature, alpha=a),
                    task=task, teacher=run.module if a else None)
-        rows.append(_row(label, s, spec.body, shape, data.test, task, run_dir / f"{label.replace(' ', '-')}.safetensors"))
+        rows.append(_row(label, s, spec.body, shape, data.test, task, outdir / f"{label.replace(' ', '-')}.safetensors"))
     render_table(f"distill T={temperature} alpha={alpha}: {run_dir}", rows, _metric(task))
 
 

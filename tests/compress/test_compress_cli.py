@@ -58,3 +58,20 @@ def test_bad_input_is_one_clear_error(run_dir, tmp_path, capsys):
     assert "[0, 1)" in capsys.readouterr().err
     assert main(["compress", "quantize", str(run_dir), "--mode", "weight-int4", "--which", "step-999"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_distill_compares_with_the_student_alone(run_dir, tmp_path, capsys):
+    student = Model(name="student", body=models.cnn(c1=2, c2=4), input=InputSpec(kind="image", shape=(1, 8, 8)))
+    spec_io.dump(student, tmp_path / "student.yaml")
+    assert main(["compress", "distill", str(run_dir), "--student", str(tmp_path / "student.yaml"),
+                 "--epochs", "1", "--temperature", "2", "--alpha", "0.5"]) == 0
+    out = run_dir / "compressed"
+    assert (out / "student-alone.safetensors").exists() and (out / "student-distilled.safetensors").exists()
+    assert "distill T=2.0 alpha=0.5" in capsys.readouterr().out
+
+
+def test_student_with_another_input_is_a_clear_error(run_dir, tmp_path, capsys):
+    student = Model(name="s", body=models.cnn(c1=2, c2=4), input=InputSpec(kind="image", shape=(1, 16, 16)))
+    spec_io.dump(student, tmp_path / "s.yaml")
+    assert main(["compress", "distill", str(run_dir), "--student", str(tmp_path / "s.yaml")]) == 2
+    assert "teacher's input" in capsys.readouterr().err
