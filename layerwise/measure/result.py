@@ -39,7 +39,9 @@ class StepMeasurement:
 
     components: the seven DESIGN.md components at the peak (they sum to `peak_bytes`);
     detail: the tracker's finer categories at the peak (parameters vs buffers, inputs, ...);
-    phase_peaks: the highest live bytes seen in each phase ("setup" = registered state alone).
+    phase_peaks: the highest live bytes seen in each phase ("setup" = registered state alone);
+    phase_components: the seven components at each phase's own peak (what a cost reading that
+    computes every phase and takes the maximum can be checked against, phase by phase).
     """
 
     peak_bytes: int
@@ -50,6 +52,7 @@ class StepMeasurement:
     flops_forward: int
     flops_backward: int
     fake: bool
+    phase_components: dict[str, dict[str, int]] = field(default_factory=dict)
     rss: RssStats | None = None
     cuda: CudaStats | None = None
     notes: tuple[str, ...] = field(default=())
@@ -69,6 +72,8 @@ class StepMeasurement:
             "flops": {"forward": self.flops_forward, "backward": self.flops_backward,
                       "total": self.flops_forward + self.flops_backward},
             "phase_peaks": dict(self.phase_peaks),
+            "phases": {k: {"peak_bytes": self.phase_peaks[k], "components": dict(v)}
+                       for k, v in self.phase_components.items()},
             "detail": dict(self.detail),
             "fake": self.fake,
         }

@@ -187,6 +187,7 @@ class _Step:
             peak_bytes=peak.total, peak_phase=peak.phase, components=peak.components(),
             detail={k: v for k, v in peak.by_category.items() if v}, fake=self.fake,
             phase_peaks={k: v.total for k, v in tracker.phase_peaks.items()},
+            phase_components={k: v.components() for k, v in tracker.phase_peaks.items()},
             flops_forward=tracker.flops["forward"], flops_backward=tracker.flops["backward"],
             rss=rss, cuda=cuda, notes=tuple(notes))
 

@@ -33,6 +33,9 @@ def test_fake_step_equals_real_step_to_the_byte(workload):
     assert fake.components == real.components
     assert fake.detail == real.detail
     assert fake.phase_peaks == real.phase_peaks
+    assert fake.phase_components == real.phase_components
+    for phase, comps in fake.phase_components.items():
+        assert sum(comps.values()) == fake.phase_peaks[phase]
     assert (fake.flops_forward, fake.flops_backward) == (real.flops_forward, real.flops_backward)
     assert sum(fake.components.values()) == fake.peak_bytes
     assert set(fake.components) == set(COMPONENTS)
