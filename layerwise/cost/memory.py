@@ -175,12 +175,14 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         # two moments: computing the gradients (grad_out, grad_in and the fresh parameter
         # gradients, low-precision ones under autocast) and attaching them (grad_out freed)
         tied_b = _param_bytes(tr, tied)  # tied: the new gradient, then old + new summed
-        computing = g_in + g_out + carry + (step.extra or fresh) + tied_b
+        # (fresh fp32 gradients are born as the .grad itself: the tracker counts them as gradients)
+        own = 0 if step.extra or accum else fresh
+        computing = g_in + g_out + carry + step.extra + tied_b
         attaching = g_in + carry + step.extra + 2 * tied_b
         # the step's own saved tensors are released when its node has run, before the attach
         acts = live
-        if before + computing >= grads + attaching - first.get(i, 0):
-            temp, shown = computing, before
+        if before + own + computing >= grads + attaching - first.get(i, 0):
+            temp, shown = computing, before + own
         else:
             temp, shown, acts = attaching, grads, live - first.get(i, 0)
         if i in region_at:

@@ -1,0 +1,100 @@
+"""The phase model against the measure reading (layerwise.measure.step.measure_step, fake tensors):
+the peak within 2% and each component at the peak within 5% (of the peak) on small overrides of the
+presets, over precisions, optimizers, checkpointing and attention implementations."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from layerwise.cost.memory import inference_memory, training_memory  # noqa: E402
+from layerwise.measure import step as measure_module  # noqa: E402
+from layerwise.presets import get_preset  # noqa: E402
+from layerwise.workload import Workload  # noqa: E402
+
+LLAMA = dict(n_layers=2, d_model=256, n_heads=4, d_ff=512, vocab_size=1000)
+# (preset, overrides, workload fields)
+MODELS = {
+    "tiny-gpt": ({}, dict(batch=8, seq=128)),
+    "llama": (LLAMA, dict(batch=2, seq=64)),
+    "bert": (dict(n_layers=2), dict(batch=2, seq=64)),
+    "vit": (dict(n_layers=2), dict(batch=2)),
+    "resnet": ({}, dict(batch=2, image=(64, 64))),
+    "cnn": ({}, dict(batch=8)),
+}
+PRESET = {"tiny-gpt": "tiny-gpt", "llama": "llama-2-7b", "bert": "bert-base", "vit": "vit-b-16",
+          "resnet": "resnet-18", "cnn": "digits-cnn"}
+SAMPLE = [  # a representative sample of bench/accuracy.py's suite
+    ("tiny-gpt", "fp32", "adamw", "none", "eager"), ("tiny-gpt", "bf16-mixed", "sgd", "none", "sdpa"),
+    ("tiny-gpt", "fp32", "sgd", "full", "sdpa"), ("tiny-gpt", "bf16-mixed", "adamw", "full", "eager"),
+    ("llama", "bf16-mixed", "sgd", "none", "eager"), ("llama", "fp32", "adamw", "full", "sdpa"),
+    ("bert", "fp32", "sgd", "none", "eager"), ("bert", "bf16-mixed", "adamw", "full", "sdpa"),
+    ("vit", "fp32", "sgd", "none", "sdpa"), ("vit", "bf16-mixed", "sgd", "none", "eager"),
+    ("resnet", "fp32", "sgd", "none", "sdpa"), ("cnn", "bf16-mixed", "sgd", "none", "sdpa"),
+]
+
+
+def measured(model, workload):
+    return measure_module.measure_step(model, workload, count_flops=False)
+
+
+def _check(report, truth):
+    peak = truth.peak_bytes
+    assert abs(report.peak_bytes - peak) <= 0.02 * peak, (report.peak_bytes, peak, report.peak_phase, truth.peak_phase)
+    comps = report.components.as_dict()
+    for key, value in truth.components.items():
+        assert abs(comps[key] - value) <= 0.05 * peak, (key, comps[key], value)
+
+
+@pytest.mark.parametrize("name,precision,optimizer,ckpt,attention", SAMPLE,
+                         ids=["-".join(s) for s in SAMPLE])
+def test_training_peak_matches_measure(name, precision, optimizer, ckpt, attention):
+    overrides, fields = MODELS[name]
+    model = get_preset(PRESET[name], **overrides)
+    workload = Workload(precision=precision, optimizer=optimizer, checkpointing=ckpt, attention=attention, **fields)
+    _check(training_memory(model, workload), measured(model, workload))
+
+
+@pytest.mark.parametrize("name,precision", [("tiny-gpt", "fp32"), ("bert", "bf16-mixed"), ("resnet", "fp32"),
+                                            ("llama", "bf16")])
+def test_inference_peak_matches_measure(name, precision):
+    overrides, fields = MODELS[name]
+    model = get_preset(PRESET[name], **overrides)
+    workload = Workload(mode="infer", precision=precision, **fields)
+    _check(inference_memory(model, workload), measured(model, workload))
+
+
+def test_grad_accumulation_keeps_gradients_through_forward():
+    model = get_preset("tiny-gpt")
+    workload = Workload(batch=4, seq=64, optimizer="sgd", grad_accum=2)
+    report, truth = training_memory(model, workload), measured(model, workload)
+    _check(report, truth)
+    forward = next(p for p in report.phases if p.name == "forward")
+    assert forward.components.gradients == report.components.weights  # fp32 grads exist already
+
+
+def test_peak_is_a_phase_not_the_sum():
+    # activations and optimizer temporaries never coexist: the peak is below their naive sum
+    model = get_preset("tiny-gpt")
+    report = training_memory(model, Workload(batch=8, seq=128))
+    c = report.components
+    assert report.peak_bytes == c.total == max(p.total for p in report.phases)
+    everything = max(p.components.activations for p in report.phases) + c.weights + c.optimizer_states + \
+        max(p.components.gradients for p in report.phases)
+    assert report.peak_bytes < everything
+
+
+def test_checkpointing_full_saves_less_than_none():
+    model = get_preset("llama-2-7b", **LLAMA)
+    none = training_memory(model, Workload(batch=4, seq=128, optimizer="sgd"))
+    full = training_memory(model, Workload(batch=4, seq=128, optimizer="sgd", checkpointing="full"))
+    start = {r: next(p for p in r.phases if p.where == "start").components.activations for r in (none, full)}
+    assert start[full] < start[none]
+
+
+def test_lora_trains_only_the_adapters():
+    model = get_preset("llama-2-7b", **LLAMA)
+    full = training_memory(model, Workload(batch=1, seq=32))
+    lora = training_memory(model, Workload(batch=1, seq=32, lora_rank=8))
+    assert lora.components.optimizer_states < full.components.optimizer_states / 50
+    assert lora.components.weights > full.components.weights  # base + adapters
