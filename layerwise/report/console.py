@@ -6,7 +6,10 @@ import sys
 
 from rich.console import Console
 
-out = Console(soft_wrap=True)
+# Piped output (files, CI logs, README examples) gets 120 columns instead of rich's 80, so exact
+# byte counts are never cut; a terminal keeps its own width.
+_PIPED_WIDTH = None if sys.stdout.isatty() else 120
+out = Console(soft_wrap=True, width=_PIPED_WIDTH)
 err = Console(stderr=True, soft_wrap=True)
 
 
