@@ -1,0 +1,110 @@
+"""Accuracy of the analytic memory model (layerwise.cost.memory) against the measure reading
+(layerwise.measure.step.measure_step, fake tensors): every preset at small overrides x {fp32,
+bf16-mixed} x {adamw, sgd} x {checkpointing none, full} x {eager, sdpa}, plus full-size runs.
+
+    .venv/bin/python bench/accuracy.py [--quick] [--only NAME ...]
+
+Prints one row per case (peak error, worst component error relative to the peak) and a summary
+(median and max of |peak error|). Not a test; it takes minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+from layerwise.cost.memory import inference_memory, training_memory
+from layerwise.presets import get_preset, list_presets
+from layerwise.workload import Workload
+
+SMALL = {  # family -> (overrides, workload fields)
+    "decoder": ({"n_layers": 2}, {"batch": 2, "seq": 128}),
+    "encoder": ({"n_layers": 2}, {"batch": 2, "seq": 128}),
+    "vit": ({"n_layers": 2}, {"batch": 2}),
+    "resnet": ({}, {"batch": 2, "image": (64, 64)}),
+    "text_rnn": ({}, {"batch": 4}),
+    "cnn": ({}, {"batch": 8}),
+}
+FULL = [  # (preset, workload fields), the models at their real size
+    ("llama-2-7b", {"batch": 1, "seq": 2048, "precision": "bf16-mixed", "optimizer": "adamw"}),
+    ("bert-base", {"batch": 8, "seq": 512}),
+    ("vit-b-16", {"batch": 32}),
+    ("resnet-50", {"batch": 32}),
+    ("text-gru", {"batch": 32}),
+]
+
+
+def grid(quick: bool):
+    for precision in ("fp32", "bf16-mixed"):
+        for optimizer in ("adamw", "sgd"):
+            for ckpt in ("none", "full"):
+                for attention in ("eager", "sdpa"):
+                    if quick and attention == "eager" and ckpt == "full":
+                        continue
+                    yield dict(precision=precision, optimizer=optimizer, checkpointing=ckpt, attention=attention)
+
+
+def compare(model, workload):
+    from layerwise.measure.step import measure_step
+
+    truth = measure_step(model, workload, count_flops=False)
+    report = (training_memory if workload.mode == "train" else inference_memory)(model, workload)
+    peak_err = (report.peak_bytes - truth.peak_bytes) / truth.peak_bytes
+    comps = report.components.as_dict()
+    worst = max(truth.components, key=lambda k: abs(comps[k] - truth.components[k]))
+    comp_err = (comps[worst] - truth.components[worst]) / truth.peak_bytes
+    return truth, report, peak_err, worst, comp_err
+
+
+def cases(quick: bool, only: list[str]):
+    for info in list_presets():
+        if only and info.name not in only:
+            continue
+        overrides, fields = SMALL.get(info.family, ({}, {"batch": 2}))
+        for g in grid(quick):
+            yield info.name, overrides, Workload(**fields, **g)
+        yield info.name, overrides, Workload(mode="infer", **fields)
+    if not quick:
+        for name, fields in FULL:
+            if not only or name in only:
+                yield name + " (full size)", {}, Workload(**fields)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer combinations, no full-size runs")
+    parser.add_argument("--only", nargs="*", default=[], help="preset names")
+    args = parser.parse_args(argv)
+    errors, comp_errors, failed = [], [], []
+    header = f"{'model':28} {'mode':5} {'precision':10} {'opt':5} {'ckpt':4} {'attn':5} " \
+             f"{'measured':>14} {'analytic':>14} {'peak err':>9} {'worst component':>28}"
+    print(header)
+    print("-" * len(header))
+    start = time.time()
+    for name, overrides, w in cases(args.quick, args.only):
+        model = get_preset(name.split(" ")[0], **overrides)
+        try:
+            truth, report, peak_err, worst, comp_err = compare(model, w)
+        except Exception as exc:  # a case the measure (or the model) cannot run: listed, not fatal
+            failed.append((name, w, f"{type(exc).__name__}: {str(exc).splitlines()[0][:90]}"))
+            continue
+        errors.append(abs(peak_err))
+        comp_errors.append(abs(comp_err))
+        print(f"{name:28} {w.mode:5} {w.precision:10} {w.optimizer:5} {w.checkpointing:4} {w.attention:5} "
+              f"{truth.peak_bytes:14,} {report.peak_bytes:14,} {100 * peak_err:+8.2f}% "
+              f"{worst:>17} {100 * comp_err:+8.2f}%", flush=True)
+    print()
+    if errors:
+        print(f"{len(errors)} cases in {time.time() - start:.0f} s: |peak error| median "
+              f"{100 * statistics.median(errors):.2f}%, max {100 * max(errors):.2f}%; "
+              f"within 2%: {sum(e <= 0.02 for e in errors)}/{len(errors)}")
+        print(f"|worst component error| (of the peak): median {100 * statistics.median(comp_errors):.2f}%, "
+              f"max {100 * max(comp_errors):.2f}%; within 5%: {sum(e <= 0.05 for e in comp_errors)}/{len(comp_errors)}")
+    for name, w, why in failed:
+        print(f"not measured: {name} {w.mode} {w.precision} {w.optimizer} ckpt={w.checkpointing}: {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
