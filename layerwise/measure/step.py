@@ -73,9 +73,6 @@ def _check_supported(workload: Workload) -> None:
         if value != ok:
             raise WorkloadError(f"--{name} {value}: the measure reading runs one process on one device; "
                                 f"use `layerwise memory` for sharded or parallel set-ups")
-    if workload.lora_rank:
-        raise WorkloadError("--lora-rank: the measure reading does not apply LoRA itself; measure a spec "
-                            "that contains lora blocks")
     if workload.quant != "none":
         raise WorkloadError(f"--quant {workload.quant}: quantized weights are not measured yet; use `layerwise memory`")
 
@@ -85,6 +82,7 @@ def measure_step(model, workload: Workload = Workload(), *, fake: bool = True, i
                  count_flops: bool = True) -> StepMeasurement:
     """Peak live tensor bytes (with its phase and breakdown) and FLOPs of one step of `model`."""
     _check_supported(workload)
+    model = _with_lora(model, workload)
     target = target_of(model, workload, input_shape=input_shape, task=task, input_kind=input_kind,
                        vocab_size=vocab_size)
     device, notes = _device(workload, fake)
@@ -102,6 +100,20 @@ def measure_step(model, workload: Workload = Workload(), *, fake: bool = True, i
             setup.apply_checkpointing(module, workload, target.spec)
             run = _Training(module, x, workload, target, device, fake, count_flops)
         return run.measure(notes)
+
+
+def _with_lora(model, workload: Workload):
+    """--lora-rank R: the same transform as the cost reading (adapters on q_proj and v_proj, the
+    rest frozen), applied to the spec before it is built."""
+    if not workload.lora_rank:
+        return model
+    from layerwise.spec.base import Block
+    from layerwise.spec.lora import apply_lora
+    from layerwise.spec.model import Model
+
+    if not isinstance(model, (Model, Block)):
+        raise WorkloadError("--lora-rank needs a layerwise spec (a module cannot be rewritten)")
+    return apply_lora(model, workload.lora_rank)
 
 
 def _fake_mode():
