@@ -54,11 +54,12 @@ class RotaryEmbedding(nn.Module):
         return self.rotate(x, *self.tables(positions))
 
 
-def attention_mask(s: int, sk: int, causal: bool, window: int, device) -> torch.Tensor | None:
-    """Boolean (S, Sk) mask, True = attend; None when everything is visible."""
+def attention_mask(s: int, sk: int, causal: bool, window: int, device, offset: int = 0) -> torch.Tensor | None:
+    """Boolean (S, Sk) mask, True = attend; None when everything is visible. Queries sit at
+    positions offset..offset+S-1 (offset > 0 when decoding after a KV-cached prefix)."""
     if not causal and not window:
         return None
-    i = torch.arange(s, device=device)[:, None]
+    i = torch.arange(offset, offset + s, device=device)[:, None]
     j = torch.arange(sk, device=device)[None, :]
     keep = torch.ones(s, sk, dtype=torch.bool, device=device)
     if causal:
@@ -84,6 +85,7 @@ class AttentionModule(nn.Module):
         self.q_norm = spec.q_norm.build() if spec.q_norm is not None else None
         self.k_norm = spec.k_norm.build() if spec.k_norm is not None else None
         self.rope = spec.rope.build() if spec.rope is not None else None
+        self.kv = None  # (k_cache, v_cache, start) while a KV-cached decode runs; set by the LM
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         b, s, _ = x.shape  # (B, S, d_model)
@@ -97,11 +99,26 @@ class AttentionModule(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, S, d_head)
+        start = self.kv[2] if self.kv is not None else 0
         if self.rope is not None:
-            cos, sin = self.rope.tables(torch.arange(s, device=x.device))
+            cos, sin = self.rope.tables(torch.arange(start, start + s, device=x.device))
             q, k = self.rope.rotate(q, cos, sin), self.rope.rotate(k, cos, sin)
-        y = self._eager(q, k, v) if self.impl == "eager" else self._sdpa(q, k, v)  # (B, H, S, d_head)
+        if self.kv is not None:
+            y = self._cached(q, k, v)
+        else:
+            y = self._eager(q, k, v) if self.impl == "eager" else self._sdpa(q, k, v)  # (B, H, S, d_head)
         return self.o_proj(y.transpose(1, 2).reshape(b, s, self.n_heads * self.d_head))
+
+    def _cached(self, q, k, v):
+        """Decode step: write this call's k, v (B, kv_heads, S, d_head) into the cache at `start`,
+        attend over everything cached so far. Inference only (the cache is written in place)."""
+        k_cache, v_cache, start = self.kv
+        end = start + q.shape[2]
+        k_cache[:, :, start:end] = k
+        v_cache[:, :, start:end] = v
+        k, v = k_cache[:, :, :end], v_cache[:, :, :end]
+        mask = attention_mask(q.shape[2], end, self.causal, self.window, q.device, offset=start)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.n_heads)
 
     def _eager(self, q, k, v):
         group = self.n_heads // self.kv_heads

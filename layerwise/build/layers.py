@@ -16,8 +16,8 @@ class LearnedPositions(nn.Module):
         self.weight = nn.Parameter(torch.empty(max_seq, d_model))
         nn.init.normal_(self.weight, std=0.02)  # GPT-2's position init
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, S, D)
-        return x + self.weight[: x.shape[1]]
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # (B, S, D)
+        return x + self.weight[start: start + x.shape[1]]  # start > 0: decoding after a KV-cached prefix
 
 
 def sinusoid_table(seq: int, d_model: int, device=None, dtype=None) -> torch.Tensor:
@@ -38,8 +38,9 @@ class SinusoidalPositions(nn.Module):
         super().__init__()
         self.max_seq, self.d_model = max_seq, d_model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, S, D)
-        return x + sinusoid_table(x.shape[1], self.d_model, device=x.device, dtype=x.dtype)
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:  # (B, S, D)
+        table = sinusoid_table(start + x.shape[1], self.d_model, device=x.device, dtype=x.dtype)
+        return x + table[start:]
 
 
 class ClsToken(nn.Module):
