@@ -157,8 +157,7 @@ def test_plain_module_and_factory_are_measured_too():
     ({"optimizer": "rmsprop", "optimizer_impl": "fused"}, "fused"),
     ({"optimizer": "adafactor", "optimizer_impl": "fused"}, "fused"),
     ({"optimizer": "adam-8bit"}, "adam-8bit"),
-    ({"quant": "int8"}, "--quant"), ({"lora_rank": 4}, "--lora-rank"),
-    ({"mode": "infer", "new_tokens": 4}, "--new-tokens"),
+    ({"quant": "int8"}, "--quant"),
     ({"mode": "infer", "grad_accum": 2}, "--grad-accum"),
 ])
 def test_bad_workloads_raise_workload_error_naming_the_flag(changes, flag):
@@ -234,3 +233,14 @@ def test_fp16_autocast_runs_on_cpu_and_halves_what_bf16_halves():
     bf16 = measure_step(ffn_tower(), Workload(batch=4, precision="bf16-mixed"))
     fp16 = measure_step(ffn_tower(), Workload(batch=4, precision="fp16-mixed"))
     assert fp16.components == bf16.components  # same element size, same CPU autocast op lists
+
+
+def test_lora_rank_leaves_gradients_and_adam_state_only_for_the_adapters():
+    # tiny_lm: d_model 16, 2 layers; LoRA r=4 on q_proj and v_proj: A (4x16) + B (16x4) each.
+    from layerwise.measure.step import measure_step as run
+
+    result = run(tiny_lm(), Workload(batch=2, lora_rank=4))
+    adapters = 2 * 2 * (4 * 16 + 16 * 4)
+    tensors = 2 * 2 * 2  # layers x projections x (A, B)
+    # AdamW keeps exp_avg and exp_avg_sq (fp32) per adapter parameter, plus a 4-byte step per tensor
+    assert result.components["optimizer_states"] == 2 * 4 * adapters + 4 * tensors
