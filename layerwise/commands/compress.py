@@ -90,8 +90,11 @@ def prune_cmd(run_dir: Path, sparsity: float = typer.Option(0.5, help="fraction 
         rows.append(_row(f"stage {st.index}: {st.sparsity:.0%} + ft", st.module, st.body, shape, data.test, task,
                          outdir / f"pruned-{st.index}.safetensors"))
     render_table(f"prune {kind} {sparsity:.0%} in {steps} stage(s): {run_dir}", rows, _metric(task))
-    if kind != "structured":
-        render_lines([f"  {r.path}: {r.sparsity:.1%} of {r.numel:,} zero" for r in sparsity_table(stages[-1].module)])
+    if kind != "structured":  # zeros stay in dense tensors: file, params and FLOPs do not shrink
+        table = sparsity_table(stages[-1].module)
+        zeros, total = sum(r.zeros for r in table), sum(r.numel for r in table)
+        render_lines([f"  {r.path}: {r.sparsity:.1%} of {r.numel:,} zero" for r in table]
+                     + [f"  all Linear/Conv weights: {zeros / total:.1%} of {total:,} zero"])
     dump(replace(run.model, body=stages[-1].body), outdir / "pruned-spec.yaml")
     render_lines([f"wrote {outdir / 'pruned-spec.yaml'} and {outdir / f'pruned-{len(stages)}.safetensors'}"])
 

@@ -9,7 +9,7 @@ from typing import Callable
 from torch import nn
 
 from layerwise.compress.structured import check_amount, prune_structured
-from layerwise.compress.unstructured import prune_magnitude
+from layerwise.compress.unstructured import make_permanent, permanent_copy, prune_magnitude
 from layerwise.spec.base import Block
 from layerwise.spec.errors import LayerwiseError
 
@@ -35,7 +35,9 @@ def stage_amounts(sparsity: float, steps: int) -> list[tuple[float, float]]:
 
 def iterative_prune(body: Block, module: nn.Module, in_shape, sparsity: float, *, steps: int = 1,
                     kind: str = "structured", finetune: Callable[[nn.Module], None] | None = None) -> list[Stage]:
-    """Prune in `steps` stages towards `sparsity`, calling finetune(module) after each stage."""
+    """Prune in `steps` stages towards `sparsity`, calling finetune(module) after each stage.
+    Magnitude pruning keeps its masks while fine-tuning (pruned weights stay zero); each Stage holds
+    a snapshot with the masks folded in, and the last one is the module itself."""
     check_amount(sparsity)
     if kind not in KINDS:
         raise LayerwiseError(f"prune: kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -47,8 +49,17 @@ def iterative_prune(body: Block, module: nn.Module, in_shape, sparsity: float, *
             step = prune_structured(body, module, in_shape, amount)
             body, module = step.body, step.module
         else:
-            module = prune_magnitude(module, goal, scope=kind)  # global magnitude over the current zeros
+            module = prune_magnitude(module, amount, scope=kind, permanent=False)  # of the weights alive
         if finetune is not None:
             finetune(module)
-        stages.append(Stage(i, goal, body, module))
+        last = i == steps
+        snapshot = module if structured_or_last(kind, last) else permanent_copy(module)
+        if last and kind != "structured":
+            make_permanent(module)
+        stages.append(Stage(i, goal, body, snapshot))
     return stages
+
+
+def structured_or_last(kind: str, last: bool) -> bool:
+    """Structured stages make a new module each time; magnitude stages share one, so snapshot."""
+    return kind == "structured" or last

@@ -26,9 +26,13 @@ class LayerSparsity:
         return self.zeros / self.numel if self.numel else 0.0
 
 
-def prune_magnitude(module: nn.Module, amount: float, scope: str = "global") -> nn.Module:
+def prune_magnitude(module: nn.Module, amount: float, scope: str = "global", permanent: bool = True) -> nn.Module:
     """Zero the smallest-|w| fraction `amount` of Linear/Conv weights, over all of them together
-    (scope="global") or in each layer (scope="layer"); the masks are made permanent."""
+    (scope="global") or in each layer (scope="layer").
+
+    permanent=False keeps torch's mask (weight = weight_orig * weight_mask), so fine-tuning cannot
+    regrow pruned weights; pruning again then removes `amount` of the weights still alive (torch's
+    PruningContainer). make_permanent() folds the masks in at the end."""
     check_amount(amount)
     if scope not in ("global", "layer"):
         raise LayerwiseError(f"prune: scope must be global or layer, got {scope!r}")
@@ -40,9 +44,28 @@ def prune_magnitude(module: nn.Module, amount: float, scope: str = "global") -> 
     else:
         for m, name in targets:
             prune.l1_unstructured(m, name, amount=float(amount))
-    for m, name in targets:
-        prune.remove(m, name)
+    if permanent:
+        make_permanent(module)
     return module
+
+
+def make_permanent(module: nn.Module) -> nn.Module:
+    """Fold every pruning mask into its weight (plain `weight` parameters again)."""
+    for m in module.modules():
+        if isinstance(m, _PRUNABLE) and prune.is_pruned(m) and hasattr(m, "weight_mask"):
+            prune.remove(m, "weight")
+    return module
+
+
+def permanent_copy(module: nn.Module) -> nn.Module:
+    """A copy with the masks folded in (to save or measure mid-schedule)."""
+    import copy
+
+    with torch.no_grad():  # after a training step `weight` is a non-leaf (orig * mask): recompute it detached
+        for m in module.modules():
+            if isinstance(m, _PRUNABLE) and hasattr(m, "weight_mask"):
+                m.weight = m.weight_orig * m.weight_mask
+    return make_permanent(copy.deepcopy(module))
 
 
 def sparsity_table(module: nn.Module) -> list[LayerSparsity]:

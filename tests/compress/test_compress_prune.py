@@ -116,3 +116,30 @@ def test_per_layer_magnitude_pruning():
     prune_magnitude(module, 0.5, scope="layer")
     for r in sparsity_table(module):
         assert r.zeros == round(0.5 * r.numel)
+
+
+def test_iterative_magnitude_pruning_keeps_pruned_weights_at_zero_while_fine_tuning():
+    """Fine-tuning between stages must not regrow pruned weights: the final sparsity is the target."""
+    from layerwise.compress.schedule import iterative_prune
+
+    torch.manual_seed(0)
+    spec = models.cnn()
+    module = spec.build()
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+
+    def finetune(m):
+        opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5)
+        for _ in range(3):
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    stages = iterative_prune(spec, module, (2, 1, 8, 8), 0.6, steps=3, kind="global", finetune=finetune)
+    fractions = []
+    for st in stages:
+        rows = sparsity_table(st.module)
+        fractions.append(sum(r.zeros for r in rows) / sum(r.numel for r in rows))
+    assert fractions[0] == pytest.approx(0.2, abs=0.005) and fractions[1] == pytest.approx(0.4, abs=0.005)
+    assert fractions[2] == pytest.approx(0.6, abs=0.005)
+    assert not any("weight_orig" in n for n, _ in stages[-1].module.named_parameters())
