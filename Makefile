@@ -19,12 +19,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/layerwise summary tiny-gpt
+	$(BIN)/layerwise summary tiny-gpt --max-level 1
 	$(BIN)/layerwise memory llama-2-7b --batch 1 --seq 2048 --precision bf16-mixed --optimizer adamw
+	$(BIN)/layerwise verify tiny-gpt --seq 64 --batch 4
 	$(BIN)/layerwise train digits-cnn --data digits --epochs 3 --out runs/demo
 
+# Two workers on two cores; one torch thread each, so they do not oversubscribe the cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/accuracy.py
