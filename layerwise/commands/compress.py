@@ -43,10 +43,12 @@ def quantize_cmd(run_dir: Path, mode: str = typer.Option("dynamic", help="dynami
                  group_size: int = typer.Option(None, help="weight-only: scales per group of inputs (0: per channel)"),
                  out: Path = typer.Option(None, help="output file (default RUN_DIR/compressed/MODE.safetensors)"),
                  which: str = "best"):
-    from layerwise.compress.quantize import quantize
+    from layerwise.compress.quantize import MODES, quantize
     from layerwise.cost.quant_size import quant_size
     from layerwise.report.compress import render_lines, render_table
 
+    if mode not in MODES:  # before loading anything
+        raise LayerwiseError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     run, data = _load(run_dir, which)
     task, body = run.model.task, run.model.body
     shape = run.model.input_shape(1)
