@@ -199,10 +199,15 @@ def _rnn(b, tr: Trace, x: T) -> T:
             tr.save(tr.new((layers * dirs, bsz, h), x.dtype, False))
     inp = x
     for layer in range(layers):
-        # all time steps' input projections at once (B*S, gates): two such tensors are alive
-        # together in the CPU kernel (measured on the GRU; an estimate for the others)
-        proj = [tr.new((bsz * s, gates), tr.policy.autocast or x.dtype, False) for _ in range(2)]
-        del proj
+        # all time steps' input projections at once (B*S, gates): two, briefly, under no_grad or
+        # autocast; training in full precision keeps one through the time loop, plus a time-major
+        # copy of the input (fitted to the measure reading on the GRU; an estimate for rnn/lstm)
+        held = grad and tr.policy.autocast is None
+        proj = [tr.new((bsz * s, gates), tr.policy.autocast or x.dtype, False) for _ in range(1 if held else 2)]
+        if held:
+            proj.append(tr.new(inp.shape, inp.dtype, False))
+        else:
+            del proj[:]
         for d in range(dirs):
             # the first layer's reverse direction saves a flipped copy of x; deeper layers' two
             # directions share one saved input (measured: tests/cost/test_activations.py)
@@ -213,6 +218,7 @@ def _rnn(b, tr: Trace, x: T) -> T:
                 steps = total - _RNN_INIT[b.kind]  # the initial-state views are counted above
                 tr.save(tr.new((steps, bsz, h), x.dtype, False))
         inp = tr.new((bsz, s, h * dirs), x.dtype, grad)
+        del proj
         if layer < layers - 1:
             inp = dropout_op(tr, inp, b.dropout)
     if b.output == "last":

@@ -199,6 +199,8 @@ def training_memory(model: Model, workload: Workload = Workload()) -> MemoryRepo
     if workload.mode != "train":
         raise WorkloadError("training_memory needs --mode train; use inference_memory for --mode infer")
     model = _with_lora(model, workload)
+    if workload.checkpointing == "full" and _first_repeat(model.body) is None:  # as the measure reading
+        raise WorkloadError("--checkpointing full: the model has no repeated blocks (a `repeat`) to checkpoint")
     st = trace_step(model, workload)
     tr = st.trace
     states = _device_states(_states(model, workload, tr), workload)
