@@ -26,10 +26,14 @@ class Embedding(Block):
     vocab_size: int
     d_model: int
     padding_idx: int | None = None  # this row's gradient stays zero (torch semantics; may be negative)
+    # "normal": N(0, 0.02), the initializer_range of GPT-2, BERT and Llama; torch's N(0, 1) makes a
+    # tied LM head emit logits with std ~sqrt(d_model) and a first loss far above ln(vocab_size).
+    init: str = "normal"  # normal | torch
     trainable: bool = True
 
     def __post_init__(self):
         self._positive("vocab_size", "d_model")
+        self._one_of("init", ("normal", "torch"))
         p = self.padding_idx
         if p is not None and (isinstance(p, bool) or not isinstance(p, int) or not -self.vocab_size <= p < self.vocab_size):
             raise SpecError(
@@ -47,9 +51,15 @@ class Embedding(Block):
         return Flops(bwd_other=prod(in_shape) * self.d_model if self.trainable else 0)
 
     def build(self):
+        import torch
         from torch import nn
 
         module = nn.Embedding(self.vocab_size, self.d_model, padding_idx=self.padding_idx)
+        if self.init == "normal":
+            nn.init.normal_(module.weight, std=0.02)
+            if self.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[self.padding_idx].zero_()
         module.requires_grad_(self.trainable)
         return module
 

@@ -109,3 +109,19 @@ def test_non_matmul_flops_scale_with_the_input():
     ]:
         a, b = spec.flops(shape), spec.flops(doubled)
         assert a.fwd_other > 0 and b.fwd_other == 2 * a.fwd_other and b.bwd_other == 2 * a.bwd_other
+
+
+def test_a_fresh_tied_lm_starts_at_the_uniform_loss():
+    # With embeddings at N(0, 0.02) (GPT-2/BERT/Llama's initializer_range), an untrained LM's
+    # cross-entropy is close to ln(vocab_size); torch's N(0, 1) gave ~13.7 for tiny-gpt (vocab 256).
+    import math
+
+    import torch
+
+    from layerwise.presets import get_preset
+
+    torch.manual_seed(0)
+    module = get_preset("tiny-gpt").build()
+    ids = torch.randint(0, 256, (4, 64))
+    loss = torch.nn.functional.cross_entropy(module(ids).reshape(-1, 256), ids.reshape(-1)).item()
+    assert abs(loss - math.log(256)) < 0.3
