@@ -74,7 +74,11 @@ def _attention(b, tr: Trace, x: T) -> T:
     if b.rope is not None:
         tables = [tr.new((s, dh), "fp32", False), tr.new((s, dh), "fp32", False)]
         q, k = _rope(tr, q, tables), _rope(tr, k, tables)
-    y = _eager(tr, b, q, k, v) if tr.policy.attention == "eager" else _sdpa(tr, b, q, k, v)
+    core = _eager if tr.policy.attention == "eager" else _sdpa
+    if tr.policy.checkpointing == "selective" and tr.sink is None:  # recompute the core in backward
+        y = tr.checkpointed(lambda q_, k_, v_: core(tr, b, q_, k_, v_), q, k, v)
+    else:
+        y = core(tr, b, q, k, v)  # (B, H, S, d_head)
     if tr.policy.attention == "eager" or b.dropout > 0:
         y = tr.new((bsz, s, h * dh), y.dtype, y.grad)  # transpose(1, 2).reshape: a copy
     else:

@@ -40,7 +40,8 @@ class ActPolicy:
     dropout_mask_bytes: int | None = None
     attention: str = "sdpa"
     grad: bool = True
-    checkpointing: str = "none"  # none | full (each outermost repeat item) | selective (attention core)
+    checkpointing: str = "none"  # none | full (each outermost repeat item) | selective (attention core,
+    # Korthikanti et al. 2022 "Reducing activation recomputation": scores/probs recomputed)
 
     def __post_init__(self):
         if self.attention not in ("eager", "sdpa"):
@@ -165,20 +166,24 @@ class Trace:
             if t.storage.kind != "param":
                 target.setdefault(id(t.storage), (t.storage, self.here))
 
-    def checkpointed(self, fn, x: T) -> T:
-        """torch.utils.checkpoint(fn, x, use_reentrant=False): x stays alive (saved), the region's
-        own saved tensors are dropped and recomputed in backward; their bytes go to `recompute`."""
+    def checkpointed(self, fn, *xs: T) -> T:
+        """torch.utils.checkpoint(fn, *xs, use_reentrant=False): the inputs stay alive (saved),
+        the region's own saved tensors are dropped and recomputed in backward, one region at a
+        time; `regions` keeps, per step, the recomputed bytes its backward frees."""
         if not self.policy.grad:
-            return fn(x)
+            return fn(*xs)
         outer, self.sink = self.sink, {}
         start = len(self.steps)
+        kept = {id(x.storage) for x in xs}
         try:
-            out = fn(x)
-            if x.storage.kind != "param":  # kept until the region's backward is done (its first step)
-                self.saved.setdefault(id(x.storage), (x.storage, start))
+            out = fn(*xs)
+            for x in xs:  # kept until the region's backward is done (its first step)
+                if x.storage.kind != "param":
+                    target = self.saved if outer is None else outer
+                    target.setdefault(id(x.storage), (x.storage, start))
             freed: dict[int, int] = {}  # step -> recomputed bytes freed once its backward has run
             for st, step in self.sink.values():
-                if st is not x.storage and st.kind in ("act", "cast"):  # casts are redone too
+                if id(st) not in kept and st.kind in ("act", "cast"):  # casts are redone too
                     freed[step] = freed.get(step, 0) + st.nbytes
             self.regions.append((start, len(self.steps) - 1, freed))
         finally:

@@ -98,3 +98,17 @@ def test_lora_trains_only_the_adapters():
     lora = training_memory(model, Workload(batch=1, seq=32, lora_rank=8))
     assert lora.components.optimizer_states < full.components.optimizer_states / 50
     assert lora.components.weights > full.components.weights  # base + adapters
+
+
+def test_selective_checkpointing_drops_the_eager_score_matrices():
+    # selective recomputation (Korthikanti et al. 2022) drops the (B, H, S, S) scores/probs that
+    # eager attention saves; sdpa never saves them, so selective-eager lands next to sdpa.
+    # (The measure reading does not run selective yet: this checks the model's own consistency.)
+    model = get_preset("gpt2", n_layers=2)
+    peaks = {(ck, att): training_memory(model, Workload(batch=2, seq=512, optimizer="sgd", checkpointing=ck,
+                                                        attention=att)).peak_bytes
+             for ck in ("none", "selective") for att in ("eager", "sdpa")}
+    b, h, s = 2, 12, 512
+    scores = b * h * s * s * 4
+    assert peaks[("none", "eager")] - peaks[("selective", "eager")] >= 2 * 2 * scores  # 2 layers x (scores, probs)
+    assert abs(peaks[("selective", "eager")] - peaks[("selective", "sdpa")]) < scores
