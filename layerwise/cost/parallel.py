@@ -110,18 +110,24 @@ def device_model_states(params: ParamSplit, par: Parallel, bytes_per_param: str 
     return DeviceStates(gpu=gpu, cpu=cpu)
 
 
-def shard_model_states(states: ModelStates, par: Parallel) -> DeviceStates:
+def shard_model_states(states: ModelStates, par: Parallel, *, replicated_optimizer_bytes: int = 0) -> DeviceStates:
     """Shard already-computed model states of one tp rank's parameters (e.g. `torch_model_states`
     of a stage, exact for Adafactor's shape-dependent state) by the ZeRO stage and offload of
     `par`. Bytes are split evenly (ceil): DeepSpeed/FSDP flatten each state into one padded buffer.
+
+    `replicated_optimizer_bytes`: optimizer state every rank keeps whole, such as AdamW's scalar
+    `step` per parameter tensor under FSDP2, where each rank steps its shard of every parameter
+    (measured in tests/distributed). Partitioners that hand whole tensors to ranks (torch's
+    ZeroRedundancyOptimizer) split those scalars with their tensors: leave it 0.
     """
     dp, z = par.dp, par.zero
 
     def cut(nbytes_: int, on: bool) -> int:
         return -(-nbytes_ // dp) if on else nbytes_
 
+    whole = replicated_optimizer_bytes if z >= 1 else 0
     gpu = ModelStates(cut(states.weights, z >= 3), cut(states.master_weights, z >= 1),
-                      cut(states.gradients, z >= 2), cut(states.optimizer_states, z >= 1))
+                      cut(states.gradients, z >= 2), cut(states.optimizer_states - whole, z >= 1) + whole)
     cpu = ModelStates()
     if par.offload_optimizer:
         cpu = ModelStates(0, gpu.master_weights, gpu.gradients, gpu.optimizer_states)
