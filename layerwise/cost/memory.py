@@ -134,6 +134,14 @@ def _states(model: Model, workload: Workload, tr: Trace) -> ModelStates:
     frozen = {k: (n,) for k, (n, _, t) in tr.params.items() if not t}
     states = torch_model_states(trainable, frozen, precision=workload.precision,
                                 optimizer=workload.optimizer if workload.optimizer != "adam-8bit" else "adam")
+    if workload.quant != "none":  # QLoRA-style: frozen matrices stored quantized (with their scales)
+        from layerwise.cost.inference import QuantConfig, weight_bytes
+
+        dtype = precision_policy(workload.precision).weights
+        frozen_shapes = {k: tr.shapes[k] for k, (_, _, t) in tr.params.items() if not t}
+        train_bytes = sum(nbytes(n, dtype) for n, _, t in tr.params.values() if t)
+        states = replace(states, weights=train_bytes + weight_bytes(frozen_shapes, QuantConfig(quant=workload.quant,
+                                                                                             dtype=dtype)))
     return replace(states, weights=states.weights + tr.buffers)  # + BatchNorm running stats
 
 

@@ -114,3 +114,15 @@ def test_selective_checkpointing_drops_the_eager_score_matrices():
     probs = 2 * 12 * 512 * 512 * 4  # (B, H, S, S) fp32
     assert saved("none", "eager") - saved("selective", "eager") >= 2 * probs  # 2 layers
     assert saved("selective", "eager") <= saved("none", "sdpa")
+
+
+def test_qlora_stores_the_frozen_base_in_nf4():
+    # nf4: 4 bits + one fp32 absmax per 64 (double-quantized: 0.127 bits/param of constants,
+    # Dettmers et al. 2023 §3) for the frozen matrices; embeddings and the head stay bf16.
+    model = get_preset("llama-2-7b", n_layers=2, d_model=256, n_heads=4, d_ff=512, vocab_size=1000)
+    w = Workload(batch=1, seq=32, lora_rank=8, precision="bf16")
+    plain, q = training_memory(model, w), training_memory(model, w.with_(quant="nf4"))
+    matrices = 2 * (4 * 256 * 256 + 3 * 256 * 512)  # the frozen q/k/v/o and ffn matrices
+    saved = plain.components.weights - q.components.weights
+    assert 0.70 * matrices * 2 < saved < 0.75 * matrices * 2  # ~ (2 - 0.5 - 0.0159) / 2 of bf16
+    assert q.components.optimizer_states == plain.components.optimizer_states
