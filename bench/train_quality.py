@@ -26,7 +26,7 @@ RUNS = {
     # stdlib lines are <= ~80 bytes: 64 byte positions instead of the preset's 256 (4x cheaper)
     "text-gru": ({"max_seq": 64}, TrainConfig(data=DataConfig(source="pystdlib-lines"), epochs=4, lr=3e-3,
                                               batch_size=64, grad_clip=1.0), ("test_accuracy", 0.90)),
-    "tiny-gpt": ({"max_seq": 64}, TrainConfig(data=DataConfig(source="pystdlib", max_bytes=600_000), max_steps=400,
+    "tiny-gpt": ({"max_seq": 64}, TrainConfig(data=DataConfig(source="pystdlib", max_bytes=400_000), max_steps=400,
                                               lr=2e-3, warmup_steps=40, batch_size=16, grad_clip=1.0,
                                               eval_every=100), ("val_loss_vs_untrained", 0.6)),
 }
@@ -52,8 +52,10 @@ def run_one(name: str) -> dict:
            "val_loss": val_loss, "test_accuracy": r.test["accuracy"] if r.test else float("nan")}
     if metric == "test_accuracy":
         row["target"], row["ok"] = f"test acc >= {target:.2f}", row["test_accuracy"] >= target
-    else:  # well below: at most `target` times the untrained loss (ln V for a uniform guess)
-        row["target"], row["ok"] = f"val loss <= {target:.1f} x untrained", val_loss <= target * baseline
+    else:  # well below the untrained model, and below a uniform guess over the vocabulary (ln V)
+        uniform = math.log(model.input.vocab_size)
+        row["target"] = f"val <= {target:.1f} x untrained, < ln V"
+        row["ok"] = val_loss <= target * baseline and val_loss < uniform
     return row
 
 
@@ -61,14 +63,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", action="append", choices=sorted(RUNS))
     args = ap.parse_args()
-    rows = [run_one(n) for n in (args.only or RUNS)]
-    head = f"{'model':<12}{'data':<16}{'steps':>6}{'time s':>8}{'untrained':>11}{'val loss':>10}{'test acc':>10}  {'target':<26}ok"
+    head = (f"{'model':<12}{'data':<16}{'steps':>6}{'time s':>8}{'untrained':>11}{'val loss':>10}{'test acc':>10}"
+            f"  {'target':<30}ok")
     print(head)
-    print("-" * len(head))
-    for r in rows:
+    print("-" * len(head), flush=True)
+    for name in args.only or RUNS:
+        r = run_one(name)
         print(f"{r['model']:<12}{r['data']:<16}{r['steps']:>6}{r['seconds']:>8.0f}{r['untrained_val_loss']:>11.3f}"
-              f"{r['val_loss']:>10.3f}{r['test_accuracy']:>10.3f}  {r['target']:<26}{'yes' if r['ok'] else 'NO'}")
-    print(f"(uniform guess over 256 bytes: {math.log(256):.3f} nats)")
+              f"{r['val_loss']:>10.3f}{r['test_accuracy']:>10.3f}  {r['target']:<30}{'yes' if r['ok'] else 'NO'}", flush=True)
+    print(f"(a uniform guess over 256 byte ids: {math.log(256):.3f} nats; test acc of an LM is next-token accuracy)")
 
 
 if __name__ == "__main__":

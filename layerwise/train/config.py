@@ -41,7 +41,7 @@ class DataConfig:
     standardise: bool = True  # tabular: zero mean, unit variance, fitted on the train split only
     # text
     tokenizer: str = "byte"  # byte: ids 0..255; bpe: trained locally with `tokenizers` on train text
-    max_bytes: int = 2_000_000  # pystdlib: cap on the corpus size so a run stays seconds-to-minutes
+    max_bytes: int = 1_000_000  # pystdlib(-lines): cap on the corpus read, so a CPU run stays minutes
 
     def __post_init__(self):
         _one_of("data.normalise", self.normalise, NORMALISE)
@@ -89,6 +89,7 @@ class TrainConfig:
     l2: float = 0.0  # + l2 * sum w^2 over the same (an explicit penalty, unlike decoupled decay)
     # evaluation, early stopping, checkpoints
     eval_every: int = 0  # optimizer steps between validations; 0 = once per epoch
+    eval_batches: int = 50  # validation during training reads at most this many batches (0: all); the final test reads all
     monitor: str = "val_loss"  # val_loss (lower is better) or val_accuracy (higher is better)
     patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0 = at every evaluation
@@ -118,7 +119,8 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "keep_last", "log_every"):
             if getattr(self, name) <= 0:
                 raise LayerwiseError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("epochs", "max_steps", "warmup_steps", "eval_every", "checkpoint_every", "patience", "lora_rank"):
+        for name in ("epochs", "max_steps", "warmup_steps", "eval_every", "eval_batches", "checkpoint_every", "patience",
+                     "lora_rank"):
             if getattr(self, name) < 0:
                 raise LayerwiseError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.epochs == 0 and self.max_steps == 0:

@@ -9,6 +9,7 @@ Feedback goes out through `on_event(kind, payload)`; nothing here prints.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import signal
@@ -210,7 +211,8 @@ def train(model: Model, config: TrainConfig, run_dir: str | Path, *, resume: boo
             improved, early = False, False
             if do_eval and len(data.val.sampler):
                 eval_module = wrapped if dist.strategy == "fsdp" else module
-                ev = evaluate(eval_module, data.val, trained.task, n_classes=data.info.n_classes, device=device,
+                val = itertools.islice(data.val, cfg.eval_batches) if cfg.eval_batches else data.val
+                ev = evaluate(eval_module, val, trained.task, n_classes=data.info.n_classes, device=device,
                               autocast_dtype=amp_dtype if amp_dtype == torch.bfloat16 else None)
                 last_val = ev
                 log.write({"step": st.step, "epoch": st.epoch, "kind": "val", "loss": ev.loss,
