@@ -3,7 +3,6 @@ activation checkpointing applies), transformer_block, decoder_lm (tied head), th
 Each mirrors its module in layerwise/build/."""
 from __future__ import annotations
 
-from layerwise.cost.act_leaves import linear_op
 from layerwise.cost.act_trace import T, Trace
 from layerwise.cost.activations import act, run
 
@@ -114,5 +113,3 @@ def _resblock(b, tr: Trace, x: T) -> T:
     relu = dict(b.children())["relu"]
     return run(relu, "relu", tr, s)
 
-
-__all__ = ["add", "linear_op"]

@@ -6,12 +6,17 @@ master weights, optimizer state) and, in turn:
   forward    + every saved activation, the input batch, autocast's weight-copy cache, and at the
                loss the logits, their fp32 copy and the saved log-softmax (the forward's peak);
   backward   + the loss-gradient temporaries at the start (two (N, V) tensors next to the saved
-               log-softmax), then block by block in reverse: saved tensors are freed once the
-               block that first saved them has run its backward, parameter gradients appear, and
-               each block's activation gradients (its two largest tensors) pass through;
+               log-softmax), then leaf by leaf in reverse: saved tensors are freed once the leaf
+               that first saved them has run its backward, parameter gradients appear (under
+               autocast first in low precision), the gradients of the leaf's input and output pass
+               through, a residual's gradient waits through its branch, and with checkpointing the
+               region being back-propagated is recomputed (and freed leaf by leaf);
   optimizer  + gradients + optimizer.step()'s temporaries (cost/optimizers.py).
-The peak is the largest phase, never the sum of everything. Model states come from H4's
-cost/model_states.py and are sharded per device by cost/parallel.py.
+The forward's own peak (inside the model: a GRU's projections, eager attention's scores) comes
+from the liveness of the symbolic tensors (act_trace.Liveness). The peak is the largest phase,
+never the sum of everything. Model states come from cost/model_states.py and are sharded per
+device by cost/parallel.py. Checked against the measure reading in tests/cost/test_memory.py and
+bench/accuracy.py.
 """
 from __future__ import annotations
 
