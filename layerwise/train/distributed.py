@@ -85,6 +85,18 @@ def load_full_states(module: torch.nn.Module, opt: torch.optim.Optimizer, d: Dis
         opt.load_state_dict(opt_sd)
 
 
+def load_model_state(module: torch.nn.Module, d: Dist, tensors: dict, where: str) -> None:
+    """Full (unsharded) tensors into the module; FSDP scatters them to the shards."""
+    if d.strategy == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(module, tensors, options=StateDictOptions(full_state_dict=True, strict=False))
+        return
+    from layerwise.train.checkpoint import load_module_state
+
+    load_module_state(unwrap(module), tensors, where)
+
+
 def all_true(flag: bool, d: Dist) -> bool:
     """True only if `flag` holds on every rank (a NaN on one rank stops all of them together)."""
     if d.world == 1:

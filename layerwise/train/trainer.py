@@ -301,10 +301,11 @@ def _save(st: _State, module, wrapped, opt, scaler, dist, ckpt_root: Path, cfg: 
 
 def _restore(folder: Path, module, wrapped, opt, scaler, dist) -> _State:
     tensors, state = ck.read_checkpoint(folder)
-    ck.load_module_state(module, tensors, str(folder))
     if dist.strategy == "fsdp":
-        dd.load_full_states(wrapped, opt, dist, module.state_dict(), state.get("optimizer"))
-    elif state.get("optimizer"):
+        dd.load_full_states(wrapped, opt, dist, tensors, state.get("optimizer"))
+    else:
+        ck.load_module_state(module, tensors, str(folder))
+    if dist.strategy != "fsdp" and state.get("optimizer"):
         opt.load_state_dict(state["optimizer"])
     if scaler and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
@@ -340,9 +341,9 @@ def _final_test(module, wrapped, dist, ckpt_root: Path, data: Data, trained: Mod
         return None
     folder = ckpt_root / "best" if (ckpt_root / "best").exists() else ckpt_root / "last"
     dd.barrier(dist)
-    if dist.strategy != "fsdp" and folder.exists():
+    if folder.exists():
         tensors, _ = ck.read_checkpoint(folder)
-        ck.load_module_state(module, tensors, str(folder))
+        dd.load_model_state(wrapped if dist.strategy == "fsdp" else module, dist, tensors, str(folder))
     ev = evaluate(wrapped if dist.strategy == "fsdp" else module, data.test, trained.task,
                   n_classes=data.info.n_classes, device=device)
     return ev.to_dict()
