@@ -216,7 +216,7 @@ def training_memory(model: Model, workload: Workload = Workload()) -> MemoryRepo
         raise WorkloadError("--checkpointing full: the model has no repeated blocks (a `repeat`) to checkpoint")
     st = trace_step(model, workload)
     tr = st.trace
-    states = _device_states(_states(model, workload, tr), workload)
+    states = _device_states(_states(model, workload, tr), workload, _step_scalar_bytes(workload, tr))
     accum = workload.grad_accum > 1
     base = Components(weights=states.weights, master_weights=states.master_weights,
                       optimizer_states=states.optimizer_states, activations=st.inputs)
@@ -321,7 +321,16 @@ def _with_lora(model: Model, workload: Workload) -> Model:
     return apply_lora(model, workload.lora_rank)
 
 
-def _device_states(states: ModelStates, workload: Workload) -> ModelStates:
+def _step_scalar_bytes(workload: Workload, tr: Trace) -> int:
+    """The optimizer's scalar `step` tensors (one per trainable parameter tensor): under FSDP (ZeRO-3)
+    every rank steps its shard of every parameter and keeps them all (tests/distributed)."""
+    from layerwise.cost.optimizers import state_bytes
+
+    optimizer = workload.optimizer if workload.optimizer != "adam-8bit" else "adam"
+    return state_bytes(optimizer, [(n,) for n, _, t in tr.params.values() if t]).step
+
+
+def _device_states(states: ModelStates, workload: Workload, step_scalars: int = 0) -> ModelStates:
     """ZeRO shards over dp; tp and pp divide the parameters (an even split: an estimate)."""
     if workload.dp * workload.tp * workload.pp == 1 and workload.zero == 0:
         return states
@@ -330,7 +339,9 @@ def _device_states(states: ModelStates, workload: Workload) -> ModelStates:
     split = workload.tp * workload.pp
     if split > 1:
         states = ModelStates(*(-(-getattr(states, f.name) // split) for f in fields(states)))
-    return shard_model_states(states, Parallel(dp=workload.dp, tp=1, pp=1, zero=workload.zero)).gpu
+    whole = step_scalars if workload.zero == 3 else 0
+    return shard_model_states(states, Parallel(dp=workload.dp, tp=1, pp=1, zero=workload.zero),
+                              replicated_optimizer_bytes=whole).gpu
 
 
 # ---- inference -----------------------------------------------------------------------------------

@@ -185,14 +185,15 @@ def _checkpoint_attention_cores(module: nn.Module) -> int:
 
 
 # ---- run-time module settings -----------------------------------------------------------------
-def apply_runtime(module: nn.Module, workload: Workload) -> None:
-    """Attention implementation (and whatever else layerwise.build.runtime offers)."""
-    try:
-        from layerwise.build import runtime
-    except ImportError:
-        return
-    if hasattr(runtime, "set_attention_impl"):
-        runtime.set_attention_impl(module, workload.attention)
+def apply_runtime(module: nn.Module, workload: Workload, *, fake: bool = False) -> None:
+    """Attention implementation; under fake tensors, MoE layers route "balanced" (every token to
+    top_k distinct experts, equal shares) because learned top-k routing needs real router values.
+    The bytes do not depend on which experts a token picks, only on how many rows each one gets."""
+    from layerwise.build import runtime
+
+    runtime.set_attention_impl(module, workload.attention)
+    if fake:
+        runtime.set_moe_routing(module, "balanced")
 
 
 # ---- inputs and loss --------------------------------------------------------------------------

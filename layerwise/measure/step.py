@@ -92,7 +92,7 @@ def measure_step(model, workload: Workload = Workload(), *, fake: bool = True, i
     with fake_mode, counting_context():
         module = _build(target, fake_mode if fake else None, device)
         setup.apply_precision(module, workload)
-        setup.apply_runtime(module, workload)
+        setup.apply_runtime(module, workload, fake=fake)
         x = setup.make_input(target.kind, target.shape, target.vocab_size, workload).to(device)
         if workload.mode == "infer":
             run = _Inference(module, x, workload, target, device, fake, count_flops)

@@ -21,9 +21,11 @@ MODELS = {
     "vit": (dict(n_layers=2), dict(batch=2)),
     "resnet": ({}, dict(batch=2, image=(64, 64))),
     "cnn": ({}, dict(batch=8)),
+    "mixtral": (dict(LLAMA, n_kv_heads=2, n_experts=4, top_k=2), dict(batch=2, seq=64)),
+    "gru": ({}, dict(batch=8)),
 }
 PRESET = {"tiny-gpt": "tiny-gpt", "llama": "llama-2-7b", "bert": "bert-base", "vit": "vit-b-16",
-          "resnet": "resnet-18", "cnn": "digits-cnn"}
+          "resnet": "resnet-18", "cnn": "digits-cnn", "mixtral": "mixtral-8x7b", "gru": "text-gru"}
 SAMPLE = [  # a representative sample of bench/accuracy.py's suite
     ("tiny-gpt", "fp32", "adamw", "none", "eager"), ("tiny-gpt", "bf16-mixed", "sgd", "none", "sdpa"),
     ("tiny-gpt", "fp32", "sgd", "full", "sdpa"), ("tiny-gpt", "bf16-mixed", "adamw", "full", "eager"),
@@ -31,6 +33,8 @@ SAMPLE = [  # a representative sample of bench/accuracy.py's suite
     ("bert", "fp32", "sgd", "none", "eager"), ("bert", "bf16-mixed", "adamw", "full", "sdpa"),
     ("vit", "fp32", "sgd", "none", "sdpa"), ("vit", "bf16-mixed", "sgd", "none", "eager"),
     ("resnet", "fp32", "sgd", "none", "sdpa"), ("cnn", "bf16-mixed", "sgd", "none", "sdpa"),
+    ("mixtral", "fp32", "adamw", "none", "sdpa"), ("mixtral", "bf16-mixed", "adamw", "full", "sdpa"),
+    ("gru", "fp32", "adamw", "none", "sdpa"),
 ]
 
 
