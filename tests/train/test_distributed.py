@@ -1,4 +1,5 @@
-"""Two processes on gloo (localhost) reach the weights of one process with the doubled batch."""
+"""Two processes on gloo (localhost) reach the weights of one process with the doubled batch (DDP and
+FSDP2), and an FSDP run killed and resumed reaches the same weights bitwise."""
 from __future__ import annotations
 
 import socket
@@ -18,6 +19,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class _Killed(Exception):
+    pass
+
+
+def _kill_at_5(step, module):
+    if step == 5:
+        raise _Killed
+
+
 def _worker(rank: int, world: int, port: int, run_dir: str) -> None:
     import os
 
@@ -26,9 +36,16 @@ def _worker(rank: int, world: int, port: int, run_dir: str) -> None:
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    try:  # one process group for both strategies: spawning costs more than training here
+    try:  # one process group for everything: spawning costs more than training here
         for strategy in ("ddp", "fsdp"):
             train(mlp(), config(strategy=strategy, batch_size=8, max_steps=6, eval_every=3), f"{run_dir}/{strategy}")
+        # FSDP killed after step 5 (last checkpoint: step 3), then resumed from the sharded-then-gathered state
+        cfg = config(strategy="fsdp", batch_size=8, max_steps=6, eval_every=3)
+        try:
+            train(mlp(), cfg, f"{run_dir}/fsdp-killed", hooks={"after_step": _kill_at_5})
+        except _Killed:
+            pass
+        train(mlp(), cfg, f"{run_dir}/fsdp-killed", resume=True)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -45,3 +62,6 @@ def test_two_processes_ddp_and_fsdp_match_one(tmp_path):
         b = run.module.state_dict()
         for k in a:
             assert torch.allclose(a[k], b[k], atol=1e-5), (strategy, k)
+    full = load_run(tmp_path / "multi" / "fsdp", "last").module.state_dict()
+    resumed = load_run(tmp_path / "multi" / "fsdp-killed", "last").module.state_dict()
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
