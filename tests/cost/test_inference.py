@@ -10,7 +10,7 @@ from layerwise.cost.inference import QuantConfig, inference_memory, quantized_ma
 from layerwise.cost.kv_cache import KVConfig, kv_bytes_per_token, kv_cache_bytes, max_batch, max_context
 from layerwise.spec.errors import WorkloadError
 
-HF = Path("/work/shared/refdata/hf-configs")
+from refdata import HF_CONFIGS as HF
 
 
 def _from_hf(name: str, dtype: str = "fp16") -> KVConfig:
@@ -32,7 +32,6 @@ def test_kv_bytes_per_token_published(cfg, expected):
     assert kv_bytes_per_token(cfg) == expected
 
 
-@pytest.mark.skipif(not HF.exists(), reason="refdata not present")
 @pytest.mark.parametrize("name,expected", [("gpt2", 36_864), ("llama-2-7b", 524_288), ("llama-2-13b", 819_200),
                                            ("mistral-7b-v0.1", 131_072)])
 def test_kv_bytes_from_hf_configs(name, expected):
@@ -45,7 +44,6 @@ def test_opt_13b_full_context_request_is_1_6_gb():
     assert kv_cache_bytes(KVConfig(40, 40, 128), batch=1, prompt=2048) / 1e9 == pytest.approx(1.68, abs=0.01)
 
 
-@pytest.mark.skipif(not HF.exists(), reason="refdata not present")
 def test_mistral_sliding_window_halves_the_cache_at_8192():
     # Mistral blog: the 4096 rolling buffer "saves half of the cache memory ... sequence length 8192"
     mistral = _from_hf("mistral-7b-v0.1")

@@ -14,7 +14,7 @@ from layerwise.spec.errors import LayerwiseError
 from layerwise.spec.io import dump
 from layerwise.spec.model import Model
 
-CONFIGS = Path("/work/shared/refdata/hf-configs")
+from refdata import HF_CONFIGS as CONFIGS
 AS_PRESET = {"gpt2": "gpt2", "gpt2-medium": "gpt2-medium", "llama-2-7b": "llama-2-7b", "llama-2-13b": "llama-2-13b",
              "mistral-7b-v0.1": "mistral-7b", "mixtral-8x7b-v0.1": "mixtral-8x7b", "bert-base-uncased": "bert-base",
              "vit-base-patch16-224": "vit-b-16"}
