@@ -80,6 +80,8 @@ def train(model: Model, config: TrainConfig, run_dir: str | Path, *, resume: boo
           on_event: Event | None = None, hooks: dict | None = None) -> RunResult:
     """Train `model` as `config` says, writing RUN_DIR as docs/RUNS.md describes.
 
+    resume=True continues from the newest checkpoint in RUN_DIR with the run's own spec.yaml and
+    config.yaml; only `config.epochs` / `config.max_steps` are taken from the caller (to extend it).
     hooks (tests, tools): {"after_step": fn(step, module)} runs after every optimizer step.
     Raises DivergedError on a non-finite loss, after keeping a loadable checkpoint.
     """
