@@ -3,7 +3,6 @@ types give their published counts; built modules agree; bad configs give clear e
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
