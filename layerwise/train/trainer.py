@@ -12,6 +12,8 @@ import contextlib
 import itertools
 import json
 import math
+import os
+import shutil
 import signal
 import threading
 import time
@@ -393,7 +395,13 @@ def _prepare_dir(run_dir: Path, trained: Model, cfg: TrainConfig, data: Data, di
 
     if dist.main:
         if resume_from is None and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
-            raise LayerwiseError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+            if not (run_dir / "result.json").exists():  # unfinished: it can be resumed, never clobber it
+                raise LayerwiseError(f"{run_dir} holds an unfinished run; pass --resume to continue it or choose "
+                                     f"another --out")
+            # a finished run is kept one generation back, so re-running a command (make demo) works
+            prev = run_dir.with_name(run_dir.name + ".prev")
+            shutil.rmtree(prev, ignore_errors=True)
+            os.replace(run_dir, prev)
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume_from is None:
             ck.atomic_write_text(run_dir / "spec.yaml", spec_io.dump(trained))

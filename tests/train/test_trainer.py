@@ -132,7 +132,7 @@ def test_activation_checkpointing_gives_the_same_run(tmp_path):
     assert a.steps == b.steps and all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
-def test_run_dir_files_early_stopping_and_refusal_to_overwrite(tmp_path):
+def test_run_dir_files_early_stopping_and_rerunning_into_a_run_dir(tmp_path):
     r = train(mlp(), config(max_steps=40, eval_every=1, patience=2, lr=5.0, optimizer="sgd", monitor="val_accuracy",
                             keep_last=2), tmp_path / "run")
     assert r.status == "early_stopped" and r.steps < 40
@@ -145,8 +145,17 @@ def test_run_dir_files_early_stopping_and_refusal_to_overwrite(tmp_path):
     from layerwise.spec import io as spec_io
 
     assert spec_io.load(tmp_path / "run/spec.yaml") == mlp()
-    with pytest.raises(LayerwiseError, match="already holds a run"):
-        train(mlp(), config(), tmp_path / "run")
+    again = train(mlp(), config(max_steps=2), tmp_path / "run")  # a finished run moves to run.prev
+    assert again.steps == 2 and load_run(tmp_path / "run.prev", "last").step == r.steps
+
+    def kill(step, module):
+        if step == 2:  # after the step-1 checkpoint
+            raise KeyError("killed")
+
+    with pytest.raises(KeyError):
+        train(mlp(), config(checkpoint_every=1), tmp_path / "unfinished", hooks={"after_step": kill})
+    with pytest.raises(LayerwiseError, match="unfinished run; pass --resume"):
+        train(mlp(), config(), tmp_path / "unfinished")
 
 
 def test_freeze_by_path_keeps_those_weights(tmp_path):
