@@ -64,13 +64,13 @@ def main() -> None:
     ap.add_argument("--only", action="append", choices=sorted(RUNS))
     args = ap.parse_args()
     head = (f"{'model':<12}{'data':<16}{'steps':>6}{'time s':>8}{'untrained':>11}{'val loss':>10}{'test acc':>10}"
-            f"  {'target':<30}ok")
+            f"  {'target':<34}ok")
     print(head)
     print("-" * len(head), flush=True)
     for name in args.only or RUNS:
         r = run_one(name)
         print(f"{r['model']:<12}{r['data']:<16}{r['steps']:>6}{r['seconds']:>8.0f}{r['untrained_val_loss']:>11.3f}"
-              f"{r['val_loss']:>10.3f}{r['test_accuracy']:>10.3f}  {r['target']:<30}{'yes' if r['ok'] else 'NO'}", flush=True)
+              f"{r['val_loss']:>10.3f}{r['test_accuracy']:>10.3f}  {r['target']:<34}{'yes' if r['ok'] else 'NO'}", flush=True)
     print(f"(a uniform guess over 256 byte ids: {math.log(256):.3f} nats; test acc of an LM is next-token accuracy)")
 
 
