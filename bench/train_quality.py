@@ -22,8 +22,9 @@ from layerwise.train.trainer import train
 RUNS = {
     "digits-cnn": ({}, TrainConfig(data=DataConfig(source="digits"), epochs=30, lr=3e-3, warmup_steps=20,
                                    batch_size=32), ("test_accuracy", 0.97)),
-    "digits-vit": ({}, TrainConfig(data=DataConfig(source="digits"), epochs=60, lr=2e-3, warmup_steps=50,
-                                   batch_size=32, weight_decay=0.05), ("test_accuracy", 0.97)),
+    # measured: 60 epochs at lr 2e-3 without smoothing gave 95.5%; this recipe 97.8% (seed 0)
+    "digits-vit": ({}, TrainConfig(data=DataConfig(source="digits"), epochs=100, lr=3e-3, warmup_steps=100,
+                                   batch_size=32, weight_decay=0.05, label_smoothing=0.1), ("test_accuracy", 0.97)),
     # stdlib lines are <= ~80 bytes: 64 byte positions instead of the preset's 256 (4x cheaper)
     "text-gru": ({"max_seq": 64}, TrainConfig(data=DataConfig(source="pystdlib-lines"), epochs=4, lr=3e-3,
                                               batch_size=64, grad_clip=1.0), ("val_loss_vs_untrained", 0.6)),
