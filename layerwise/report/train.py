@@ -60,8 +60,8 @@ class TrainReporter:
 
     def _memory(self, p: dict) -> None:
         if self.progress:
-            what = "allocator peak" if str(p["device"]).startswith("cuda") else "weights + RSS growth, an upper estimate"
-            self.progress.console.print(f"  measured peak memory (first steps, {what}): {_bytes(p['measured_peak_bytes'])}"
+            what = "allocator peak" if str(p["device"]).startswith("cuda") else "live tensor storage, tracked"
+            self.progress.console.print(f"  measured peak memory (step 2, {what}): {_bytes(p['measured_peak_bytes'])}"
                                         f" (predicted {_bytes(p['predicted_peak_bytes'])})", highlight=False)
 
     def _step(self, p: dict) -> None:

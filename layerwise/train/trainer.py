@@ -32,7 +32,7 @@ from layerwise.train.data import Data, make_data
 from layerwise.train.evaluate import EvalResult, evaluate
 from layerwise.train.finetune import load_initial, merge_lora_state, merged_spec, transform
 from layerwise.train.losses import LossFn, mixup, penalty
-from layerwise.train.memory import PeakSampler, predicted_peak
+from layerwise.train.memory import StepMemory, predicted_peak
 from layerwise.train.metrics import MetricsLog
 from layerwise.train.optim import lr_factor, make_optimizer, set_lr, spec_nodes
 
@@ -107,7 +107,7 @@ def train(model: Model, config: TrainConfig, run_dir: str | Path, *, resume: boo
     dist = dd.setup(cfg.strategy, cfg.device)
     device = dist.device
     _determinism(cfg)
-    sampler_mem = PeakSampler(device)
+    step_memory = StepMemory(device)
 
     # ---- model, data, optimizer ----------------------------------------------------------------
     torch.manual_seed(cfg.seed)  # build() initialises from torch's RNG: same seed, same weights
@@ -152,7 +152,6 @@ def train(model: Model, config: TrainConfig, run_dir: str | Path, *, resume: boo
     stop = _StopFlag()
     status, last_val, measured = "finished", None, None
     it, t0, seen, window = None, time.perf_counter(), 0, []
-    sampler_mem.start(module)
     with stop.installed():
         while st.step < total:
             if it is None:
@@ -160,6 +159,9 @@ def train(model: Model, config: TrainConfig, run_dir: str | Path, *, resume: boo
                 it = iter(data.train)
             set_lr(opt, lr_factor(st.step, total, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio))
             wrapped.train()
+            measuring = measured is None and (st.step == 1 or st.step == total - 1)  # the 2nd step, or the only one
+            if measuring:
+                step_memory.begin(module, opt)
             loss_sum = 0.0
             for i in range(cfg.grad_accum):
                 x, y = next(it)
@@ -173,8 +175,6 @@ def train(model: Model, config: TrainConfig, run_dir: str | Path, *, resume: boo
                     if not dd.all_true(math.isfinite(value), dist):
                         _diverged(st, value, module, wrapped, opt, scaler, dist, ckpt_root, cfg)
                     loss_sum += value
-                    if st.step < 2:
-                        sampler_mem.sample()  # the peak sits at the start of backward or in the step
                     (scaler.scale(loss / cfg.grad_accum) if scaler else loss / cfg.grad_accum).backward()
                 seen += x.shape[0]
             grad_norm = _clip(wrapped, opt, cfg, scaler)
@@ -185,17 +185,15 @@ def train(model: Model, config: TrainConfig, run_dir: str | Path, *, resume: boo
                 scaler.update()
             else:
                 opt.step()
+            if measuring:
+                measured = step_memory.end()  # after the step, before zero_grad frees the gradients
+                emit("memory", {"predicted_peak_bytes": predicted, "measured_peak_bytes": measured, "device": device})
             opt.zero_grad(set_to_none=True)
-            if st.step < 2:
-                sampler_mem.sample()
             st.step += 1
             st.batch_in_epoch += cfg.grad_accum
             if "after_step" in hooks:
                 hooks["after_step"](st.step, module)
             window.append(loss_sum / cfg.grad_accum)
-            if st.step == 2 or (st.step == total and measured is None):
-                measured = sampler_mem.measured()
-                emit("memory", {"predicted_peak_bytes": predicted, "measured_peak_bytes": measured, "device": device})
             epoch_end = st.batch_in_epoch + cfg.grad_accum > n_micro
             if epoch_end:
                 st.epoch, st.batch_in_epoch, it = st.epoch + 1, 0, None

@@ -172,3 +172,19 @@ def test_bf16_autocast_on_cpu_trains(tmp_path):
     assert r.status == "finished" and r.val["loss"] < 10
     with pytest.raises(LayerwiseError, match="fp16-mixed needs a CUDA device"):
         train(mlp(), config(precision="fp16-mixed"), tmp_path / "fp16")
+
+
+def test_the_runs_measured_step_memory_is_what_the_cost_reading_predicts(tmp_path):
+    # The trainer tracks the live tensor storage of its own second step (the dataset a batch is
+    # sliced from excluded); the cost reading predicts it from the spec alone.
+    from layerwise.cost.memory import training_memory
+    from layerwise.presets import get_preset
+    from layerwise.train.config import DataConfig, TrainConfig
+    from layerwise.train.trainer import train
+    from layerwise.workload import Workload
+
+    model = get_preset("digits-cnn")
+    result = train(model, TrainConfig(data=DataConfig(source="digits"), max_steps=3, batch_size=16), tmp_path / "run")
+    predicted = training_memory(model, Workload(batch=16)).peak_bytes
+    assert result.predicted_peak_bytes == predicted
+    assert abs(result.measured_peak_bytes - predicted) <= 0.02 * predicted
