@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from layerwise.spec.base import Block, Shape, child_out, register
+from layerwise.spec.base import Block, Shape, chain_trace, child_out, register
 from layerwise.spec.counts import FlopCtx, Flops
 from layerwise.spec.errors import SpecError
 from layerwise.spec.shapes import prod
@@ -37,11 +37,7 @@ class Sequential(Block):
         return tuple(zip(self._names(), self.layers))
 
     def trace(self, in_shape: Shape):
-        out, shape = [], tuple(in_shape)
-        for name, layer in self.children():
-            out.append((name, layer, shape))
-            shape = child_out(name, layer, shape)
-        return tuple(out)
+        return chain_trace(self.children(), in_shape)
 
     def build(self):
         from torch import nn
@@ -70,11 +66,7 @@ class Repeat(Block):
         return tuple((str(i), self.block) for i in range(self.n_layers))
 
     def trace(self, in_shape: Shape):
-        out, shape = [], tuple(in_shape)
-        for name, layer in self.children():
-            out.append((name, layer, shape))
-            shape = child_out(name, layer, shape)
-        return tuple(out)
+        return chain_trace(self.children(), in_shape)
 
     def build(self):
         from torch import nn

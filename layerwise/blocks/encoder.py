@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from layerwise.blocks.compose import Repeat, Sequential
 from layerwise.blocks.transformer import make_norm
-from layerwise.spec.base import Block, Shape, block_class, child_out, expect_last, expect_rank, register
+from layerwise.spec.base import Block, Shape, block_class, chain_trace, expect_last, expect_rank, register
 from layerwise.spec.counts import FlopCtx, Flops, Params
 from layerwise.spec.errors import SpecError
 from layerwise.spec.shapes import prod
@@ -129,11 +129,7 @@ class Encoder(Block):
 
     def trace(self, in_shape: Shape):
         expect_rank(self, in_shape, 2, "token ids (B, S)")
-        out, shape = [], tuple(in_shape)
-        for name, child in self.children():
-            out.append((name, child, shape))
-            shape = child_out(name, child, shape)
-        return tuple(out)
+        return chain_trace(self.children(), in_shape)
 
     def build(self):
         from layerwise.build.encoder import EncoderModule

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from layerwise.blocks.compose import Sequential
-from layerwise.spec.base import Block, Shape, block_class, child_out, expect_rank, register
+from layerwise.spec.base import Block, Shape, block_class, chain_trace, child_out, expect_rank, register
 from layerwise.spec.counts import FlopCtx, Flops
 from layerwise.spec.errors import SpecError
 from layerwise.spec.shapes import prod
@@ -161,11 +161,7 @@ class ResNet(Block):
 
     def trace(self, in_shape: Shape):
         expect_rank(self, in_shape, 4, "images (B, C, H, W)")
-        out, shape = [], tuple(in_shape)
-        for name, child in self.children():
-            out.append((name, child, shape))
-            shape = child_out(name, child, shape)
-        return tuple(out)
+        return chain_trace(self.children(), in_shape)
 
     def build(self):
         from layerwise.build.resnet import ResNetModule

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from layerwise.blocks.compose import Repeat
 from layerwise.blocks.encoder import pooler
 from layerwise.blocks.transformer import make_norm
-from layerwise.spec.base import Block, Shape, block_class, child_out, expect_rank, register
+from layerwise.spec.base import Block, Shape, block_class, chain_trace, expect_rank, register
 from layerwise.spec.errors import SpecError
 
 
@@ -68,11 +68,7 @@ class ViT(Block):
         if tuple(in_shape[2:]) != (self.image_size, self.image_size):
             raise SpecError(f"vit: expected {self.image_size}x{self.image_size} images (the position table's size), "
                             f"got {in_shape[2]}x{in_shape[3]}")
-        out, shape = [], tuple(in_shape)
-        for name, child in self.children():
-            out.append((name, child, shape))
-            shape = child_out(name, child, shape)
-        return tuple(out)
+        return chain_trace(self.children(), in_shape)
 
     def build(self):
         from layerwise.build.encoder import EncoderModule  # runs its children in order

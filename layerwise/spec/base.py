@@ -180,6 +180,15 @@ def child_out(name: str, child: Block, in_shape: Shape) -> Shape:
         raise err.with_prefix(name) from None
 
 
+def chain_trace(children, in_shape: Shape) -> tuple[tuple[str, Block, Shape], ...]:
+    """`trace` of children that run one after another: each gets the previous one's output."""
+    out, shape = [], tuple(in_shape)
+    for name, child in children:
+        out.append((name, child, shape))
+        shape = child_out(name, child, shape)
+    return tuple(out)
+
+
 def walk(block: Block, in_shape: Shape, path: str = "", level: int = 0) -> Iterator[LayerInfo]:
     """Every node of the tree in execution order, with the shapes it sees.
 
