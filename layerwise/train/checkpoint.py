@@ -77,6 +77,20 @@ def save_checkpoint(ckpt_root: Path, name: str, module_state: dict, state: dict)
     tmp.mkdir()
     save_file(_unshare(module_state), str(tmp / "model.safetensors"))
     torch.save(state, tmp / "state.pt")
+    return _publish(tmp, ckpt_root, name)
+
+
+def copy_checkpoint(ckpt_root: Path, src: str, dst: str) -> None:
+    """best/ and last/ are full copies (no symlinks: they survive pruning and copying the run)."""
+    tmp = ckpt_root / f".tmp-{dst}-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(ckpt_root / src, tmp)
+    _publish(tmp, ckpt_root, dst)
+
+
+def _publish(tmp: Path, ckpt_root: Path, name: str) -> Path:
+    """Make the finished temp directory `tmp` the checkpoint `name`: its files and the directory
+    synced first, then renamed into place (an old one is moved aside, then removed), so a crash
+    leaves the old or the new checkpoint, never half of one."""
     for f in tmp.iterdir():
         _fsync_file(f)
     fsync_dir(tmp)
@@ -90,23 +104,6 @@ def save_checkpoint(ckpt_root: Path, name: str, module_state: dict, state: dict)
         os.replace(tmp, final)
     fsync_dir(ckpt_root)
     return final
-
-
-def copy_checkpoint(ckpt_root: Path, src: str, dst: str) -> None:
-    """best/ and last/ are full copies (no symlinks: they survive pruning and copying the run)."""
-    tmp = ckpt_root / f".tmp-{dst}-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(ckpt_root / src, tmp)
-    for f in tmp.iterdir():
-        _fsync_file(f)
-    final = ckpt_root / dst
-    if final.exists():
-        trash = ckpt_root / f".old-{dst}-{uuid.uuid4().hex[:8]}"
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    fsync_dir(ckpt_root)
 
 
 def _unshare(state: dict) -> dict:
