@@ -86,3 +86,19 @@ def test_bad_workload_flags_are_clear(capsys, args, message):
     code, _, err = run(capsys, *args)
     assert code == 2
     assert message in err
+
+
+@pytest.mark.parametrize("text, input_shape, message", [
+    ("type: linear\nd_in: 0\nd_out: 4\n", "4", "linear.d_in must be a positive integer, got 0"),
+    ("type: attention\nd_model: 64\nn_heads: 8\nn_kv_heads: 3\n", "8x64", "n_kv_heads"),
+    ("type: moe\nd_model: 16\nd_ff: 32\nn_experts: 2\ntop_k: 3\n", "8x16", "top_k"),
+    ("type: sequential\nlayers:\n  - {type: lienar, d_in: 4, d_out: 4}\n", "4", "did you mean 'linear'"),
+    ("type: linear\nd_in: 4\n  d_out: 4\n", "4", "YAML syntax error"),
+])
+def test_each_class_of_bad_spec_is_one_line_and_exit_2(capsys, tmp_path, text, input_shape, message):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(text)
+    code, _, err = run(capsys, "summary", str(spec), "--input", input_shape)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 2
