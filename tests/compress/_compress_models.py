@@ -47,8 +47,6 @@ PRESETS = ("digits-cnn", "digits-vit", "tiny-gpt", "text-gru")
 
 
 def gru_classifier(d_in: int = 8, hidden: int = 16, n_classes: int = 3):
-    """(B, S, d_in) -> logits; None until the rnn block is registered."""
-    if "rnn" not in REGISTRY:
-        return None
+    """(B, S, d_in) -> logits."""
     rnn = REGISTRY["rnn"](kind="gru", d_in=d_in, d_hidden=hidden, output="last")
     return Sequential(layers=(rnn, Linear(d_in=hidden, d_out=n_classes)))

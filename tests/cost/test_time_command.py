@@ -32,7 +32,7 @@ def test_time_json_for_a_token_model(capsys):
     assert data["seconds"] == pytest.approx(data["flops"]["total"] / (4 * peak * 0.5))
     assert data["gpu"] == "h100-sxm" and data["dtype"] == "bf16" and data["tokens_default"] is False
     # attention's s² term puts the spec above 6ND, but only by a few percent at GPT-2's size
-    assert 1.0 < data["flops"]["total"] / data["flops"]["six_nd"] < 1.3
+    assert 0.0 < data["flops"]["total"] / data["flops"]["six_nd"] - 1 < 0.3
 
 
 def test_time_table_and_default_budget(capsys):
