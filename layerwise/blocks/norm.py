@@ -130,8 +130,8 @@ class LayerNorm(Block):
 @register("rmsnorm")
 @dataclass(frozen=True, kw_only=True)
 class RMSNorm(Block):
-    counts_in_depth = False  # scales and shifts only (see Block.counts_in_depth)
     """x / sqrt(mean(x^2) + eps) * weight (Zhang & Sennrich 2019; LLaMA, T5)."""
+    counts_in_depth = False  # scales and shifts only (see Block.counts_in_depth)
 
     d_model: int
     eps: float = 1e-6
