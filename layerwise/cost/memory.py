@@ -194,13 +194,15 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         attaching = g_in + carry + step.extra + 2 * tied_b
         # the step's own saved tensors are released when its node has run, before the attach
         acts = live
-        if before + own + computing >= grads + attaching - first.get(i, 0):
-            temp, shown = computing, before + own
-        else:
-            temp, shown, acts = attaching, grads, live - first.get(i, 0)
         if i in region_at:
             recomputed = sum(region_at[i][2].values())
-        temp += recomputed
+        # a checkpointed region's tensors that this step saved are freed with the others
+        released = first.get(i, 0) + freed_in_region.get(i, 0)
+        if before + own + computing >= grads + attaching - released:
+            temp, shown = computing + recomputed, before + own
+        else:
+            temp, shown = attaching + recomputed - freed_in_region.get(i, 0), grads
+            acts = live - first.get(i, 0)
         out.append(Phase("backward", step.path or "loss", replace(base, activations=base.activations + acts,
                                                                   gradients=shown, temporaries=temp)))
         live -= first.get(i, 0)

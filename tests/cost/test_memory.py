@@ -35,6 +35,9 @@ SAMPLE = [  # a representative sample of bench/accuracy.py's suite
     ("resnet", "fp32", "sgd", "none", "sdpa"), ("cnn", "bf16-mixed", "sgd", "none", "sdpa"),
     ("mixtral", "fp32", "adamw", "none", "sdpa"), ("mixtral", "bf16-mixed", "adamw", "full", "sdpa"),
     ("gru", "fp32", "adamw", "none", "sdpa"),
+    # bf16 autocast + full checkpointing with SGD (gradients dominate): the backward peak sits where a
+    # recomputed block's saved tensors are released as its fp32 weight gradients attach
+    ("vit", "bf16-mixed", "sgd", "full", "sdpa"), ("tiny-gpt", "bf16-mixed", "sgd", "full", "eager"),
 ]
 
 
