@@ -9,7 +9,12 @@ Layout per quantized layer at path P (weights are symmetric, so zero points are 
   P.out_qparams   fp32 [scale, zero_point] of the layer's int8 output (static only)
 Float layers keep their state_dict names. Scalar buffers of a module (static activation quant
 points of the FX graph) are packed into one fp32 tensor `P._qparams`, sorted by name.
-Tied tensors are written once (safetensors refuses shared storage).
+Tied tensors are written once (safetensors refuses shared storage). Dynamic mode's weight-only
+int8 tables (position table, ViT patch conv) are P.weight int8 + P.weight_scale fp32 (rows,).
+
+A quantized model's file is packed (pack/unpack below): one flat tensor per dtype plus a zlib'd
+JSON index of names and shapes, so the safetensors header has ~5 entries instead of one per tensor
+(at 18k params the per-tensor header was ~4.6 kB of a 27 kB file). A float model is written plain.
 """
 from __future__ import annotations
 
@@ -18,6 +23,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from layerwise.compress.quantize import TABLE_ATTR, set_table
+from layerwise.cost.quant_size import PACKED_FORMAT, index_bytes  # pure Python: one definition of the index
 
 
 def _is_quantized_layer(m: nn.Module) -> bool:
@@ -77,9 +85,12 @@ def quantized_state(module: nn.Module) -> dict[str, torch.Tensor]:
                 out[pre + name] = b.detach().float().contiguous()
             skip.append(path)
             continue
+        table = getattr(m, TABLE_ATTR, None)
+        if table is not None:  # weight-only int8 table (dynamic mode): codes + per-row scales
+            out[pre + "weight"], out[pre + "weight_scale"] = table
         scalars = []
         for name, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
-            if t is None:
+            if t is None or (table is not None and name == "weight"):
                 continue
             if t.dim() == 0 and name != "num_batches_tracked":
                 scalars.append((name, float(t)))
@@ -90,12 +101,61 @@ def quantized_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_model(module: nn.Module, path: str | Path) -> int:
-    """Write the model's stored form to `path` (safetensors); returns the file size in bytes."""
+def save_model(module: nn.Module, path: str | Path, packed: bool | None = None) -> int:
+    """Write the model's stored form to `path` (safetensors); returns the file size in bytes.
+    packed=None: packed when the model holds integer codes (any quantized model), plain otherwise,
+    so a float model is the ordinary safetensors save its size is measured by."""
     from safetensors.torch import save_file
 
-    save_file(quantized_state(module), str(path))
+    state = quantized_state(module)
+    if packed is None:
+        packed = any(t.dtype in (torch.int8, torch.uint8) for t in state.values())
+    if packed:
+        save_file(pack(state), str(path), metadata={"format": PACKED_FORMAT})
+    else:
+        save_file(state, str(path))
     return os.path.getsize(path)
+
+
+# ---- the packed layout -------------------------------------------------------------------------
+INDEX = "_index"
+_DTYPES = {torch.float32: "F32", torch.int8: "I8", torch.uint8: "U8", torch.int64: "I64", torch.bool: "BOOL",
+           torch.float16: "F16", torch.bfloat16: "BF16", torch.int32: "I32", torch.float64: "F64"}
+
+
+def pack(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Name -> tensor  ->  one flat tensor per dtype ("_F32", "_I8", ...), each the concatenation of
+    that dtype's tensors in index order, plus "_index" (uint8): which name, dtype and shape is where.
+    ~60 header entries become a handful; the values are untouched."""
+    entries, groups = [], {}
+    for name, t in state.items():
+        if t.dtype not in _DTYPES:
+            raise ValueError(f"{name}: dtype {t.dtype} cannot be packed")
+        entries.append([name, _DTYPES[t.dtype], list(t.shape)])
+        groups.setdefault(_DTYPES[t.dtype], []).append(t.reshape(-1))
+    out = {"_" + d: torch.cat(ts) for d, ts in groups.items()}
+    out[INDEX] = torch.frombuffer(bytearray(index_bytes(entries)), dtype=torch.uint8)
+    return out
+
+
+def unpack(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of pack (a plain file passes through unchanged)."""
+    import json
+    import zlib
+
+    if INDEX not in tensors:
+        return tensors
+    entries = json.loads(zlib.decompress(tensors[INDEX].numpy().tobytes()))
+    offset: dict[str, int] = {}
+    out = {}
+    for name, dtype, shape in entries:
+        n = 1
+        for d in shape:
+            n *= d
+        start = offset.get(dtype, 0)
+        out[name] = tensors["_" + dtype][start:start + n].reshape(shape)
+        offset[dtype] = start + n
+    return out
 
 
 def load_model(module: nn.Module, path: str | Path) -> nn.Module:
@@ -106,7 +166,7 @@ def load_model(module: nn.Module, path: str | Path) -> nn.Module:
 
     from layerwise.spec.errors import LayerwiseError
 
-    tensors = load_file(str(path))
+    tensors = unpack(load_file(str(path)))
     used: set[str] = set()
 
     def take(name: str) -> torch.Tensor:
@@ -128,9 +188,12 @@ def load_model(module: nn.Module, path: str | Path) -> nn.Module:
                 continue
             if hasattr(m, "_all_weight_values"):
                 raise LayerwiseError(f"{path}: reloading dynamic LSTM/GRU files is not supported ({mpath})")
+            table = getattr(m, TABLE_ATTR, None)
+            if table is not None:
+                set_table(m, take(pre + "weight").reshape(table[0].shape), take(pre + "weight_scale"))
             scalars = []
             for name, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
-                if t is None:
+                if t is None or (table is not None and name == "weight"):
                     continue
                 if t.dim() == 0 and name != "num_batches_tracked":
                     scalars.append(name)

@@ -1,7 +1,8 @@
 """Post-training quantization of a built model, one path per model type (docs/COMPRESS.md):
 
   dynamic      int8 weights, activations quantized on the fly: Linear, LSTM, GRU
-               (torch.ao.quantization.quantize_dynamic; per-tensor symmetric weight scales).
+               (torch.ao.quantization.quantize_dynamic; per-tensor symmetric weight scales); the
+               position table and a ViT's patch conv are stored weight-only int8 (int8_tables).
   static       int8 weights and activations for CNNs: torch.ao FX graph mode (prepare_fx ->
                calibrate -> convert_fx) on the x86/fbgemm backend; conv+batchnorm(+relu) are fused,
                weights per-channel symmetric.
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from layerwise.compress.qlinear import WeightOnlyLinear
+from layerwise.compress.qlinear import WeightOnlyLinear, quantize_weight
 from layerwise.spec.errors import LayerwiseError
 
 MODES = ("dynamic", "static", "weight-int8", "weight-int4")
@@ -61,7 +62,49 @@ def _dynamic(module: nn.Module) -> nn.Module:
     with _quiet():
         from torch.ao.quantization import quantize_dynamic
 
-        return quantize_dynamic(module, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
+        module = quantize_dynamic(module, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
+    return int8_tables(module)
+
+
+# ---- weight-only int8 tables (dynamic mode) ------------------------------------------------------
+TABLE_ATTR = "int8_table"  # module attribute: (codes int8 (same shape as the weight), scale fp32 (rows,))
+
+
+def int8_tables(module: nn.Module) -> nn.Module:
+    """Dynamic mode also stores the position table (learned_positions, (max_seq, d)) and a ViT's patch
+    conv weight ((d, c_in, ph, pw)) as int8 codes with one fp32 scale per row / output channel. The
+    weight is replaced by its dequantized value, so the module computes exactly what the file holds
+    (docs/COMPRESS.md gives the accuracy cost)."""
+    from layerwise.build.layers import LearnedPositions, PatchEmbedding
+
+    for m in list(module.modules()):
+        if type(m) is LearnedPositions:
+            _to_table(m)
+        elif type(m) is PatchEmbedding and type(m.proj) is nn.Conv2d:
+            _to_table(m.proj)
+    return module
+
+
+def _to_table(m: nn.Module) -> None:
+    w = m.weight.detach().float()
+    codes, scale = quantize_weight(w.reshape(w.shape[0], -1), 8, w[0].numel())  # (rows, n), (rows, 1)
+    codes, scale = codes.reshape(w.shape), scale.reshape(-1).contiguous()
+    setattr(m, TABLE_ATTR, (codes, scale))
+    with torch.no_grad():
+        m.weight.copy_(dequant_table(codes, scale))
+
+
+def dequant_table(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """int8 codes (rows, ...) and fp32 scale (rows,) -> fp32 (rows, ...); the one place this is computed,
+    so a reloaded model is bit-identical to the saved one."""
+    return (codes.float().reshape(codes.shape[0], -1) * scale[:, None]).reshape(codes.shape)
+
+
+def set_table(m: nn.Module, codes: torch.Tensor, scale: torch.Tensor) -> None:
+    """Reload: the module's table from stored codes and scales."""
+    setattr(m, TABLE_ATTR, (codes.clone(), scale.clone()))
+    with torch.no_grad():
+        m.weight.copy_(dequant_table(codes, scale))
 
 
 def check_static(module: nn.Module) -> None:

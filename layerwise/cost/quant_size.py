@@ -3,13 +3,17 @@
 The saved form is layerwise.compress.qfile: one safetensors file = 8-byte length + JSON header +
 the tensors' bytes. Per quantization mode (docs/COMPRESS.md):
   none         every tensor fp32 (num_batches_tracked int64)
-  dynamic      linear, lstm/gru weights: int8 codes + one fp32 scale per tensor
+  dynamic      linear, lstm/gru weights: int8 codes + one fp32 scale per tensor; the position table
+               (learned_positions) and a conv patch_embedding: int8 codes + fp32 scale per row/channel
   static       conv/linear: int8 codes + fp32 scale per output channel + fp32 bias + [scale, zp] of
                the output; a batchnorm right after a conv is folded into it (gone from the file)
   weight-int8  linear: int8 codes + fp32 scale per (output channel, group)
   weight-int4  linear: two int4 codes per byte + fp32 scale per (output channel, group)
-Everything else stays fp32. The tensor bytes are exact; the JSON header is computed from the same
-names and shapes, with offsets estimated at the payload's digit count, so it is within a few bytes.
+Everything else stays fp32. A float model ("none") is a plain safetensors save (one header entry
+per tensor); a quantized one is packed: one flat tensor per dtype + a zlib'd JSON index of names and
+shapes (index_bytes, which qfile uses too). The tensor bytes are exact; the JSON header is computed
+from the same names and shapes, with offsets estimated at the payload's digit count, so it is within
+a few bytes.
 """
 from __future__ import annotations
 
@@ -75,8 +79,35 @@ def quant_size(body: Block, mode: str = "none", group_size: int | None = None) -
         layers.append(LayerSize(path, kind, leaf.own_params().total, sum(t.nbytes for t in ts)))
     if mode == "static":
         tensors.append(Tensor("_qparams", "F32", (_STATIC_FUSED_ROOT_SCALARS,)))
-    payload = sum(t.nbytes for t in tensors)
-    return QuantSize(mode, payload, _header(tensors, payload), tuple(layers))
+    if mode == "none":  # a float model is a plain safetensors save: one header entry per tensor
+        payload = sum(t.nbytes for t in tensors)
+        return QuantSize(mode, payload, _header(tensors, payload), tuple(layers))
+    stored = packed(tensors)  # quantized: one flat tensor per dtype + the index (compress.qfile.pack)
+    payload = sum(t.nbytes for t in stored)
+    return QuantSize(mode, payload, _header(stored, payload, PACKED_METADATA), tuple(layers))
+
+
+# ---- the packed layout of a quantized file (layerwise.compress.qfile.pack) ----------------------
+PACKED_FORMAT = "layerwise-packed-1"
+PACKED_METADATA = {"format": PACKED_FORMAT}
+
+
+def index_bytes(entries: list[list]) -> bytes:
+    """[[name, dtype, shape], ...] -> the stored index: zlib'd compact JSON. qfile writes exactly this."""
+    import json
+    import zlib
+
+    return zlib.compress(json.dumps(entries, separators=(",", ":")).encode(), 9)
+
+
+def packed(tensors: list[Tensor]) -> list[Tensor]:
+    """The tensors of a packed file: "_F32", "_I8", ... (each dtype's tensors concatenated) and
+    "_index" (uint8)."""
+    sizes: dict[str, int] = {}
+    for t in tensors:
+        sizes[t.dtype] = sizes.get(t.dtype, 0) + t.nbytes // _BYTES[t.dtype]
+    index = index_bytes([[t.name, t.dtype, list(t.shape)] for t in tensors])
+    return [Tensor("_" + d, d, (n,)) for d, n in sizes.items()] + [Tensor("_index", "U8", (len(index),))]
 
 
 # ---- the tree --------------------------------------------------------------------------------
@@ -183,6 +214,11 @@ def _leaf_tensors(path: str, leaf, mode: str, group: int, followed_by_bn: bool) 
         p, leaf = p + "proj.", _LinearView(leaf.c_in * leaf.patch * leaf.patch, leaf.d_model, leaf.bias)
     if lin and mode == "dynamic":
         return "int8", _int8(p, (leaf.d_out, leaf.d_in), leaf.d_out if leaf.bias else 0, per_channel=False)
+    if mode == "dynamic" and t == "learned_positions":  # weight-only int8 table, a scale per row
+        return "int8", _int8(p, (leaf.max_seq, leaf.d_model), 0, per_channel=True)
+    if mode == "dynamic" and t == "patch_embedding":  # the conv kind: weight-only int8, a scale per channel
+        return "int8", _int8(p + "proj.", (leaf.d_model, leaf.c_in, leaf.patch, leaf.patch),
+                             leaf.d_model if leaf.bias else 0, per_channel=True)
     if mode == "static" and (lin or t in ("conv1d", "conv2d")):
         shape = (leaf.d_out, leaf.d_in) if lin else _conv_shape(leaf)
         has_bias = leaf.bias or (not lin and followed_by_bn)
@@ -213,11 +249,13 @@ def _weight_only(p: str, leaf, bits: int, group: int) -> list[Tensor]:
     return out + ([Tensor(p + "bias", "F32", (leaf.d_out,))] if leaf.bias else [])
 
 
-def _header(tensors: list[Tensor], payload: int) -> int:
+def _header(tensors: list[Tensor], payload: int, metadata: dict[str, str] | None = None) -> int:
     """8-byte length + the JSON header, padded with spaces to a multiple of 8 (safetensors format:
-    {"name":{"dtype":"F32","shape":[a,b],"data_offsets":[x,y]},...})."""
+    {"__metadata__":{"k":"v"},"name":{"dtype":"F32","shape":[a,b],"data_offsets":[x,y]},...})."""
     digits = len(str(max(payload // 2, 1)))  # offsets: between 0 and payload; estimate a midpoint
     n = 2  # the braces
+    if metadata:
+        n += len('"__metadata__":{},') + sum(len(f'"{k}":"{v}",') for k, v in metadata.items()) - 1
     for t in tensors:
         shape = ",".join(str(d) for d in t.shape)
         n += len(f'"{t.name}":{{"dtype":"{t.dtype}","shape":[{shape}],"data_offsets":[,]}},') + 2 * digits

@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 import _compress_models as models
 from layerwise.cli import main
-from layerwise.compress.qfile import quantized_state  # noqa: F401  (import check)
+from layerwise.compress.qfile import unpack
 from layerwise.cost.quant_size import quant_size
 from layerwise.spec import io as spec_io
 from layerwise.spec.model import InputSpec, Model
@@ -30,7 +30,7 @@ def test_quantize_static_writes_the_predicted_file(run_dir, capsys):
     body = spec_io.load(run_dir / "spec.yaml").body
     size = out.stat().st_size
     assert abs(quant_size(body, "static").total_bytes - size) / size < 0.02
-    assert load_file(str(out))["0.weight"].dtype.is_floating_point is False  # int8 codes
+    assert unpack(load_file(str(out)))["0.weight"].dtype.is_floating_point is False  # int8 codes
     assert "predicted file size" in capsys.readouterr().out
 
 
