@@ -4,14 +4,13 @@ One optimizer step = `grad_accum` micro-batches of `batch_size` (per process). T
 a pure function of the step (optim.lr_factor), the data order of epoch e is seeded by seed + e, and
 every checkpoint holds the optimizer state and the RNG states, so a resumed run reaches bitwise the
 weights of an uninterrupted one (deterministic CPU kernels, same thread count).
-Feedback goes out through `on_event(kind, payload)`; nothing here prints.
+Feedback goes out through `on_event(kind, payload)`; nothing here prints. The pieces of a step are
+in layerwise/train/loop.py.
 """
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
-import math
 import os
 import shutil
 import signal
@@ -19,7 +18,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -27,20 +25,18 @@ from layerwise.spec.errors import LayerwiseError
 from layerwise.spec.model import Model
 from layerwise.train import checkpoint as ck
 from layerwise.train import distributed as dd
+from layerwise.train import loop
 from layerwise.train.config import TrainConfig
 from layerwise.train.data import Data, make_data
-from layerwise.train.evaluate import EvalResult, evaluate
+from layerwise.train.evaluate import evaluate
 from layerwise.train.finetune import load_initial, merge_lora_state, merged_spec, transform
-from layerwise.train.losses import LossFn, mixup, penalty
+from layerwise.train.loop import DivergedError, Event, Run, State
+from layerwise.train.losses import LossFn
 from layerwise.train.memory import StepMemory, predicted_peak
 from layerwise.train.metrics import MetricsLog
-from layerwise.train.optim import lr_factor, make_optimizer, set_lr, spec_nodes
+from layerwise.train.optim import make_optimizer, spec_nodes
 
-Event = Callable[[str, dict], None]
-
-
-class DivergedError(LayerwiseError):
-    """The loss (or gradient norm) became NaN or infinite; the last good checkpoint is kept."""
+__all__ = ["DivergedError", "RunResult", "train"]
 
 
 @dataclass
@@ -68,50 +64,109 @@ class RunResult:
         return asdict(self)
 
 
-@dataclass
-class _State:
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0  # micro-batches of the current epoch already consumed
-    best_metric: float | None = None
-    best_step: int | None = None
-    bad_evals: int = 0
-
-
 def train(model: Model, config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
           on_event: Event | None = None, hooks: dict | None = None) -> RunResult:
     """Train `model` as `config` says, writing RUN_DIR as docs/RUNS.md describes.
 
     resume=True continues from the newest checkpoint in RUN_DIR with the run's own spec.yaml and
     config.yaml; only `config.epochs` / `config.max_steps` are taken from the caller (to extend it).
-    hooks (tests, tools): {"after_step": fn(step, module)} runs after every optimizer step.
+    hooks (tests, tools): {"after_step": fn(step, module)} runs after every optimizer step; it must
+    leave the module in training mode (the loop sets it once, and again only if the root is not).
     Raises DivergedError on a non-finite loss, after keeping a loadable checkpoint.
     """
-    emit = on_event or (lambda kind, payload: None)
-    hooks = hooks or {}
     run_dir = Path(run_dir)
-    ckpt_root = run_dir / "checkpoints"
-    resume_from = _latest(ckpt_root) if resume else None
-    if resume and resume_from is None:
+    resume_from = _resume_point(run_dir, resume)
+    trained, cfg = _what_to_train(model, config, run_dir, resume_from)
+    run, st = _set_up(trained, cfg, run_dir, resume_from, on_event, hooks or {})
+    run.emit("start", {"model": trained.name, "task": trained.task, "total_steps": run.total, "start_step": st.step,
+                       "steps_per_epoch": run.steps_per_epoch, "trainable_params": run.trainable,
+                       "data": run.data.info.to_dict(), "predicted_peak_bytes": run.predicted,
+                       "warnings": run.warnings, "rank": run.dist.rank, "world": run.dist.world})
+
+    status, stop = "finished", _StopFlag()
+    st.t0 = time.perf_counter()
+    with stop.installed():
+        while st.step < run.total:
+            loss, grad_norm, lr = loop.optimizer_step(run, st)
+            epoch_end = loop.advance(run, st)
+            loop.log_step(run, st, loss, grad_norm, lr)
+            evaluated = loop.due_eval(run, st, epoch_end)
+            improved, early = loop.validate(run, st) if evaluated else (False, False)
+            if loop.due_checkpoint(run, st, evaluated) or improved or early or stop.set or st.step == run.total:
+                loop.checkpoint(run, st, best=improved)
+            if early or stop.set:
+                status = "early_stopped" if early else "interrupted"
+                break
+    return _finish(run, st, status)
+
+
+# ---- set-up --------------------------------------------------------------------------------------
+def _resume_point(run_dir: Path, resume: bool) -> Path | None:
+    if not resume:
+        return None
+    folder = _latest(run_dir / "checkpoints")
+    if folder is None:
         raise LayerwiseError(f"{run_dir}: nothing to resume (no checkpoints/last or step-N)")
-    if resume_from is not None:  # the run's own spec and config are authoritative
+    return folder
+
+
+def _what_to_train(model: Model, config: TrainConfig, run_dir: Path, resume_from: Path | None
+                   ) -> tuple[Model, TrainConfig]:
+    """(spec, config): the caller's (after freeze / LoRA transforms), or on resume the run's own,
+    with the caller's length."""
+    if resume_from is None:
+        trained, cfg = transform(model, config), config
+    else:
         from layerwise.spec import io as spec_io
 
         trained = spec_io.load(run_dir / "spec.yaml")
-        config = replace(TrainConfig.from_yaml(run_dir / "config.yaml"), epochs=config.epochs, max_steps=config.max_steps)
-    else:
-        trained = transform(model, config)
-    cfg = config
+        cfg = replace(TrainConfig.from_yaml(run_dir / "config.yaml"), epochs=config.epochs, max_steps=config.max_steps)
     if cfg.precision == "fp16-mixed" and not cfg.device.startswith("cuda"):
         raise LayerwiseError("precision fp16-mixed needs a CUDA device; on CPU use bf16-mixed")
-    dist = dd.setup(cfg.strategy, cfg.device)
-    device = dist.device
-    _determinism(cfg)
-    step_memory = StepMemory(device)
+    return trained, cfg
 
-    # ---- model, data, optimizer ----------------------------------------------------------------
+
+def _set_up(trained: Model, cfg: TrainConfig, run_dir: Path, resume_from: Path | None, on_event: Event | None,
+            hooks: dict) -> tuple[Run, State]:
+    """Process group, module, data, optimizer, run directory; the state restored on resume."""
+    dist = dd.setup(cfg.strategy, cfg.device)
+    _determinism(cfg)
+    step_memory = StepMemory(dist.device)
+    module, wrapped, opt, groups, data = _build(trained, cfg, dist, resume_from)
+    n_micro = len(data.train.sampler)
+    steps_per_epoch = n_micro // cfg.grad_accum
+    if steps_per_epoch == 0:
+        raise LayerwiseError(f"one epoch has {n_micro} micro-batches, fewer than --grad-accum {cfg.grad_accum}")
+    loss_fn = LossFn(cfg, trained.task, data.info.class_counts.get("train"))
+    _prepare_dir(run_dir, trained, cfg, data, dist, resume_from)
+    decay = set(groups.decay)
+    run = Run(cfg=cfg, trained=trained, dist=dist, module=module, wrapped=wrapped, opt=opt, groups=groups,
+              scaler=torch.amp.GradScaler("cuda") if cfg.precision == "fp16-mixed" else None,
+              amp_dtype={"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(cfg.precision),
+              loss_fn=loss_fn, decay_params=[p for n, p in module.named_parameters() if n in decay], data=data,
+              run_dir=run_dir, log=MetricsLog(run_dir, enabled=dist.main, tensorboard=cfg.tensorboard),
+              total=cfg.max_steps or cfg.epochs * steps_per_epoch, n_micro=n_micro, steps_per_epoch=steps_per_epoch,
+              trainable=sum(p.numel() for p in module.parameters() if p.requires_grad),
+              warnings=list(data.info.warnings) + ([f"no spec leaf owns {groups.unmatched[:3]}: decay decided by ndim"]
+                                                   if groups.unmatched else []),
+              step_memory=step_memory, predicted=predicted_peak(trained, cfg),
+              emit=on_event or _no_listener, listening=on_event is not None, after_step=hooks.get("after_step"))
+    st = State()
+    if resume_from is not None:
+        st = loop.restore(resume_from, run)
+        run.log.truncate_after(st.step)
+    run.wrapped.train()
+    return run, st
+
+
+def _no_listener(kind: str, payload: dict) -> None:
+    pass
+
+
+def _build(trained: Model, cfg: TrainConfig, dist: dd.Dist, resume_from: Path | None):
+    """-> (module, wrapped, optimizer, parameter groups, data), the module on its device."""
     torch.manual_seed(cfg.seed)  # build() initialises from torch's RNG: same seed, same weights
-    module = trained.build().to(device)
+    module = trained.build().to(dist.device)
     if cfg.init_from and resume_from is None:
         load_initial(module, trained.body, cfg.init_from)
     data = make_data(cfg, trained, rank=dist.rank, world=dist.world)
@@ -123,231 +178,40 @@ def train(model: Model, config: TrainConfig, run_dir: str | Path, *, resume: boo
     wrapped = dd.wrap(module, dist, blocks)
     if dist.strategy == "fsdp":  # fully_shard swapped the parameters for sharded ones
         opt, groups = make_optimizer(module, trained.body, cfg)
-    loss_fn = LossFn(cfg, trained.task, data.info.class_counts.get("train"))
-    decay_params = [p for n, p in module.named_parameters() if n in set(groups.decay)]
-    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16-mixed" else None
-    amp_dtype = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(cfg.precision)
+    return module, wrapped, opt, groups, data
 
-    n_micro = len(data.train.sampler)
-    steps_per_epoch = n_micro // cfg.grad_accum
-    if steps_per_epoch == 0:
-        raise LayerwiseError(f"one epoch has {n_micro} micro-batches, fewer than --grad-accum {cfg.grad_accum}")
-    total = cfg.max_steps or cfg.epochs * steps_per_epoch
 
-    st = _State()
-    _prepare_dir(run_dir, trained, cfg, data, dist, resume_from)
-    log = MetricsLog(run_dir, enabled=dist.main, tensorboard=cfg.tensorboard)
-    if resume_from is not None:
-        st = _restore(resume_from, module, wrapped, opt, scaler, dist)
-        log.truncate_after(st.step)
-    warnings = list(data.info.warnings) + ([f"no spec leaf owns {groups.unmatched[:3]}: decay decided by ndim"]
-                                           if groups.unmatched else [])
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    predicted = predicted_peak(trained, cfg)
-    emit("start", {"model": trained.name, "task": trained.task, "total_steps": total, "start_step": st.step,
-                   "steps_per_epoch": steps_per_epoch, "trainable_params": trainable, "data": data.info.to_dict(),
-                   "predicted_peak_bytes": predicted, "warnings": warnings, "rank": dist.rank, "world": dist.world})
-
-    # ---- the loop ------------------------------------------------------------------------------
-    stop = _StopFlag()
-    status, last_val, measured = "finished", None, None
-    it, t0, seen, window = None, time.perf_counter(), 0, []
-    with stop.installed():
-        while st.step < total:
-            if it is None:
-                data.train.sampler.set_epoch(st.epoch, st.batch_in_epoch)
-                it = iter(data.train)
-            set_lr(opt, lr_factor(st.step, total, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio))
-            wrapped.train()
-            measuring = measured is None and (st.step == 1 or st.step == total - 1)  # the 2nd step, or the only one
-            if measuring:
-                step_memory.begin(module, opt)
-            loss_sum = 0.0
-            for i in range(cfg.grad_accum):
-                x, y = next(it)
-                x, y = x.to(device), y.to(device)
-                sync = dist.strategy != "ddp" or i == cfg.grad_accum - 1
-                with (contextlib.nullcontext() if sync else wrapped.no_sync()):
-                    loss = _forward_loss(wrapped, x, y, cfg, loss_fn, amp_dtype, device)
-                    if cfg.l1 or cfg.l2:
-                        loss = loss + penalty(decay_params, cfg.l1, cfg.l2)
-                    value = loss.item()
-                    if not dd.all_true(math.isfinite(value), dist):
-                        _diverged(st, value, module, wrapped, opt, scaler, dist, ckpt_root, cfg)
-                    loss_sum += value
-                    (scaler.scale(loss / cfg.grad_accum) if scaler else loss / cfg.grad_accum).backward()
-                seen += x.shape[0]
-            grad_norm = _clip(wrapped, opt, cfg, scaler)
-            if grad_norm is not None and not dd.all_true(math.isfinite(grad_norm), dist) and scaler is None:
-                _diverged(st, grad_norm, module, wrapped, opt, scaler, dist, ckpt_root, cfg, what="gradient norm")
-            if scaler:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            if measuring:
-                measured = step_memory.end()  # after the step, before zero_grad frees the gradients
-                emit("memory", {"predicted_peak_bytes": predicted, "measured_peak_bytes": measured, "device": device})
-            opt.zero_grad(set_to_none=True)
-            st.step += 1
-            st.batch_in_epoch += cfg.grad_accum
-            if "after_step" in hooks:
-                hooks["after_step"](st.step, module)
-            window.append(loss_sum / cfg.grad_accum)
-            epoch_end = st.batch_in_epoch + cfg.grad_accum > n_micro
-            if epoch_end:
-                st.epoch, st.batch_in_epoch, it = st.epoch + 1, 0, None
-            elapsed = time.perf_counter() - t0
-            lr = opt.param_groups[0]["lr"]
-            if st.step % cfg.log_every == 0 or st.step == total:
-                row = {"step": st.step, "epoch": st.epoch, "kind": "train", "loss": sum(window) / len(window),
-                       "lr": lr, "grad_norm": grad_norm, "samples_per_s": seen * dist.world / max(elapsed, 1e-9),
-                       "time_s": elapsed}
-                window = []
-                log.write(row)
-            emit("step", {"step": st.step, "total": total, "loss": loss_sum / cfg.grad_accum, "lr": lr,
-                          "samples_per_s": seen * dist.world / max(elapsed, 1e-9), "epoch": st.epoch})
-            # -- validation, early stopping, checkpoints
-            do_eval = (st.step % cfg.eval_every == 0) if cfg.eval_every else epoch_end
-            do_eval = do_eval or st.step == total
-            improved, early = False, False
-            if do_eval and len(data.val.sampler):
-                eval_module = wrapped if dist.strategy == "fsdp" else module
-                val = itertools.islice(data.val, cfg.eval_batches) if cfg.eval_batches else data.val
-                ev = evaluate(eval_module, val, trained.task, n_classes=data.info.n_classes, device=device,
-                              autocast_dtype=amp_dtype if amp_dtype == torch.bfloat16 else None)
-                last_val = ev
-                log.write({"step": st.step, "epoch": st.epoch, "kind": "val", "loss": ev.loss,
-                           "accuracy": ev.accuracy, "perplexity": ev.perplexity})
-                emit("eval", {"step": st.step, "split": "val", "result": ev.to_dict()})
-                improved, early = _track(st, ev, cfg)
-            do_ckpt = (st.step % cfg.checkpoint_every == 0) if cfg.checkpoint_every else do_eval
-            do_ckpt = do_ckpt or improved or st.step == total or early or stop.set
-            if do_ckpt:
-                if not dd.all_true(_finite(module), dist):  # never overwrite a good checkpoint with NaN weights
-                    _diverged(st, float("nan"), module, wrapped, opt, scaler, dist, ckpt_root, cfg,
-                              what="weights", at=st.step)
-                _save(st, module, wrapped, opt, scaler, dist, ckpt_root, cfg, best=improved)
-            if early:
-                status = "early_stopped"
-                break
-            if stop.set:
-                status = "interrupted"
-                break
-
-    # ---- the end -------------------------------------------------------------------------------
-    elapsed = time.perf_counter() - t0
-    result = RunResult(run_dir=str(run_dir), status=status, steps=st.step, total_steps=total, epoch=st.epoch,
-                       monitor=cfg.monitor, best_metric=st.best_metric, best_step=st.best_step,
-                       val=last_val.to_dict() if last_val else None, train_seconds=elapsed,
-                       samples_per_s=seen * dist.world / max(elapsed, 1e-9), predicted_peak_bytes=predicted,
-                       measured_peak_bytes=measured, trainable_params=trainable, decay_params=groups.decay,
-                       no_decay_params=groups.no_decay, warnings=warnings)
+# ---- the end -------------------------------------------------------------------------------------
+def _finish(run: Run, st: State, status: str) -> RunResult:
+    """Test the best checkpoint, merge LoRA, write result.json, emit "end"."""
+    elapsed = time.perf_counter() - st.t0
+    result = RunResult(run_dir=str(run.run_dir), status=status, steps=st.step, total_steps=run.total,
+                       epoch=st.epoch, monitor=run.cfg.monitor, best_metric=st.best_metric, best_step=st.best_step,
+                       val=st.last_val.to_dict() if st.last_val else None, train_seconds=elapsed,
+                       samples_per_s=loop.samples_per_s(run, st, elapsed), predicted_peak_bytes=run.predicted,
+                       measured_peak_bytes=st.measured, trainable_params=run.trainable,
+                       decay_params=run.groups.decay, no_decay_params=run.groups.no_decay, warnings=run.warnings)
     if status != "interrupted":
-        result.test = _final_test(module, wrapped, dist, ckpt_root, data, trained, device)
-        if dist.main and cfg.lora_rank and cfg.merge_lora:
-            _write_merged(run_dir, trained, ckpt_root)
-    if dist.main:
-        ck.atomic_write_text(run_dir / "result.json", json.dumps(result.to_dict(), indent=2) + "\n")
-    emit("end", {"result": result.to_dict()})
+        result.test = _final_test(run)
+        if run.dist.main and run.cfg.lora_rank and run.cfg.merge_lora:
+            _write_merged(run.run_dir, run.trained, run.ckpt_root)
+    if run.dist.main:
+        ck.atomic_write_text(run.run_dir / "result.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    run.emit("end", {"result": result.to_dict()})
     return result
 
 
-# ---- pieces of the loop ---------------------------------------------------------------------------
-def _forward_loss(wrapped, x, y, cfg: TrainConfig, loss_fn: LossFn, amp_dtype, device: str):
-    autocast = (torch.autocast(device_type=device.split(":")[0], dtype=amp_dtype) if amp_dtype is not None
-                else contextlib.nullcontext())
-    with autocast:
-        if cfg.mixup_alpha > 0:
-            x, ya, yb, lam = mixup(x, y, cfg.mixup_alpha)
-            logits = wrapped(x)
-            return lam * loss_fn(logits, ya) + (1.0 - lam) * loss_fn(logits, yb)
-        return loss_fn(wrapped(x), y)
-
-
-def _clip(wrapped, opt, cfg: TrainConfig, scaler) -> float | None:
-    if not cfg.grad_clip:
-        return None
-    if scaler:
-        scaler.unscale_(opt)
-    params = [p for g in opt.param_groups for p in g["params"]]
-    return float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-
-
-def _track(st: _State, ev: EvalResult, cfg: TrainConfig) -> tuple[bool, bool]:
-    """(improved, stop early) for the monitored validation metric."""
-    value = ev.loss if cfg.monitor == "val_loss" else ev.accuracy
-    better = st.best_metric is None or (value < st.best_metric if cfg.monitor == "val_loss" else value > st.best_metric)
-    if better and math.isfinite(value):
-        st.best_metric, st.best_step, st.bad_evals = float(value), st.step, 0
-        return True, False
-    st.bad_evals += 1
-    return False, bool(cfg.patience and st.bad_evals >= cfg.patience)
-
-
-def _save(st: _State, module, wrapped, opt, scaler, dist, ckpt_root: Path, cfg: TrainConfig, best: bool) -> None:
-    model_sd, opt_sd = dd.full_states(wrapped if dist.strategy == "fsdp" else module, opt, dist)
-    if dist.main:
-        state = {"step": st.step, "epoch": st.epoch, "batch_in_epoch": st.batch_in_epoch, "optimizer": opt_sd,
-                 "scheduler": {"step": st.step}, "scaler": scaler.state_dict() if scaler else None,
-                 "rng": ck.rng_state(), "best_metric": st.best_metric, "best_step": st.best_step,
-                 "bad_evals": st.bad_evals}
-        name = f"step-{st.step}"
-        ck.save_checkpoint(ckpt_root, name, model_sd, state)
-        ck.copy_checkpoint(ckpt_root, name, "last")
-        if best:
-            ck.copy_checkpoint(ckpt_root, name, "best")
-        ck.prune(ckpt_root, cfg.keep_last)
-    dd.barrier(dist)
-
-
-def _restore(folder: Path, module, wrapped, opt, scaler, dist) -> _State:
-    tensors, state = ck.read_checkpoint(folder)
-    if dist.strategy == "fsdp":
-        dd.load_full_states(wrapped, opt, dist, tensors, state.get("optimizer"))
-    else:
-        ck.load_module_state(module, tensors, str(folder))
-    if dist.strategy != "fsdp" and state.get("optimizer"):
-        opt.load_state_dict(state["optimizer"])
-    if scaler and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    ck.set_rng_state(state["rng"])
-    return _State(step=state["step"], epoch=state["epoch"], batch_in_epoch=state["batch_in_epoch"],
-                  best_metric=state.get("best_metric"), best_step=state.get("best_step"),
-                  bad_evals=state.get("bad_evals", 0))
-
-
-def _finite(module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
-
-
-def _diverged(st, value, module, wrapped, opt, scaler, dist, ckpt_root: Path, cfg, what: str = "loss",
-              at: int | None = None):
-    """Keep a loadable checkpoint of the last good weights, then stop with a clear message."""
-    finite = _finite(module)
-    if finite:  # this step's update has not happened: the weights are those after step `st.step`
-        opt.zero_grad(set_to_none=True)
-        _save(st, module, wrapped, opt, scaler, dist, ckpt_root, cfg, best=False)
-        where = ckpt_root / "last"
-    else:
-        where = ckpt_root / "last" if (ckpt_root / "last").exists() else None
-    kept = f"last good checkpoint: {where}" if where else "no checkpoint had been written yet"
-    raise DivergedError(f"the {what} became {value} at step {st.step + 1 if at is None else at} (epoch {st.epoch}); "
-                        f"stopped. {kept}. "
-                        f"Try a lower --lr, --grad-clip 1.0, or fp32")
-
-
-def _final_test(module, wrapped, dist, ckpt_root: Path, data: Data, trained: Model, device: str) -> dict | None:
+def _final_test(run: Run) -> dict | None:
     """Test-split evaluation of the best checkpoint (the last one if no validation ran)."""
+    root, data = run.ckpt_root, run.data
     if not len(data.test.sampler):
         return None
-    folder = ckpt_root / "best" if (ckpt_root / "best").exists() else ckpt_root / "last"
-    dd.barrier(dist)
+    folder = root / "best" if (root / "best").exists() else root / "last"
+    dd.barrier(run.dist)
     if folder.exists():
         tensors, _ = ck.read_checkpoint(folder)
-        dd.load_model_state(wrapped if dist.strategy == "fsdp" else module, dist, tensors, str(folder))
-    ev = evaluate(wrapped if dist.strategy == "fsdp" else module, data.test, trained.task,
-                  n_classes=data.info.n_classes, device=device)
+        dd.load_model_state(run.eval_module, run.dist, tensors, str(folder))
+    ev = evaluate(run.eval_module, data.test, run.trained.task, n_classes=data.info.n_classes, device=run.device)
     return ev.to_dict()
 
 
