@@ -4,7 +4,7 @@ Legend: B batch, S queries, Sk keys, H query heads, G kv heads, Dh head width.""
 from __future__ import annotations
 
 from layerwise.cost.act_leaves import activation_op, dropout_op
-from layerwise.cost.act_trace import T, Trace, promote
+from layerwise.cost.act_trace import Storage, T, Trace, promote
 from layerwise.cost.activations import act, run
 
 
@@ -197,6 +197,23 @@ def _rnn(b, tr: Trace, x: T) -> T:
                 tr.param(f"rnn.bias_ih{sfx}", gates, b.trainable)
                 tr.param(f"rnn.bias_hh{sfx}", gates, b.trainable)
     grad = (x.grad or b.trainable) and tr.policy.grad
+    # CPU autocast runs the GRU in the low dtype (measured with saved_tensors_hooks, oneDNN off): the
+    # gates save the cached low casts of the weights, a low copy of the input, and per layer and
+    # direction all per-step states low except s - 1 (B, h) ones kept in fp32. rnn/lstm under
+    # autocast are not modelled (their full-precision accounting is used).
+    low = tr.policy.autocast if b.kind == "gru" else None
+    if low:  # the casts are made (and cached) under no_grad too; saved only when training
+        for layer in range(layers):
+            for d in range(dirs):
+                sfx = f"_l{layer}" + ("_reverse" if d else "")
+                width = d_in if layer == 0 else h * dirs
+                tensors = [(f"rnn.weight_ih{sfx}", gates * width, True), (f"rnn.weight_hh{sfx}", gates * h, True)]
+                if b.bias:  # cast (and cached) too, but not saved
+                    tensors += [(f"rnn.bias_ih{sfx}", gates, False), (f"rnn.bias_hh{sfx}", gates, False)]
+                for name, n, saved in tensors:
+                    cast = tr.low_param(tr.key(name), T((n,), tr.policy.dtype, b.trainable, Storage(0, "param")))
+                    if saved and grad:
+                        tr.save(cast)
     if grad:
         n_init = _RNN_INIT[b.kind]
         for _ in range(n_init):
@@ -206,22 +223,31 @@ def _rnn(b, tr: Trace, x: T) -> T:
         # all time steps' input projections at once (B*S, gates): two, briefly, under no_grad or
         # autocast; training in full precision keeps one through the time loop, plus a time-major
         # copy of the input (fitted to the measure reading on the GRU; an estimate for rnn/lstm)
-        held = grad and tr.policy.autocast is None
+        # (the GRU under autocast keeps one low projection; its low input copy is the saved one)
+        held = (grad and tr.policy.autocast is None) or low is not None
         proj = [tr.new((bsz * s, gates), tr.policy.autocast or x.dtype, False) for _ in range(1 if held else 2)]
-        if held:
+        if held and low is None:
             proj.append(tr.new(inp.shape, inp.dtype, False))
-        else:
+        elif not held:
             del proj[:]
         for d in range(dirs):
             # the first layer's reverse direction saves a flipped copy of x; deeper layers' two
             # directions share one saved input (measured: tests/cost/test_activations.py)
             src = inp if d == 0 or layer > 0 else tr.new(inp.shape, inp.dtype, inp.grad)
+            if low and d == 0:
+                src = tr.low(src)
             if grad:
                 tr.save(src)
                 total = s * _RNN_PER_STEP[b.kind] + (1 if b.kind == "rnn" else 0)
                 steps = total - _RNN_INIT[b.kind]  # the initial-state views are counted above
-                tr.save(tr.new((steps, bsz, h), x.dtype, False))
-        inp = tr.new((bsz, s, h * dirs), x.dtype, grad)
+                if low:
+                    tr.save(tr.new((steps - (s - 1), bsz, h), low, False), tr.new((s - 1, bsz, h), x.dtype, False))
+                else:
+                    tr.save(tr.new((steps, bsz, h), x.dtype, False))
+            if low:  # the per-step outputs are fp32 (not the low saved states), stacked at the end
+                proj.append(tr.new((s, bsz, h), x.dtype, False))
+            del src  # a low copy that is not saved (no_grad) is freed once its projection is made
+        inp = tr.new((bsz, s, h * dirs), x.dtype, grad)  # fp32 even under autocast (per-step states are)
         del proj
         if layer < layers - 1:
             inp = dropout_op(tr, inp, b.dropout)
