@@ -10,7 +10,8 @@ FLOPs (1 MAC = 2 FLOPs). Matmul, per call, with unit = 2*B*H*S*Sk*d_head:
             `causal_skippable` = the part of both spent on masked (causal / sliding window) entries
   backward  eager (explicit bmms): grad_q, grad_k, grad_probs, grad_v -- each only when needed
             sdpa: 5 units whenever anything needs grad (PyTorch's fused backward recomputes scores;
-            torch.utils.flop_counter.sdpa_backward_flop_count)
+            torch.utils.flop_counter.sdpa_backward_flop_count); on CPU with attention dropout,
+            sdpa runs its math path, counted as eager (FlopCtx.device)
   GQA/MQA repeat k and v to H heads before the products, so units count H heads.
 Other, per score element (B*H*S*Sk): scale 1, mask 1 (if causal or windowed), softmax 5, dropout
 2 (if dropout > 0); backward (if q or k needs grad): softmax 4, scale 1, dropout 2.
@@ -170,9 +171,23 @@ class Attention(Block):
             total = total + Flops(fwd_other=self.rope.table_flops(s))
             total = total + self.rope.own_flops(q_shape, replace(ctx, input_grad=q_grad))
             total = total + self.rope.own_flops(k_shape, replace(ctx, input_grad=k_grad))
-        total = total + self.core_flops(b, s, kv[1], q_grad, k_grad, v_grad, ctx.attention)
+        total = total + self.core_flops(b, s, kv[1], q_grad, k_grad, v_grad, self._impl(ctx))
         return total + self.o_proj.flops((b, s, self.n_heads * self.head_dim),
                                          replace(ctx, input_grad=q_grad or k_grad or v_grad))
+
+    def own_flops(self, in_shape: Shape, ctx: FlopCtx) -> Flops:
+        """The attention core alone (scores, softmax, probabilities @ v), all inputs needing grad
+        as ctx says: what selective checkpointing recomputes. `flops` adds the projections."""
+        kv = self._kv_shape(in_shape)
+        g = ctx.input_grad
+        return self.core_flops(in_shape[0], in_shape[1], kv[1], g, g, g, self._impl(ctx))
+
+    def _impl(self, ctx: FlopCtx) -> str:
+        """The kernel PyTorch really runs: on CPU, sdpa with attention dropout (training) has no fused
+        kernel and decomposes into the eager matmuls, whose backward is 4 products, not 5."""
+        if ctx.attention == "sdpa" and self.dropout > 0 and ctx.device == "cpu":
+            return "eager"
+        return ctx.attention
 
     def core_flops(self, b: int, s: int, sk: int, q_grad: bool, k_grad: bool, v_grad: bool, impl: str) -> Flops:
         """Scores, softmax and probabilities @ v for H query heads (see the module docstring)."""

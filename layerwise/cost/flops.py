@@ -69,10 +69,17 @@ def checkpointed_units(body: Block, path: str = ""):
 
 
 def _attention_core(block: Block, in_shape: Shape, ctx: FlopCtx) -> Flops:
-    """Sum of the attention blocks' own FLOPs (scores, softmax, values) inside `block`."""
+    """Forward FLOPs that selective checkpointing recomputes in the attention blocks inside `block`.
+
+    The recompute stops at the last tensor backward needs (torch's early stop): eager attention's
+    backward needs the probabilities, so q@k^T, scale, mask and softmax rerun but not probs@v; sdpa
+    is one op whose outputs are saved, so it reruns whole (measured: tests/cost/test_flops_model.py).
+    """
     total = Flops()
     if block.type_name == "attention":
-        total = total + block.own_flops(in_shape, ctx)
+        core = block.own_flops(in_shape, ctx)
+        eager = block._impl(ctx) == "eager"
+        total = total + Flops(fwd_matmul=core.fwd_matmul // 2 if eager else core.fwd_matmul, fwd_other=core.fwd_other)
     for _, child, child_in in block.trace(in_shape):
         total = total + _attention_core(child, child_in, ctx)
     return total
@@ -124,7 +131,7 @@ def model_flops(model: Model, workload: Workload) -> FlopReport:
     """FLOPs of one training step (forward, loss, backward, recompute) or one inference forward."""
     in_shape = model.input_shape(workload.batch, workload.seq, workload.image)
     # The input batch never requires grad: the first layer computes no grad_input.
-    ctx = FlopCtx(input_grad=False, attention=workload.attention)
+    ctx = FlopCtx(input_grad=False, attention=workload.attention, device=workload.device)
     step = model.body.flops(in_shape, ctx)
     rows: list[FlopRow] = []
     _rows(model.body, in_shape, ctx, "", 0, rows)

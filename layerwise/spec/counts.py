@@ -70,3 +70,4 @@ class FlopCtx:
 
     input_grad: bool = True  # the input requires grad, so backward also computes grad_input
     attention: str = "sdpa"  # eager | sdpa: PyTorch's sdpa backward recomputes the scores (5 bmms vs 4)
+    device: str = "cpu"  # cpu | cuda: on CPU, sdpa with dropout in training falls back to its math path

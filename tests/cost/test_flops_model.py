@@ -125,3 +125,27 @@ def test_gpt3_175b_training_compute_follows_6nd():
     assert tc.six_nd == pytest.approx(3.14e23, rel=0.01)
     # Our count adds attention s² terms and the logits over 6ND (Korthikanti's formula gives +2.8%, §6).
     assert 0.0 < tc.ratio_to_6nd - 1 < 0.06
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_selective_checkpointing_recompute_matches_flop_counter(attention):
+    # Selective recompute reruns the attention core only; torch's checkpoint stops at the last saved
+    # tensor, so eager recomputes q@k^T (and the softmax) but not probs@v, while sdpa reruns the op.
+    model = small("llama-2-7b")
+    workload = _workload(model, attention=attention, checkpointing="selective")
+    analytic = model_flops(model, workload).flops
+    truth = measured(model, workload)
+    assert (analytic.fwd_matmul, analytic.bwd_matmul) == (truth.forward, truth.backward)
+
+
+def test_sdpa_with_attention_dropout_on_cpu_counts_the_math_path():
+    from layerwise.blocks import FFN, Attention, DecoderLM, TransformerBlock
+    from layerwise.spec.model import InputSpec, Model
+
+    block = TransformerBlock(attn=Attention(d_model=32, n_heads=4, causal=True, dropout=0.1), ffn=FFN(d_model=32, d_ff=64))
+    body = DecoderLM(vocab_size=50, d_model=32, n_layers=2, block=block, max_seq=16)
+    model = Model(name="lm", body=body, task="lm", input=InputSpec(kind="tokens", shape=(16,), vocab_size=50, max_seq=16))
+    workload = _workload(model, attention="sdpa")
+    analytic = model_flops(model, workload).flops
+    truth = measured(model, workload)
+    assert (analytic.fwd_matmul, analytic.bwd_matmul) == (truth.forward, truth.backward)
