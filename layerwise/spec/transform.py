@@ -9,6 +9,7 @@ from dataclasses import fields, replace
 from typing import Callable
 
 from layerwise.spec.base import Block
+from layerwise.spec.errors import SpecError
 
 Fn = Callable[[str, Block], Block]
 
@@ -51,11 +52,30 @@ def matches(path: str, patterns) -> bool:
 
 
 def freeze(block: Block, patterns=("*",)) -> Block:
-    """Mark every parameterised leaf whose path matches as frozen (trainable=False)."""
+    """Mark every node with a `trainable` flag whose spec path matches as frozen (trainable=False).
+
+    Paths are the spec tree's: a decoder's layers share one `block` template, so
+    "block.attn.q_proj" (or "q_proj") addresses that projection in every layer; a composite's own
+    flag ("" for the root, "block" for the template) freezes what it derives (norms, embeddings).
+    A pattern that matches nothing is an error naming the paths that can be frozen, never a no-op.
+    """
+    patterns = tuple(patterns)
+    hit, seen = set(), []
 
     def fn(path: str, node: Block) -> Block:
-        if any(f.name == "trainable" for f in fields(node)) and node.trainable and matches(path, patterns):
+        if not any(f.name == "trainable" for f in fields(node)):
+            return node
+        seen.append(path or "(root)")
+        mine = [p for p in patterns if matches(path, (p,)) or (p in ("", "(root)") and not path)]
+        hit.update(mine)
+        if mine and node.trainable:
             return replace(node, trainable=False)
         return node
 
-    return map_tree(block, fn)
+    out = map_tree(block, fn)
+    missed = [p for p in patterns if p not in hit]
+    if missed:
+        shown = ", ".join(seen[:12]) + (", ..." if len(seen) > 12 else "")
+        raise SpecError(f"freeze pattern(s) {missed} match no block; paths that can be frozen: {shown} "
+                        f"(layers of a decoder/encoder/vit share one 'block' template)")
+    return out

@@ -97,7 +97,7 @@ class TrainConfig:
     log_every: int = 10
     tensorboard: bool = False  # also write RUN_DIR/tensorboard/ (needs the tensorboard package; not a dependency)
     # fine-tuning
-    freeze: tuple[str, ...] = ()  # block path globs to freeze ("blocks.0.*", "embed")
+    freeze: tuple[str, ...] = ()  # spec path globs to freeze ("q_proj", "block.ffn.*", "0", ""=root)
     lora_rank: int = 0  # > 0: wrap matching linears in LoRA adapters, train only those
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = ("*",)  # block path globs of linears that get adapters

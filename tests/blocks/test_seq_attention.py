@@ -36,7 +36,8 @@ def attention_cases(draw):
             scaling = draw(st.sampled_from(["none", "linear", "ntk"] if d_head >= 4 else ["none", "linear"]))
             kw["rope"] = Rope(d_head=d_head, scaling=scaling, factor=1.0 if scaling == "none" else 2.0)
     spec = Attention(**kw)
-    frozen = draw(st.sampled_from([(), ("k_proj",), ("q_proj", "k_proj", "q_norm", "k_norm"), ("*",)]))
+    norms = ("q_norm", "k_norm") if kw["qk_norm"] != "none" else ()
+    frozen = draw(st.sampled_from([(), ("k_proj",), ("q_proj", "k_proj", *norms), ("*",)]))
     if frozen:
         spec = freeze(spec, frozen)
     shape = (draw(st.integers(1, 2)), draw(st.integers(1, 6)), spec.d_model)

@@ -117,3 +117,14 @@ def test_spec_files_never_execute_code(tmp_path):
     evil.write_text("!!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(LayerwiseError, match="YAML"):
         load(evil)
+
+
+def test_a_freeze_pattern_that_matches_nothing_is_an_error_not_a_no_op():
+    # "blocks.0.*" reads like a module path, but a decoder's layers share one spec template
+    from layerwise.presets import get_preset
+
+    body = get_preset("tiny-gpt").body
+    with pytest.raises(SpecError, match=r"freeze pattern\(s\) \['blocks.0.\*'\] match no block; paths that can be frozen: block.attn.q_proj"):
+        freeze(body, ("blocks.0.*",))
+    frozen = freeze(body, ("block.ffn.*",)).params()
+    assert frozen.frozen == 4 * (2 * 128 * 512 + 512 + 128)  # up and down projections of 4 layers
