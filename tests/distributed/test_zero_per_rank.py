@@ -6,7 +6,6 @@ The model is four equal Linear(64, 64) layers: ZeroRedundancyOptimizer assigns w
 match to the byte."""
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -37,9 +36,9 @@ def _bytes(tensors) -> int:
     return total
 
 
-def _rank(rank: int, world: int, port: int, mode: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _rank(rank: int, world: int, mode: str, out: str) -> None:
+    # a file store in the test's own directory: no port to race for
+    dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"file://{out}/store")
     try:
         torch.manual_seed(0)
         module = SPEC.build()
@@ -65,19 +64,14 @@ def _rank(rank: int, world: int, port: int, mode: str, out: str) -> None:
                   "optimizer_states": _bytes(v for s in states.values() for v in s.values() if torch.is_tensor(v))}
         with open(os.path.join(out, f"{mode}-{rank}.json"), "w") as f:
             json.dump(result, f)
+        dist.barrier()  # no rank tears gloo down while another still has collectives in flight
     finally:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("mode, zero", [("zero1", 1), ("fsdp", 3)])
 def test_per_rank_model_states_match_the_cost_reading(tmp_path, mode, zero):
-    mp.spawn(_rank, args=(2, _free_port(), mode, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(2, mode, str(tmp_path)), nprocs=2, join=True)
     shapes = param_shapes(SPEC)
     states = torch_model_states(shapes, optimizer="adamw")
     # FSDP2: every rank steps its shard of every parameter, so each keeps all the scalar `step`s
