@@ -6,6 +6,7 @@ The model is four equal Linear(64, 64) layers: ZeroRedundancyOptimizer assigns w
 match to the byte."""
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -37,6 +38,24 @@ def _bytes(tensors) -> int:
 
 
 def _rank(rank: int, world: int, mode: str, out: str) -> None:
+    """One rank. It leaves through os._exit: gloo's worker threads can still be joinable when the
+    interpreter runs C++ destructors at exit ('terminate called without an active exception',
+    SIGABRT), which would fail a run whose results are already written."""
+    code = 1
+    try:
+        _measure_rank(rank, world, mode, out)
+        code = 0
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _measure_rank(rank: int, world: int, mode: str, out: str) -> None:
     # a file store in the test's own directory: no port to race for
     dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"file://{out}/store")
     try:

@@ -29,6 +29,25 @@ def _kill_at_5(step, module):
 
 
 def _worker(rank: int, world: int, port: int, run_dir: str) -> None:
+    """Leaves through os._exit: gloo's threads can still be joinable when C++ destructors run at
+    interpreter exit (SIGABRT 'terminate called without an active exception') after all the work."""
+    import os
+    import sys
+    import traceback
+
+    code = 1
+    try:
+        _train_rank(rank, world, port, run_dir)
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _train_rank(rank: int, world: int, port: int, run_dir: str) -> None:
     import os
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
