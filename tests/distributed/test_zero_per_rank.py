@@ -6,12 +6,12 @@ The model is four equal Linear(64, 64) layers: ZeroRedundancyOptimizer assigns w
 match to the byte."""
 import json
 import os
-import sys
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from spawn_exit import run_then_exit
 
 from layerwise.blocks import Linear, Sequential
 from layerwise.cost.model_states import torch_model_states
@@ -38,21 +38,7 @@ def _bytes(tensors) -> int:
 
 
 def _rank(rank: int, world: int, mode: str, out: str) -> None:
-    """One rank. It leaves through os._exit: gloo's worker threads can still be joinable when the
-    interpreter runs C++ destructors at exit ('terminate called without an active exception',
-    SIGABRT), which would fail a run whose results are already written."""
-    code = 1
-    try:
-        _measure_rank(rank, world, mode, out)
-        code = 0
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    run_then_exit(_measure_rank, rank, world, mode, out)
 
 
 def _measure_rank(rank: int, world: int, mode: str, out: str) -> None:

@@ -29,22 +29,9 @@ def _kill_at_5(step, module):
 
 
 def _worker(rank: int, world: int, port: int, run_dir: str) -> None:
-    """Leaves through os._exit: gloo's threads can still be joinable when C++ destructors run at
-    interpreter exit (SIGABRT 'terminate called without an active exception') after all the work."""
-    import os
-    import sys
-    import traceback
+    from spawn_exit import run_then_exit
 
-    code = 1
-    try:
-        _train_rank(rank, world, port, run_dir)
-        code = 0
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    run_then_exit(_train_rank, rank, world, port, run_dir)
 
 
 def _train_rank(rank: int, world: int, port: int, run_dir: str) -> None:
