@@ -14,6 +14,7 @@ ATTENTION = ("eager", "sdpa")
 QUANT = ("none", "int8", "int4", "nf4")
 MODES = ("train", "infer")
 DEVICES = ("cpu", "cuda")
+REFERENCES = ("layerwise", "hf")  # whose implementation a reading describes (the CLI's --impl)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +37,9 @@ class Workload:
     quant: str = "none"
     new_tokens: int = 0  # inference: tokens generated after the prompt (KV cache)
     device: str = "cpu"
+    # --impl: whose code the reading describes, as --device names whose defaults: "layerwise" (our
+    # build) or "hf" (transformers' modeling classes built from the same config.json)
+    reference: str = "layerwise"
 
     def __post_init__(self):
         for name, allowed in (("mode", MODES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
@@ -43,6 +47,8 @@ class Workload:
                               ("device", DEVICES)):
             if getattr(self, name) not in allowed:
                 raise WorkloadError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.reference not in REFERENCES:
+            raise WorkloadError(f"--impl must be one of {', '.join(REFERENCES)}; got {self.reference!r}")
         if self.optimizer_impl is not None and self.optimizer_impl not in OPTIMIZER_IMPLS:
             raise WorkloadError(f"--optimizer-impl must be one of {', '.join(OPTIMIZER_IMPLS)}; got {self.optimizer_impl!r}")
         for name in ("batch", "grad_accum", "dp", "tp", "pp"):

@@ -21,7 +21,7 @@ import typer
 
 from layerwise.spec.errors import WorkloadError
 from layerwise.workload import (ATTENTION, CHECKPOINTING, DEVICES, MODES, OPTIMIZER_IMPLS, OPTIMIZERS,
-                                PRECISIONS, QUANT, Workload)
+                                PRECISIONS, QUANT, REFERENCES, Workload)
 
 _D = Workload()  # defaults come from the dataclass, so the CLI and the API agree
 
@@ -51,6 +51,9 @@ WORKLOAD_OPTIONS: dict[str, tuple[object, object]] = {
     "quant": (str, typer.Option(_D.quant, "--quant", help=_choices(QUANT))),
     "new_tokens": (int, typer.Option(_D.new_tokens, "--new-tokens", help="inference: tokens generated (KV cache)")),
     "device": (str, typer.Option(_D.device, "--device", help=f"{_choices(DEVICES)}: whose implementation defaults")),
+    "reference": (str, typer.Option(_D.reference, "--impl",
+                                    help=f"{_choices(REFERENCES)}: whose code (ours, or transformers' modeling "
+                                         f"classes from an HF config.json)")),
 }
 
 

@@ -29,6 +29,9 @@ def register(app: typer.Typer) -> None:
         from layerwise.report.flops import flops_json, render_flops
         from layerwise.spec.errors import WorkloadError
 
+        if workload.reference != "layerwise":
+            raise WorkloadError(f"--impl {workload.reference} does not apply to `layerwise flops` (it counts our "
+                                f"build's FLOPs; `layerwise measure CONFIG.json --impl hf` counts transformers')")
         spec = resolve(model, parse_shape(input) if input else None)
         report = model_flops(spec, workload)
         compute = None

@@ -38,6 +38,15 @@ def register(app: typer.Typer) -> None:
         """Ground truth: peak live tensor memory (with its phase and breakdown) and FLOPs of one step."""
         from layerwise.report.console import err, print_json
 
+        if workload.reference == "hf":
+            if input:
+                raise LayerwiseError("--input does not apply to --impl hf (the config.json says what the model eats)")
+            from layerwise.measure.hf import measure_hf
+
+            with err.status(f"measuring transformers' {model} (fake tensors)..."):
+                spec, result = measure_hf(model, workload, fake=not real)
+            print_json(result.to_json()) if json else render(f"{spec.name} (transformers)", workload, result)
+            return
         spec = _resolve(model, input)
         with err.status(f"measuring {spec.name} ({'real' if real else 'fake'} tensors)..."):
             result = run_measure(spec, workload, real=real)

@@ -19,6 +19,9 @@ def analytic(spec, workload: Workload):
     """The memory report of `spec` under `workload` (training or inference by --mode)."""
     from layerwise.cost.memory import inference_memory, training_memory
 
+    if workload.reference != "layerwise":
+        raise WorkloadError(f"--impl {workload.reference}: the cost reading of transformers' code is not "
+                            f"available yet; `layerwise measure CONFIG.json --impl hf` measures it")
     return training_memory(spec, workload) if workload.mode == "train" else inference_memory(spec, workload)
 
 

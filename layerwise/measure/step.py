@@ -42,13 +42,21 @@ class Target:
     shape: tuple[int, ...]
     vocab_size: int
     task: str  # lm | classify | none
+    # a model that takes its own loss (transformers' `model(x, labels=...).loss`, measure/hf.py):
+    # (module, x, targets) -> loss, and the output shape the targets are drawn from
+    loss: Callable | None = None
+    out_shape: tuple[int, ...] | None = None
 
 
 def target_of(model, workload: Workload, *, input_shape=None, task=None, input_kind=None, vocab_size=0) -> Target:
     """A layerwise Model (input and task from the spec), a Block, an nn.Module or a factory."""
+    from layerwise.measure.hf import HFModel
     from layerwise.spec.base import Block
     from layerwise.spec.model import Model
 
+    if isinstance(model, HFModel):
+        return Target(model.build, None, model.kind, model.shape, model.vocab_size, model.task,
+                      model.loss, model.out_shape)
     if isinstance(model, Model):
         shape = model.input_shape(workload.batch, workload.seq, workload.image)
         return Target(model.build, model.body, model.input.kind, shape, model.input.vocab_size,
@@ -97,7 +105,8 @@ def measure_step(model, workload: Workload = Workload(), *, fake: bool = True, i
         if workload.mode == "infer":
             run = _Inference(module, x, workload, target, device, fake, count_flops)
         else:
-            setup.apply_checkpointing(module, workload, target.spec)
+            if target.loss is None:  # an HF model checkpoints through its own switch (measure/hf.py)
+                setup.apply_checkpointing(module, workload, target.spec)
             run = _Training(module, x, workload, target, device, fake, count_flops)
         return run.measure(notes)
 
@@ -217,6 +226,10 @@ class _Training(_Step):
 
     def _forward_loss(self):
         with setup.autocast(self.workload, self.device):
+            if self.target.loss is not None:
+                if self.targets is None and self.target.task != "none":
+                    self.targets = setup.make_targets(self.target.out_shape, self.target.task).to(self.device)
+                return self.target.loss(self.module, self.x, self.targets)
             out = self.module(self.x)
             if self.targets is None and self.target.task != "none":
                 self.targets = setup.make_targets(out.shape, self.target.task).to(self.device)
@@ -254,6 +267,8 @@ class _Training(_Step):
                 p.grad = torch.zeros_like(p)
 
     def _output_shape(self) -> tuple[int, ...]:
+        if self.target.out_shape is not None:
+            return self.target.out_shape
         if self.target.spec is not None and hasattr(self.target.spec, "out_shape"):
             return tuple(self.target.spec.out_shape(tuple(self.x.shape)))
         with torch.no_grad(), setup.autocast(self.workload, self.device):

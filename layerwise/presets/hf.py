@@ -220,13 +220,32 @@ def from_hf_config(data, name: str = "hf-model", where: str = "config.json", **o
     return make(family, name, source, {**keywords, **overrides})
 
 
-def load_hf_config(path: str | Path, **overrides) -> Model:
+def read_hf_config(path: str | Path) -> dict:
+    """The JSON of a config.json file; errors name the file (and the line)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, IsADirectoryError):
         raise LayerwiseError(f"{path}: no such file") from None
     except json.JSONDecodeError as err:
         raise LayerwiseError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
+
+
+def load_hf_config(path: str | Path, **overrides) -> Model:
+    data = read_hf_config(path)
     name = data.get("_name_or_path") if isinstance(data, dict) else None
-    return from_hf_config(data, name=str(name or path.stem), where=str(path), **overrides)
+    return from_hf_config(data, name=str(name or Path(path).stem), where=str(path), **overrides)
+
+
+def hf_reference(name: str) -> tuple[dict, Model]:
+    """`--impl hf`: MODEL must be a Hugging Face config.json, which transformers builds from.
+    Returns the config dict and the importer's Model of it (the same input, the same parameters)."""
+    path = Path(name)
+    if path.suffix != ".json":
+        raise LayerwiseError(f"--impl hf needs a Hugging Face config.json as MODEL (transformers builds "
+                             f"its model from it); got {name!r}")
+    data = read_hf_config(path)
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise LayerwiseError(f"{path}: --impl hf needs a Hugging Face config.json (with 'model_type')")
+    label = data.get("_name_or_path")
+    return data, from_hf_config(data, name=str(label or path.stem), where=str(path))

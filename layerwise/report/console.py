@@ -15,7 +15,9 @@ err = Console(stderr=True, soft_wrap=True)
 
 def error(message: str) -> None:
     """A user-facing error: one or two lines on stderr, no traceback."""
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)  # "layerwise[hf]" stays
 
 
 def print_json(data) -> None:
