@@ -22,6 +22,7 @@ class GPU:
     bandwidth: int  # bytes/s (datasheet GB/s x 1e9)
     tflops: tuple[tuple[str, float], ...]  # dense peak TFLOP/s (TOPS for int8) per dtype
     source: str
+    links: "Links | None" = None  # interconnect per GPU (cost/step_time.py); None: not catalogued
 
     def peak_flops(self, dtype: str = "bf16") -> int:
         """Dense peak FLOP/s for matmuls in `dtype`; an error lists the dtypes this GPU has."""
@@ -35,31 +36,66 @@ class GPU:
         return tuple(d for d, _ in self.tflops)
 
 
-def _gpu(name, mem_gib, bw_gbs, source, **tf):
-    return GPU(name, round(mem_gib * GIB), round(bw_gbs * 1e9), tuple(tf.items()), source)
+@dataclass(frozen=True)
+class Links:
+    """What one GPU can send per direction (bytes/s), inside its node and to other nodes.
+
+    `intra_node`: NVLink through NVSwitch (every pair at full rate) or, without NVLink, PCIe to the
+    host. `inter_node`: the node's network divided by its GPUs (DGX: one NIC per GPU). Datasheets
+    print NVLink as bidirectional totals (A100: 600 GB/s): per direction is half.
+    """
+
+    intra_node: int
+    inter_node: int
+    gpus_per_node: int
+    kind: str  # "nvswitch" | "nvlink-mesh" | "pcie"
+    source: str
+
+
+def _links(intra_gbs, inter_gbs, per_node, kind, source):
+    return Links(round(intra_gbs * 1e9), round(inter_gbs * 1e9), per_node, kind, source)
+
+
+# NVLink per direction = links x 25 GB/s (V100: 6 NVLink2, A100: 12 NVLink3, H100: 18 NVLink4).
+_DGX1 = _links(150, 6.25, 8, "nvlink-mesh", "V100 datasheet: NVLink 300 GB/s (both directions); DGX-1 datasheet: "
+               "4x 100 Gb/s EDR InfiniBand per 8 GPUs")
+_DGXA100 = _links(300, 25, 8, "nvswitch", "A100 datasheet: NVLink 600 GB/s (both directions); DGX A100 datasheet: "
+                  "8x 200 Gb/s HDR InfiniBand (one per GPU)")
+_DGXH100 = _links(450, 50, 8, "nvswitch", "H100 datasheet: NVLink 900 GB/s (both directions); DGX H100 datasheet: "
+                  "8x 400 Gb/s NDR InfiniBand (one per GPU)")
+# PCIe cards: no NVSwitch; the node's network is an assumption (cloud 8-GPU instances of these cards,
+# e.g. AWS g5.48xlarge / g6.48xlarge, list 100 Gb/s), stated here because no datasheet gives it.
+_NET = "assumed 100 Gb/s Ethernet per 8-GPU node (AWS g5.48xlarge/g6.48xlarge list 100 Gb/s)"
+_PCIE4 = _links(32, 1.5625, 8, "pcie", "PCIe 4.0 x16: 32 GB/s per direction; " + _NET)
+_PCIE5 = _links(64, 1.5625, 8, "pcie", "PCIe 5.0 x16: 64 GB/s per direction (H100 PCIe datasheet: 128 GB/s "
+                "both directions; its optional 2-GPU NVLink bridge is not modelled); " + _NET)
+
+
+def _gpu(name, mem_gib, bw_gbs, source, links=None, **tf):
+    return GPU(name, round(mem_gib * GIB), round(bw_gbs * 1e9), tuple(tf.items()), source, links)
 
 
 _A100 = "NVIDIA A100 Tensor Core GPU datasheet (SXM)"
 _H100 = "NVIDIA H100 Tensor Core GPU datasheet"
 CATALOG: dict[str, GPU] = {g.name: g for g in (
-    _gpu("v100-sxm2-16gb", 16, 900, "NVIDIA Tesla V100 datasheet (SXM2)", fp32=15.7, fp16=125),
-    _gpu("v100-sxm2-32gb", 32, 900, "NVIDIA Tesla V100 datasheet (SXM2)", fp32=15.7, fp16=125),
-    _gpu("a100-40gb", 40, 1555, _A100, fp32=19.5, tf32=156, fp16=312, bf16=312, int8=624),
-    _gpu("a100-80gb", 80, 2039, _A100, fp32=19.5, tf32=156, fp16=312, bf16=312, int8=624),
-    _gpu("h100-sxm", 80, 3350, _H100 + " (SXM)", fp32=67, tf32=494.5, fp16=989.5, bf16=989.5,
+    _gpu("v100-sxm2-16gb", 16, 900, "NVIDIA Tesla V100 datasheet (SXM2)", _DGX1, fp32=15.7, fp16=125),
+    _gpu("v100-sxm2-32gb", 32, 900, "NVIDIA Tesla V100 datasheet (SXM2)", _DGX1, fp32=15.7, fp16=125),
+    _gpu("a100-40gb", 40, 1555, _A100, _DGXA100, fp32=19.5, tf32=156, fp16=312, bf16=312, int8=624),
+    _gpu("a100-80gb", 80, 2039, _A100, _DGXA100, fp32=19.5, tf32=156, fp16=312, bf16=312, int8=624),
+    _gpu("h100-sxm", 80, 3350, _H100 + " (SXM)", _DGXH100, fp32=67, tf32=494.5, fp16=989.5, bf16=989.5,
          fp8=1979, int8=1979),
-    _gpu("h100-pcie", 80, 2000, _H100 + " (PCIe)", fp32=51, tf32=378, fp16=756.5, bf16=756.5,
+    _gpu("h100-pcie", 80, 2000, _H100 + " (PCIe)", _PCIE5, fp32=51, tf32=378, fp16=756.5, bf16=756.5,
          fp8=1513, int8=1513),
-    _gpu("h200", 141, 4800, "NVIDIA H200 Tensor Core GPU datasheet (SXM)", fp32=67, tf32=494.5,
+    _gpu("h200", 141, 4800, "NVIDIA H200 Tensor Core GPU datasheet (SXM)", _DGXH100, fp32=67, tf32=494.5,
          fp16=989.5, bf16=989.5, fp8=1979, int8=1979),
-    _gpu("l4", 24, 300, "NVIDIA L4 Tensor Core GPU datasheet", fp32=30.3, tf32=60, fp16=121, bf16=121,
+    _gpu("l4", 24, 300, "NVIDIA L4 Tensor Core GPU datasheet", _PCIE4, fp32=30.3, tf32=60, fp16=121, bf16=121,
          fp8=242.5, int8=242.5),
     # AWS's A10G is a variant of the A10; NVIDIA publishes no A10G datasheet, these are the A10's.
     _gpu("a10g", 24, 600, "NVIDIA A10 Tensor Core GPU datasheet (A10G: AWS variant, A10 numbers)",
-         fp32=31.2, tf32=62.5, fp16=125, bf16=125, int8=250),
-    _gpu("rtx-3090", 24, 936, "NVIDIA Ampere GA102 GPU Architecture whitepaper, Appendix A", fp32=35.6,
+         _PCIE4, fp32=31.2, tf32=62.5, fp16=125, bf16=125, int8=250),
+    _gpu("rtx-3090", 24, 936, "NVIDIA Ampere GA102 GPU Architecture whitepaper, Appendix A", _PCIE4, fp32=35.6,
          tf32=35.6, fp16=71, bf16=71, int8=284),
-    _gpu("rtx-4090", 24, 1008, "NVIDIA Ada Lovelace GPU Architecture whitepaper, Appendix A", fp32=82.6,
+    _gpu("rtx-4090", 24, 1008, "NVIDIA Ada Lovelace GPU Architecture whitepaper, Appendix A", _PCIE4, fp32=82.6,
          tf32=82.6, fp16=165.2, bf16=165.2, fp8=330.3, int8=660.6),
 )}
 
