@@ -1,5 +1,8 @@
-"""`layerwise time`: training time of a model on a GPU type, from the spec's FLOPs."""
+"""`layerwise time`: training time of a model on a GPU type and layout, from the step-time model
+(or from FLOPs at a given --mfu)."""
 from __future__ import annotations
+
+from typing import Optional
 
 import typer
 
@@ -9,23 +12,44 @@ def register(app: typer.Typer) -> None:
     def time(
         model: str = typer.Argument(..., help="preset name, spec file (.yaml/.yml/.json) or HF config.json"),
         gpu: str = typer.Option(..., "--gpu", help="GPU type, e.g. a100-80gb, h100-sxm, rtx-4090"),
-        gpus: int = typer.Option(1, "--gpus", help="number of GPUs"),
+        gpus: Optional[int] = typer.Option(None, "--gpus", help="number of GPUs (= dp x tp x pp)"),
+        dp: Optional[int] = typer.Option(None, "--dp", help="data-parallel ranks (default: gpus / (tp x pp))"),
+        tp: int = typer.Option(1, "--tp", help="tensor-parallel ranks"),
+        pp: int = typer.Option(1, "--pp", help="pipeline stages"),
+        ep: int = typer.Option(1, "--ep", help="expert-parallel ranks (MoE; divides dp)"),
+        zero: int = typer.Option(0, "--zero", help="ZeRO stage 0|1|2|3 (3 = FSDP)"),
+        sp: bool = typer.Option(False, "--sp", help="sequence parallelism (needs --tp > 1)"),
+        schedule: str = typer.Option("1f1b", "--schedule", help="pipeline schedule: 1f1b|gpipe|interleaved"),
+        interleave: int = typer.Option(1, "--interleave", help="model chunks per GPU (interleaved schedule)"),
+        batch: int = typer.Option(1, "--batch", help="micro-batch size"),
+        grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="micro-batches per step"),
+        global_batch: Optional[int] = typer.Option(None, "--global-batch", help="sequences per step (sets --grad-accum)"),
+        checkpointing: str = typer.Option("none", "--checkpointing", help="none|selective|full"),
+        precision: Optional[str] = typer.Option(None, "--precision", help="bf16-mixed|fp16-mixed|fp32|bf16|fp16 "
+                                                                          "(default: bf16-mixed where the GPU has bf16)"),
+        attention: str = typer.Option("sdpa", "--attention", help="sdpa (flash kernels on CUDA) | eager"),
         tokens: float = typer.Option(None, "--tokens", help="token budget D, e.g. 300e9 (default: 20 x params)"),
         samples: float = typer.Option(None, "--samples", help="sample budget for non-token models"),
-        mfu: float = typer.Option(0.4, "--mfu", help="model FLOPs utilisation, 0-1"),
-        dtype: str = typer.Option(None, "--dtype", help="peak to use: bf16, fp16, tf32, fp32, fp8 (default bf16)"),
+        mfu: Optional[float] = typer.Option(None, "--mfu", help="override: time = FLOPs / (GPUs x peak x MFU)"),
+        dtype: str = typer.Option(None, "--dtype", help="peak to use with --mfu: bf16, fp16, tf32, fp32, fp8"),
         seq: int = typer.Option(None, "--seq", help="tokens per sequence (default: the model's)"),
+        price: Optional[float] = typer.Option(None, "--price-per-gpu-hour", help="$ per GPU-hour: adds the cost"),
         json: bool = typer.Option(False, "--json", help="JSON output"),
     ):
-        """Training time = FLOPs / (GPUs x peak x MFU); also shows the 6ND convention."""
+        """Step time, tokens/s, MFU/HFU and days from the step-time model (--mfu overrides it)."""
         from layerwise.commands._model import resolve
         from layerwise.cost.hardware import get_gpu
-        from layerwise.cost.time import estimate_model_time
+        from layerwise.cost.training_time import plan_layout, training_estimate
         from layerwise.report.console import print_json
         from layerwise.report.time import render_time, time_json
 
-        est = estimate_model_time(resolve(model), get_gpu(gpu), n_gpus=gpus, mfu=mfu, dtype=dtype, seq=seq,
-                                  tokens=_count("--tokens", tokens), samples=_count("--samples", samples))
+        spec, device = resolve(model), get_gpu(gpu)
+        layout = plan_layout(gpus=gpus, dp=dp, tp=tp, pp=pp, ep=ep, zero=zero, sp=sp, schedule=schedule,
+                             interleave=interleave, batch=batch, grad_accum=grad_accum, global_batch=global_batch,
+                             checkpointing=checkpointing)
+        est = training_estimate(spec, device, layout, seq=seq, precision=precision, attention=attention,
+                                tokens=_count("--tokens", tokens), samples=_count("--samples", samples), mfu=mfu,
+                                dtype=dtype, price_per_gpu_hour=price)
         print_json(time_json(est)) if json else render_time(est)
 
 

@@ -135,6 +135,8 @@ def _own(block: Block, info, d_model: int, ctx: TimeCtx) -> BlockTime:
         other = block.flops(info.in_shape, FlopCtx(input_grad=False)).fwd_other - sum(
             c.flops(i, FlopCtx(input_grad=False)).fwd_other for _, c, i in block.trace(info.in_shape))
         return _elementwise(3 * other * a / split, ctx)  # elementwise adds/products: 2 reads, 1 write
+    if block.flops(info.in_shape, FlopCtx(input_grad=False)).fwd_matmul:  # conv, RNN: a GEMM's roofline
+        return _gemm(block, info.in_shape, info.out_shape, replace(ctx, tp=1))
     extra = out if kind == "dropout" and getattr(block, "p", 0) > 0 else 0  # its 1-byte mask
     return _elementwise(((prod(info.in_shape) + out) * a + extra) / split, ctx)
 
