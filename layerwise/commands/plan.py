@@ -1,4 +1,4 @@
-"""`layerwise plan MODEL --gpu NAME [--gpus N] [--seq S] [--mfu F] [--json]`."""
+"""`layerwise plan MODEL --gpu NAME [--gpus N] [--seq S] [--global-batch B] [--top K] [--json]`."""
 from __future__ import annotations
 
 from typing import Optional
@@ -13,18 +13,18 @@ def register(app: typer.Typer) -> None:
         gpu: str = typer.Option(..., "--gpu", help="GPU type, e.g. a100-80gb, h100-sxm, rtx-4090"),
         gpus: int = typer.Option(1, "--gpus", help="number of GPUs"),
         seq: Optional[int] = typer.Option(None, "--seq", help="tokens per sequence (default: the model's)"),
-        mfu: float = typer.Option(0.4, "--mfu", help="model FLOPs utilisation assumed for the time column"),
+        global_batch: Optional[int] = typer.Option(None, "--global-batch", help="sequences per step (default ~4M tokens)"),
         optimizer: str = typer.Option("adamw", "--optimizer", help="optimizer whose state must fit"),
-        max_micro_batch: int = typer.Option(64, "--max-micro-batch", help="largest micro-batch tried"),
+        top: int = typer.Option(10, "--top", help="how many layouts to show"),
         json: bool = typer.Option(False, "--json", help="JSON output"),
     ):
-        """Training set-ups (ZeRO, TP, checkpointing, micro-batch) that fit the GPUs, best first."""
+        """Training layouts (DP, TP, PP, EP, ZeRO, SP, checkpointing, micro-batch) that fit, fastest first."""
         from layerwise.commands._model import resolve
         from layerwise.cost.hardware import get_gpu
         from layerwise.plan import plan as search
         from layerwise.report.console import print_json
         from layerwise.report.plan import plan_json, render_plan
 
-        result = search(resolve(model), get_gpu(gpu), n_gpus=gpus, seq=seq, mfu=mfu, optimizer=optimizer,
-                        max_micro_batch=max_micro_batch)
+        result = search(resolve(model), get_gpu(gpu), n_gpus=gpus, seq=seq, global_batch=global_batch,
+                        optimizer=optimizer, top=top)
         print_json(plan_json(result)) if json else render_plan(result)

@@ -155,14 +155,18 @@ def _cut(model: Model, shape):
 def model_parts(model: Model, micro_batch: int, seq: int | None, ctx: TimeCtx) -> Parts:
     """The model's blocks timed once per distinct block (memoised) for one micro-batch."""
     shape = model.input_shape(micro_batch, seq, None)
-    before, rep, after = _cut(model, shape)
+    n_layers = getattr(model.body, "n_layers", 0)
+    short = model  # the same shapes with one copy of the repeated block: tracing 80 layers is slow
+    if n_layers > 1 and hasattr(model.body, "block"):
+        short = replace(model, body=replace(model.body, n_layers=1))
+    before, rep, after = _cut(short, shape)
     pre = sum((block_time(b, s, ctx) for b, s in before), BlockTime())
     post = sum((block_time(b, s, ctx) for b, s in after), BlockTime())
     if model.task != "none" and after:
-        post = post + _loss_time(model.body.out_shape(shape), ctx)
+        post = post + _loss_time(short.body.out_shape(shape), ctx)
     if rep is None:
         return Parts(pre + post, BlockTime(), BlockTime(), 0, 0, model.params().total, 0, 0, 0, 0)
-    block, n = rep[0].block, rep[0].n_layers
+    block, n = rep[0].block, (n_layers if short is not model else rep[0].n_layers)
     layer = block_time(block, rep[1], ctx)
     moe = getattr(block, "ffn", None)
     top_k = moe.top_k if getattr(moe, "type_name", "") == "moe" else 0
@@ -335,16 +339,30 @@ def _data_parallel(parts, layout, gpu, ctx, precision, last_bwd, overlap) -> tup
     return sync, opt
 
 
-@lru_cache(maxsize=256)
 def micro_batch_flops(model: Model, micro_batch: int, seq: int | None, checkpointing: str) -> tuple[int, int]:
     """Model and hardware FLOPs of one micro-batch (forward + backward; hardware adds the recompute).
-    Attention counted as 4 matmuls in backward (eager), the model-FLOPs convention of cost/time.py."""
+    Attention counted as 4 matmuls in backward (eager), the model-FLOPs convention of cost/time.py.
+    Every term is per sample, so one sample's count times the micro-batch."""
+    model_f, hw = _sample_flops(model, seq, checkpointing)
+    return model_f * micro_batch, hw * micro_batch
+
+
+@lru_cache(maxsize=256)
+def _sample_flops(model: Model, seq: int | None, checkpointing: str) -> tuple[int, int]:
     from layerwise.cost.flops import model_flops
     from layerwise.workload import Workload
 
-    base = Workload(batch=micro_batch, seq=seq, attention="eager", device="cuda")
-    model_f = model_flops(model, base).total
-    hw = model_f
-    if checkpointing != "none":
-        hw += model_flops(model, base.with_(checkpointing=checkpointing)).recompute.total
-    return model_f, hw
+    base = Workload(batch=1, seq=seq, attention="eager", device="cuda")
+
+    def count(m: Model) -> tuple[int, int]:
+        model_f = model_flops(m, base).total
+        recompute = model_flops(m, base.with_(checkpointing=checkpointing)).recompute.total if checkpointing != "none" else 0
+        return model_f, model_f + recompute
+
+    body = model.body
+    if not (hasattr(body, "n_layers") and hasattr(body, "block")) or body.n_layers < 3:
+        return count(model)
+    # identical layers: the count is linear in their number, so two small models give it exactly
+    (m1, h1), (m2, h2) = (count(replace(model, body=replace(body, n_layers=k))) for k in (1, 2))
+    n = body.n_layers - 1
+    return m1 + n * (m2 - m1), h1 + n * (h2 - h1)
