@@ -18,6 +18,9 @@ COMMANDS = [
     ["flops", "llama-3-70b", "--seq", "8192", "--json"],
     ["memory", "llama-3-70b", "--zero", "3", "--dp", "64", "--precision", "bf16-mixed", "--checkpointing", "full", "--json"],
     ["memory", "llama-2-7b", "--mode", "infer", "--seq", "4096", "--new-tokens", "512", "--json"],
+    ["time", "llama-3-70b", "--gpu", "h100-sxm", "--gpus", "512", "--tp", "8", "--pp", "4", "--sp", "--seq", "8192",
+     "--global-batch", "512", "--json"],
+    ["plan", "llama-3-70b", "--gpu", "h100-sxm", "--gpus", "512", "--seq", "8192", "--json"],
 ]
 NO_TORCH = ("import sys, io, contextlib; from layerwise.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()): main({args!r})\n"
