@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from layerwise.commands._module import MODULE_HELP
 from layerwise.commands._workload import with_workload
 from layerwise.spec.errors import LayerwiseError
 from layerwise.workload import Workload
@@ -28,16 +29,29 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @with_workload
     def measure(
-        model: str = typer.Argument(..., help="preset name, spec file (.yaml/.yml/.json) or HF config.json"),
-        input: Optional[str] = typer.Option(None, "--input", help="one sample's input shape (bare-block spec files)"),
+        model: str = typer.Argument(..., help=f"preset name, spec file (.yaml/.yml/.json), HF config.json, {MODULE_HELP}"),
+        input: Optional[str] = typer.Option(None, "--input", help="one sample's input shape (bare-block spec files, your own module)"),
+        input_dtype: str = typer.Option("float", "--input-dtype", help="your own module: float|long (token ids)"),
+        vocab: Optional[int] = typer.Option(None, "--vocab", help="your own module with --input-dtype long: token ids drawn below V"),
+        checkpoint_modules: Optional[str] = typer.Option(None, "--checkpoint-modules",
+                                                         help="your own module: classes --checkpointing full recomputes, NAME[,NAME]"),
         real: bool = typer.Option(False, "--real", help="real tensors (a subprocess on CPU; a GPU with --device cuda)"),
         json: bool = typer.Option(False, "--json", help="JSON output"),
         *,
         workload: Workload,
     ):
-        """Ground truth: peak live tensor memory (with its phase and breakdown) and FLOPs of one step."""
+        """Ground truth: peak live tensor memory (with its phase and breakdown) and FLOPs of one step.
+
+        MODEL may be your own nn.Module: FILE.py:factory or package.module:factory. Importing it runs
+        that file's (or module's) code, as `python FILE.py` would; nothing else is imported."""
+        from layerwise.commands import _module
         from layerwise.report.console import err, print_json
 
+        _module.check_flags(model)
+        if _module.is_module_ref(model):
+            with err.status(f"measuring {model} ({'real' if real else 'fake'} tensors)..."):
+                name, result = _module.measure(model, input, input_dtype, vocab, checkpoint_modules, workload, real=real)
+            print_json(result.to_json()) if json else render(name, workload, result)
         if workload.reference == "hf":
             if input:
                 raise LayerwiseError("--input does not apply to --impl hf (the config.json says what the model eats)")
@@ -98,5 +112,27 @@ def render(name: str, workload: Workload, result) -> None:
                   f"(tracker {human(result.peak_bytes)}); malloc: {rss.malloc}")
     if result.cuda is not None:
         out.print(f"CUDA: max allocated {result.cuda.max_allocated:,} B, max reserved {result.cuda.max_reserved:,} B")
+    if result.params:
+        p = result.params
+        out.print(f"params: {p['total']:,} ({p['trainable']:,} trainable, {p['frozen']:,} frozen); "
+                  f"buffers {p['buffers']:,} elements")
+    if result.saved_by_module:
+        _render_saved(result.saved_by_module)
     for note in result.notes:
         out.print(f"note: {note}")
+
+
+def _render_saved(saved: dict[str, int]) -> None:
+    """Which top-level submodule holds the activation memory (bytes saved for backward)."""
+    from rich.table import Table
+
+    from layerwise.report.console import out
+
+    total = sum(saved.values())
+    table = Table(title="saved for backward, by top-level submodule", title_justify="left")
+    for col, just in (("submodule", "left"), ("bytes", "right"), ("", "right"), ("share", "right")):
+        table.add_column(col, justify=just)
+    for name, n in saved.items():
+        if n or name != "(outside)":
+            table.add_row(name, f"{n:,}", human(n), f"{100 * n / total:.1f}%" if total else "-")
+    out.print(table)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import typer
 
+from layerwise.commands._module import MODULE_HELP
 from layerwise.spec.errors import LayerwiseError
 
 
@@ -31,18 +32,32 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def summary(
-        model: str = typer.Argument(..., help="preset name, spec file (.yaml/.yml/.json) or HF config.json"),
+        model: str = typer.Argument(..., help=f"preset name, spec file (.yaml/.yml/.json), HF config.json, {MODULE_HELP}"),
         input: str = typer.Option(None, "--input", help="one sample's input shape, e.g. 3x224x224 or 128 (tokens)"),
+        input_dtype: str = typer.Option("float", "--input-dtype", help="your own module: float|long (token ids)"),
+        vocab: int = typer.Option(None, "--vocab", help="your own module with --input-dtype long: token ids drawn below V"),
         batch: int = typer.Option(1, "--batch", help="batch size"),
         max_level: int = typer.Option(3, "--max-level", help="deepest tree level shown in the table"),
         json: bool = typer.Option(False, "--json", help="JSON output (all layers)"),
     ):
-        """Per-layer table: output shapes, exact parameters, depth, and the split by layer type."""
+        """Per-layer table: output shapes, exact parameters, depth, and the split by layer type.
+
+        MODEL may be your own nn.Module: FILE.py:factory or package.module:factory (importing it runs
+        that code; it is built and run under fake tensors, so no memory is allocated)."""
         from layerwise.cost.summary import summarize
+        from layerwise.commands import _module
         from layerwise.commands._model import resolve
         from layerwise.report.console import print_json
         from layerwise.report.summary import render_summary, summary_json
 
+        _module.check_flags(model)
+        if _module.is_module_ref(model):
+            from layerwise.measure.module_summary import summarize_module
+
+            result = _module.read_fake(model, input, input_dtype, vocab, batch,
+                                       lambda name, m, x: summarize_module(name, m, x, lambda mod, inp: mod(inp)))
+            print_json(summary_json(result)) if json else render_summary(result, max_level)
+            return
         spec = resolve(model, parse_shape(input) if input else None)
         if batch <= 0:
             raise LayerwiseError(f"--batch must be a positive integer, got {batch}")

@@ -56,6 +56,8 @@ class StepMeasurement:
     rss: RssStats | None = None
     cuda: CudaStats | None = None
     notes: tuple[str, ...] = field(default=())
+    params: dict[str, int] = field(default_factory=dict)  # total, trainable, frozen, buffers (elements)
+    saved_by_module: dict[str, int] = field(default_factory=dict)  # top-level child -> saved bytes
 
     @property
     def device_overhead_bytes(self) -> int:
@@ -85,4 +87,8 @@ class StepMeasurement:
             out["cuda"] = {"max_allocated": self.cuda.max_allocated, "max_reserved": self.cuda.max_reserved}
         if self.notes:
             out["notes"] = list(self.notes)
+        if self.params:
+            out["params"] = dict(self.params)
+        if self.saved_by_module:
+            out["saved_by_module"] = dict(self.saved_by_module)
         return out

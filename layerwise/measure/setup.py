@@ -133,13 +133,19 @@ def _guess_repeated(module: nn.Module) -> list[nn.Module]:
     return []
 
 
-def apply_checkpointing(module: nn.Module, workload: Workload, spec=None) -> int:
-    """Wrap each repeated block's forward in torch.utils.checkpoint; returns how many."""
+def apply_checkpointing(module: nn.Module, workload: Workload, spec=None, classes: tuple[str, ...] = ()) -> int:
+    """Wrap each repeated block's forward (or each module of the named classes) in
+    torch.utils.checkpoint; returns how many."""
+    if classes and workload.checkpointing != "full":
+        raise WorkloadError("--checkpoint-modules names the modules --checkpointing full recomputes; "
+                            "add --checkpointing full")
     if workload.checkpointing == "none":
         return 0
     if workload.checkpointing == "selective":
         return _checkpoint_attention_cores(module)
-    if spec is not None:  # the spec says which blocks repeat; its paths are the module's names
+    if classes:
+        blocks = modules_of_classes(module, classes)
+    elif spec is not None:  # the spec says which blocks repeat; its paths are the module's names
         try:
             blocks = [module.get_submodule(p) for p in repeated_block_paths(spec)]
         except AttributeError:
@@ -151,6 +157,28 @@ def apply_checkpointing(module: nn.Module, workload: Workload, spec=None) -> int
     for block in blocks:
         _checkpoint_forward(block)
     return len(blocks)
+
+
+def modules_of_classes(module: nn.Module, classes: tuple[str, ...]) -> list[nn.Module]:
+    """The outermost submodules whose class name is one of `classes` (one inside another is
+    already recomputed by its parent's checkpoint). A name that matches nothing is an error
+    listing the classes the module has."""
+    present = {type(m).__name__ for m in module.modules()}
+    missing = [c for c in classes if c not in present]
+    if missing:
+        raise WorkloadError(f"--checkpoint-modules {','.join(missing)}: no module of that class; "
+                            f"the module has {', '.join(sorted(present))}")
+    found: list[nn.Module] = []
+
+    def visit(m: nn.Module) -> None:
+        for child in m.children():
+            if type(child).__name__ in classes:
+                found.append(child)
+            else:
+                visit(child)
+
+    visit(module)
+    return found
 
 
 def _checkpoint_forward(block: nn.Module) -> None:

@@ -87,8 +87,13 @@ def _check_supported(workload: Workload) -> None:
 
 def measure_step(model, workload: Workload = Workload(), *, fake: bool = True, input_shape=None,
                  task: str | None = None, input_kind: str | None = None, vocab_size: int = 0,
-                 count_flops: bool = True) -> StepMeasurement:
-    """Peak live tensor bytes (with its phase and breakdown) and FLOPs of one step of `model`."""
+                 count_flops: bool = True, checkpoint_modules: tuple[str, ...] = (),
+                 by_module: bool = False) -> StepMeasurement:
+    """Peak live tensor bytes (with its phase and breakdown) and FLOPs of one step of `model`.
+
+    checkpoint_modules: with `--checkpointing full`, the module classes to checkpoint (by class
+    name) instead of the spec's repeated blocks. by_module: also report the bytes each top-level
+    submodule saves for backward (one extra forward, after the measured step)."""
     _check_supported(workload)
     model = _with_lora(model, workload)
     target = target_of(model, workload, input_shape=input_shape, task=task, input_kind=input_kind,
@@ -106,8 +111,9 @@ def measure_step(model, workload: Workload = Workload(), *, fake: bool = True, i
             run = _Inference(module, x, workload, target, device, fake, count_flops)
         else:
             if target.loss is None:  # an HF model checkpoints through its own switch (measure/hf.py)
-                setup.apply_checkpointing(module, workload, target.spec)
+                setup.apply_checkpointing(module, workload, target.spec, checkpoint_modules)
             run = _Training(module, x, workload, target, device, fake, count_flops)
+            run.by_module = by_module
         return run.measure(notes)
 
 
@@ -202,15 +208,27 @@ class _Step:
             tracker.remove_hooks()
         return rss, cuda
 
+    by_module = False
+
     def _result(self, tracker: StorageTracker, rss, cuda, notes) -> StepMeasurement:
         peak = tracker.peak
         return StepMeasurement(
+            params=module_params(self.module), saved_by_module=self._saved_by_module(),
             peak_bytes=peak.total, peak_phase=peak.phase, components=peak.components(),
             detail={k: v for k, v in peak.by_category.items() if v}, fake=self.fake,
             phase_peaks={k: v.total for k, v in tracker.phase_peaks.items()},
             phase_components={k: v.components() for k, v in tracker.phase_peaks.items()},
             flops_forward=tracker.flops["forward"], flops_backward=tracker.flops["backward"],
             rss=rss, cuda=cuda, notes=tuple(notes))
+
+
+def module_params(module: nn.Module) -> dict[str, int]:
+    """Unique parameters (tied ones once) split trainable/frozen, and buffer elements."""
+    params = list(module.parameters())  # nn.Module.parameters() already yields a tied tensor once
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    total = sum(p.numel() for p in params)
+    return {"total": total, "trainable": trainable, "frozen": total - trainable,
+            "buffers": sum(b.numel() for b in module.buffers())}
 
 
 class _Training(_Step):
@@ -296,9 +314,20 @@ class _Training(_Step):
         tracker.register_optimizer(self.optimizer)  # state created inside step 2 (none, normally)
         return self._result(tracker, rss, cuda, notes)
 
+    def _saved_by_module(self) -> dict[str, int]:
+        if not self.by_module:
+            return {}
+        from layerwise.measure.saved import saved_by_module
+
+        with StorageTracker(fake_scalars=self.fake):  # .item() under fake tensors, as in the step
+            return saved_by_module(self.module, self._forward_loss)
+
 
 class _Inference(_Step):
     """One prefill forward under no_grad; with --new-tokens, decode steps through a KV cache."""
+
+    def _saved_by_module(self) -> dict[str, int]:
+        return {}  # nothing is saved for backward in inference
 
     def measure(self, notes) -> StepMeasurement:
         self.module.eval()
