@@ -52,6 +52,7 @@ def register(app: typer.Typer) -> None:
             with err.status(f"measuring {model} ({'real' if real else 'fake'} tensors)..."):
                 name, result = _module.measure(model, input, input_dtype, vocab, checkpoint_modules, workload, real=real)
             print_json(result.to_json()) if json else render(name, workload, result)
+            return
         if workload.reference == "hf":
             if input:
                 raise LayerwiseError("--input does not apply to --impl hf (the config.json says what the model eats)")
