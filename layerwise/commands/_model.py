@@ -62,3 +62,51 @@ def _first_leaf(block: Block) -> Block:
     while block.children():
         block = block.children()[0][1]
     return block
+
+
+def resolve_text(text: str, input_shape: tuple[int, ...] | None = None, where: str = "model") -> Model:
+    """A preset name, or the TEXT of a spec (YAML or JSON) or of a Hugging Face config.json: what a
+    web client sends. Never a path: nothing is opened. Parsed with json.loads / yaml.safe_load."""
+    import json
+
+    import yaml
+
+    from layerwise.presets import PRESETS, get_preset
+
+    name = text.strip()
+    if name in PRESETS:
+        spec = get_preset(name)
+        return replace(spec, input=replace(spec.input, shape=tuple(input_shape))) if input_shape else spec
+    if "\n" not in name and ":" not in name and not name.startswith("{"):
+        try:
+            get_preset(name[:100])  # not a preset: its error says so, with a did-you-mean
+        except LayerwiseError as err:
+            raise LayerwiseError(f"{where}: {err}; or paste a spec or config.json (paths are not opened)") from None
+    try:
+        data = json.loads(name) if name.startswith("{") else yaml.safe_load(name)
+    except json.JSONDecodeError as err:
+        raise LayerwiseError(f"{where}:{err.lineno}: invalid JSON: {err.msg}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise LayerwiseError(f"{where}{f':{mark.line + 1}' if mark else ''}: YAML syntax error: {problem}") from None
+    if isinstance(data, dict) and "model_type" in data:
+        from layerwise.presets.hf import from_hf_config
+
+        label = data.get("_name_or_path") or data["model_type"]
+        return from_hf_config(data, name=str(label), where=where)
+    if not isinstance(data, dict) or "type" not in data:
+        raise LayerwiseError(f"{where}: expected a preset name, a spec (a mapping with 'type') or a Hugging Face "
+                             f"config (with 'model_type')")
+    from layerwise.spec.errors import SpecError
+    from layerwise.spec.io import from_data
+
+    try:
+        spec = from_data(data)
+    except SpecError as err:
+        raise LayerwiseError(f"{where}: {err}") from None
+    if isinstance(spec, Block):
+        return _wrap(spec, where, input_shape)
+    if input_shape is not None:
+        spec = replace(spec, input=replace(spec.input, shape=tuple(input_shape)))
+    return spec

@@ -10,6 +10,23 @@ from layerwise.commands._workload import with_workload
 from layerwise.workload import Workload
 
 
+def flops_answer(spec, workload: Workload, *, tokens: float | None = None):
+    """(FlopReport, TrainingCompute or None): what `layerwise flops` computes (CLI and web API)."""
+    from layerwise.cost.flops import model_flops, training_compute
+    from layerwise.spec.errors import WorkloadError
+
+    if workload.reference != "layerwise":
+        raise WorkloadError(f"--impl {workload.reference} does not apply to `layerwise flops` (it counts our "
+                            f"build's FLOPs; `layerwise measure CONFIG.json --impl hf` counts transformers')")
+    report = model_flops(spec, workload)
+    compute = None
+    if tokens is not None:
+        if tokens <= 0:
+            raise WorkloadError(f"--tokens must be positive, got {tokens:g}")
+        compute = training_compute(spec, workload, int(tokens))
+    return report, compute
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     @with_workload
@@ -31,25 +48,14 @@ def register(app: typer.Typer) -> None:
         from layerwise.commands import _module
         from layerwise.commands._model import resolve
         from layerwise.commands.summary import parse_shape
-        from layerwise.cost.flops import model_flops, training_compute
         from layerwise.report.console import print_json
         from layerwise.report.flops import flops_json, render_flops
-        from layerwise.spec.errors import WorkloadError
 
         _module.check_flags(model)
         if _module.is_module_ref(model):
             _module_flops(model, input, input_dtype, vocab, tokens, max_level, json, workload)
             return
-        if workload.reference != "layerwise":
-            raise WorkloadError(f"--impl {workload.reference} does not apply to `layerwise flops` (it counts our "
-                                f"build's FLOPs; `layerwise measure CONFIG.json --impl hf` counts transformers')")
-        spec = resolve(model, parse_shape(input) if input else None)
-        report = model_flops(spec, workload)
-        compute = None
-        if tokens is not None:
-            if tokens <= 0:
-                raise WorkloadError(f"--tokens must be positive, got {tokens:g}")
-            compute = training_compute(spec, workload, int(tokens))
+        report, compute = flops_answer(resolve(model, parse_shape(input) if input else None), workload, tokens=tokens)
         print_json(flops_json(report, compute)) if json else render_flops(report, compute, max_level)
 
 

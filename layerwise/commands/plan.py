@@ -6,6 +6,14 @@ from typing import Optional
 import typer
 
 
+def plan_answer(spec, *, gpu: str, gpus: int, seq: int | None, global_batch: int | None, optimizer: str, top: int):
+    """What `layerwise plan` computes (the CLI and the web API)."""
+    from layerwise.cost.hardware import get_gpu
+    from layerwise.plan import plan as search
+
+    return search(spec, get_gpu(gpu), n_gpus=gpus, seq=seq, global_batch=global_batch, optimizer=optimizer, top=top)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def plan(
@@ -20,11 +28,9 @@ def register(app: typer.Typer) -> None:
     ):
         """Training layouts (DP, TP, PP, EP, ZeRO, SP, checkpointing, micro-batch) that fit, fastest first."""
         from layerwise.commands._model import resolve
-        from layerwise.cost.hardware import get_gpu
-        from layerwise.plan import plan as search
         from layerwise.report.console import print_json
         from layerwise.report.plan import plan_json, render_plan
 
-        result = search(resolve(model), get_gpu(gpu), n_gpus=gpus, seq=seq, global_batch=global_batch,
-                        optimizer=optimizer, top=top)
+        result = plan_answer(resolve(model), gpu=gpu, gpus=gpus, seq=seq, global_batch=global_batch,
+                             optimizer=optimizer, top=top)
         print_json(plan_json(result)) if json else render_plan(result)

@@ -19,6 +19,15 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def summary_answer(spec, *, batch: int = 1):
+    """What `layerwise summary` computes for a spec (the CLI and the web API)."""
+    from layerwise.cost.summary import summarize
+
+    if batch <= 0:
+        raise LayerwiseError(f"--batch must be a positive integer, got {batch}")
+    return summarize(spec.name, spec.body, (batch, *spec.input.shape))
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def presets(json: bool = typer.Option(False, "--json", help="JSON output")):
@@ -44,7 +53,6 @@ def register(app: typer.Typer) -> None:
 
         MODEL may be your own nn.Module: FILE.py:factory or package.module:factory (importing it runs
         that code; it is built and run under fake tensors, so no memory is allocated)."""
-        from layerwise.cost.summary import summarize
         from layerwise.commands import _module
         from layerwise.commands._model import resolve
         from layerwise.report.console import print_json
@@ -58,8 +66,5 @@ def register(app: typer.Typer) -> None:
                                        lambda name, m, x: summarize_module(name, m, x, lambda mod, inp: mod(inp)))
             print_json(summary_json(result)) if json else render_summary(result, max_level)
             return
-        spec = resolve(model, parse_shape(input) if input else None)
-        if batch <= 0:
-            raise LayerwiseError(f"--batch must be a positive integer, got {batch}")
-        result = summarize(spec.name, spec.body, (batch, *spec.input.shape))
+        result = summary_answer(resolve(model, parse_shape(input) if input else None), batch=batch)
         print_json(summary_json(result)) if json else render_summary(result, max_level)

@@ -7,6 +7,20 @@ from typing import Optional
 import typer
 
 
+def time_answer(spec, *, gpu: str, gpus, dp, tp, pp, ep, zero, sp, schedule, interleave, batch, grad_accum,
+                global_batch, checkpointing, precision, attention, tokens, samples, mfu, dtype, seq, price):
+    """What `layerwise time` computes (the CLI and the web API); the arguments are its flags."""
+    from layerwise.cost.hardware import get_gpu
+    from layerwise.cost.training_time import plan_layout, training_estimate
+
+    layout = plan_layout(gpus=gpus, dp=dp, tp=tp, pp=pp, ep=ep, zero=zero, sp=sp, schedule=schedule,
+                         interleave=interleave, batch=batch, grad_accum=grad_accum, global_batch=global_batch,
+                         checkpointing=checkpointing)
+    return training_estimate(spec, get_gpu(gpu), layout, seq=seq, precision=precision, attention=attention,
+                             tokens=_count("--tokens", tokens), samples=_count("--samples", samples), mfu=mfu,
+                             dtype=dtype, price_per_gpu_hour=price)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def time(
@@ -38,18 +52,14 @@ def register(app: typer.Typer) -> None:
     ):
         """Step time, tokens/s, MFU/HFU and days from the step-time model (--mfu overrides it)."""
         from layerwise.commands._model import resolve
-        from layerwise.cost.hardware import get_gpu
-        from layerwise.cost.training_time import plan_layout, training_estimate
         from layerwise.report.console import print_json
         from layerwise.report.time import render_time, time_json
 
-        spec, device = resolve(model), get_gpu(gpu)
-        layout = plan_layout(gpus=gpus, dp=dp, tp=tp, pp=pp, ep=ep, zero=zero, sp=sp, schedule=schedule,
-                             interleave=interleave, batch=batch, grad_accum=grad_accum, global_batch=global_batch,
-                             checkpointing=checkpointing)
-        est = training_estimate(spec, device, layout, seq=seq, precision=precision, attention=attention,
-                                tokens=_count("--tokens", tokens), samples=_count("--samples", samples), mfu=mfu,
-                                dtype=dtype, price_per_gpu_hour=price)
+        est = time_answer(resolve(model), gpu=gpu, gpus=gpus, dp=dp, tp=tp, pp=pp, ep=ep, zero=zero, sp=sp,
+                          schedule=schedule, interleave=interleave, batch=batch, grad_accum=grad_accum,
+                          global_batch=global_batch, checkpointing=checkpointing, precision=precision,
+                          attention=attention, tokens=tokens, samples=samples, mfu=mfu, dtype=dtype, seq=seq,
+                          price=price)
         print_json(time_json(est)) if json else render_time(est)
 
 
