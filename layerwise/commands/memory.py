@@ -2,7 +2,8 @@
 and `layerwise verify MODEL [workload] [--json]` (the cost reading next to the measure reading)."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -15,32 +16,54 @@ GB = 10**9
 MAX_BATCH = 1 << 20  # the --fit search stops here
 
 
-def analytic(spec, workload: Workload):
+def analytic(spec, workload: Workload, timeline: bool = False):
     """The memory report of `spec` under `workload` (training or inference by --mode)."""
     from layerwise.cost.memory import inference_memory, training_memory
 
     if workload.reference != "layerwise":
         raise WorkloadError(f"--impl {workload.reference}: the cost reading of transformers' code is not "
                             f"available yet; `layerwise measure CONFIG.json --impl hf` measures it")
-    return training_memory(spec, workload) if workload.mode == "train" else inference_memory(spec, workload)
+    reading = training_memory if workload.mode == "train" else inference_memory
+    return reading(spec, workload, timeline=timeline)
 
 
 def fit_batch(spec, workload: Workload, budget_bytes: int) -> dict:
-    """Does the peak fit `budget_bytes`, and the largest micro-batch that does (doubling, then
-    bisection: the peak grows with the batch)."""
-    def peak(batch: int) -> int:
-        return analytic(spec, replace(workload, batch=batch)).peak_bytes
+    """Does the peak fit `budget_bytes`, and the largest micro-batch that does (the peak grows with
+    the batch: cost/verdict.largest's doubling and bisection)."""
+    from layerwise.cost.verdict import largest
 
-    fits = peak(workload.batch) <= budget_bytes
-    if peak(1) > budget_bytes:
-        return {"budget_bytes": budget_bytes, "fits": fits, "max_batch": 0}
-    lo, hi = 1, 2
-    while hi <= MAX_BATCH and peak(hi) <= budget_bytes:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if peak(mid) <= budget_bytes else (lo, mid)
-    return {"budget_bytes": budget_bytes, "fits": fits, "max_batch": lo}
+    def fits(batch: int) -> bool:
+        return analytic(spec, replace(workload, batch=batch)).peak_bytes <= budget_bytes
+
+    return {"budget_bytes": budget_bytes, "fits": fits(workload.batch), "max_batch": largest(fits, MAX_BATCH)}
+
+
+@dataclass(frozen=True)
+class MemoryAnswer:
+    """What `layerwise memory` computes; the CLI and the web API render the same value."""
+
+    report: object  # cost.memory.MemoryReport
+    fit: dict | None = None
+    verdicts: tuple | None = None  # cost.verdict.Verdict per GPU of the catalogue
+    timeline: object = None  # cost.timeline.Timeline
+
+
+def memory_answer(spec, workload: Workload, *, fit: float | None = None, verdict: bool = False,
+                  timeline: bool = False) -> MemoryAnswer:
+    from layerwise.cost.timeline import from_report
+
+    report = analytic(spec, workload, timeline)
+    fitted = None
+    if fit is not None:
+        if fit <= 0:
+            raise WorkloadError(f"--fit must be a positive number of GB, got {fit}")
+        fitted = fit_batch(spec, workload, int(fit * GB))
+    verdicts = None
+    if verdict:
+        from layerwise.cost.verdict import gpu_verdicts
+
+        verdicts = tuple(gpu_verdicts(spec, workload, analytic))
+    return MemoryAnswer(report, fitted, verdicts, from_report(report) if timeline else None)
 
 
 def _resolve(model: str, input: str | None):
@@ -58,6 +81,9 @@ def register(app: typer.Typer) -> None:
         input: Optional[str] = typer.Option(None, "--input", help="one sample's input shape (bare-block spec files)"),
         fit: Optional[float] = typer.Option(None, "--fit", help="a memory budget in GB (10^9 B): does it fit, and "
                                                                 "the largest batch that does"),
+        verdict: bool = typer.Option(False, "--verdict", help="for every GPU of the catalogue: does it fit, "
+                                                              "what is spare, largest batch, longest context"),
+        timeline: Optional[Path] = typer.Option(None, "--timeline", help="write the step's memory timeline (JSON)"),
         json: bool = typer.Option(False, "--json", help="JSON output"),
         *,
         workload: Workload,
@@ -65,34 +91,41 @@ def register(app: typer.Typer) -> None:
         """Analytic peak memory of one training step (or inference) by phase, with its breakdown."""
         from layerwise.report.console import print_json
         from layerwise.report.memory import memory_json, render_memory
+        from layerwise.report.timeline import write_json
 
-        spec = _resolve(model, input)
-        report = analytic(spec, workload)
-        fitted = None
-        if fit is not None:
-            if fit <= 0:
-                raise WorkloadError(f"--fit must be a positive number of GB, got {fit}")
-            fitted = fit_batch(spec, workload, int(fit * GB))
-        print_json(memory_json(report, fitted)) if json else render_memory(report, workload, fitted)
+        answer = memory_answer(_resolve(model, input), workload, fit=fit, verdict=verdict,
+                               timeline=True)
+        if timeline is not None:
+            write_json(answer.timeline.to_json(), timeline)
+        shown = replace(answer, verdicts=answer.verdicts if verdict else None)
+        data = memory_json(replace(shown, timeline=None))  # the timeline goes to --timeline FILE
+        print_json(data) if json else render_memory(shown, workload)
 
     @app.command()
     @with_workload
     def verify(
         model: str = typer.Argument(..., help="preset name, spec file (.yaml/.yml/.json) or HF config.json"),
         input: Optional[str] = typer.Option(None, "--input", help="one sample's input shape (bare-block spec files)"),
+        timeline: Optional[Path] = typer.Option(None, "--timeline", help="write both readings' memory timelines "
+                                                                        "(JSON)"),
         json: bool = typer.Option(False, "--json", help="JSON output"),
         *,
         workload: Workload,
     ):
         """The analytic memory next to the measured one (fake tensors), with the error of each part."""
+        from layerwise.cost.timeline import from_report
         from layerwise.report.console import err, print_json
         from layerwise.report.memory import render_verify, verify_json
+        from layerwise.report.timeline import compare_json, write_json
 
         spec = _resolve(model, input)
-        report = analytic(spec, workload)
+        report = analytic(spec, workload, timeline=True)
         with err.status(f"measuring {spec.name} (fake tensors)..."):
             measured = measure(spec, workload)
-        print_json(verify_json(report, measured)) if json else render_verify(spec.name, report, measured)
+        lines = (from_report(report), measured.timeline)
+        if timeline is not None:
+            write_json(compare_json(*lines), timeline)
+        print_json(verify_json(report, measured)) if json else render_verify(spec.name, report, measured, lines)
 
 
 def measure(spec, workload: Workload):
@@ -101,4 +134,4 @@ def measure(spec, workload: Workload):
         from layerwise.measure.step import measure_step
     except ImportError as exc:
         raise LayerwiseError(f"verify needs the measure reading (torch): {exc}") from None
-    return measure_step(spec, workload, count_flops=False)
+    return measure_step(spec, workload, count_flops=False, timeline=True)

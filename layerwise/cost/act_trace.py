@@ -73,12 +73,21 @@ class Liveness:
         self.live = 0
         self.peak = 0
         self.where = ""
+        self.step_max = 0  # the most live bytes since the last mark
+        self.marks: list[tuple[int, int]] = []  # per step: (most live during it, live at its end)
 
     def alloc(self, storage: Storage, where: str) -> None:
         self.live += storage.nbytes
         if self.live > self.peak:
             self.peak, self.where = self.live, where
+        if self.live > self.step_max:
+            self.step_max = self.live
         storage.owner = self
+
+    def mark(self) -> None:
+        """A step has ended: keep its most live bytes and what is live now (the memory timeline)."""
+        self.marks.append((self.step_max, self.live))
+        self.step_max = self.live
 
 
 @dataclass(eq=False)
@@ -104,6 +113,7 @@ class Step:
     big: list[int] = field(default_factory=lambda: [0, 0])  # its two largest new tensors
     io: tuple[int, int] | None = None  # leaves: bytes of (input, output), i.e. of their gradients
     extra: int = 0  # autocast: the low-precision weight gradients before their cast to fp32
+    op: str = ""  # the block type whose function ran this step (linear, attention, add...)
 
 
 @dataclass
@@ -124,6 +134,8 @@ class Trace:
 
     # ---- structure -------------------------------------------------------------------------
     def begin(self, extra: str = "") -> Step:
+        if self.steps:
+            self.liveness.mark()
         step = Step(".".join(self.path) + extra)
         self.steps.append(step)
         return step

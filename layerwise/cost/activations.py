@@ -49,6 +49,8 @@ def run(block: Block, name: str, tr: Trace, x: T) -> T:
         if fn is not None:
             n = len(tr.steps)
             out = fn(block, tr, x)
+            for step in tr.steps[n:]:  # inner blocks named their own steps first
+                step.op = step.op or block.type_name
             if len(tr.steps) == n + 1:  # a leaf: one step
                 tr.steps[-1].io = (0 if x.dtype == "int64" else x.storage.nbytes, out.storage.nbytes)
             return out

@@ -58,6 +58,7 @@ class Phase:
     name: str  # forward | backward | optimizer (the measure reading's phase names)
     where: str  # the moment inside the phase ("loss", "start", "blocks.3.attn", "step")
     components: Components
+    op: str = ""  # the block type of that moment's step (the memory timeline names it)
 
     @property
     def total(self) -> int:
@@ -78,6 +79,8 @@ class MemoryReport:
     device_overhead_bytes: int
     per_device: bool
     notes: tuple[str, ...] = ()
+    timeline: tuple[Phase, ...] | None = None  # every step's moment in order (cost/timeline.py), if asked
+    saved_by_path: tuple[tuple[str, int], ...] = ()  # with the timeline: bytes each leaf saved for backward
 
     def to_json(self) -> dict:
         return {"peak_bytes": self.peak_bytes, "peak_phase": self.peak_phase,
@@ -114,6 +117,8 @@ def trace_step(model: Model, workload: Workload) -> StepTrace:
     shape = model.input_shape(workload.batch, workload.seq, workload.image)
     x = input_tensor(tr, shape, tokens=model.input.kind == "tokens", grad=False)
     out = run(model.body, "", tr, x)
+    if tr.steps:
+        tr.liveness.mark()  # the last step of the forward has ended
     inputs = x.storage.nbytes
     if model.task == "none":
         return StepTrace(tr, inputs, 0, 0)
@@ -204,13 +209,14 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
             temp, shown = attaching + recomputed - freed_in_region.get(i, 0), grads
             acts = live - first.get(i, 0)
         out.append(Phase("backward", step.path or "loss", replace(base, activations=base.activations + acts,
-                                                                  gradients=shown, temporaries=temp)))
+                                                                  gradients=shown, temporaries=temp),
+                         step.op or ("cross_entropy" if step.path == "loss" else "")))
         live -= first.get(i, 0)
         recomputed -= freed_in_region.get(i, 0)
     return out
 
 
-def training_memory(model: Model, workload: Workload = Workload()) -> MemoryReport:
+def training_memory(model: Model, workload: Workload = Workload(), *, timeline: bool = False) -> MemoryReport:
     if workload.mode != "train":
         raise WorkloadError("training_memory needs --mode train; use inference_memory for --mode infer")
     model = _with_lora(model, workload)
@@ -240,9 +246,20 @@ def training_memory(model: Model, workload: Workload = Workload()) -> MemoryRepo
     opt_tmp = step_temporary_bytes(workload.optimizer if workload.optimizer != "adam-8bit" else "adam", shapes,
                                    impl=workload.impl, dtype=precision_policy(workload.precision).optimizer_states,
                                    weight_decay=0.01 if workload.optimizer == "adamw" else 0.0)
-    phases.append(Phase("optimizer", "step", replace(base, gradients=states.gradients, temporaries=opt_tmp)))
+    phases.append(Phase("optimizer", "step", replace(base, gradients=states.gradients, temporaries=opt_tmp),
+                        workload.optimizer))
+    line = None
+    if timeline:
+        from layerwise.cost.timeline import training_moments
+
+        line, _ = _parallel_activations(model, workload, training_moments(
+            tr, base, fwd, phases, states.gradients, forward_extra=targets + unsaved_casts - all_unsaved))
     phases, notes = _parallel_activations(model, workload, phases)
-    return _report(model, workload, phases, notes)
+    if line is None:
+        return _report(model, workload, phases, notes)
+    from layerwise.cost.timeline import saved_by_path
+
+    return replace(_report(model, workload, phases, notes), timeline=tuple(line), saved_by_path=saved_by_path(tr))
 
 
 def _parallel_activations(model: Model, workload: Workload, phases: list[Phase]):
@@ -359,7 +376,7 @@ def _kv_config(model: Model, dtype: str):
                     sliding_window=attn.sliding_window)
 
 
-def inference_memory(model: Model, workload: Workload = Workload(mode="infer")) -> MemoryReport:
+def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), *, timeline: bool = False) -> MemoryReport:
     """Weights by storage dtype (quantized matrices with their scales), the KV cache for prompt +
     new tokens, and the prefill's transient activation peak."""
     from layerwise.cost.inference import QuantConfig, weight_bytes
@@ -380,4 +397,9 @@ def inference_memory(model: Model, workload: Workload = Workload(mode="infer")) 
     live = tr.liveness  # the forward's transient peak (the input batch included)
     split = workload.tp * workload.pp
     comps = Components(weights=-(-weights // split), activations=live.peak, kv_cache=-(-kv // workload.tp))
-    return _report(model, workload, [Phase("forward", live.where, comps)])
+    report = _report(model, workload, [Phase("forward", live.where, comps)])
+    if not timeline:
+        return report
+    from layerwise.cost.timeline import inference_moments
+
+    return replace(report, timeline=tuple(inference_moments(tr, replace(comps, activations=tr.input_bytes))))

@@ -58,6 +58,7 @@ class StepMeasurement:
     notes: tuple[str, ...] = field(default=())
     params: dict[str, int] = field(default_factory=dict)  # total, trainable, frozen, buffers (elements)
     saved_by_module: dict[str, int] = field(default_factory=dict)  # top-level child -> saved bytes
+    timeline: object = None  # cost.timeline.Timeline of the step, when asked for
 
     @property
     def device_overhead_bytes(self) -> int:

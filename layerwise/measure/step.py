@@ -88,12 +88,13 @@ def _check_supported(workload: Workload) -> None:
 def measure_step(model, workload: Workload = Workload(), *, fake: bool = True, input_shape=None,
                  task: str | None = None, input_kind: str | None = None, vocab_size: int = 0,
                  count_flops: bool = True, checkpoint_modules: tuple[str, ...] = (),
-                 by_module: bool = False) -> StepMeasurement:
+                 by_module: bool = False, timeline: bool = False) -> StepMeasurement:
     """Peak live tensor bytes (with its phase and breakdown) and FLOPs of one step of `model`.
 
     checkpoint_modules: with `--checkpointing full`, the module classes to checkpoint (by class
     name) instead of the spec's repeated blocks. by_module: also report the bytes each top-level
-    submodule saves for backward (one extra forward, after the measured step)."""
+    submodule saves for backward (one extra forward, after the measured step). timeline: the live
+    bytes after every op too (`StepMeasurement.timeline`)."""
     _check_supported(workload)
     model = _with_lora(model, workload)
     target = target_of(model, workload, input_shape=input_shape, task=task, input_kind=input_kind,
@@ -114,7 +115,14 @@ def measure_step(model, workload: Workload = Workload(), *, fake: bool = True, i
                 setup.apply_checkpointing(module, workload, target.spec, checkpoint_modules)
             run = _Training(module, x, workload, target, device, fake, count_flops)
             run.by_module = by_module
-        return run.measure(notes)
+        run.name = getattr(model, "name", type(module).__name__)
+        if not timeline:
+            return run.measure(notes)
+        from layerwise.measure.timeline import ModulePaths
+
+        with ModulePaths(module) as paths:
+            run.paths = paths
+            return run.measure(notes)
 
 
 def _with_lora(model, workload: Workload):
@@ -182,9 +190,11 @@ class _Step:
     def __init__(self, module, x, workload: Workload, target: Target, device: str, fake: bool, count_flops: bool):
         self.module, self.x, self.workload, self.target, self.device = module, x, workload, target, device
         self.fake, self.count_flops = fake, count_flops
+        self.paths = None  # a ModulePaths: record the timeline
+        self.name = "model"
 
     def _tracker(self) -> StorageTracker:
-        return StorageTracker(fake_scalars=self.fake, count_flops=self.count_flops)
+        return StorageTracker(fake_scalars=self.fake, count_flops=self.count_flops, paths=self.paths)
 
     def _measured(self, tracker: StorageTracker, body) -> tuple[RssStats | None, CudaStats | None]:
         """Run `body()` under the tracker with GC paused, reading RSS or CUDA peaks around it."""
@@ -219,7 +229,22 @@ class _Step:
             phase_peaks={k: v.total for k, v in tracker.phase_peaks.items()},
             phase_components={k: v.components() for k, v in tracker.phase_peaks.items()},
             flops_forward=tracker.flops["forward"], flops_backward=tracker.flops["backward"],
-            rss=rss, cuda=cuda, notes=tuple(notes))
+            rss=rss, cuda=cuda, notes=tuple(notes), timeline=self._timeline(tracker))
+
+    def _timeline(self, tracker: StorageTracker):
+        if tracker.moments is None:
+            return None
+        from layerwise.cost.timeline import from_moments
+        from layerwise.measure.tracker import CATEGORY_COMPONENT
+
+        def components(by_category: dict[str, int]) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for cat, n in by_category.items():
+                out[CATEGORY_COMPONENT[cat]] = out.get(CATEGORY_COMPONENT[cat], 0) + n
+            return out
+
+        return from_moments(self.name, "measured", ((ph, op, path, components(cats))
+                                                    for ph, op, path, cats in tracker.moments))
 
 
 def module_params(module: nn.Module) -> dict[str, int]:
@@ -303,6 +328,7 @@ class _Training(_Step):
             del loss
         with tracker.phase("optimizer"):
             self.optimizer.step()
+        tracker.boundary("optimizer_end")
 
     def measure(self, notes) -> StepMeasurement:
         self._warm_up()
@@ -343,6 +369,7 @@ class _Inference(_Step):
                 with tracker.phase("forward"):
                     out = self.module(self.x)
                     del out
+                tracker.boundary("forward_end")
                 return
             _decode(self.module, self.x, self.workload, tracker)
 

@@ -55,6 +55,8 @@ CATEGORY_COMPONENT = {
 }
 CATEGORIES = tuple(CATEGORY_COMPONENT)
 PHASES = ("setup", "forward", "backward", "optimizer")
+# the timeline's boundary moment recorded when a phase begins
+_BOUNDARY_BEFORE = {"forward": "forward_start", "backward": "forward_end", "optimizer": "backward_end"}
 _BORN_AS = {"setup": "temporaries", "forward": "activations", "backward": "temporaries",
             "optimizer": "temporaries"}
 
@@ -108,8 +110,12 @@ class StorageTracker(TorchDispatchMode):
     never changes which tensors are allocated.
     """
 
-    def __init__(self, *, fake_scalars: bool = False, count_flops: bool = False):
+    def __init__(self, *, fake_scalars: bool = False, count_flops: bool = False, paths=None):
+        """`paths`: a measure.timeline.ModulePaths; given, every op appends a moment to `moments`
+        (phase, op, block path, bytes by category): the step's memory timeline."""
         super().__init__()
+        self.paths = paths
+        self.moments: list[tuple[str, str, str, dict[str, int]]] | None = [] if paths is not None else None
         self.fake_scalars = fake_scalars
         self.count_flops = count_flops
         self.flops: dict[str, int] = dict.fromkeys(PHASES, 0)
@@ -168,9 +174,16 @@ class StorageTracker(TorchDispatchMode):
         one): work done after optimizer.step() must not count as a second "setup"."""
         if name not in PHASES:
             raise ValueError(f"unknown phase {name!r}; expected one of {PHASES}")
+        if name in _BOUNDARY_BEFORE:
+            self.boundary(_BOUNDARY_BEFORE[name], name if name == "forward" else self._phase)
         self._phase = name
         self._update_peak()
         yield self
+
+    def boundary(self, name: str, phase: str | None = None) -> None:
+        """A timeline moment that marks a phase boundary (cost/timeline.BOUNDARIES)."""
+        if self.moments is not None:
+            self.moments.append((phase or self._phase, name, "", dict(self.current.by_category)))
 
     # ---- bookkeeping ------------------------------------------------------------------------
     def _record(self, st) -> _Record | None:
@@ -212,6 +225,8 @@ class StorageTracker(TorchDispatchMode):
         for snap in (self.peak, *self.phase_peaks.values()):
             snap.total += nbytes
             snap.by_category["preexisting"] += nbytes
+        for *_, by_category in self.moments or ():  # alive at every earlier moment too
+            by_category["preexisting"] += nbytes
 
     def _update_peak(self) -> None:
         total = self.current.total
@@ -245,6 +260,9 @@ class StorageTracker(TorchDispatchMode):
             elif rec.nbytes != st.nbytes():  # resize_ / out= ops that grew a storage
                 self._resize(st, rec)
         self._update_peak()
+        if self.moments is not None and func.namespace != "prim" and self._phase != "setup":  # prim.device: no bytes
+            self.moments.append((self._phase, func._overloadpacket.__name__, self.paths.current(),
+                                 dict(self.current.by_category)))
         return out
 
 

@@ -12,10 +12,15 @@ COLOURS = {"weights": "blue", "master_weights": "cyan", "gradients": "magenta", 
 
 
 # ---- JSON ---------------------------------------------------------------------------------------
-def memory_json(report, fit: dict | None = None) -> dict:
-    data = report.to_json()
-    if fit is not None:
-        data["fit"] = fit
+def memory_json(answer) -> dict:
+    """`layerwise memory --json` (and POST /api/memory): the report, then what was asked besides."""
+    data = answer.report.to_json()
+    if answer.fit is not None:
+        data["fit"] = answer.fit
+    if answer.verdicts is not None:
+        data["verdicts"] = [v.to_json() for v in answer.verdicts]
+    if answer.timeline is not None:
+        data["timeline"] = answer.timeline.to_json()
     return data
 
 
@@ -37,11 +42,12 @@ def _err(a: int, m: int) -> dict:
 
 
 # ---- terminal -----------------------------------------------------------------------------------
-def render_memory(report, workload, fit: dict | None = None) -> None:
+def render_memory(answer, workload) -> None:
     from rich.table import Table
 
     from layerwise.report.console import out
 
+    report, fit = answer.report, answer.fit
     scope = "per device" if report.per_device else "one device"
     title = (f"{report.model}: {workload.mode}, batch {workload.batch}, {workload.precision}, "
              f"{workload.optimizer if workload.mode == 'train' else 'inference'}, {scope}")
@@ -69,9 +75,33 @@ def render_memory(report, workload, fit: dict | None = None) -> None:
         out.print(f"budget {human(fit['budget_bytes'])}: {verdict}; largest batch that fits: {fit['max_batch']}")
     for note in report.notes:
         out.print(f"note: {note}")
+    if answer.timeline is not None:
+        from layerwise.report.timeline import render_sparkline
+
+        render_sparkline(answer.timeline)
+    if answer.verdicts is not None:
+        render_verdicts(answer.verdicts)
 
 
-def render_verify(name: str, analytic, measured) -> None:
+def verdict_line(v) -> str:
+    """'fits on h100-sxm (80.0 GiB) with 12.3 GiB to spare; largest batch 6; longest context 12,288'."""
+    head = (f"fits on {v.gpu} ({human(v.memory_bytes)}) with {human(v.spare_bytes)} to spare" if v.fits else
+            f"does not fit on {v.gpu} ({human(v.memory_bytes)}): {human(-v.spare_bytes)} short")
+    context = f"; longest context {v.max_seq:,}" if v.max_seq is not None else ""
+    return f"{head}; largest batch {v.max_batch:,}{context}"
+
+
+def render_verdicts(verdicts) -> None:
+    from layerwise.report.console import out
+
+    if verdicts:
+        out.print(f"per GPU (CUDA defaults; device overhead {human(verdicts[0].device_overhead_bytes)} "
+                  f"estimated apart, included in the verdict):")
+    for v in verdicts:
+        out.print(f"  {verdict_line(v)}")
+
+
+def render_verify(name: str, analytic, measured, lines=None) -> None:
     from rich.table import Table
 
     from layerwise.report.console import out
@@ -88,6 +118,12 @@ def render_verify(name: str, analytic, measured) -> None:
     table.add_row("[bold]peak[/]", f"{analytic.peak_bytes:,}", f"{measured.peak_bytes:,}",
                   f"{analytic.peak_bytes - measured.peak_bytes:+,}", _pct(data["error"]["peak_bytes"]))
     out.print(table)
+    if lines is not None:
+        from layerwise.report.timeline import render_boundaries, render_sparkline
+
+        render_sparkline(lines[0], " analytic")
+        render_sparkline(lines[1], " measured")
+        render_boundaries(*lines)
 
 
 def _pct(err: dict) -> str:
