@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,8 +24,13 @@ demo: $(STAMP)
 	$(BIN)/layerwise verify tiny-gpt --seq 64 --batch 4
 	$(BIN)/layerwise train digits-cnn --data digits --epochs 3 --out runs/demo
 
+# The browser tests drive Debian's headless Chromium (tests/serve/browser.py); installed once, quietly.
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 # Two workers on two cores; one torch thread each, so they do not oversubscribe the cores.
-test: $(STAMP)
+test: $(STAMP) chromium
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 tests
 
 bench: $(STAMP)
