@@ -85,8 +85,9 @@ class Api:
         self.endpoints = _endpoints()
 
     def fields(self, endpoint: str) -> dict[str, click.Parameter]:
-        """The workload keys an endpoint accepts: its command's options, less NOT_IN_API."""
-        return {p.name: p for p in self.commands[endpoint].params
+        """The workload keys an endpoint accepts: its command's options, less NOT_IN_API, each
+        named by its flag without the dashes (--grad-accum -> grad_accum, --impl -> impl)."""
+        return {api_key(p): p for p in self.commands[endpoint].params
                 if isinstance(p, click.Option) and p.name not in NOT_IN_API}
 
     def handle(self, endpoint: str, body: bytes) -> dict:
@@ -99,11 +100,15 @@ class Api:
         spec = _spec(model, options.pop("input", None))
         ep = self.endpoints[endpoint]
         if endpoint in ("memory", "flops"):
-            options = _with_workload(options)
+            options = _with_workload(options, self._flag_names(endpoint))
         try:
             return ep.to_json(ep.answer(spec, **options, **switches))
         except LayerwiseError as err:
-            raise BadRequest(_field_of(str(err), self.fields(endpoint)), str(err)) from None
+            raise BadRequest(_field_of(str(err), self._flag_names(endpoint)), str(err)) from None
+
+    def _flag_names(self, endpoint: str) -> dict[str, str]:
+        """flag (without dashes) -> API key, for naming the field of an error message."""
+        return {p.opts[0][2:]: key for key, p in self.fields(endpoint).items()}
 
     def _options(self, endpoint: str, workload: dict) -> dict:
         """Flag values -> the command's parameters, through its own click parser."""
@@ -119,6 +124,10 @@ class Api:
         except click.ClickException as err:
             raise BadRequest(_click_field(err), f"workload: {err.format_message()}") from None
         return {k: v for k, v in ctx.params.items() if k not in NOT_IN_API}
+
+
+def api_key(param: click.Option) -> str:
+    return param.opts[0].lstrip("-").replace("-", "_")
 
 
 def _parse_body(body: bytes) -> tuple[str, dict]:
@@ -159,14 +168,14 @@ def _switch(key: str, value) -> bool:
     return value
 
 
-def _with_workload(options: dict) -> dict:
+def _with_workload(options: dict, flags: dict[str, str]) -> dict:
     from layerwise.commands._workload import WORKLOAD_OPTIONS, workload_from_options
 
     values = {k: options.pop(k) for k in list(options) if k in WORKLOAD_OPTIONS}
     try:
         options["workload"] = workload_from_options(**values)
     except LayerwiseError as err:
-        raise BadRequest(_field_of(str(err), WORKLOAD_OPTIONS), str(err)) from None
+        raise BadRequest(_field_of(str(err), flags), str(err)) from None
     return options
 
 
@@ -184,16 +193,15 @@ def _spec(model: str, input_text: str | None):
         raise BadRequest("model", str(err) if str(err).startswith("model") else f"model: {err}") from None
 
 
-def _field_of(message: str, fields) -> str:
+def _field_of(message: str, flags: dict[str, str]) -> str:
     """The field an error is about: the first flag it names ('--batch must be ...', 'give
-    --samples N') if the endpoint has it; otherwise the model."""
+    --samples N') if the endpoint has it (`flags`: flag -> API key); otherwise the model."""
     for match in re.finditer(r"--([a-z][a-z-]*)", message):
-        name = match.group(1).replace("-", "_")
-        if name in fields:
-            return f"workload.{name}"
+        if match.group(1) in flags:
+            return f"workload.{flags[match.group(1)]}"
     return "model"
 
 
 def _click_field(err: click.ClickException) -> str:
     param = getattr(err, "param", None)
-    return f"workload.{param.name}" if param is not None and param.name else "workload"
+    return f"workload.{api_key(param)}" if isinstance(param, click.Option) else "workload"
