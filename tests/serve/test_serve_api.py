@@ -33,6 +33,8 @@ def cli_json(capsys, *args) -> dict:
      ["--batch", "3", "--checkpointing", "full", "--tokens", "1e6"]),
     ("time", {"gpu": "h100", "gpus": 8, "tokens": 3e9, "mfu": 0.5}, ["--gpu", "h100", "--gpus", "8", "--tokens", "3e9",
                                                                     "--mfu", "0.5"]),
+    ("time", {"gpu": "a100", "gpus": 8, "tp": 2, "sp": True, "checkpointing": "selective", "price_per_gpu_hour": 2.5},
+     ["--gpu", "a100", "--gpus", "8", "--tp", "2", "--sp", "--checkpointing", "selective", "--price-per-gpu-hour", "2.5"]),
     ("plan", {"gpu": "rtx-4090", "gpus": 2, "seq": 64}, ["--gpu", "rtx-4090", "--gpus", "2", "--seq", "64"]),
     ("summary", {"batch": 4}, ["--batch", "4"]),
 ])

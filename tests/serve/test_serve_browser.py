@@ -92,11 +92,10 @@ def test_a_link_reproduces_the_page(browser, client):
                                                                       "verdict": True, "timeline": True}})
     assert browser.execute_script("return window.layerwise.last.memory.peak_bytes") == api["peak_bytes"]
     _, plan = client.post("plan", {"model": "tiny-gpt", "workload": {"gpu": "rtx-4090", "gpus": 2, "seq": 32,
-                                                                     "mfu": 0.4, "optimizer": "sgd"}})
+                                                                     "optimizer": "sgd"}})
     rows = browser.find_elements(By.CSS_SELECTOR, "#plan tbody tr")
-    assert len(rows) == len(plan["candidates"]) > 0
-    _, time = client.post("time", {"model": "tiny-gpt", "workload": {"gpu": "rtx-4090", "gpus": 2, "seq": 32,
-                                                                     "mfu": 0.4}})
+    assert len(rows) == len(plan["setups"]) > 0
+    _, time = client.post("time", {"model": "tiny-gpt", "workload": {"gpu": "rtx-4090", "gpus": 2, "seq": 32}})
     assert browser.execute_script("return window.layerwise.last.time") == time
     assert "2 × rtx-4090" in browser.find_element(By.ID, "time").text
 
@@ -107,7 +106,8 @@ def test_a_pasted_spec_and_the_sortable_layer_table(browser, client):
     spec = ("type: model\nname: pasted\ninput: {kind: features, shape: [64]}\ntask: classify\n"
             "body:\n  type: sequential\n  layers:\n"
             "    - {type: linear, d_in: 64, d_out: 32}\n    - {type: activation, kind: relu}\n"
-            "    - {type: linear, d_in: 32, d_out: 256}\n    - {type: activation, kind: relu}\n"
+            "    - {type: linear, d_in: 32, d_out: 256}\n"
+            "    - {type: repeat, n_layers: 2, block: {type: linear, d_in: 256, d_out: 256}}\n"
             "    - {type: linear, d_in: 256, d_out: 10}\n")
     before = browser.execute_script("return window.layerwise.updates")
     browser.execute_script("const s = document.getElementById('spec'); s.value = arguments[0];"

@@ -143,11 +143,12 @@ async function update() {
   const w = workloadValues();
   const gpu = $("gpu").value, gpus = valueOf($("gpus")), mfu = valueOf($("mfu")), tokens = valueOf($("tokens"));
   const shared = w.seq !== undefined ? { seq: w.seq } : {};
-  const timeW = { gpu, gpus, mfu, ...shared };
+  const timeW = { gpu, gpus, ...shared };
+  if (mfu !== null) timeW.mfu = mfu;  // empty: the step-time model
   if (tokens !== null) timeW.tokens = Number(tokens.replace(/_/g, "")) || tokens;
   const samples = valueOf($("samples"));
   if (samples !== null) timeW.samples = Number(samples.replace(/_/g, "")) || samples;
-  const planW = { gpu, gpus, mfu, ...shared };
+  const planW = { gpu, gpus, ...shared };
   if (w.optimizer !== undefined) planW.optimizer = w.optimizer;
   const summaryW = {};
   for (const k of ["batch", "input"]) if (w[k] !== undefined) summaryW[k] = w[k];
@@ -272,20 +273,31 @@ function chart(key, canvasId, config) {
   state.charts[key] = new Chart($(canvasId), config);
 }
 
+function duration(t) {
+  if (t.days >= 2) return `${t.days.toFixed(1)} days`;
+  if (t.hours >= 2) return `${t.hours.toFixed(1)} hours`;
+  return t.seconds >= 120 ? `${(t.seconds / 60).toFixed(1)} minutes` : `${t.seconds.toFixed(1)} s`;
+}
+
 function drawTime(t) {
-  const days = t.days >= 2 ? `${t.days.toFixed(1)} days` : `${t.hours.toFixed(1)} hours`;
-  $("time").textContent = `${days} on ${t.gpus} × ${t.gpu} for ${count(t.tokens || t.samples)} ` +
-    `${t.tokens ? "tokens" : "samples"}${t.tokens_default ? " (20 × params, Chinchilla)" : ""} at MFU ${t.mfu}: ` +
-    `${count(t.flops.total)} FLOPs (6·N·D: ${count(t.flops.six_nd)}), peak ${count(t.peak_flops_per_gpu)} FLOP/s per GPU in ${t.dtype}`;
+  const l = t.layout;
+  const budget = t.tokens ? `${count(t.tokens)} tokens` : `${count(t.samples)} samples`;
+  $("time").textContent = `${duration(t)} on ${t.gpus} × ${t.gpu} for ${budget}` +
+    `${t.tokens_default ? " (20 × params, Chinchilla)" : ""}: ${count(t.tokens_per_second)} tokens/s, ` +
+    `MFU ${(100 * t.mfu).toFixed(1)}%${t.mfu_override === null ? " (step-time model)" : " (given)"}, ` +
+    `step ${t.step_seconds.toPrecision(3)} s with dp ${l.dp} × tp ${l.tp} × pp ${l.pp}, ${t.precision}; ` +
+    `${count(t.flops.total)} FLOPs (6·N·D: ${count(t.flops.six_nd)})`;
 }
 
 function drawPlan(p) {
-  const cols = ["#", "ZeRO", "TP", "DP", "checkpointing", "micro-batch", "peak + overhead", "hours / 1B tokens"];
-  table($("plan"), cols, p.candidates.map((c, i) => [i + 1, c.zero, c.tp, c.dp, c.checkpointing, c.micro_batch,
-    human(c.peak_bytes + c.device_overhead_bytes), (c.seconds_per_billion_tokens / 3600).toFixed(1)]));
-  if (!p.candidates.length) {
-    $("plan").tBodies[0].innerHTML = `<tr><td class="text" colspan="8">nothing fits on ${p.gpus} × ${p.gpu} ` +
-      `(${p.tried} set-ups tried)</td></tr>`;
+  const cols = ["#", "DP", "TP", "PP", "EP", "ZeRO", "SP", "checkpointing", "micro-batch", "grad-accum",
+    "per device + overhead", "tokens/s", "MFU"];
+  table($("plan"), cols, p.setups.map((c, i) => [i + 1, c.dp, c.tp, c.pp, c.ep, c.zero, c.sequence_parallel ? "yes" : "no",
+    c.checkpointing, c.micro_batch, c.grad_accum, human(c.per_device_bytes + c.device_overhead_bytes),
+    count(c.tokens_per_second), (100 * c.mfu).toFixed(1) + "%"]));
+  if (!p.setups.length) {
+    $("plan").tBodies[0].innerHTML = `<tr><td class="text" colspan="${cols.length}">nothing fits on ${p.gpus} × ${p.gpu} ` +
+      `(${p.searched} layouts searched)</td></tr>`;
   }
 }
 
