@@ -19,9 +19,12 @@ import click
 
 from layerwise.spec.errors import LayerwiseError
 
+from layerwise.commands._module import MODULE_ONLY
+
 MAX_BODY_BYTES = 1 << 20
-# CLI options that have no meaning over HTTP: output format, table depth, files.
-NOT_IN_API = frozenset({"model", "json", "max_level", "timeline", "html"})
+# CLI options that have no meaning over HTTP: output format, table depth, files, and the flags of
+# FILE.py:factory models (a client's text is never imported: the API takes specs, not code).
+NOT_IN_API = frozenset({"model", "json", "max_level", "timeline", "html", *MODULE_ONLY})
 
 
 class BadRequest(Exception):

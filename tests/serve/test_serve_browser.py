@@ -15,22 +15,25 @@ from layerwise.report.memory import verdict_line
 
 def load(browser, client, query: str = "") -> None:
     browser.get(f"http://127.0.0.1:{client.port}/{query}")
-    wait(browser, "window.layerwise && window.layerwise.updates >= 1 && window.layerwise.pending === 0")
+    wait(browser, "window.layerwise && window.layerwise.updates >= 1 && window.layerwise.pending === 0"
+                  " && !window.layerwise.scheduled")
 
 
 def changed(browser, before: int) -> None:
-    """Wait for the page's next completed update after `before`."""
-    wait(browser, f"window.layerwise.updates > {before} && window.layerwise.pending === 0")
+    """Wait for the page's next completed update after `before`, with none scheduled or running."""
+    wait(browser, f"window.layerwise.updates > {before} && window.layerwise.pending === 0"
+                  " && !window.layerwise.scheduled")
 
 
 def set_value(browser, element_id: str, value: str) -> None:
+    """Choose an option, or type a value in one input event (as a paste would)."""
     before = browser.execute_script("return window.layerwise.updates")
     el = browser.find_element(By.ID, element_id)
     if el.tag_name == "select":
         Select(el).select_by_value(value)
     else:
-        el.clear()
-        el.send_keys(value)
+        browser.execute_script("arguments[0].value = arguments[1];"
+                               "arguments[0].dispatchEvent(new Event('input', {bubbles: true}));", el, value)
     changed(browser, before)
 
 

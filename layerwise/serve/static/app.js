@@ -9,7 +9,8 @@ const COLOURS = {
 const PHASES = ["forward", "backward", "optimizer"];
 const NOT_CONTROLS = new Set(["fit", "verdict"]);  // the page asks for the verdict itself
 const $ = (id) => document.getElementById(id);
-const state = window.layerwise = { charts: {}, last: {}, updates: 0, pending: 0, errors: 0, flags: null };
+// read by the browser tests: the charts, the last answers, and whether an update is under way
+const state = window.layerwise = { charts: {}, last: {}, updates: 0, pending: 0, scheduled: false, errors: 0, flags: null };
 
 // ---- formatting (as layerwise/report/fmt.py) ----------------------------------------------------
 function human(n) {
@@ -358,7 +359,11 @@ function sortBy(el, j, rows, cols, opts) {
 
 // ---- start --------------------------------------------------------------------------------------
 let timer = null;
-function soon() { clearTimeout(timer); timer = setTimeout(update, 200); }
+function soon() {
+  clearTimeout(timer);
+  state.scheduled = true;
+  timer = setTimeout(() => { state.scheduled = false; update(); }, 200);
+}
 
 async function start() {
   const [cat, flags] = await Promise.all([fetch("api/catalogue").then((r) => r.json()), fetch("api/flags").then((r) => r.json())]);
