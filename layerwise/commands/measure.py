@@ -111,6 +111,10 @@ def render(name: str, workload: Workload, result) -> None:
         rss = result.rss
         out.print(f"RSS: peak {human(rss.peak_bytes)}, tensors' share {human(rss.tensor_peak_bytes)} "
                   f"(tracker {human(result.peak_bytes)}); malloc: {rss.malloc}")
+    if result.cuda_allocator is not None:
+        from layerwise.report.memory import allocator_line
+
+        out.print(allocator_line(result.cuda_allocator))
     if result.cuda is not None:
         out.print(f"CUDA: max allocated {result.cuda.max_allocated:,} B, max reserved {result.cuda.max_reserved:,} B")
     if result.params:

@@ -52,14 +52,24 @@ class Storage:
     """One allocation. `kind`: act (made by the forward), input (the model's input), param, cast
     (an autocast low-precision copy of a parameter)."""
 
-    __slots__ = ("nbytes", "kind", "owner")
+    __slots__ = ("nbytes", "kind", "owner", "key")
 
     def __init__(self, n: int, kind: str = "act"):
-        self.nbytes, self.kind, self.owner = n, kind, None
+        self.nbytes, self.kind, self.owner, self.key = n, kind, None, None
 
     def __del__(self):
         if self.owner is not None:  # counted by a Liveness: freed now (refcount reached zero)
             self.owner.live -= self.nbytes
+            self.owner.events.append((self.key, 0))
+
+
+class _Noted:
+    """What a checkpointed region notes of a saved storage (no reference to it)."""
+
+    __slots__ = ("nbytes", "kind", "key")
+
+    def __init__(self, nbytes: int, kind: str, key):
+        self.nbytes, self.kind, self.key = nbytes, kind, key
 
 
 class Liveness:
@@ -75,8 +85,11 @@ class Liveness:
         self.where = ""
         self.step_max = 0  # the most live bytes since the last mark
         self.marks: list[tuple[int, int]] = []  # per step: (most live during it, live at its end)
+        self.events: list[tuple[int, int]] = []  # (key, nbytes) allocations, (key, 0) frees, in order
 
     def alloc(self, storage: Storage, where: str) -> None:
+        storage.key = ("fwd", len(self.events))
+        self.events.append((storage.key, storage.nbytes))
         self.live += storage.nbytes
         if self.live > self.peak:
             self.peak, self.where = self.live, where
@@ -131,6 +144,9 @@ class Trace:
     sink: dict | None = None  # set inside a checkpointed region
     holds: list[tuple[int, int, int]] = field(default_factory=list)  # residual: (first, last step, bytes)
     regions: list[tuple[int, int, dict]] = field(default_factory=list)  # checkpointed: first, last step, freed bytes by step
+    # checkpointed, for the allocation sequence (cost/cuda_events.py): last step, the region's span
+    # of liveness events, and the keys of the storages recomputed for backward -> their step
+    recompute_logs: list[tuple[int, int, int, dict]] = field(default_factory=list)
 
     # ---- structure -------------------------------------------------------------------------
     def begin(self, extra: str = "") -> Step:
@@ -173,10 +189,18 @@ class Trace:
         region (`sink` set) they are only recorded: backward recomputes them one region at a time."""
         if not self.policy.grad:
             return
-        target = self.saved if self.sink is None else self.sink
         for t in ts:
             if t.storage.kind != "param":
-                target.setdefault(id(t.storage), (t.storage, self.here))
+                self._keep(t.storage, self.here, self.sink)
+
+    def _keep(self, storage: Storage, step: int, sink: dict | None) -> None:
+        """Saved for backward: kept alive (`saved`), or inside a checkpointed region only noted
+        (`sink`, by key, without a reference: checkpoint's pack hook drops the tensor, which dies
+        as soon as the forward no longer uses it)."""
+        if sink is None:
+            self.saved.setdefault(id(storage), (storage, step))
+        elif storage.key not in sink:
+            sink[storage.key] = (_Noted(storage.nbytes, storage.kind, storage.key), step)
 
     def checkpointed(self, fn, *xs: T) -> T:
         """torch.utils.checkpoint(fn, *xs, use_reentrant=False): the inputs stay alive (saved),
@@ -186,18 +210,22 @@ class Trace:
             return fn(*xs)
         outer, self.sink = self.sink, {}
         start = len(self.steps)
-        kept = {id(x.storage) for x in xs}
+        kept = {x.storage.key for x in xs}
+        log_start = len(self.liveness.events)
         try:
             out = fn(*xs)
+            log_end = len(self.liveness.events)
             for x in xs:  # kept until the region's backward is done (its first step)
                 if x.storage.kind != "param":
-                    target = self.saved if outer is None else outer
-                    target.setdefault(id(x.storage), (x.storage, start))
+                    self._keep(x.storage, start, outer)
             freed: dict[int, int] = {}  # step -> recomputed bytes freed once its backward has run
+            keys = {}
             for st, step in self.sink.values():
-                if id(st) not in kept and st.kind in ("act", "cast"):  # casts are redone too
+                if st.key not in kept and st.kind in ("act", "cast"):  # casts are redone too
                     freed[step] = freed.get(step, 0) + st.nbytes
+                    keys[st.key] = step
             self.regions.append((start, len(self.steps) - 1, freed))
+            self.recompute_logs.append((len(self.steps) - 1, log_start, log_end, keys))
         finally:
             self.sink = outer
         return out

@@ -81,11 +81,16 @@ class MemoryReport:
     notes: tuple[str, ...] = ()
     timeline: tuple[Phase, ...] | None = None  # every step's moment in order (cost/timeline.py), if asked
     saved_by_path: tuple[tuple[str, int], ...] = ()  # with the timeline: bytes each leaf saved for backward
+    cuda_allocator: object = None  # --device cuda: cost.cuda_alloc.AllocatorPeaks (named estimates)
 
     def to_json(self) -> dict:
-        return {"peak_bytes": self.peak_bytes, "peak_phase": self.peak_phase,
-                "components": self.components.as_dict(), "device_overhead_bytes": self.device_overhead_bytes,
-                "per_device": self.per_device}
+        out = {"peak_bytes": self.peak_bytes, "peak_phase": self.peak_phase,
+               "components": self.components.as_dict(), "device_overhead_bytes": self.device_overhead_bytes,
+               "per_device": self.per_device}
+        if self.cuda_allocator is not None:
+            out["cuda_allocated_bytes"] = self.cuda_allocator.allocated
+            out["cuda_reserved_bytes"] = self.cuda_allocator.reserved
+        return out
 
 
 # ---- the symbolic step ------------------------------------------------------------------------
@@ -106,6 +111,9 @@ class StepTrace:
     loss_fwd: int  # at the log-softmax: logits + their fp32 copy (autocast) + the log-softmax
     loss_bwd: int  # at its backward: the two (N, V) gradients next to the saved log-softmax
     log_softmax: int = 0  # saved; part of loss_fwd too
+    input_key: object = None  # the liveness keys of the input batch and of the model's output
+    output_key: object = None
+    output_dtype: str = "fp32"
 
 
 def trace_step(model: Model, workload: Workload) -> StepTrace:
@@ -120,8 +128,9 @@ def trace_step(model: Model, workload: Workload) -> StepTrace:
     if tr.steps:
         tr.liveness.mark()  # the last step of the forward has ended
     inputs = x.storage.nbytes
+    keys = dict(input_key=x.storage.key, output_key=out.storage.key, output_dtype=out.dtype)
     if model.task == "none":
-        return StepTrace(tr, inputs, 0, 0)
+        return StepTrace(tr, inputs, 0, 0, **keys)
     rows, classes = out.numel // out.shape[-1], out.shape[-1]
     inputs += nbytes(rows, "int64")  # the targets
     ls_dtype = "fp32" if tr.policy.autocast else out.dtype  # log_softmax runs in fp32 under autocast
@@ -131,7 +140,7 @@ def trace_step(model: Model, workload: Workload) -> StepTrace:
     tr.steps.append(Step("loss"))
     if tr.policy.grad:
         tr.save(tr.new((rows, classes), ls_dtype, False))  # the log-softmax, saved by its backward
-    return StepTrace(tr, inputs, logits + cast + ls, 2 * ls, ls if tr.policy.grad else 0)
+    return StepTrace(tr, inputs, logits + cast + ls, 2 * ls, ls if tr.policy.grad else 0, **keys)
 
 
 # ---- the phases ---------------------------------------------------------------------------------
@@ -255,11 +264,19 @@ def training_memory(model: Model, workload: Workload = Workload(), *, timeline: 
         line, _ = _parallel_activations(model, workload, training_moments(
             tr, base, fwd, phases, states.gradients, forward_extra=targets + unsaved_casts - all_unsaved))
     phases, notes = _parallel_activations(model, workload, phases)
-    if line is None:
-        return _report(model, workload, phases, notes)
-    from layerwise.cost.timeline import saved_by_path
+    report = _report(model, workload, phases, notes)
+    if line is not None:
+        from layerwise.cost.timeline import saved_by_path
 
-    return replace(_report(model, workload, phases, notes), timeline=tuple(line), saved_by_path=saved_by_path(tr))
+        report = replace(report, timeline=tuple(line), saved_by_path=saved_by_path(tr))
+    if workload.device != "cuda":
+        return report
+    if report.per_device:
+        return replace(report, notes=report.notes + ("CUDA caching allocator view: single-device set-ups only",))
+    from layerwise.cost.cuda_events import training_allocator_peaks
+
+    optimizer = workload.optimizer if workload.optimizer != "adam-8bit" else "adam"
+    return replace(report, cuda_allocator=training_allocator_peaks(st, workload, optimizer, opt_tmp))
 
 
 def _parallel_activations(model: Model, workload: Workload, phases: list[Phase]):
@@ -398,8 +415,12 @@ def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), 
     split = workload.tp * workload.pp
     comps = Components(weights=-(-weights // split), activations=live.peak, kv_cache=-(-kv // workload.tp))
     report = _report(model, workload, [Phase("forward", live.where, comps)])
-    if not timeline:
-        return report
-    from layerwise.cost.timeline import inference_moments
+    if timeline:
+        from layerwise.cost.timeline import inference_moments
 
-    return replace(report, timeline=tuple(inference_moments(tr, replace(comps, activations=tr.input_bytes))))
+        report = replace(report, timeline=tuple(inference_moments(tr, replace(comps, activations=tr.input_bytes))))
+    if workload.device != "cuda" or report.per_device or workload.quant != "none":
+        return report
+    from layerwise.cost.cuda_events import inference_allocator_peaks
+
+    return replace(report, cuda_allocator=inference_allocator_peaks(st, kv, 2 * cfg.n_layers if kv else 0))

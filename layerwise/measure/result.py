@@ -59,6 +59,7 @@ class StepMeasurement:
     params: dict[str, int] = field(default_factory=dict)  # total, trainable, frozen, buffers (elements)
     saved_by_module: dict[str, int] = field(default_factory=dict)  # top-level child -> saved bytes
     timeline: object = None  # cost.timeline.Timeline of the step, when asked for
+    cuda_allocator: object = None  # --device cuda: cost.cuda_alloc.AllocatorPeaks of the tracked storages
 
     @property
     def device_overhead_bytes(self) -> int:
@@ -86,6 +87,9 @@ class StepMeasurement:
                           "tensor_peak_bytes": self.rss.tensor_peak_bytes, "malloc": self.rss.malloc}
         if self.cuda is not None:
             out["cuda"] = {"max_allocated": self.cuda.max_allocated, "max_reserved": self.cuda.max_reserved}
+        if self.cuda_allocator is not None:  # named estimates: CUDA's caching allocator replayed
+            out["cuda_allocated_bytes"] = self.cuda_allocator.allocated
+            out["cuda_reserved_bytes"] = self.cuda_allocator.reserved
         if self.notes:
             out["notes"] = list(self.notes)
         if self.params:

@@ -229,7 +229,8 @@ class _Step:
             phase_peaks={k: v.total for k, v in tracker.phase_peaks.items()},
             phase_components={k: v.components() for k, v in tracker.phase_peaks.items()},
             flops_forward=tracker.flops["forward"], flops_backward=tracker.flops["backward"],
-            rss=rss, cuda=cuda, notes=tuple(notes), timeline=self._timeline(tracker))
+            rss=rss, cuda=cuda, notes=tuple(notes), timeline=self._timeline(tracker),
+            cuda_allocator=tracker.cuda_allocator_peaks() if self.workload.device == "cuda" else None)
 
     def _timeline(self, tracker: StorageTracker):
         if tracker.moments is None:

@@ -66,6 +66,7 @@ class _Record:
     nbytes: int
     category: str
     born: int  # op counter at birth: alive at a peak recorded at op n iff born <= n and alive now
+    serial: int = 0  # its key in the allocation events
 
 
 @dataclass
@@ -126,6 +127,13 @@ class StorageTracker(TorchDispatchMode):
         self._phase = "setup"
         self._ops = 0
         self._hooks = []
+        # every allocation and free, in order, as (key, nbytes) / (key, 0) events for the CUDA
+        # caching-allocator replay (cost/cuda_alloc.py): `before` holds what existed before the
+        # mode was entered (registered state, pre-existing storages), `events` what the step did
+        self.before: list[tuple[int, int]] = []
+        self.events: list[tuple[int, int]] = []
+        self._entered = False
+        self._serial = 0
 
     # ---- registration -----------------------------------------------------------------------
     def register(self, tensors, category: str) -> None:
@@ -192,7 +200,9 @@ class StorageTracker(TorchDispatchMode):
 
     def _add(self, st, category: str, born: int | None = None) -> None:
         nbytes = st.nbytes()
-        rec = _Record(nbytes, category, self._ops if born is None else born)
+        rec = _Record(nbytes, category, self._ops if born is None else born, self._serial)
+        self._serial += 1
+        (self.events if self._entered and born is None else self.before).append((rec.serial, nbytes))
         self._records[id(st)] = (rec, weakref.ref(st, partial(self._free, id(st), rec)))
         self.current.total += nbytes
         self.current.by_category[category] += nbytes
@@ -203,6 +213,7 @@ class StorageTracker(TorchDispatchMode):
             del self._records[key]
         self.current.total -= rec.nbytes
         self.current.by_category[rec.category] -= rec.nbytes
+        self.events.append((rec.serial, 0))
 
     def _reclassify(self, rec: _Record, category: str) -> None:
         # Alive now and born no later than a recorded peak => it was alive at that peak too.
@@ -214,6 +225,7 @@ class StorageTracker(TorchDispatchMode):
 
     def _resize(self, st, rec: _Record) -> None:
         change = st.nbytes() - rec.nbytes
+        self.events += [(rec.serial, 0), (rec.serial, rec.nbytes + change)]  # a resize reallocates
         rec.nbytes += change
         self.current.total += change
         self.current.by_category[rec.category] += change
@@ -240,6 +252,17 @@ class StorageTracker(TorchDispatchMode):
         return Snapshot(self.current.total, self._ops, self._phase, dict(self.current.by_category))
 
     # ---- the mode ---------------------------------------------------------------------------
+    def __enter__(self):
+        self._entered = True
+        return super().__enter__()
+
+    def cuda_allocator_peaks(self):
+        """What CUDA's caching allocator would report for this step (cost/cuda_alloc.py): the
+        tracked storages replayed in order, after one identical warm-up step."""
+        from layerwise.cost.cuda_alloc import steady_state_peaks
+
+        return steady_state_peaks(self.before, self.events)
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         for st in _storages((args, kwargs)):

@@ -6,6 +6,7 @@ from layerwise.report.fmt import nbytes as human
 
 COMPONENTS = ("weights", "master_weights", "gradients", "optimizer_states", "activations", "temporaries",
               "kv_cache")
+CUDA_KEYS = ("cuda_allocated_bytes", "cuda_reserved_bytes")  # --device cuda: the caching allocator's view
 BAR_WIDTH = 20
 COLOURS = {"weights": "blue", "master_weights": "cyan", "gradients": "magenta", "optimizer_states": "yellow",
            "activations": "green", "temporaries": "red", "kv_cache": "bright_white"}
@@ -32,9 +33,11 @@ def verify_json(analytic, measured) -> dict:
     for key in COMPONENTS:
         error[key] = _err(a["components"][key], m["components"][key])
     error["peak_bytes"] = _err(a["peak_bytes"], m["peak_bytes"])
-    return {"analytic": a, "measured": {k: m[k] for k in ("peak_bytes", "peak_phase", "components",
-                                                             "device_overhead_bytes", "per_device")},
-            "error": error}
+    for key in CUDA_KEYS:
+        if key in a and key in m:
+            error[key] = _err(a[key], m[key])
+    keep = ("peak_bytes", "peak_phase", "components", "device_overhead_bytes", "per_device", *CUDA_KEYS)
+    return {"analytic": a, "measured": {k: m[k] for k in keep if k in m}, "error": error}
 
 
 def _err(a: int, m: int) -> dict:
@@ -67,6 +70,8 @@ def render_memory(answer, workload) -> None:
                   f"{report.peak_phase} ({report.peak_where or '-'})")
     out.print(table)
     out.print("phase peaks: " + ", ".join(f"{name} {human(total)}" for name, total in _phase_peaks(report)))
+    if report.cuda_allocator is not None:
+        out.print(allocator_line(report.cuda_allocator))
     if report.device_overhead_bytes:
         out.print(f"device overhead (CUDA context + allocator cache, an estimate, not in the peak): "
                   f"{human(report.device_overhead_bytes)}")
@@ -117,6 +122,10 @@ def render_verify(name: str, analytic, measured, lines=None) -> None:
             table.add_row(key, f"{a[key]:,}", f"{m[key]:,}", f"{a[key] - m[key]:+,}", _pct(data["error"][key]))
     table.add_row("[bold]peak[/]", f"{analytic.peak_bytes:,}", f"{measured.peak_bytes:,}",
                   f"{analytic.peak_bytes - measured.peak_bytes:+,}", _pct(data["error"]["peak_bytes"]))
+    for key, label in zip(CUDA_KEYS, ("CUDA allocated (est.)", "CUDA reserved (est.)")):
+        if key in data["error"]:
+            a_v, m_v = data["analytic"][key], data["measured"][key]
+            table.add_row(label, f"{a_v:,}", f"{m_v:,}", f"{a_v - m_v:+,}", _pct(data["error"][key]))
     out.print(table)
     if lines is not None:
         from layerwise.report.timeline import render_boundaries, render_sparkline
@@ -124,6 +133,13 @@ def render_verify(name: str, analytic, measured, lines=None) -> None:
         render_sparkline(lines[0], " analytic")
         render_sparkline(lines[1], " measured")
         render_boundaries(*lines)
+
+
+def allocator_line(peaks) -> str:
+    """The caching allocator's view (cost/cuda_alloc.py): named as an estimate."""
+    return (f"CUDA caching allocator (estimate: PyTorch's rules replayed over the step's tensors): "
+            f"allocated {peaks.allocated:,} B ({human(peaks.allocated)}, torch.cuda.max_memory_allocated), "
+            f"reserved {peaks.reserved:,} B ({human(peaks.reserved)}, max_memory_reserved, {peaks.segments} segments)")
 
 
 def _pct(err: dict) -> str:
