@@ -46,10 +46,11 @@ class MemoryAnswer:
     fit: dict | None = None
     verdicts: tuple | None = None  # cost.verdict.Verdict per GPU of the catalogue
     timeline: object = None  # cost.timeline.Timeline
+    explanation: object = None  # cost.explain.Explanation (--explain)
 
 
 def memory_answer(spec, workload: Workload, *, fit: float | None = None, verdict: bool = False,
-                  timeline: bool = False) -> MemoryAnswer:
+                  timeline: bool = False, explain: bool = False) -> MemoryAnswer:
     from layerwise.cost.timeline import from_report
 
     report = analytic(spec, workload, timeline)
@@ -63,7 +64,12 @@ def memory_answer(spec, workload: Workload, *, fit: float | None = None, verdict
         from layerwise.cost.verdict import gpu_verdicts
 
         verdicts = tuple(gpu_verdicts(spec, workload, analytic))
-    return MemoryAnswer(report, fitted, verdicts, from_report(report) if timeline else None)
+    explanation = None
+    if explain:
+        from layerwise.cost.explain import explain as explain_memory
+
+        explanation = explain_memory(spec, workload)
+    return MemoryAnswer(report, fitted, verdicts, from_report(report) if timeline else None, explanation)
 
 
 def _resolve(model: str, input: str | None):
@@ -84,6 +90,9 @@ def register(app: typer.Typer) -> None:
         verdict: bool = typer.Option(False, "--verdict", help="for every GPU of the catalogue: does it fit, "
                                                               "what is spare, largest batch, longest context"),
         timeline: Optional[Path] = typer.Option(None, "--timeline", help="write the step's memory timeline (JSON)"),
+        explain: bool = typer.Option(False, "--explain", help="the textbook formulas (16/18/20 B/param, "
+                                     "DeepSpeed's estimators, Korthikanti's 34sbh + 5as²b) beside layerwise's "
+                                     "components, each difference named"),
         json: bool = typer.Option(False, "--json", help="JSON output"),
         *,
         workload: Workload,
@@ -94,12 +103,19 @@ def register(app: typer.Typer) -> None:
         from layerwise.report.timeline import write_json
 
         answer = memory_answer(_resolve(model, input), workload, fit=fit, verdict=verdict,
-                               timeline=True)
+                               timeline=True, explain=explain)
         if timeline is not None:
             write_json(answer.timeline.to_json(), timeline)
         shown = replace(answer, verdicts=answer.verdicts if verdict else None)
         data = memory_json(replace(shown, timeline=None))  # the timeline goes to --timeline FILE
-        print_json(data) if json else render_memory(shown, workload)
+        if json:
+            print_json(data)
+            return
+        render_memory(shown, workload)
+        if answer.explanation is not None:
+            from layerwise.report.explain import render_explain
+
+            render_explain(answer.explanation, workload)
 
     @app.command()
     @with_workload

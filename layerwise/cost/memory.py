@@ -225,7 +225,10 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
     return out
 
 
-def training_memory(model: Model, workload: Workload = Workload(), *, timeline: bool = False) -> MemoryReport:
+def training_memory(model: Model, workload: Workload = Workload(), *, timeline: bool = False,
+                    cuda_allocator: bool = True) -> MemoryReport:
+    """The step's phases and peak; with --device cuda also the caching allocator's view (unless
+    `cuda_allocator` is False: callers that only need the tensor bytes skip the replay)."""
     if workload.mode != "train":
         raise WorkloadError("training_memory needs --mode train; use inference_memory for --mode infer")
     model = _with_lora(model, workload)
@@ -269,7 +272,7 @@ def training_memory(model: Model, workload: Workload = Workload(), *, timeline: 
         from layerwise.cost.timeline import saved_by_path
 
         report = replace(report, timeline=tuple(line), saved_by_path=saved_by_path(tr))
-    if workload.device != "cuda":
+    if workload.device != "cuda" or not cuda_allocator:
         return report
     if report.per_device:
         return replace(report, notes=report.notes + ("CUDA caching allocator view: single-device set-ups only",))

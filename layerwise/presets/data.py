@@ -20,6 +20,13 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
     "gpt2-medium": ("decoder", dict(_GPT2, d_model=1024, n_layers=24, n_heads=16), _HF.format("openai-community/gpt2-medium")),
     "gpt2-large": ("decoder", dict(_GPT2, d_model=1280, n_layers=36, n_heads=20), _HF.format("openai-community/gpt2-large")),
     "gpt2-xl": ("decoder", dict(_GPT2, d_model=1600, n_layers=48, n_heads=25), _HF.format("openai-community/gpt2-xl")),
+    # GPT-3 175B (Brown et al. 2020, "Language Models are Few-Shot Learners", arXiv 2005.14165, Table 2.1:
+    # 96 layers, d_model 12288, 96 heads of 128, n_ctx 2048; GPT-2's architecture and 50257-token BPE).
+    # Dense attention in every layer (the paper alternates dense and locally banded sparse layers; the
+    # textbook memory figures this preset is checked against assume dense). The paper states no dropout
+    # rate, so none is set (`memory --explain` adds dropout for the textbook set-up).
+    "gpt3-175b": ("decoder", dict(_GPT2, d_model=12288, n_layers=96, n_heads=96, max_seq=2048),
+                  "arXiv 2005.14165 (Brown et al. 2020) Table 2.1; GPT-2 architecture, dense attention"),
     # Llama 2 (Touvron et al. 2023, arXiv 2307.09288, Table 1; GQA for 70B)
     "llama-2-7b": ("decoder", dict(_LLAMA, vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, d_ff=11008,
                                    max_seq=4096), _HF.format("meta-llama/Llama-2-7b-hf")),

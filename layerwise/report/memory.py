@@ -22,6 +22,8 @@ def memory_json(answer) -> dict:
         data["verdicts"] = [v.to_json() for v in answer.verdicts]
     if answer.timeline is not None:
         data["timeline"] = answer.timeline.to_json()
+    if getattr(answer, "explanation", None) is not None:
+        data["explain"] = answer.explanation.to_json()
     return data
 
 
