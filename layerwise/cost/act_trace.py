@@ -253,7 +253,13 @@ class Trace:
         if ac is None or w.dtype == ac:
             return w
         if not self.params.get(key, (0, "", False))[2]:  # autocast caches only leaves that require
-            return self.new(w.shape, ac, False)  # grad (even under no_grad): a frozen one is cast per call
+            # grad (even under no_grad): a frozen one is cast per call. A weight copy, never a
+            # gradient's shape, so it stays out of the step's `big` (its backward's gradient sizes)
+            big = list(self.steps[-1].big) if self.steps else None
+            t = self.new(w.shape, ac, False)
+            if big is not None:
+                self.steps[-1].big[:] = big
+            return t
         if key not in self.casts:
             self.casts[key] = Storage(nbytes(w.numel, ac), "cast")
             self.liveness.alloc(self.casts[key], self.steps[-1].path if self.steps else "")

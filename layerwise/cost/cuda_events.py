@@ -154,6 +154,8 @@ def backward_events(st, seq: _Seq, workload, ls_key, ls_bytes: int, out_bytes: i
         # computing: (the low-precision weight gradients), the input's gradient, fresh gradients
         extra = seq.alloc(step.extra) if step.extra else None
         g_in, _ = step.io if step.io is not None else (step.big[0], step.big[1])
+        if ls_key is not None and i == len(tr.steps) - 1:
+            g_in = 0  # the loss: its gradients are the seeds above
         grad_in = seq.alloc(g_in) if g_in else None
         if extra is None:
             _fresh_grads(tr, seq, new, grads, accum)
@@ -208,20 +210,22 @@ def _fresh_grads(tr, seq: _Seq, keys, grads: dict, accum: bool) -> None:
 
 
 def optimizer_events(st, seq: _Seq, temporaries: int, impl: str, dtype: str) -> None:
-    """step()'s temporaries: `temporaries` bytes as whole copies of the trainable tensors in the
-    optimizer's dtype (foreach: one tensor per parameter per copy) or one scratch block (loop)."""
+    """step()'s temporaries: `temporaries` bytes as whole copies in the optimizer's dtype, of every
+    trainable tensor (foreach: one tensor per parameter per copy) or of the largest one (loop: the
+    per-tensor scratch, e.g. AdamW's sqrt and quotient, two tensors at once)."""
     if not temporaries:
         return
     numels = [numel for numel, _, t in st.trace.params.values() if t]
-    keys = []
-    full = nbytes(sum(numels), dtype)
-    if impl == "foreach" and full:
-        for _ in range(temporaries // full):
-            keys += [seq.alloc(nbytes(n, dtype)) for n in numels]
-        if temporaries % full:
-            keys.append(seq.alloc(temporaries % full))
+    if impl == "foreach":
+        copy = [nbytes(n, dtype) for n in numels]
     else:
-        keys.append(seq.alloc(temporaries))
+        copy = [nbytes(max(numels, default=0), dtype)]
+    full = sum(copy)
+    keys = []
+    for _ in range(temporaries // full if full else 0):
+        keys += [seq.alloc(n) for n in copy]
+    if full and temporaries % full or not full:
+        keys.append(seq.alloc(temporaries % full if full else temporaries))
     for key in keys:
         seq.free(key)
 
