@@ -2,6 +2,7 @@
 and `layerwise verify MODEL [workload] [--json]` (the cost reading next to the measure reading)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -18,11 +19,18 @@ MAX_BATCH = 1 << 20  # the --fit search stops here
 
 def analytic(spec, workload: Workload, timeline: bool = False):
     """The memory report of `spec` under `workload` (training or inference by --mode)."""
-    from layerwise.cost.memory import inference_memory, training_memory
-
     if workload.reference != "layerwise":
         raise WorkloadError(f"--impl {workload.reference}: the cost reading of transformers' code is not "
                             f"available yet; `layerwise measure CONFIG.json --impl hf` measures it")
+    return _reading(spec, workload, timeline)
+
+
+@functools.lru_cache(maxsize=4096)
+def _reading(spec, workload: Workload, timeline: bool):
+    """Memoised: specs and workloads are frozen values and the reading is a pure function of them;
+    a long-running `layerwise serve` answers the verdict searches of similar requests from here."""
+    from layerwise.cost.memory import inference_memory, training_memory
+
     reading = training_memory if workload.mode == "train" else inference_memory
     return reading(spec, workload, timeline=timeline)
 
@@ -32,10 +40,11 @@ def fit_batch(spec, workload: Workload, budget_bytes: int) -> dict:
     the batch: cost/verdict.largest's doubling and bisection)."""
     from layerwise.cost.verdict import largest
 
-    def fits(batch: int) -> bool:
-        return analytic(spec, replace(workload, batch=batch)).peak_bytes <= budget_bytes
+    def need(batch: int) -> int:
+        return analytic(spec, replace(workload, batch=batch)).peak_bytes
 
-    return {"budget_bytes": budget_bytes, "fits": fits(workload.batch), "max_batch": largest(fits, MAX_BATCH)}
+    return {"budget_bytes": budget_bytes, "fits": need(workload.batch) <= budget_bytes,
+            "max_batch": largest(need, budget_bytes, MAX_BATCH)}
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,8 @@ def register(app: typer.Typer) -> None:
         explain: bool = typer.Option(False, "--explain", help="the textbook formulas (16/18/20 B/param, "
                                      "DeepSpeed's estimators, Korthikanti's 34sbh + 5as²b) beside layerwise's "
                                      "components, each difference named"),
+        html: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML report (charts, "
+                                                                 "verdict per GPU, timeline)"),
         json: bool = typer.Option(False, "--json", help="JSON output"),
         *,
         workload: Workload,
@@ -102,10 +113,14 @@ def register(app: typer.Typer) -> None:
         from layerwise.report.memory import memory_json, render_memory
         from layerwise.report.timeline import write_json
 
-        answer = memory_answer(_resolve(model, input), workload, fit=fit, verdict=verdict,
+        answer = memory_answer(_resolve(model, input), workload, fit=fit, verdict=verdict or html is not None,
                                timeline=True, explain=explain)
         if timeline is not None:
             write_json(answer.timeline.to_json(), timeline)
+        if html is not None:
+            from layerwise.report.html_memory import write_memory_html
+
+            write_memory_html(answer, workload, html)
         shown = replace(answer, verdicts=answer.verdicts if verdict else None)
         data = memory_json(replace(shown, timeline=None))  # the timeline goes to --timeline FILE
         if json:
@@ -124,6 +139,8 @@ def register(app: typer.Typer) -> None:
         input: Optional[str] = typer.Option(None, "--input", help="one sample's input shape (bare-block spec files)"),
         timeline: Optional[Path] = typer.Option(None, "--timeline", help="write both readings' memory timelines "
                                                                         "(JSON)"),
+        html: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML report (timelines "
+                                                                 "overlaid)"),
         json: bool = typer.Option(False, "--json", help="JSON output"),
         *,
         workload: Workload,
@@ -141,6 +158,10 @@ def register(app: typer.Typer) -> None:
         lines = (from_report(report), measured.timeline)
         if timeline is not None:
             write_json(compare_json(*lines), timeline)
+        if html is not None:
+            from layerwise.report.html_memory import write_verify_html
+
+            write_verify_html(spec.name, report, measured, lines, html, workload)
         print_json(verify_json(report, measured)) if json else render_verify(spec.name, report, measured, lines)
 
 

@@ -1,6 +1,7 @@
 """`layerwise plan MODEL --gpu NAME [--gpus N] [--seq S] [--global-batch B] [--top K] [--json]`."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -24,6 +25,7 @@ def register(app: typer.Typer) -> None:
         global_batch: Optional[int] = typer.Option(None, "--global-batch", help="sequences per step (default ~4M tokens)"),
         optimizer: str = typer.Option("adamw", "--optimizer", help="optimizer whose state must fit"),
         top: int = typer.Option(10, "--top", help="how many layouts to show"),
+        html: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML report"),
         json: bool = typer.Option(False, "--json", help="JSON output"),
     ):
         """Training layouts (DP, TP, PP, EP, ZeRO, SP, checkpointing, micro-batch) that fit, fastest first."""
@@ -33,4 +35,8 @@ def register(app: typer.Typer) -> None:
 
         result = plan_answer(resolve(model), gpu=gpu, gpus=gpus, seq=seq, global_batch=global_batch,
                              optimizer=optimizer, top=top)
+        if html is not None:
+            from layerwise.report.html_plan import write_plan_html
+
+            write_plan_html(result, html)
         print_json(plan_json(result)) if json else render_plan(result)

@@ -25,6 +25,7 @@ STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/charts.js": ("charts.js", "text/javascript; charset=utf-8"),
     "/chart.umd.min.js": ("chart.umd.min.js", "text/javascript; charset=utf-8"),
     "/LICENSE.chart.js.md": ("LICENSE.chart.js.md", "text/markdown; charset=utf-8"),
 }
@@ -113,8 +114,11 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # the listen backlog: a burst of connections waits instead of being refused
+
+
 def make_server(host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
     handler = type("LayerwiseHandler", (Handler,), {"api": Api()})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    return Server((host, port), handler)

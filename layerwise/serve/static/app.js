@@ -2,30 +2,12 @@
 // only gathers the form, asks, and draws. State lives in the URL query, so a link reproduces it.
 "use strict";
 
-const COLOURS = {
-  weights: "#4e79a7", master_weights: "#76b7b2", gradients: "#b07aa1", optimizer_states: "#edc948",
-  activations: "#59a14f", temporaries: "#e15759", kv_cache: "#9c755f",
-};
-const PHASES = ["forward", "backward", "optimizer"];
+const { human, count, int } = LW;
+
 const NOT_CONTROLS = new Set(["fit", "verdict"]);  // the page asks for the verdict itself
 const $ = (id) => document.getElementById(id);
 // read by the browser tests: the charts, the last answers, and whether an update is under way
 const state = window.layerwise = { charts: {}, last: {}, updates: 0, pending: 0, scheduled: false, errors: 0, flags: null };
-
-// ---- formatting (as layerwise/report/fmt.py) ----------------------------------------------------
-function human(n) {
-  for (const [u, s] of [["TiB", 2 ** 40], ["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]]) {
-    if (Math.abs(n) >= s) return (n / s).toFixed(2) + " " + u;
-  }
-  return Math.round(n) + " B";
-}
-function count(n) {
-  for (const [u, s] of [["E", 1e18], ["P", 1e15], ["T", 1e12], ["G", 1e9], ["M", 1e6], ["K", 1e3]]) {
-    if (Math.abs(n) >= s) return (n / s).toFixed(2) + u;
-  }
-  return String(Math.round(n));
-}
-const int = (n) => Number(n).toLocaleString("en-US");
 
 function verdictLine(v) {
   const head = v.fits
@@ -216,62 +198,17 @@ function drawMemory(m) {
   drawTimeline(m.timeline);
 }
 
-function phasePeaks(t) {
-  // each phase's highest moment, with its components (the stacked chart's bars)
-  const best = {};
-  t.total.forEach((v, i) => {
-    const ph = t.phase[i];
-    if (!(ph in best) || v > t.total[best[ph]]) best[ph] = i;
-  });
-  return PHASES.filter((p) => p in best).map((p) => best[p]);
-}
-
-function usedComponents(t) {
-  return t.components.filter((c) => t.series[c].some((v) => v > 0));
-}
-
-const bytesAxis = { ticks: { callback: (v) => human(v) } };
-
 function drawPhases(t) {
-  const idx = phasePeaks(t);
-  const data = {
-    labels: idx.map((i) => `${t.phase[i]} (${t.path[i] || t.op[i]})`),
-    datasets: usedComponents(t).map((c) => ({
-      label: c, data: idx.map((i) => t.series[c][i]), backgroundColor: COLOURS[c], stack: "bytes",
-    })),
-  };
-  chart("phases", "phases-chart", {
-    type: "bar", data,
-    options: { animation: false, maintainAspectRatio: false,
-      scales: { x: { stacked: true }, y: { stacked: true, ...bytesAxis } },
-      plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${human(c.raw)}` } } } },
-  });
+  chart("phases", (canvas) => LW.phasesChart(canvas, t), "phases-chart");
 }
 
 function drawTimeline(t) {
-  const comps = usedComponents(t);
-  const datasets = comps.map((c, k) => ({
-    label: c, data: t.series[c].map((v, i) => ({ x: i, y: v })), borderColor: COLOURS[c],
-    backgroundColor: COLOURS[c] + "cc", fill: k === 0 ? "origin" : "-1", pointRadius: 0, borderWidth: 1,
-    stack: "bytes", stepped: true,
-  }));
-  datasets.push({ label: "peak", type: "scatter", data: [{ x: t.peak.index, y: t.peak.bytes }], stack: "peak",
-    pointStyle: "triangle", pointRadius: 8, backgroundColor: "#000", borderColor: "#000" });
-  chart("timeline", "timeline-chart", {
-    type: "line", data: { datasets },
-    options: { animation: false, maintainAspectRatio: false, parsing: true, normalized: true,
-      interaction: { mode: "nearest", axis: "x", intersect: false },
-      scales: { x: { type: "linear", min: 0, max: t.total.length - 1, title: { display: true, text: "moment (op) in the step" } },
-                y: { stacked: true, ...bytesAxis } },
-      plugins: { tooltip: { callbacks: {
-        title: (items) => { const i = items[0].raw.x; return `${t.phase[i]} · ${t.op[i]} · ${t.path[i] || "(model)"} · ${human(t.total[i])}`; },
-        label: (c) => `${c.dataset.label}: ${human(c.raw.y)}` } } } },
-  });
+  chart("timeline", (canvas) => LW.timelineChart(canvas, t), "timeline-chart");
 }
 
-function chart(key, canvasId, config) {
+function chart(key, make, canvasId) {
   if (state.charts[key]) state.charts[key].destroy();
-  state.charts[key] = new Chart($(canvasId), config);
+  state.charts[key] = make($(canvasId));
 }
 
 function duration(t) {
