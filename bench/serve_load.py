@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -64,6 +65,12 @@ def start_server() -> tuple[subprocess.Popen, int]:
     return proc, int(match.group(1))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc): the work, whatever the load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -86,17 +93,18 @@ def main() -> None:
             results[i] = (endpoint, *ask(port, endpoint, payload))
 
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
-        start = time.perf_counter()
+        cpu0, start = cpu_seconds(proc.pid), time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, cpu_seconds(proc.pid) - cpu0
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"{n} concurrent requests to layerwise serve (llama-2-7b, 1 server process), wall {wall:.2f} s, "
-          f"{n / wall:.0f} requests/s")
+    print(f"{n} concurrent requests to layerwise serve (llama-2-7b, 1 server process): wall {wall:.2f} s, "
+          f"{n / wall:.0f} requests/s; server CPU {cpu:.2f} s ({1e3 * cpu / n:.0f} ms a request); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'endpoint':<10} {'n':>4} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     groups = {name: [r for r in results if r[0] == name] for name in ("memory", "flops", "summary")}
     groups["all"] = results
