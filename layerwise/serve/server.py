@@ -46,11 +46,15 @@ def _catalogue() -> dict:
 
 
 def _flags(api: Api) -> dict:
-    """Each endpoint's flags with their default and choices (from the CLI's own options)."""
+    """Each endpoint's keys with their default and help (from the CLI's own options); `workload`
+    marks the workload flags of commands/_workload.py (the page's form controls)."""
+    from layerwise.commands._workload import WORKLOAD_OPTIONS
+
     out = {}
     for ep in ENDPOINTS:
         out[ep] = {name: {"default": _plain(p.default), "help": p.help or "", "flag": p.opts[0],
-                          "type": "bool" if p.is_flag else getattr(p.type, "name", "text")}
+                          "type": "bool" if p.is_flag else getattr(p.type, "name", "text"),
+                          "workload": p.name in WORKLOAD_OPTIONS}
                    for name, p in api.fields(ep).items()}
     return out
 

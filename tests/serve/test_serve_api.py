@@ -157,3 +157,38 @@ def test_the_server_and_its_cost_endpoints_import_no_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_serve_warns_off_loopback_and_refuses_a_taken_port_in_one_line():
+    proc = subprocess.Popen([sys.executable, "-m", "layerwise.cli", "serve", "--host", "0.0.0.0", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # printed once bound
+        assert line.startswith("layerwise serving on http://0.0.0.0:")
+        port = int(line.rsplit(":", 1)[1].split("/")[0])
+        taken = subprocess.run([sys.executable, "-m", "layerwise.cli", "serve", "--port", str(port)],
+                               capture_output=True, text=True, timeout=60)
+        assert taken.returncode == 2 and "cannot bind" in taken.stderr and len(taken.stderr.strip().splitlines()) == 1
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "warning" in err and "0.0.0.0" in err and "no authentication" in err
+
+
+def test_every_asset_of_the_page_is_package_data():
+    """A clean (non-editable) install ships exactly what pyproject declares: every file the server
+    or the reports read must match its package-data patterns."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    import layerwise.serve
+    from layerwise.serve.server import STATIC
+
+    root = Path(__file__).parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    static = Path(layerwise.serve.__file__).parent / "static"
+    needed = {name for name, _ in STATIC.values()} | {"report.js", "charts.js", "chart.umd.min.js"}
+    assert needed <= {p.name for p in static.iterdir()}
+    for name in needed:
+        assert any(fnmatch.fnmatch(f"static/{name}", pat) for pat in patterns["layerwise.serve"]), name

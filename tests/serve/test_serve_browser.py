@@ -8,6 +8,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from browser import external_requests, wait
+from layerwise.commands._workload import WORKLOAD_OPTIONS
 from layerwise.cost.hardware import CATALOG
 from layerwise.cost.verdict import Verdict
 from layerwise.report.memory import verdict_line
@@ -48,6 +49,10 @@ def phase_peaks(t: dict) -> list[int]:
 def test_the_page_renders_the_api_verdict_for_every_gpu_offline(browser, client):
     load(browser, client)
     assert external_requests(browser) == []
+    # a control for every workload flag (named as the API keys), and a bare block's --input
+    controls = {el.get_attribute("name") for el in browser.find_elements(By.CSS_SELECTOR, "#workload [name]")}
+    flags = {o.param_decls[0][2:].replace("-", "_") for _, o in WORKLOAD_OPTIONS.values()}
+    assert controls == flags | {"input"}
     items = browser.find_elements(By.CSS_SELECTOR, "#verdicts li")
     assert [li.get_attribute("data-gpu") for li in items] == list(CATALOG)
     _, api = client.post("memory", {"model": "llama-2-7b", "workload": {"verdict": True}})

@@ -4,7 +4,6 @@
 
 const { human, count, int } = LW;
 
-const NOT_CONTROLS = new Set(["fit", "verdict"]);  // the page asks for the verdict itself
 const $ = (id) => document.getElementById(id);
 // read by the browser tests: the charts, the last answers, and whether an update is under way
 const state = window.layerwise = { charts: {}, last: {}, updates: 0, pending: 0, scheduled: false, errors: 0, flags: null };
@@ -26,7 +25,7 @@ function choicesOf(help) {
 function buildWorkload(flags) {
   const box = $("workload");
   for (const [name, f] of Object.entries(flags)) {
-    if (NOT_CONTROLS.has(name)) continue;
+    if (!f.workload && name !== "input") continue;  // every workload flag, and a bare block's input
     const label = document.createElement("label");
     label.textContent = f.flag.replace(/^--/, "");
     label.title = f.help;
@@ -109,10 +108,16 @@ function fromURL() {
 }
 
 // ---- asking -------------------------------------------------------------------------------------
+const SWITCHES = new Set(["timeline"]);  // API-only parts of /api/memory's answer
+
 async function post(endpoint, workload) {
+  // each endpoint gets the keys it takes (a workload flag that does not change summary's answer is
+  // not sent to it, rather than refused)
+  const keys = state.flags[endpoint];
+  const mine = Object.fromEntries(Object.entries(workload).filter(([k]) => k in keys || SWITCHES.has(k)));
   const resp = await fetch("api/" + endpoint, {
     method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ model: modelText(), workload }),
+    body: JSON.stringify({ model: modelText(), workload: mine }),
   });
   const data = await resp.json();
   if (!resp.ok) throw Object.assign(new Error(data.error), { field: data.field, endpoint });
@@ -133,12 +138,10 @@ async function update() {
   if (samples !== null) timeW.samples = Number(samples.replace(/_/g, "")) || samples;
   const planW = { gpu, gpus, ...shared };
   if (w.optimizer !== undefined) planW.optimizer = w.optimizer;
-  const summaryW = {};
-  for (const k of ["batch", "input"]) if (w[k] !== undefined) summaryW[k] = w[k];
   const asks = {
     memory: post("memory", { ...w, verdict: true, timeline: true }),
     flops: post("flops", w),
-    summary: post("summary", summaryW),
+    summary: post("summary", w),
     time: post("time", timeW),
     plan: post("plan", planW),
   };
