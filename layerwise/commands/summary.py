@@ -1,4 +1,4 @@
-"""`layerwise presets` and `layerwise summary`."""
+"""`layerwise summary`."""
 from __future__ import annotations
 
 import typer
@@ -29,16 +29,6 @@ def summary_answer(spec, *, batch: int = 1):
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def presets(json: bool = typer.Option(False, "--json", help="JSON output")):
-        """List the known architectures with their parameter counts and sources."""
-        from layerwise.presets import list_presets
-        from layerwise.report.console import print_json
-        from layerwise.report.presets import presets_json, render_presets
-
-        rows = list_presets()
-        print_json(presets_json(rows)) if json else render_presets(rows)
-
     @app.command()
     def summary(
         model: str = typer.Argument(..., help=f"preset name, spec file (.yaml/.yml/.json), HF config.json, {MODULE_HELP}"),

@@ -157,9 +157,22 @@ def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
 
 def dump(spec, path: str | Path | None = None) -> str:
     """The spec as YAML (or JSON for a .json path); written to `path` if given."""
-    data = to_data(spec)
     as_json = path is not None and Path(path).suffix == ".json"
-    text = json.dumps(data, indent=2) + "\n" if as_json else yaml.safe_dump(data, sort_keys=False)
+    text = dump_text(spec, "json" if as_json else "yaml")
     if path is not None:
         Path(path).write_text(text)
     return text
+
+
+def dump_text(spec, fmt: str = "yaml") -> str:
+    """The spec as YAML or JSON text. A model's YAML starts with a comment naming its source, so a
+    file written from a preset still says where its numbers come from after it is edited."""
+    data = to_data(spec)
+    if fmt == "json":
+        return json.dumps(data, indent=2) + "\n"
+    head = ""
+    if isinstance(spec, Model):
+        source = " ".join(spec.source.split()) if spec.source else ""
+        head = f"# {spec.name}" + (f": {source}" if source else "") + "\n"
+        head += "# edit and load back: layerwise summary|memory|measure THIS_FILE.yaml\n"
+    return head + yaml.safe_dump(data, sort_keys=False)
