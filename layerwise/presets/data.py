@@ -11,6 +11,8 @@ _HF = "https://huggingface.co/{}/blob/main/config.json"
 _GPT2 = dict(vocab_size=50257, max_seq=1024, norm="layernorm", activation="gelu_tanh", tie_embeddings=True)
 _LLAMA = dict(norm="rmsnorm", norm_eps=1e-5, activation="silu", gated=True, ffn_bias=False, qkv_bias=False,
               o_bias=False, positions="rope", tie_embeddings=False)
+_NEOX = dict(vocab_size=50304, max_seq=2048, norm="layernorm", activation="gelu", positions="rope", rotary_pct=0.25,
+             parallel=True, shared_norm=False, tie_embeddings=False)
 _BERT = dict(vocab_size=30522, max_seq=512, type_vocab_size=2, activation="gelu", norm_eps=1e-12)
 _VIT = dict(image_size=224, patch=16, n_classes=1000, norm_eps=1e-6)
 
@@ -56,6 +58,22 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
                               norm="layernorm", activation="gelu_tanh", positions="rope", rotary_pct=0.4, parallel=True,
                               tie_embeddings=False, head_bias=True), _HF.format("microsoft/phi-2")),
     # BERT (Devlin et al. 2018, arXiv 1810.04805, section 3): BertModel with pooler
+    # GPT-NeoX / Pythia (Biderman et al. 2023): parallel attention + MLP with two LayerNorms, 25% rotary
+    "pythia-160m": ("decoder", dict(_NEOX, d_model=768, n_layers=12, n_heads=12), _HF.format("EleutherAI/pythia-160m")),
+    "pythia-1b": ("decoder", dict(_NEOX, d_model=2048, n_layers=16, n_heads=8), _HF.format("EleutherAI/pythia-1b")),
+    # Falcon-7B: parallel attention + MLP behind one LayerNorm, multi-query attention, no biases, tied head
+    "falcon-7b": ("decoder", dict(vocab_size=65024, d_model=4544, n_layers=32, n_heads=71, n_kv_heads=1, d_ff=18176,
+                                  max_seq=2048, norm="layernorm", activation="gelu", qkv_bias=False, o_bias=False,
+                                  ffn_bias=False, positions="rope", parallel=True, shared_norm=True,
+                                  tie_embeddings=True), _HF.format("tiiuae/falcon-7b")),
+    # Qwen3: Llama wiring with RMSNorm on each head's q and k; 16 heads x 128 > hidden 1024
+    "qwen3-0.6b": ("decoder", dict(_LLAMA, vocab_size=151936, d_model=1024, n_layers=28, n_heads=16, n_kv_heads=8,
+                                   d_head=128, d_ff=3072, max_seq=40960, norm_eps=1e-6, rope_base=1e6, qk_norm="rmsnorm",
+                                   tie_embeddings=True), _HF.format("Qwen/Qwen3-0.6B")),
+    # Gemma 1 (Gemma Team 2024): GeGLU, head_dim 256, multi-query at 2B, tied 256k-token embedding
+    "gemma-2b": ("decoder", dict(_LLAMA, vocab_size=256000, d_model=2048, n_layers=18, n_heads=8, n_kv_heads=1,
+                                 d_head=256, d_ff=16384, max_seq=8192, norm_eps=1e-6, activation="gelu_tanh",
+                                 tie_embeddings=True), _HF.format("google/gemma-2b")),
     "bert-base": ("encoder", dict(_BERT, d_model=768, n_layers=12, n_heads=12), _HF.format("google-bert/bert-base-uncased")),
     "bert-large": ("encoder", dict(_BERT, d_model=1024, n_layers=24, n_heads=16), _HF.format("google-bert/bert-large-uncased")),
     # ViT (Dosovitskiy et al. 2020, arXiv 2010.11929, Table 1); torchvision vit_b_16 / vit_l_16

@@ -15,10 +15,16 @@ adding what the transformers implementation implies but the config does not say:
             holds padding_idx + 1 extra rows, so its usable length is max_position_embeddings - 2
   vit       ViTForImageClassification (head, no pooler) if the architectures say so, else ViTModel
             (pooler, no head)
+  qwen3     llama-like with RMSNorm on each head's q and k (q_norm, k_norm), explicit head_dim
+  gemma     llama-like, GeGLU, head_dim 256, tied head ((1 + w) RMSNorm: the same parameters; the
+            sqrt(hidden_size) embedding scale has none, and our build does not apply it)
+  falcon    parallel attention + MLP behind one LayerNorm (7B) or two (new_decoder_architecture),
+            multi-query or grouped keys/values, `bias` on every linear, tied head; ALiBi refused
 rope_scaling does not change parameters or matmul FLOPs and is not imported.
 """
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
@@ -120,6 +126,63 @@ def _phi3(c):
     return "decoder", dict(k, rotary_pct=c.float("partial_rotary_factor", 1.0))
 
 
+def _qwen3(c):
+    """Qwen3Attention: RMSNorm over each head's q and k (q_norm, k_norm) before RoPE; an explicit
+    head_dim (Qwen3-0.6B: 16 heads x 128 > hidden 1024); attention_bias default false."""
+    bias = c.bool("attention_bias", False)
+    return "decoder", dict(_llama_like(c), qk_norm="rmsnorm", qkv_bias=bias, o_bias=bias)
+
+
+def _gemma(c):
+    """GemmaForCausalLM: GeGLU (gelu_pytorch_tanh gate), head_dim 256, tied head, RMSNorm stored as
+    (1 + w) (the same parameters). Its embedding scale sqrt(hidden_size) has no parameters."""
+    k = _llama_like(c)
+    act = c.data.get("hidden_activation") or c.data.get("hidden_act") or "gelu_pytorch_tanh"
+    if act == "gelu":  # GemmaConfig: the released configs' "gelu" means the tanh approximation
+        act = "gelu_pytorch_tanh"
+    if act not in _ACTIVATIONS:
+        raise LayerwiseError(f"{c.where}: 'hidden_activation' {act!r} is not supported "
+                             f"(supported: {', '.join(sorted(_ACTIVATIONS))})")
+    bias = c.bool("attention_bias", False)
+    return "decoder", dict(k, activation=_ACTIVATIONS[act], tie_embeddings=c.bool("tie_word_embeddings", True),
+                           qkv_bias=bias, o_bias=bias)
+
+
+def _falcon(c):
+    """FalconForCausalLM. Keys and values: new_decoder_architecture -> num_kv_heads groups; else
+    multi_query (default true) -> one; else one per head. parallel_attn (default true): attention
+    and MLP read the same input, behind one LayerNorm (input_layernorm) or two (ln_attn, ln_mlp:
+    num_ln_in_parallel_attn, 2 by default in the new architecture). `bias` covers every linear;
+    the MLP is ffn_hidden_size (default 4 x hidden) with exact GELU; the head is tied."""
+    if c.data.get("alibi"):
+        raise LayerwiseError(f"{c.where}: 'alibi' true (ALiBi positions, falcon-rw) is not supported; "
+                             f"rotary Falcon configs are")
+    d, heads = c.int("hidden_size"), c.int("num_attention_heads")
+    new = c.bool("new_decoder_architecture", False)
+    if new:
+        kv = c.int("num_kv_heads", heads)
+    else:
+        kv = 1 if c.bool("multi_query", True) else heads
+    parallel = c.bool("parallel_attn", True)
+    n_norms = c.data.get("num_ln_in_parallel_attn") or (2 if new else 1)
+    bias = c.bool("bias", False)
+    return "decoder", dict(vocab_size=c.int("vocab_size"), d_model=d, n_layers=c.int("num_hidden_layers"),
+                           n_heads=heads, n_kv_heads=0 if kv == heads else kv, d_ff=c.int("ffn_hidden_size", 4 * d),
+                           max_seq=c.int("max_position_embeddings", 2048), norm="layernorm",
+                           norm_eps=c.float("layer_norm_epsilon", 1e-5), activation=c.activation("activation", "gelu"),
+                           qkv_bias=bias, o_bias=bias, ffn_bias=bias, positions="rope", rope_base=_rope_theta(c),
+                           parallel=parallel, shared_norm=n_norms == 1,
+                           tie_embeddings=c.bool("tie_word_embeddings", True))
+
+
+def _rope_theta(c) -> float:
+    """rope_theta, or (transformers >= 5 configs) rope_parameters.rope_theta; 10000 by default."""
+    params = c.data.get("rope_parameters")
+    if isinstance(params, dict) and "rope_theta" in params:
+        return float(params["rope_theta"])
+    return c.float("rope_theta", 10000.0)
+
+
 def _gpt2(c):
     d = c.int("n_embd")
     return "decoder", dict(vocab_size=c.int("vocab_size"), d_model=d, n_layers=c.int("n_layer"), n_heads=c.int("n_head"),
@@ -198,7 +261,8 @@ def _vit(c):
 
 
 IMPORTERS = {"llama": _llama, "mistral": _llama, "mixtral": _mixtral, "qwen2": _qwen2, "phi3": _phi3, "gpt2": _gpt2,
-             "gpt_neox": _gpt_neox, "opt": _opt, "phi": _phi, "bert": _bert, "roberta": _bert, "vit": _vit}
+             "gpt_neox": _gpt_neox, "opt": _opt, "phi": _phi, "bert": _bert, "roberta": _bert, "vit": _vit,
+             "qwen3": _qwen3, "gemma": _gemma, "falcon": _falcon}
 
 
 def hf_keywords(data, where: str = "config.json") -> tuple[str, dict]:
@@ -209,7 +273,9 @@ def hf_keywords(data, where: str = "config.json") -> tuple[str, dict]:
     if model_type is None:
         raise LayerwiseError(f"{where}: no 'model_type' key; not a Hugging Face config.json")
     if model_type not in IMPORTERS:
-        raise LayerwiseError(f"{where}: model_type {model_type!r} is not supported "
+        close = difflib.get_close_matches(str(model_type), sorted(IMPORTERS), n=1, cutoff=0.0)
+        nearest = f"; the nearest supported is {close[0]!r}" if close else ""
+        raise LayerwiseError(f"{where}: model_type {model_type!r} is not supported{nearest} "
                              f"(supported: {', '.join(sorted(IMPORTERS))})")
     return IMPORTERS[model_type](_Config(data, where))
 

@@ -112,13 +112,16 @@ def test_tiny_import_runs_forward(name):
 
 
 def test_every_supported_type_is_tested():
+    from test_hf_architectures import FULL, TINY  # the newer architectures, against transformers
+
     tested = {c["model_type"] for c, _ in OTHER.values()} | {"gpt2", "llama", "mistral", "mixtral", "bert", "vit"}
+    tested |= {c["model_type"] for c in (*FULL.values(), *TINY.values())}
     assert tested == set(IMPORTERS)
 
 
 # ---- errors -----------------------------------------------------------------------------------------
 def test_unsupported_model_type_names_the_supported_ones():
-    with pytest.raises(LayerwiseError, match=r"model_type 't5' is not supported \(supported: .*llama.*\)"):
+    with pytest.raises(LayerwiseError, match=r"model_type 't5' is not supported; the nearest supported is '.*' \(supported: .*llama.*\)"):
         from_hf_config({"model_type": "t5", "d_model": 512})
 
 

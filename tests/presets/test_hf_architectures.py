@@ -1,0 +1,99 @@
+"""The architectures people use now (issue 10): each imported from its config.json and counted
+exactly as transformers' own modeling classes count it (built on the meta device from the same
+config, `sum(p.numel())` over unique parameters), at full size (the preset) and at a tiny size
+(our built module too)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from layerwise.presets import get_preset
+from layerwise.presets.hf import from_hf_config
+from layerwise.spec.errors import LayerwiseError
+
+transformers = pytest.importorskip("transformers", reason="transformers comes with the test extra")
+
+# The architecture keys of each public config.json (source: the preset's URL).
+FULL = {
+    "pythia-160m": dict(model_type="gpt_neox", vocab_size=50304, hidden_size=768, num_hidden_layers=12,
+                        num_attention_heads=12, intermediate_size=3072, max_position_embeddings=2048, rotary_pct=0.25,
+                        use_parallel_residual=True, hidden_act="gelu", layer_norm_eps=1e-5, tie_word_embeddings=False),
+    "pythia-1b": dict(model_type="gpt_neox", vocab_size=50304, hidden_size=2048, num_hidden_layers=16,
+                      num_attention_heads=8, intermediate_size=8192, max_position_embeddings=2048, rotary_pct=0.25,
+                      use_parallel_residual=True, hidden_act="gelu", layer_norm_eps=1e-5, tie_word_embeddings=False),
+    "falcon-7b": dict(model_type="falcon", vocab_size=65024, hidden_size=4544, num_hidden_layers=32,
+                      num_attention_heads=71, multi_query=True, parallel_attn=True, bias=False, alibi=False,
+                      new_decoder_architecture=False, layer_norm_epsilon=1e-5, max_position_embeddings=2048),
+    "qwen3-0.6b": dict(model_type="qwen3", vocab_size=151936, hidden_size=1024, num_hidden_layers=28,
+                       num_attention_heads=16, num_key_value_heads=8, head_dim=128, intermediate_size=3072,
+                       max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1e6, attention_bias=False,
+                       hidden_act="silu", tie_word_embeddings=True),
+    "gemma-2b": dict(model_type="gemma", vocab_size=256000, hidden_size=2048, num_hidden_layers=18,
+                     num_attention_heads=8, num_key_value_heads=1, head_dim=256, intermediate_size=16384,
+                     max_position_embeddings=8192, rms_norm_eps=1e-6, hidden_act="gelu", attention_bias=False),
+}
+
+# Tiny configs that exercise the other branches of each importer.
+TINY = {
+    "gpt_neox": dict(model_type="gpt_neox", vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=80, max_position_embeddings=64, rotary_pct=0.5, use_parallel_residual=False,
+                     attention_bias=False, tie_word_embeddings=False),
+    "falcon-40b-style": dict(model_type="falcon", vocab_size=96, hidden_size=64, num_hidden_layers=2,
+                             num_attention_heads=8, num_kv_heads=2, new_decoder_architecture=True, parallel_attn=True,
+                             bias=False, max_position_embeddings=64),
+    "falcon-sequential-biased": dict(model_type="falcon", vocab_size=96, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, multi_query=False, parallel_attn=False, bias=True,
+                                     ffn_hidden_size=80, max_position_embeddings=64),
+    "qwen3-biased": dict(model_type="qwen3", vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=16, intermediate_size=48, max_position_embeddings=64,
+                         attention_bias=True, tie_word_embeddings=False),
+    "gemma": dict(model_type="gemma", vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=1, head_dim=16, intermediate_size=64, max_position_embeddings=64),
+}
+
+
+def transformers_count(config: dict) -> int:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(**config)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(FULL))
+def test_preset_and_import_count_what_transformers_counts(name):
+    expected = transformers_count(FULL[name])
+    assert get_preset(name).params().total == expected
+    assert from_hf_config(FULL[name]).params().total == expected
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_tiny_configs_count_and_build_like_transformers(name):
+    model = from_hf_config(TINY[name], name=name)
+    expected = transformers_count(TINY[name])
+    assert model.params().total == expected
+    module = model.build()
+    assert sum(p.numel() for p in module.parameters()) == expected
+    x = torch.randint(0, 96, (2, 8))
+    with torch.no_grad():
+        assert tuple(module(x).shape) == (2, 8, 96)
+
+
+def test_the_wiring_each_config_implies():
+    falcon = from_hf_config(FULL["falcon-7b"]).body
+    assert falcon.block.parallel and falcon.block.shared_norm and falcon.block.attn.n_kv_heads == 1
+    assert falcon.tie_embeddings
+    new = from_hf_config(TINY["falcon-40b-style"]).body
+    assert new.block.parallel and not new.block.shared_norm and new.block.attn.n_kv_heads == 2
+    qwen3 = from_hf_config(FULL["qwen3-0.6b"]).body.block.attn
+    assert qwen3.qk_norm == "rmsnorm" and qwen3.head_dim == 128
+    gemma = from_hf_config(FULL["gemma-2b"]).body
+    assert gemma.block.ffn.activation == "gelu_tanh" and gemma.block.ffn.gated and gemma.block.attn.head_dim == 256
+
+
+def test_unknown_model_type_names_the_nearest_supported_one():
+    with pytest.raises(LayerwiseError, match=r"model_type 'qwen2_moe' is not supported; the nearest supported is 'qwen2'"):
+        from_hf_config({"model_type": "qwen2_moe"})
+    with pytest.raises(LayerwiseError, match=r"'alibi' true"):
+        from_hf_config(dict(FULL["falcon-7b"], alibi=True))
