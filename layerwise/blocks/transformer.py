@@ -5,6 +5,8 @@ Three wirings (x: (B, S, D)):
   post (BERT):          h = attn_norm(x + attn(x));        y = ffn_norm(h + ffn(h))
   parallel (GPT-J, Phi-2: one shared norm; GPT-NeoX: shared_norm=False, two norms):
                         y = x + attn(attn_norm(x)) + ffn(ffn_norm or attn_norm (x))
+  sandwich (Gemma 2/3: pre-norm plus a norm on each branch's output before its add):
+                        h = x + attn_post_norm(attn(attn_norm(x)));  y = h + ffn_post_norm(ffn(ffn_norm(h)))
 `attn` and `ffn` are child specs (so LoRA/quantization replace their projections); the norms are
 made from `norm`, `norm_eps`, `norm_bias` at the width of `attn.d_model`. Residual dropout (`dropout`)
 applies to each branch's output before its add.
@@ -42,9 +44,12 @@ class TransformerBlock(Block):
     parallel: bool = False  # attention and FFN read the same normed input (GPT-J, Phi-2, GPT-NeoX)
     shared_norm: bool = True  # parallel only: one norm for both branches (GPT-J, Phi-2); False: two (NeoX)
     dropout: float = 0.0  # residual dropout on each branch's output
+    sandwich: bool = False  # pre-norm with a second norm on each branch's output (Gemma 2/3)
     trainable: bool = True  # the norms this block makes (attn and ffn carry their own flags)
 
     def __post_init__(self):
+        if self.sandwich and (self.parallel or self.norm_position != "pre"):
+            raise SpecError("transformer_block.sandwich needs the sequential pre-norm wiring (Gemma 2/3)")
         self._one_of("norm", NORMS)
         self._one_of("norm_position", ("pre", "post"))
         if self.parallel and self.norm_position != "pre":
@@ -71,11 +76,15 @@ class TransformerBlock(Block):
     def children(self):
         drop = self._drop()
         out = [("attn_norm", self._norm()), ("attn", self.attn)]
+        if self.sandwich:
+            out.append(("attn_post_norm", self._norm()))
         if drop is not None:
             out.append(("attn_dropout", drop))
         if self._has_ffn_norm():
             out.append(("ffn_norm", self._norm()))
         out.append(("ffn", self.ffn))
+        if self.sandwich:
+            out.append(("ffn_post_norm", self._norm()))
         if drop is not None:
             out.append(("ffn_dropout", drop))
         return tuple(out)
@@ -86,7 +95,8 @@ class TransformerBlock(Block):
         if self.norm_position == "post":
             order = ["attn", "attn_dropout", "attn_norm", "ffn", "ffn_dropout", "ffn_norm"]
         else:
-            order = ["attn_norm", "attn", "attn_dropout", "ffn_norm", "ffn", "ffn_dropout"]
+            order = ["attn_norm", "attn", "attn_post_norm", "attn_dropout", "ffn_norm", "ffn", "ffn_post_norm",
+                     "ffn_dropout"]
         return tuple((n, kids[n], tuple(in_shape)) for n in order if n in kids)
 
     def out_shape(self, in_shape: Shape) -> Shape:

@@ -1,6 +1,6 @@
 """Torch module of the transformer block spec (layerwise.blocks.transformer): pre-norm, post-norm
 and parallel wirings over child modules named attn_norm, attn, [attn_dropout], [ffn_norm], ffn,
-[ffn_dropout]."""
+[ffn_dropout], and Gemma's [attn_post_norm], [ffn_post_norm]."""
 from __future__ import annotations
 
 import torch
@@ -26,5 +26,9 @@ class TransformerBlockModule(nn.Module):
         if self.norm_position == "post":  # BERT
             x = self.attn_norm(x + self._drop("attn_dropout", self.attn(x)))
             return self.ffn_norm(x + self._drop("ffn_dropout", self.ffn(x)))
-        x = x + self._drop("attn_dropout", self.attn(self.attn_norm(x)))
-        return x + self._drop("ffn_dropout", self.ffn(self.ffn_norm(x)))
+        x = x + self._drop("attn_dropout", self._post("attn_post_norm", self.attn(self.attn_norm(x))))
+        return x + self._drop("ffn_dropout", self._post("ffn_post_norm", self.ffn(self.ffn_norm(x))))
+
+    def _post(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        norm = getattr(self, name, None)  # Gemma 2/3's sandwich norms
+        return norm(x) if norm is not None else x

@@ -62,7 +62,11 @@ def _transformer(b, tr: Trace, x: T) -> T:
 
     def branch(norm: str | None, name: str, t: T) -> T:
         h = run(kids[norm], norm, tr, t) if norm else t
-        return drop(f"{name}_dropout", run(kids[name], name, tr, h))
+        out = run(kids[name], name, tr, h)
+        post = f"{name}_post_norm"  # Gemma 2/3's sandwich norm on the branch output
+        if post in kids:
+            out = run(kids[post], post, tr, out)
+        return drop(f"{name}_dropout", out)
 
     if b.parallel:
         start = len(tr.steps)

@@ -74,6 +74,15 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
     "gemma-2b": ("decoder", dict(_LLAMA, vocab_size=256000, d_model=2048, n_layers=18, n_heads=8, n_kv_heads=1,
                                  d_head=256, d_ff=16384, max_seq=8192, norm_eps=1e-6, activation="gelu_tanh",
                                  tie_embeddings=True), _HF.format("google/gemma-2b")),
+    # Gemma 2 / 3 (Gemma Team 2024, 2025): + a norm on each branch's output ("sandwich"); Gemma 3 + q/k norm.
+    # Their logit soft-capping and sliding-window layers have no parameters and are built as global attention.
+    "gemma-2-2b": ("decoder", dict(_LLAMA, vocab_size=256000, d_model=2304, n_layers=26, n_heads=8, n_kv_heads=4,
+                                   d_head=256, d_ff=9216, max_seq=8192, norm_eps=1e-6, activation="gelu_tanh",
+                                   sandwich=True, tie_embeddings=True), _HF.format("google/gemma-2-2b")),
+    "gemma-3-1b": ("decoder", dict(_LLAMA, vocab_size=262144, d_model=1152, n_layers=26, n_heads=4, n_kv_heads=1,
+                                   d_head=256, d_ff=6912, max_seq=32768, norm_eps=1e-6, activation="gelu_tanh",
+                                   qk_norm="rmsnorm", sandwich=True, rope_base=1e6, tie_embeddings=True),
+                   _HF.format("google/gemma-3-1b-pt")),
     "bert-base": ("encoder", dict(_BERT, d_model=768, n_layers=12, n_heads=12), _HF.format("google-bert/bert-base-uncased")),
     "bert-large": ("encoder", dict(_BERT, d_model=1024, n_layers=24, n_heads=16), _HF.format("google-bert/bert-large-uncased")),
     # ViT (Dosovitskiy et al. 2020, arXiv 2010.11929, Table 1); torchvision vit_b_16 / vit_l_16

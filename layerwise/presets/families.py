@@ -40,6 +40,7 @@ DECODER = dict(
     tie_embeddings=True, head_bias=False, final_norm=True,
     n_experts=0, top_k=0,  # > 0: a MoE feed-forward (Mixtral)
     sliding_window=0, dropout=0.0,
+    sandwich=False,  # Gemma 2/3: a second norm on each branch's output
 )
 
 
@@ -62,7 +63,7 @@ def build_decoder(name: str, source: str, k: dict) -> Model:
         ffn = _leaf("ffn", d_model=k["d_model"], d_ff=d_ff, activation=k["activation"], gated=k["gated"], bias=k["ffn_bias"])
     block = _leaf("transformer_block", attn=attn, ffn=ffn, norm=k["norm"], norm_eps=k["norm_eps"],
                   norm_bias=k["norm_bias"], norm_position=k["norm_position"], parallel=k["parallel"],
-                  shared_norm=k["shared_norm"], dropout=k["dropout"])
+                  shared_norm=k["shared_norm"], dropout=k["dropout"], sandwich=k["sandwich"])
     body = _leaf("decoder_lm", vocab_size=k["vocab_size"], d_model=k["d_model"], n_layers=k["n_layers"], block=block,
                  max_seq=k["max_seq"], positions=k["positions"], pos_rows=k["pos_rows"],
                  tie_embeddings=k["tie_embeddings"], final_norm=k["norm"] if k["final_norm"] else "none",

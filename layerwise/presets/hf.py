@@ -18,6 +18,8 @@ adding what the transformers implementation implies but the config does not say:
   qwen3     llama-like with RMSNorm on each head's q and k (q_norm, k_norm), explicit head_dim
   gemma     llama-like, GeGLU, head_dim 256, tied head ((1 + w) RMSNorm: the same parameters; the
             sqrt(hidden_size) embedding scale has none, and our build does not apply it)
+  gemma2, gemma3_text   + sandwich norms (4 per layer), gemma3: + q/k norm; soft-capping and the
+            sliding/global alternation are not built (no parameters; see _gemma2)
   falcon    parallel attention + MLP behind one LayerNorm (7B) or two (new_decoder_architecture),
             multi-query or grouped keys/values, `bias` on every linear, tied head; ALiBi refused
 rope_scaling does not change parameters or matmul FLOPs and is not imported.
@@ -148,6 +150,19 @@ def _gemma(c):
                            qkv_bias=bias, o_bias=bias)
 
 
+def _gemma2(c):
+    """Gemma2/Gemma3 text: Gemma's wiring plus a norm on each branch's output (post_attention_ and
+    post_feedforward_layernorm: 4 RMSNorms a layer); gemma3_text adds q_norm/k_norm. Not in our
+    build (no parameters, so the counts stay exact): the tanh soft-capping of attention scores and
+    logits, and the sliding-window layers, which are built as global attention (the same FLOPs
+    under FlopCounterMode; the window's mask is the only memory they leave out)."""
+    family, k = _gemma(c)
+    k = dict(k, sandwich=True)
+    if c.model_type == "gemma3_text":
+        k["qk_norm"] = "rmsnorm"
+    return family, k
+
+
 def _falcon(c):
     """FalconForCausalLM. Keys and values: new_decoder_architecture -> num_kv_heads groups; else
     multi_query (default true) -> one; else one per head. parallel_attn (default true): attention
@@ -262,7 +277,7 @@ def _vit(c):
 
 IMPORTERS = {"llama": _llama, "mistral": _llama, "mixtral": _mixtral, "qwen2": _qwen2, "phi3": _phi3, "gpt2": _gpt2,
              "gpt_neox": _gpt_neox, "opt": _opt, "phi": _phi, "bert": _bert, "roberta": _bert, "vit": _vit,
-             "qwen3": _qwen3, "gemma": _gemma, "falcon": _falcon}
+             "qwen3": _qwen3, "gemma": _gemma, "gemma2": _gemma2, "gemma3_text": _gemma2, "falcon": _falcon}
 
 
 def hf_keywords(data, where: str = "config.json") -> tuple[str, dict]:

@@ -7,9 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from layerwise.cost.flops import model_flops
+from layerwise.cost.memory import training_memory
+from layerwise.measure.step import measure_step
 from layerwise.presets import get_preset
 from layerwise.presets.hf import from_hf_config
 from layerwise.spec.errors import LayerwiseError
+from layerwise.workload import Workload
 
 transformers = pytest.importorskip("transformers", reason="transformers comes with the test extra")
 
@@ -31,6 +35,14 @@ FULL = {
     "gemma-2b": dict(model_type="gemma", vocab_size=256000, hidden_size=2048, num_hidden_layers=18,
                      num_attention_heads=8, num_key_value_heads=1, head_dim=256, intermediate_size=16384,
                      max_position_embeddings=8192, rms_norm_eps=1e-6, hidden_act="gelu", attention_bias=False),
+    "gemma-2-2b": dict(model_type="gemma2", vocab_size=256000, hidden_size=2304, num_hidden_layers=26,
+                       num_attention_heads=8, num_key_value_heads=4, head_dim=256, intermediate_size=9216,
+                       max_position_embeddings=8192, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
+                       sliding_window=4096, final_logit_softcapping=30.0, attn_logit_softcapping=50.0),
+    "gemma-3-1b": dict(model_type="gemma3_text", vocab_size=262144, hidden_size=1152, num_hidden_layers=26,
+                       num_attention_heads=4, num_key_value_heads=1, head_dim=256, intermediate_size=6912,
+                       max_position_embeddings=32768, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
+                       sliding_window=512, rope_theta=1e6),
 }
 
 # Tiny configs that exercise the other branches of each importer.
@@ -47,6 +59,11 @@ TINY = {
     "qwen3-biased": dict(model_type="qwen3", vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2, head_dim=16, intermediate_size=48, max_position_embeddings=64,
                          attention_bias=True, tie_word_embeddings=False),
+    "gemma2": dict(model_type="gemma2", vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=16, intermediate_size=64, max_position_embeddings=64),
+    "gemma3_text": dict(model_type="gemma3_text", vocab_size=96, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=64,
+                        max_position_embeddings=64),
     "gemma": dict(model_type="gemma", vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=1, head_dim=16, intermediate_size=64, max_position_embeddings=64),
 }
@@ -90,6 +107,10 @@ def test_the_wiring_each_config_implies():
     assert qwen3.qk_norm == "rmsnorm" and qwen3.head_dim == 128
     gemma = from_hf_config(FULL["gemma-2b"]).body
     assert gemma.block.ffn.activation == "gelu_tanh" and gemma.block.ffn.gated and gemma.block.attn.head_dim == 256
+    assert not gemma.block.sandwich
+    gemma3 = from_hf_config(FULL["gemma-3-1b"]).body.block
+    assert gemma3.sandwich and gemma3.attn.qk_norm == "rmsnorm"
+    assert from_hf_config(FULL["gemma-2-2b"]).body.block.attn.qk_norm == "none"
 
 
 def test_unknown_model_type_names_the_nearest_supported_one():
@@ -97,3 +118,21 @@ def test_unknown_model_type_names_the_nearest_supported_one():
         from_hf_config({"model_type": "qwen2_moe"})
     with pytest.raises(LayerwiseError, match=r"'alibi' true"):
         from_hf_config(dict(FULL["falcon-7b"], alibi=True))
+
+
+SMALL = dict(n_layers=2, vocab_size=512, d_model=64, d_ff=128, n_heads=4, d_head=16)
+
+
+@pytest.mark.parametrize("name", sorted(FULL))
+@pytest.mark.parametrize("workload", [Workload(batch=2, seq=32),
+                                      Workload(batch=2, seq=32, precision="bf16-mixed", attention="eager")],
+                         ids=["fp32-sdpa", "bf16mixed-eager"])
+def test_memory_and_flops_of_each_architecture_match_its_built_module(name, workload):
+    """The cost reading against the measure reading (storage tracker, FlopCounterMode's formulas)
+    on each preset's wiring at a small width."""
+    kv = 1 if get_preset(name).body.block.attn.n_kv_heads == 1 else 2
+    model = get_preset(name, **SMALL, n_kv_heads=0 if name.startswith("pythia") else kv)
+    measured = measure_step(model, workload)
+    analytic = training_memory(model, workload)
+    assert abs(analytic.peak_bytes / measured.peak_bytes - 1) < 0.02
+    assert model_flops(model, workload).flops.fwd_matmul == measured.flops_forward
