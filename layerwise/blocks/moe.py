@@ -2,7 +2,8 @@
 
 x (..., d_model) -> T = prod(...) tokens. router: Linear d_model -> n_experts (no bias); weights =
 softmax(logits), the top_k kept and renormalised to sum 1 (Mixtral); each expert (an ffn) runs only
-on its routed tokens; optional shared expert (an ffn of width shared_d_ff) on every token.
+on its routed tokens; optional shared expert (an ffn of width shared_d_ff) on every token, scaled
+by sigmoid(shared_expert_gate(x)) with `shared_gate` (Qwen2-MoE).
 
 params() counts every expert; active_params() counts what one token uses: router + top_k experts +
 the shared expert.
@@ -37,10 +38,12 @@ class MoE(Block):
     gated: bool = True  # experts are SwiGLU by default (Mixtral)
     bias: bool = False
     shared_d_ff: int = 0  # > 0: a shared expert of this width sees every token (DeepSeek-MoE, Qwen-MoE)
+    shared_gate: bool = False  # Qwen2-MoE: sigmoid(Linear(d_model, 1)(x)) scales the shared expert
     # children, derived from the fields above when left out
     router: Block | None = None
     experts: tuple[Block, ...] = ()
     shared_expert: Block | None = None
+    shared_expert_gate: Block | None = None
 
     def __post_init__(self):
         self._positive("d_model", "d_ff", "n_experts", "top_k")
@@ -69,6 +72,20 @@ class MoE(Block):
                 object.__setattr__(self, "shared_expert", shared)
             else:
                 _check_ffn("moe.shared_expert", self.shared_expert, shared)
+        self._init_gate()
+
+    def _init_gate(self) -> None:
+        if self.shared_gate and not self.shared_d_ff:
+            raise SpecError("moe.shared_gate scales the shared expert; set shared_d_ff too")
+        if not self.shared_gate:
+            if self.shared_expert_gate is not None:
+                raise SpecError("moe.shared_expert_gate is given but shared_gate is false")
+            return
+        gate = Linear(d_in=self.d_model, d_out=1, bias=False)
+        if self.shared_expert_gate is None:
+            object.__setattr__(self, "shared_expert_gate", gate)
+        else:
+            _check_linear("moe.shared_expert_gate", self.shared_expert_gate, gate)
 
     # ---- shapes and params -------------------------------------------------------------------
     def _rows(self, in_shape: Shape) -> int:
@@ -82,6 +99,8 @@ class MoE(Block):
         out += [(f"experts.{i}", e, (share, self.d_model)) for i, e in enumerate(self.experts)]
         if self.shared_expert is not None:
             out.append(("shared_expert", self.shared_expert, (t, self.d_model)))
+        if self.shared_expert_gate is not None:
+            out.append(("shared_expert_gate", self.shared_expert_gate, (t, self.d_model)))
         return tuple(out)
 
     def out_shape(self, in_shape: Shape) -> Shape:
@@ -94,8 +113,9 @@ class MoE(Block):
         total = self.router.active_params()
         for p in experts[: self.top_k]:
             total = total + p
-        if self.shared_expert is not None:
-            total = total + self.shared_expert.active_params()
+        for extra in (self.shared_expert, self.shared_expert_gate):
+            if extra is not None:
+                total = total + extra.active_params()
         return total
 
     def depth(self) -> int:
@@ -114,6 +134,10 @@ class MoE(Block):
         total = total + Flops(fwd_other=fwd, bwd_other=bwd)
         if self.shared_expert is not None:
             total = total + self.shared_expert.flops((t, d), ctx) + Flops(fwd_other=t * d)
+        if self.shared_expert_gate is not None:
+            # sigmoid 4 per token, the scaling 1 per (token, d_model); backward: 3 per token, 2 per element
+            total = total + self.shared_expert_gate.flops((t, d), ctx) + Flops(fwd_other=4 * t + t * d,
+                                                                                bwd_other=3 * t + 2 * t * d)
         return total
 
     def build(self):

@@ -25,6 +25,8 @@ class MoEModule(nn.Module):
         self.router = build_linear(spec.router, None)
         self.experts = nn.ModuleList(e.build() for e in spec.experts)
         self.shared_expert = spec.shared_expert.build() if spec.shared_expert is not None else None
+        gate = spec.shared_expert_gate
+        self.shared_expert_gate = build_linear(gate, None) if gate is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., d_model)
         flat = x.reshape(-1, x.shape[-1])  # (T, d)
@@ -47,7 +49,10 @@ class MoEModule(nn.Module):
             y = expert(flat[tok]) * weights[tok, slot, None]  # (n_e, d)
             out = out.index_add(0, tok, y)
         if self.shared_expert is not None:
-            out = out + self.shared_expert(flat)
+            shared = self.shared_expert(flat)
+            if self.shared_expert_gate is not None:  # Qwen2-MoE: (T, 1) sigmoid gate
+                shared = torch.sigmoid(self.shared_expert_gate(flat)) * shared
+            out = out + shared
         return out.view_as(x)
 
 

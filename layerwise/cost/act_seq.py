@@ -155,6 +155,14 @@ def _moe(b, tr: Trace, x: T) -> T:
         out = tr.new((rows, d), prod_.dtype, True)
     if b.shared_expert is not None:
         shared = run(b.shared_expert, "shared_expert", tr, flat)
+        if b.shared_expert_gate is not None:  # sigmoid(gate(x)) * shared: mul saves both factors
+            logit = run(b.shared_expert_gate, "shared_expert_gate", tr, flat)
+            tr.begin(".shared_sigmoid")
+            gate = activation_op(tr, logit, "sigmoid")
+            tr.begin(".shared_scale")
+            if gate.grad or shared.grad:
+                tr.save(gate, shared)
+            shared = tr.new(shared.shape, promote(gate.dtype, shared.dtype), gate.grad or shared.grad)
         out = tr.pointwise(out, shared)
     return tr.view(out, x.shape)
 

@@ -74,6 +74,14 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
     "gemma-2b": ("decoder", dict(_LLAMA, vocab_size=256000, d_model=2048, n_layers=18, n_heads=8, n_kv_heads=1,
                                  d_head=256, d_ff=16384, max_seq=8192, norm_eps=1e-6, activation="gelu_tanh",
                                  tie_embeddings=True), _HF.format("google/gemma-2b")),
+    # Qwen MoE: many small experts; Qwen1.5-MoE adds a sigmoid-gated shared expert, Qwen3-MoE has none
+    "qwen1.5-moe-a2.7b": ("decoder", dict(_LLAMA, vocab_size=151936, d_model=2048, n_layers=24, n_heads=16, d_ff=1408,
+                                          max_seq=8192, norm_eps=1e-6, rope_base=1e6, qkv_bias=True, n_experts=60,
+                                          top_k=4, shared_d_ff=5632, shared_gate=True),
+                          _HF.format("Qwen/Qwen1.5-MoE-A2.7B")),
+    "qwen3-30b-a3b": ("decoder", dict(_LLAMA, vocab_size=151936, d_model=2048, n_layers=48, n_heads=32, n_kv_heads=4,
+                                      d_head=128, d_ff=768, max_seq=40960, norm_eps=1e-6, rope_base=1e6,
+                                      qk_norm="rmsnorm", n_experts=128, top_k=8), _HF.format("Qwen/Qwen3-30B-A3B")),
     # Gemma 2 / 3 (Gemma Team 2024, 2025): + a norm on each branch's output ("sandwich"); Gemma 3 + q/k norm.
     # Their logit soft-capping and sliding-window layers have no parameters and are built as global attention.
     "gemma-2-2b": ("decoder", dict(_LLAMA, vocab_size=256000, d_model=2304, n_layers=26, n_heads=8, n_kv_heads=4,

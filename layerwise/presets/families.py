@@ -38,7 +38,8 @@ DECODER = dict(
     norm_position="pre",  # pre | post (OPT-350m style)
     parallel=False, shared_norm=True,  # parallel attention + MLP (GPT-J/Phi-2: one norm; NeoX: two)
     tie_embeddings=True, head_bias=False, final_norm=True,
-    n_experts=0, top_k=0,  # > 0: a MoE feed-forward (Mixtral)
+    n_experts=0, top_k=0,  # > 0: a MoE feed-forward (Mixtral); d_ff is then each expert's width
+    shared_d_ff=0, shared_gate=False,  # MoE: a shared expert on every token (Qwen2-MoE: sigmoid-gated)
     sliding_window=0, dropout=0.0,
     sandwich=False,  # Gemma 2/3: a second norm on each branch's output
 )
@@ -58,7 +59,8 @@ def build_decoder(name: str, source: str, k: dict) -> Model:
     d_ff = k["d_ff"] or 4 * k["d_model"]
     if k["n_experts"]:
         ffn = _leaf("moe", d_model=k["d_model"], d_ff=d_ff, n_experts=k["n_experts"], top_k=k["top_k"],
-                    activation=k["activation"], gated=k["gated"], bias=k["ffn_bias"])
+                    activation=k["activation"], gated=k["gated"], bias=k["ffn_bias"], shared_d_ff=k["shared_d_ff"],
+                    shared_gate=k["shared_gate"])
     else:
         ffn = _leaf("ffn", d_model=k["d_model"], d_ff=d_ff, activation=k["activation"], gated=k["gated"], bias=k["ffn_bias"])
     block = _leaf("transformer_block", attn=attn, ffn=ffn, norm=k["norm"], norm_eps=k["norm_eps"],

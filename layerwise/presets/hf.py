@@ -20,6 +20,8 @@ adding what the transformers implementation implies but the config does not say:
             sqrt(hidden_size) embedding scale has none, and our build does not apply it)
   gemma2, gemma3_text   + sandwich norms (4 per layer), gemma3: + q/k norm; soft-capping and the
             sliding/global alternation are not built (no parameters; see _gemma2)
+  qwen2_moe all-MoE layers of small experts + a sigmoid-gated shared expert; qwen3_moe: + q/k norm,
+            no shared expert; mixed dense/MoE layers (mlp_only_layers) refused
   falcon    parallel attention + MLP behind one LayerNorm (7B) or two (new_decoder_architecture),
             multi-query or grouped keys/values, `bias` on every linear, tied head; ALiBi refused
 rope_scaling does not change parameters or matmul FLOPs and is not imported.
@@ -133,6 +135,28 @@ def _qwen3(c):
     head_dim (Qwen3-0.6B: 16 heads x 128 > hidden 1024); attention_bias default false."""
     bias = c.bool("attention_bias", False)
     return "decoder", dict(_llama_like(c), qk_norm="rmsnorm", qkv_bias=bias, o_bias=bias)
+
+
+def _moe_keys(c) -> dict:
+    """Qwen2-MoE / Qwen3-MoE experts: every layer sparse (mixed dense layers are refused by name)."""
+    if c.data.get("mlp_only_layers") or c.int("decoder_sparse_step", 1) != 1:
+        raise LayerwiseError(f"{c.where}: 'mlp_only_layers' / 'decoder_sparse_step' mix dense and MoE layers, "
+                             f"which a repeated block cannot hold; only all-MoE configs are supported")
+    return dict(d_ff=c.int("moe_intermediate_size"), n_experts=c.int("num_experts"), top_k=c.int("num_experts_per_tok"))
+
+
+def _qwen2_moe(c):
+    """Qwen2MoeForCausalLM: Qwen2 attention (qkv_bias), num_experts small SwiGLU experts of
+    moe_intermediate_size, plus a shared expert of shared_expert_intermediate_size scaled by
+    sigmoid(shared_expert_gate(x)), a Linear(hidden, 1)."""
+    k = dict(_llama_like(c), qkv_bias=c.bool("qkv_bias", True), **_moe_keys(c))
+    return "decoder", dict(k, shared_d_ff=c.int("shared_expert_intermediate_size"), shared_gate=True)
+
+
+def _qwen3_moe(c):
+    """Qwen3MoeForCausalLM: Qwen3 attention (q/k norm), experts only (no shared expert)."""
+    _, k = _qwen3(c)
+    return "decoder", dict(k, **_moe_keys(c))
 
 
 def _gemma(c):
@@ -277,7 +301,8 @@ def _vit(c):
 
 IMPORTERS = {"llama": _llama, "mistral": _llama, "mixtral": _mixtral, "qwen2": _qwen2, "phi3": _phi3, "gpt2": _gpt2,
              "gpt_neox": _gpt_neox, "opt": _opt, "phi": _phi, "bert": _bert, "roberta": _bert, "vit": _vit,
-             "qwen3": _qwen3, "gemma": _gemma, "gemma2": _gemma2, "gemma3_text": _gemma2, "falcon": _falcon}
+             "qwen3": _qwen3, "gemma": _gemma, "gemma2": _gemma2, "gemma3_text": _gemma2, "falcon": _falcon,
+             "qwen2_moe": _qwen2_moe, "qwen3_moe": _qwen3_moe}
 
 
 def hf_keywords(data, where: str = "config.json") -> tuple[str, dict]:

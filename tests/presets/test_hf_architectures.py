@@ -43,6 +43,16 @@ FULL = {
                        num_attention_heads=4, num_key_value_heads=1, head_dim=256, intermediate_size=6912,
                        max_position_embeddings=32768, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
                        sliding_window=512, rope_theta=1e6),
+    "qwen1.5-moe-a2.7b": dict(model_type="qwen2_moe", vocab_size=151936, hidden_size=2048, num_hidden_layers=24,
+                              num_attention_heads=16, num_key_value_heads=16, intermediate_size=5632,
+                              moe_intermediate_size=1408, shared_expert_intermediate_size=5632, num_experts=60,
+                              num_experts_per_tok=4, max_position_embeddings=8192, rms_norm_eps=1e-6,
+                              rope_theta=1e6, tie_word_embeddings=False, decoder_sparse_step=1, mlp_only_layers=[]),
+    "qwen3-30b-a3b": dict(model_type="qwen3_moe", vocab_size=151936, hidden_size=2048, num_hidden_layers=48,
+                          num_attention_heads=32, num_key_value_heads=4, head_dim=128, intermediate_size=6144,
+                          moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8,
+                          max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1e6,
+                          tie_word_embeddings=False, decoder_sparse_step=1, mlp_only_layers=[]),
 }
 
 # Tiny configs that exercise the other branches of each importer.
@@ -64,6 +74,14 @@ TINY = {
     "gemma3_text": dict(model_type="gemma3_text", vocab_size=96, hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=64,
                         max_position_embeddings=64),
+    "qwen2_moe": dict(model_type="qwen2_moe", vocab_size=96, hidden_size=32, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, intermediate_size=64, moe_intermediate_size=16,
+                      shared_expert_intermediate_size=48, num_experts=6, num_experts_per_tok=2,
+                      max_position_embeddings=64, tie_word_embeddings=False),
+    "qwen3_moe": dict(model_type="qwen3_moe", vocab_size=96, hidden_size=32, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=64,
+                      moe_intermediate_size=16, num_experts=6, num_experts_per_tok=2, max_position_embeddings=64,
+                      tie_word_embeddings=False),
     "gemma": dict(model_type="gemma", vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=1, head_dim=16, intermediate_size=64, max_position_embeddings=64),
 }
@@ -114,8 +132,10 @@ def test_the_wiring_each_config_implies():
 
 
 def test_unknown_model_type_names_the_nearest_supported_one():
-    with pytest.raises(LayerwiseError, match=r"model_type 'qwen2_moe' is not supported; the nearest supported is 'qwen2'"):
-        from_hf_config({"model_type": "qwen2_moe"})
+    with pytest.raises(LayerwiseError, match=r"model_type 'deepseek_v3' is not supported; the nearest supported is"):
+        from_hf_config({"model_type": "deepseek_v3"})
+    with pytest.raises(LayerwiseError, match=r"'mlp_only_layers'"):
+        from_hf_config(dict(FULL["qwen3-30b-a3b"], mlp_only_layers=[0]))
     with pytest.raises(LayerwiseError, match=r"'alibi' true"):
         from_hf_config(dict(FULL["falcon-7b"], alibi=True))
 
@@ -131,7 +151,10 @@ def test_memory_and_flops_of_each_architecture_match_its_built_module(name, work
     """The cost reading against the measure reading (storage tracker, FlopCounterMode's formulas)
     on each preset's wiring at a small width."""
     kv = 1 if get_preset(name).body.block.attn.n_kv_heads == 1 else 2
-    model = get_preset(name, **SMALL, n_kv_heads=0 if name.startswith("pythia") else kv)
+    small = dict(SMALL, n_kv_heads=0 if name.startswith("pythia") else kv)
+    if "moe" in name or "a3b" in name:  # experts: 4 of width 32, top 2 (shared: 48)
+        small.update(n_experts=4, top_k=2, d_ff=32, **({"shared_d_ff": 48} if "1.5" in name else {}))
+    model = get_preset(name, **small)
     measured = measure_step(model, workload)
     analytic = training_memory(model, workload)
     assert abs(analytic.peak_bytes / measured.peak_bytes - 1) < 0.02
