@@ -16,6 +16,7 @@ COSTS = {
     "gelu": (5, 8),  # x * 0.5 * (1 + erf(x / sqrt 2)); grad: 0.5 (1 + erf) + x * pdf(x)
     "gelu_tanh": (9, 12),  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); grad through tanh
     "silu": (5, 5),  # x * sigmoid(x); grad: s (1 + x (1 - s))
+    "quick_gelu": (6, 6),  # x * sigmoid(1.702 x) (CLIP): scale, sigmoid, multiply; grad: the product rule
     "sigmoid": (4, 3),  # 1 / (1 + exp(-x)); grad: g * s * (1 - s)
     "tanh": (1, 3),  # grad: g * (1 - y^2)
     "softmax": (5, 4),  # max, subtract, exp, sum, divide; grad: y * (g - sum(g * y))
@@ -52,6 +53,10 @@ class Activation(Block):
             return nn.LeakyReLU(float(self.negative_slope))
         if self.kind == "softmax":
             return nn.Softmax(dim=-1)
+        if self.kind == "quick_gelu":
+            from layerwise.build.ffn import QuickGELU
+
+            return QuickGELU()
         return {
             "relu": nn.ReLU,
             "gelu": nn.GELU,

@@ -17,7 +17,7 @@ from layerwise.spec.counts import FlopCtx, Flops
 from layerwise.spec.errors import SpecError
 from layerwise.spec.shapes import prod
 
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "quick_gelu", "silu", "sigmoid", "tanh")
 
 
 @register("ffn")

@@ -29,12 +29,17 @@ class ViT(Block):
     pooler: bool = False  # HF ViTModel's pooler (dense + tanh on the CLS token)
     norm_eps: float = 1e-6  # torchvision 1e-6, HF 1e-12
     dropout: float = 0.0  # after the position add
+    patch_bias: bool = True  # the patch projection's bias (CLIP's has none)
+    pre_norm: bool = False  # a LayerNorm before the blocks (CLIP's pre_layrnorm)
+    cls_only_norm: bool = False  # CLIP: the final norm sees only the CLS token (its pooled output, (B, D))
     trainable: bool = True  # the patch embedding, CLS, positions, final norm, pooler and head
 
     def __post_init__(self):
         self._positive("image_size", "patch", "c_in", "d_model", "n_layers")
         self._non_negative("n_classes")
         self._one_of("patch_kind", ("conv", "linear"))
+        if self.cls_only_norm and self.pooler:
+            raise SpecError("vit.cls_only_norm and vit.pooler both pool the CLS token; choose one")
         if self.image_size % self.patch:
             raise SpecError(f"vit.image_size {self.image_size} is not divisible by the patch {self.patch}")
         width = getattr(self.block, "d_model", self.d_model)
@@ -48,16 +53,21 @@ class ViT(Block):
     def children(self):
         t, d = self.trainable, self.d_model
         out = [("patch_embed", block_class("patch_embedding")(image_size=self.image_size, patch=self.patch, c_in=self.c_in,
-                                                              d_model=d, kind=self.patch_kind, trainable=t)),
+                                                              d_model=d, kind=self.patch_kind, bias=self.patch_bias,
+                                                              trainable=t)),
                ("cls", block_class("cls_token")(d_model=d, trainable=t)),
                ("pos", block_class("learned_positions")(max_seq=self.n_tokens, d_model=d, trainable=t))]
         if self.dropout > 0:
             out.append(("drop", block_class("dropout")(p=self.dropout)))
+        if self.pre_norm:
+            out.append(("pre_norm", make_norm("layernorm", d, self.norm_eps, True, t)))
         out.append(("blocks", Repeat(block=self.block, n_layers=self.n_layers)))
+        if self.cls_only_norm:
+            out.append(("select", block_class("select_token")(index=0)))
         out.append(("final_norm", make_norm("layernorm", d, self.norm_eps, True, t)))
         if self.pooler:
             out.append(("pooler", pooler(d, t)))
-        elif self.n_classes:
+        elif self.n_classes and not self.cls_only_norm:
             out.append(("select", block_class("select_token")(index=0)))
         if self.n_classes:
             out.append(("head", block_class("linear")(d_in=d, d_out=self.n_classes, trainable=t)))

@@ -7,7 +7,18 @@ from torch import nn
 
 from layerwise.build.init import init_weight
 
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """CLIP's GELU approximation, as transformers' QuickGELUActivation computes it."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+class QuickGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return quick_gelu(x)
+
+
 ACTIVATIONS = {
+    "quick_gelu": quick_gelu,
     "relu": F.relu,
     "gelu": F.gelu,
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),

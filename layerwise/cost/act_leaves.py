@@ -221,6 +221,11 @@ SAVES_OUTPUT = {"relu", "sigmoid", "tanh", "softmax"}  # derivatives.yaml: these
 
 
 def activation_op(tr: Trace, x: T, kind: str) -> T:
+    if kind == "quick_gelu":  # x * sigmoid(1.702 x): sigmoid saves its result, the mul both factors
+        sig = tr.new(x.shape, x.dtype, x.grad)
+        if x.grad:
+            tr.save(x, sig)
+        return tr.new(x.shape, x.dtype, x.grad)
     out = tr.new(x.shape, x.dtype, x.grad)
     if out.grad:
         tr.save(out if kind in SAVES_OUTPUT else x)  # gelu, silu, leaky_relu save `self`

@@ -91,11 +91,15 @@ def _unsaved_tail(unit: Block, in_shape: Shape, ctx: FlopCtx) -> Flops:
     Non-reentrant `torch.utils.checkpoint` stops recomputing (early stop, the default) once the last
     tensor saved for backward is rebuilt. In a pre-norm transformer block the FFN's down projection
     feeds only the residual add, which saves nothing, so its matmul is skipped; a post-norm block ends
-    in a LayerNorm that saves its input, and residual dropout saves a mask, so those recompute all.
+    in a LayerNorm that saves its input, and residual dropout saves a mask, so those recompute all;
+    so does Gemma's sandwich norm after the FFN, and Qwen2-MoE's gate multiply on the shared expert.
     """
-    if unit.type_name != "transformer_block" or unit.norm_position == "post" or unit.dropout > 0:
+    if (unit.type_name != "transformer_block" or unit.norm_position == "post" or unit.dropout > 0
+            or getattr(unit, "sandwich", False)):
         return Flops()
     ffn = unit.ffn
+    if ffn.type_name == "moe" and getattr(ffn, "shared_gate", False):
+        return Flops()
     if ffn.type_name == "moe":  # routed experts' outputs are saved by the gate multiply; the shared one is not
         ffn, prefix = getattr(ffn, "shared_expert", None), "ffn.shared_expert"
         if ffn is None:

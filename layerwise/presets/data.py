@@ -97,6 +97,10 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
     "vit-b-16": ("vit", dict(_VIT, d_model=768, n_layers=12, n_heads=12), "arXiv 2010.11929 Table 1; torchvision/models/vision_transformer.py vit_b_16"),
     "vit-l-16": ("vit", dict(_VIT, d_model=1024, n_layers=24, n_heads=16), "arXiv 2010.11929 Table 1; torchvision/models/vision_transformer.py vit_l_16"),
     # ResNet (He et al. 2015, arXiv 1512.03385, Table 1); torchvision v1.5 (stride on the 3x3 conv)
+    # CLIP ViT-B/32's image tower (Radford et al. 2021): pre-LN before the blocks, quick_gelu, CLS-only final norm
+    "clip-vit-b-32": ("vit", dict(image_size=224, patch=32, d_model=768, n_layers=12, n_heads=12, d_ff=3072, n_classes=0,
+                                  activation="quick_gelu", norm_eps=1e-5, clip=True),
+                      "https://huggingface.co/openai/clip-vit-base-patch32/blob/main/config.json (vision_config)"),
     "resnet-18": ("resnet", dict(layers=(2, 2, 2, 2)), "arXiv 1512.03385 Table 1; torchvision/models/resnet.py resnet18"),
     "resnet-34": ("resnet", dict(layers=(3, 4, 6, 3)), "arXiv 1512.03385 Table 1; torchvision/models/resnet.py resnet34"),
     "resnet-50": ("resnet", dict(layers=(3, 4, 6, 3), bottleneck=True), "arXiv 1512.03385 Table 1; torchvision/models/resnet.py resnet50"),

@@ -104,6 +104,7 @@ def build_encoder(name: str, source: str, k: dict) -> Model:
 VIT = dict(
     image_size=REQUIRED, patch=REQUIRED, d_model=REQUIRED, n_layers=REQUIRED, n_heads=REQUIRED, n_classes=REQUIRED,
     c_in=3, d_ff=0, activation="gelu", norm_eps=1e-6, qkv_bias=True, pooler=False, patch_kind="conv", dropout=0.0,
+    clip=False,  # CLIP's vision tower: no patch bias, a norm before the blocks, the final norm on CLS only
 )
 
 
@@ -114,7 +115,8 @@ def build_vit(name: str, source: str, k: dict) -> Model:
     block = _leaf("transformer_block", attn=attn, ffn=ffn, norm="layernorm", norm_eps=k["norm_eps"], dropout=k["dropout"])
     body = _leaf("vit", image_size=k["image_size"], patch=k["patch"], c_in=k["c_in"], d_model=d, n_layers=k["n_layers"],
                  block=block, n_classes=k["n_classes"], patch_kind=k["patch_kind"], pooler=k["pooler"],
-                 norm_eps=k["norm_eps"], dropout=k["dropout"])
+                 norm_eps=k["norm_eps"], dropout=k["dropout"], patch_bias=not k["clip"], pre_norm=k["clip"],
+                 cls_only_norm=k["clip"])
     inp = InputSpec(kind="image", shape=(k["c_in"], k["image_size"], k["image_size"]), patch=k["patch"])
     return Model(name=name, body=body, input=inp, task="classify" if k["n_classes"] else "none", source=source)
 

@@ -22,6 +22,7 @@ adding what the transformers implementation implies but the config does not say:
             sliding/global alternation are not built (no parameters; see _gemma2)
   qwen2_moe all-MoE layers of small experts + a sigmoid-gated shared expert; qwen3_moe: + q/k norm,
             no shared expert; mixed dense/MoE layers (mlp_only_layers) refused
+  clip_vision_model   ViT with no patch bias, pre_layrnorm, quick_gelu, post_layernorm on CLS only
   falcon    parallel attention + MLP behind one LayerNorm (7B) or two (new_decoder_architecture),
             multi-query or grouped keys/values, `bias` on every linear, tied head; ALiBi refused
 rope_scaling does not change parameters or matmul FLOPs and is not imported.
@@ -36,7 +37,7 @@ from layerwise.presets.families import make
 from layerwise.spec.errors import LayerwiseError
 from layerwise.spec.model import Model
 
-_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
+_ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
                 "gelu_tanh": "gelu_tanh", "silu": "silu", "swish": "silu", "relu": "relu", "tanh": "tanh"}
 _MISSING = object()
 
@@ -187,6 +188,21 @@ def _gemma2(c):
     return family, k
 
 
+def _clip_vision(c):
+    """CLIPVisionModel (model_type clip_vision_model, or a CLIP config's vision_config): a ViT whose
+    patch conv has no bias, with a LayerNorm before the blocks (pre_layrnorm), quick_gelu MLPs, and
+    the final LayerNorm (post_layernorm) on the CLS token only; no head, no pooler dense. A whole
+    CLIP config (model_type clip) is refused: its text tower and projections are another model."""
+    if c.model_type == "clip":
+        raise LayerwiseError(f"{c.where}: model_type 'clip' holds a text and a vision tower; pass its "
+                             f"vision_config (model_type clip_vision_model) to size the image encoder")
+    return "vit", dict(image_size=c.int("image_size", 224), patch=c.int("patch_size", 32), c_in=c.int("num_channels", 3),
+                       d_model=c.int("hidden_size"), n_layers=c.int("num_hidden_layers"),
+                       n_heads=c.int("num_attention_heads"), d_ff=c.int("intermediate_size"),
+                       activation=c.activation("hidden_act", "quick_gelu"), norm_eps=c.float("layer_norm_eps", 1e-5),
+                       n_classes=0, clip=True)
+
+
 def _falcon(c):
     """FalconForCausalLM. Keys and values: new_decoder_architecture -> num_kv_heads groups; else
     multi_query (default true) -> one; else one per head. parallel_attn (default true): attention
@@ -302,7 +318,7 @@ def _vit(c):
 IMPORTERS = {"llama": _llama, "mistral": _llama, "mixtral": _mixtral, "qwen2": _qwen2, "phi3": _phi3, "gpt2": _gpt2,
              "gpt_neox": _gpt_neox, "opt": _opt, "phi": _phi, "bert": _bert, "roberta": _bert, "vit": _vit,
              "qwen3": _qwen3, "gemma": _gemma, "gemma2": _gemma2, "gemma3_text": _gemma2, "falcon": _falcon,
-             "qwen2_moe": _qwen2_moe, "qwen3_moe": _qwen3_moe}
+             "qwen2_moe": _qwen2_moe, "qwen3_moe": _qwen3_moe, "clip_vision_model": _clip_vision, "clip": _clip_vision}
 
 
 def hf_keywords(data, where: str = "config.json") -> tuple[str, dict]:

@@ -159,3 +159,63 @@ def test_memory_and_flops_of_each_architecture_match_its_built_module(name, work
     analytic = training_memory(model, workload)
     assert abs(analytic.peak_bytes / measured.peak_bytes - 1) < 0.02
     assert model_flops(model, workload).flops.fwd_matmul == measured.flops_forward
+
+
+CLIP_B32 = dict(model_type="clip_vision_model", hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                num_attention_heads=12, image_size=224, patch_size=32, hidden_act="quick_gelu", layer_norm_eps=1e-5)
+CLIP_TINY = dict(CLIP_B32, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 image_size=32, patch_size=8)
+
+
+def clip_vision(config: dict):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    return CLIPVisionModel(CLIPVisionConfig(**{k: v for k, v in config.items() if k != "model_type"}))
+
+
+_CLIP_NAMES = {"patch_embed.proj": "embeddings.patch_embedding", "cls": "embeddings.class_embedding",
+               "pos": "embeddings.position_embedding", "pre_norm": "pre_layrnorm", "final_norm": "post_layernorm",
+               "attn_norm": "layer_norm1", "ffn_norm": "layer_norm2", "attn.o_proj": "self_attn.out_proj",
+               "attn": "self_attn", "ffn.up_proj": "mlp.fc1", "ffn.down_proj": "mlp.fc2", "blocks": "encoder.layers"}
+
+
+def _clip_name(ours: str) -> str:
+    """Our parameter path -> CLIPVisionModel's (the CLS token is a bare parameter there)."""
+    if ours == "cls.weight":
+        return "embeddings.class_embedding"
+    parts, out, i = ours.split("."), [], 0
+    while i < len(parts):  # a two-segment name (patch_embed.proj, attn.o_proj) before a one-segment one
+        two = ".".join(parts[i:i + 2])
+        step = 2 if two in _CLIP_NAMES else 1
+        out.append(_CLIP_NAMES.get(".".join(parts[i:i + step]), parts[i]))
+        i += step
+    return ".".join(out)
+
+
+def test_clip_vision_counts_builds_and_computes_like_transformers():
+    with torch.device("meta"):
+        expected = sum(p.numel() for p in clip_vision(CLIP_B32).parameters())
+    assert get_preset("clip-vit-b-32").params().total == from_hf_config(CLIP_B32).params().total == expected
+    tiny = from_hf_config(CLIP_TINY)
+    reference = clip_vision(CLIP_TINY).eval()
+    module = tiny.build().eval()
+    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in reference.parameters())
+    # the same function: transformers' weights copied in, its pooled output reproduced
+    theirs = dict(reference.named_parameters())
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(theirs[_clip_name(name)].reshape(p.shape))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), reference(pixel_values=x).pooler_output, rtol=1e-4, atol=1e-5)
+    with pytest.raises(LayerwiseError, match="vision_config"):
+        from_hf_config(dict(CLIP_B32, model_type="clip"))
+
+
+@pytest.mark.parametrize("workload", [Workload(batch=2), Workload(batch=2, precision="bf16-mixed", attention="eager")],
+                         ids=["fp32-sdpa", "bf16mixed-eager"])
+def test_clip_memory_and_flops_match_its_built_module(workload):
+    model = from_hf_config(CLIP_TINY)
+    measured = measure_step(model, workload)
+    assert abs(training_memory(model, workload).peak_bytes / measured.peak_bytes - 1) < 0.02
+    assert model_flops(model, workload).flops.fwd_matmul == measured.flops_forward
