@@ -16,6 +16,11 @@ _KIND_BY_RANK = {1: "features", 2: "sequence", 3: "image"}
 
 
 def resolve(name: str, input_shape: tuple[int, ...] | None = None) -> Model:
+    from layerwise.commands._module import is_module_ref
+
+    if is_module_ref(name):  # the commands that read modules handle them before calling resolve
+        raise LayerwiseError(f"{name}: your own module has no spec, so only the measure reading applies: "
+                             f"layerwise measure|summary|flops {name} --input SHAPE")
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or (path.suffix == ".json" and not _is_hf_config(path)):
         from layerwise.spec.io import load

@@ -144,3 +144,10 @@ def test_api_errors():
         layerwise.measure(torch.nn.Embedding(10, 4), (2, 3), Workload(), vocab_size=0)
     with pytest.raises(LayerwiseError, match="batch 4 disagrees"):
         layerwise.measure(torch.nn.Linear(4, 4), torch.randn(2, 4), Workload(batch=4))
+
+
+@pytest.mark.parametrize("command", ["memory", "verify", "time"])
+def test_the_cost_reading_says_plainly_that_a_module_has_no_spec(capsys, command):
+    extra = ["--gpu", "a100-80gb"] if command == "time" else []
+    message = fails(capsys, command, EXAMPLE, *extra)
+    assert "only the measure reading applies" in " ".join(message.split())

@@ -112,10 +112,10 @@ def test_tiny_import_runs_forward(name):
 
 
 def test_every_supported_type_is_tested():
-    from test_hf_architectures import FULL, TINY  # the newer architectures, against transformers
+    from test_hf_architectures import CLIP_B32, FULL, TINY  # the newer architectures, against transformers
 
     tested = {c["model_type"] for c, _ in OTHER.values()} | {"gpt2", "llama", "mistral", "mixtral", "bert", "vit"}
-    tested |= {c["model_type"] for c in (*FULL.values(), *TINY.values())}
+    tested |= {c["model_type"] for c in (*FULL.values(), *TINY.values(), CLIP_B32)} | {"clip"}  # clip: refused
     assert tested == set(IMPORTERS)
 
 
