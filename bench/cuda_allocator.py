@@ -71,11 +71,20 @@ def main(argv=None) -> int:
             errs[key].append(x / y - 1)
         print(f"{case}: " + "  ".join(f"{k} {x:,} vs {y:,} ({x / y - 1:+.2%})" for k, (x, y) in row.items()))
     print(f"\n{len(errs['peak'])} cases ({skipped} not applicable), seed {args.seed}")
+    _summary(errs)
+    # the allocator view cannot be closer than the tensor bytes it replays: the same, over the cases
+    # whose tensor peaks already agree within 2%
+    agree = [i for i, e in enumerate(errs["peak"]) if abs(e) <= 0.02]
+    print(f"\nthe {len(agree)} cases whose tensor peaks agree within 2%:")
+    _summary({k: [v[i] for i in agree] for k, v in errs.items() if k != "peak"})
+    return 0
+
+
+def _summary(errs: dict) -> None:
     for key, values in errs.items():
         absolute = [abs(v) for v in values]
         print(f"{key:9s}: median |error| {statistics.median(absolute):.2%}, max {max(absolute):.2%}, "
               f"within 2%: {sum(v <= 0.02 for v in absolute)}/{len(absolute)}")
-    return 0
 
 
 if __name__ == "__main__":

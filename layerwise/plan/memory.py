@@ -52,7 +52,7 @@ class Share:
 
 
 def _share(model: Model, workload: Workload) -> Share:
-    rep = training_memory(model, workload)
+    rep = training_memory(model, workload, cuda_allocator=False)  # the shares only
     opt = [p for p in rep.phases if p.name == "optimizer"][0].components
     act = max(p.total - opt.weights - opt.master_weights - opt.optimizer_states
               for p in rep.phases if p.name != "optimizer")

@@ -23,7 +23,7 @@ MODELS = {
     "llama": ("llama-2-7b", dict(n_layers=2, d_model=512, n_heads=8, d_ff=1376, vocab_size=8000), dict(seq=512)),
     "bert": ("bert-base", dict(n_layers=2), dict(seq=256)),
     "vit": ("vit-b-16", dict(n_layers=2), {}),
-    "resnet": ("resnet-18", {}, dict(image=(128, 128))),
+    "resnet": ("resnet-18", {}, dict(image=(96, 96))),
     "tiny-gpt": ("tiny-gpt", {}, dict(seq=128)),
 }
 # Adafactor's and 8-bit Adam's tensor peaks are being corrected elsewhere (issue #9 defects), so
