@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print in one or two lines and exit 2, never a traceback."""
     _register_commands()
     try:
-        app(args=argv, prog_name="layerwise", standalone_mode=False)
+        code = app(args=argv, prog_name="layerwise", standalone_mode=False)
     except LayerwiseError as err:
         from layerwise.report.console import error
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, click.exceptions.Abort):
             return 1
         raise
-    return 0
+    return code if isinstance(code, int) else 0  # typer.Exit(n) comes back as n
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ from pathlib import Path
 import typer
 
 from layerwise.spec.errors import LayerwiseError
+from layerwise.train.integrity import record
+from layerwise.train.rundir import fresh_file, new_folder
+
+_RUN_HELP = "a run directory written by `layerwise train`"
+_WHICH = typer.Option("best", "--which", help="checkpoint: best, last, step-N or merged")
 
 compress_app = typer.Typer(help="Distil, prune and quantize a trained run.", no_args_is_help=True)
 
@@ -39,36 +44,46 @@ def _metric(task: str) -> str:
 
 
 @compress_app.command("quantize")
-def quantize_cmd(run_dir: Path, mode: str = typer.Option("dynamic", help="dynamic | static | weight-int8 | weight-int4"),
+def quantize_cmd(run_dir: Path = typer.Argument(..., help=_RUN_HELP),
+                 mode: str = typer.Option("dynamic", help="dynamic | static | weight-int8 | weight-int4"),
                  group_size: int = typer.Option(None, help="weight-only: scales per group of inputs (0: per channel)"),
-                 out: Path = typer.Option(None, help="output file (default RUN_DIR/compressed/MODE.safetensors)"),
-                 which: str = "best"):
+                 out: Path = typer.Option(None, help="output file, must not exist (default "
+                                                     "RUN_DIR/compressed/quantize-N/MODE.safetensors)"),
+                 which: str = _WHICH):
+    """Quantize a run's checkpoint (int8 dynamic/static, int8/int4 weight-only); writes the packed
+    file and prints size, params, FLOPs, test metric and latency before and after."""
     from layerwise.compress.quantize import MODES, quantize
     from layerwise.cost.quant_size import quant_size
     from layerwise.report.compress import render_lines, render_table
 
     if mode not in MODES:  # before loading anything
         raise LayerwiseError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if out is not None:
+        fresh_file(out)
     run, data = _load(run_dir, which)
     task, body = run.model.task, run.model.body
     shape = run.model.input_shape(1)
     calib = [b[0] for _, b in zip(range(8), data.train)] if mode == "static" else None
     q = quantize(run.module, mode, calibration=calib, group_size=group_size)
-    out = out or run_dir / "compressed" / f"{mode}.safetensors"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = None if out else new_folder(run_dir / "compressed", "quantize")
+    out = out or folder / f"{mode}.safetensors"
     rows = [_row("original fp32", run.module, body, shape, data.test, task, out.with_suffix(".fp32.tmp")),
             _row(f"quantized {mode}", q, body, shape, data.test, task, out)]
     out.with_suffix(".fp32.tmp").unlink()
+    if folder:
+        record(folder, out.name)
     render_table(f"quantize {mode}: {run_dir}", rows, _metric(task))
     render_lines([f"predicted file size {quant_size(body, mode, group_size).total_bytes:,} bytes; wrote {out}"])
 
 
 @compress_app.command("prune")
-def prune_cmd(run_dir: Path, sparsity: float = typer.Option(0.5, help="fraction removed, in [0, 1)"),
+def prune_cmd(run_dir: Path = typer.Argument(..., help=_RUN_HELP), sparsity: float = typer.Option(0.5, help="fraction removed, in [0, 1)"),
               kind: str = typer.Option("structured", help="structured | global | layer"),
               steps: int = typer.Option(1, help="iterative schedule: prune-then-fine-tune stages"),
               epochs: int = typer.Option(1, help="fine-tuning epochs after each stage"),
-              lr: float = 1e-3, which: str = "best"):
+              lr: float = typer.Option(1e-3, help="fine-tuning learning rate"), which: str = _WHICH):
+    """Prune a run's checkpoint (structured: smaller layers; global/layer: magnitude zeros), with
+    fine-tuning after each stage; writes RUN_DIR/compressed/prune-N/ (spec and weights per stage)."""
     from layerwise.compress.finetune import FinetuneConfig, train_loop
     from layerwise.compress.schedule import iterative_prune
     from layerwise.compress.structured import check_amount
@@ -80,8 +95,7 @@ def prune_cmd(run_dir: Path, sparsity: float = typer.Option(0.5, help="fraction 
     run, data = _load(run_dir, which)
     task, body, module = run.model.task, run.model.body, run.module
     shape = run.model.input_shape(1)
-    outdir = run_dir / "compressed"
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = new_folder(run_dir / "compressed", "prune")
     rows = [_row("original", module, body, shape, data.test, task, outdir / "original.safetensors")]
 
     def finetune(m):
@@ -98,12 +112,20 @@ def prune_cmd(run_dir: Path, sparsity: float = typer.Option(0.5, help="fraction 
         render_lines([f"  {r.path}: {r.sparsity:.1%} of {r.numel:,} zero" for r in table]
                      + [f"  all Linear/Conv weights: {zeros / total:.1%} of {total:,} zero"])
     dump(replace(run.model, body=stages[-1].body), outdir / "pruned-spec.yaml")
+    record(outdir, "pruned-spec.yaml", "original.safetensors", *(f"pruned-{st.index}.safetensors" for st in stages))
     render_lines([f"wrote {outdir / 'pruned-spec.yaml'} and {outdir / f'pruned-{len(stages)}.safetensors'}"])
 
 
 @compress_app.command("distill")
-def distill_cmd(run_dir: Path, student: str = typer.Option(..., help="student MODEL: preset name or spec file"),
-                temperature: float = 4.0, alpha: float = 0.7, epochs: int = 3, seed: int = 0, which: str = "best"):
+def distill_cmd(run_dir: Path = typer.Argument(..., help=_RUN_HELP),
+                student: str = typer.Option(..., help="student MODEL: preset name or spec file"),
+                temperature: float = typer.Option(4.0, help="softmax temperature of the soft targets"),
+                alpha: float = typer.Option(0.7, help="weight of the distillation loss (1 - alpha: the labels)"),
+                epochs: int = typer.Option(3, help="training epochs of each student"),
+                seed: int = typer.Option(0, help="seed of the students' initialisation and data order"),
+                which: str = _WHICH):
+    """Distil a run's model into a student: trains the student alone and with the teacher's soft
+    targets, and compares both with the teacher; writes RUN_DIR/compressed/distill-N/."""
     import torch
 
     from layerwise.compress.finetune import FinetuneConfig, train_loop
@@ -117,8 +139,7 @@ def distill_cmd(run_dir: Path, student: str = typer.Option(..., help="student MO
         raise LayerwiseError(f"{student}: the student must take the teacher's input and task "
                              f"(task, input kind, shape, vocab) = {key(run.model)}, got {key(spec)}")
     shape = run.model.input_shape(1)
-    outdir = run_dir / "compressed"
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = new_folder(run_dir / "compressed", "distill")
     rows = [_row("teacher", run.module, run.model.body, shape, data.test, task, outdir / "teacher.tmp")]
     (outdir / "teacher.tmp").unlink()
     for label, a in (("student alone", 0.0), ("student distilled", alpha)):
@@ -127,6 +148,7 @@ def distill_cmd(run_dir: Path, student: str = typer.Option(..., help="student MO
         train_loop(s, data.train, FinetuneConfig(epochs=epochs, seed=seed, temperature=temperature, alpha=a),
                    task=task, teacher=run.module if a else None)
         rows.append(_row(label, s, spec.body, shape, data.test, task, outdir / f"{label.replace(' ', '-')}.safetensors"))
+    record(outdir, "student-alone.safetensors", "student-distilled.safetensors")
     render_table(f"distill T={temperature} alpha={alpha}: {run_dir}", rows, _metric(task))
 
 

@@ -9,16 +9,25 @@ export_app = typer.Typer(help="Export a trained run.", no_args_is_help=True)
 
 
 @export_app.command("onnx")
-def onnx_cmd(run_dir: Path, out: Path = typer.Option(None, help="default RUN_DIR/export/model.onnx"),
-             batch: int = 4, latency: bool = typer.Option(False, help="also time eager, compiled and onnxruntime"),
+def onnx_cmd(run_dir: Path = typer.Argument(..., help="a run directory written by `layerwise train`"),
+             out: Path = typer.Option(None, help="output file, must not exist (default RUN_DIR/export/onnx-N/model.onnx)"),
+             batch: int = typer.Option(4, help="batch of the parity check (and of batch + 3)"),
+             latency: bool = typer.Option(False, help="also time eager, compiled and onnxruntime"),
              exporter: str = typer.Option("auto", help="auto (legacy, then dynamo) | legacy | dynamo"),
-             which: str = "best"):
+             which: str = typer.Option("best", "--which", help="checkpoint: best, last, step-N or merged")):
+    """Export a run's checkpoint to ONNX (dynamic batch, and sequence for token models), check it
+    with onnx.checker and against onnxruntime on two batches."""
     import torch
 
     from layerwise.export.onnx import check_parity, export_onnx
     from layerwise.report.compress import render_lines
     from layerwise.train.run import load_run
 
+    from layerwise.train.integrity import record
+    from layerwise.train.rundir import fresh_file, new_folder
+
+    if out is not None:
+        fresh_file(out)
     run = load_run(run_dir, which)
     model = run.model
 
@@ -29,9 +38,11 @@ def onnx_cmd(run_dir: Path, out: Path = typer.Option(None, help="default RUN_DIR
         return torch.randn(shape)
 
     seq = model.input.kind in ("tokens", "sequence")
-    out = out or run_dir / "export" / "model.onnx"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = None if out else new_folder(run_dir / "export", "onnx")
+    out = out or folder / "model.onnx"
     done = export_onnx(run.module, sample(2), out, seq_axis=seq, max_seq=model.input.max_seq, exporter=exporter)
+    if folder:
+        record(folder, *(p.name for p in folder.iterdir() if p.is_file() and p.name != "manifest.json"))
     lines = [f"wrote {out} ({done.exporter} exporter, dynamic batch{' and sequence' if seq else ''}; onnx.checker ok)"]
     for p in check_parity(run.module, out, [sample(batch), sample(batch + 3)]):
         lines.append(f"  batch {p.batch}: max abs {p.max_abs:.2e}, max rel {p.max_rel:.2e}")

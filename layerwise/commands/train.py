@@ -46,7 +46,8 @@ def register(app: typer.Typer) -> None:
         data: Optional[str] = typer.Option(None, "--data", help="digits, wine, breast-cancer, pystdlib, pystdlib-lines, or a path (image folder, .npz, .csv, .jsonl, .txt)"),
         config: Optional[str] = typer.Option(None, "--config", help="YAML file of training settings (TrainConfig fields)"),
         out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/MODEL)"),
-        resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its newest checkpoint"),
+        resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its newest good checkpoint"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="remove the run already in --out and start afresh"),
         epochs: Optional[int] = typer.Option(None, "--epochs"),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="optimizer steps (overrides --epochs)"),
         batch: Optional[int] = typer.Option(None, "--batch", help="micro-batch per process"),
@@ -119,21 +120,25 @@ def register(app: typer.Typer) -> None:
         from layerwise.report.train import TrainReporter
         from layerwise.train.trainer import train as run_train
 
-        result = run_train(m, cfg, run_dir, resume=resume, on_event=TrainReporter(quiet=quiet, json=json))
+        result = run_train(m, cfg, run_dir, resume=resume, overwrite=overwrite,
+                           on_event=TrainReporter(quiet=quiet, json=json))
         if json:
             print_json(result.to_dict())
+        if result.status == "interrupted":  # Ctrl-C: recorded in status.json, and not a success
+            raise typer.Exit(130)
 
     @app.command()
     def evaluate(
         run_dir: str = typer.Argument(..., help="a run directory written by `layerwise train`"),
-        which: str = typer.Option("best", "--checkpoint", help="best, last, step-N or merged"),
+        which: str = typer.Option("best", "--which", "--checkpoint",
+                                  help="best, last, step-N or merged (--checkpoint: the old name)"),
         split: str = typer.Option("test", "--split", help="train, val or test"),
         data: Optional[str] = typer.Option(None, "--data", help="other data of the same form (default: the run's)"),
         json: bool = typer.Option(False, "--json"),
     ):
         """Evaluate a run's checkpoint: loss, accuracy, per-class precision/recall, confusion matrix
         (perplexity for language models)."""
-        from layerwise.report.console import print_json
+        from layerwise.report.console import print_json, warn
         from layerwise.report.train import eval_table
         from layerwise.train.data import make_data
         from layerwise.train.evaluate import evaluate as run_eval
@@ -142,6 +147,8 @@ def register(app: typer.Typer) -> None:
         if split not in ("train", "val", "test"):
             raise LayerwiseError(f"--split must be train, val or test, got {split!r}")
         run = load_run(run_dir, which)
+        for w in run.warnings:
+            warn(w)
         cfg = run.config.with_overrides(data_source=data) if data else run.config
         d = make_data(cfg, run.model)
         loader = getattr(d, split)

@@ -162,11 +162,13 @@ def load_model(module: nn.Module, path: str | Path) -> nn.Module:
     """Fill `module` -- already quantized with the mode the file was saved from, e.g.
     `quantize(body.build(), mode, calibration=[any input of the right shape])` -- with the file's
     codes, scales and float tensors. Returns the module; raises LayerwiseError on a mismatch."""
-    from safetensors.torch import load_file
-
     from layerwise.spec.errors import LayerwiseError
+    from layerwise.train import integrity
+    from layerwise.train.checkpoint import read_tensors
 
-    tensors = unpack(load_file(str(path)))
+    if (Path(path).parent / integrity.MANIFEST).exists():  # an artefact of a run: check it first
+        integrity.verify(Path(path))
+    tensors = unpack(read_tensors(Path(path)))
     used: set[str] = set()
 
     def take(name: str) -> torch.Tensor:

@@ -23,3 +23,7 @@ def error(message: str) -> None:
 def print_json(data) -> None:
     """Stable JSON on stdout (integers stay integers)."""
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)

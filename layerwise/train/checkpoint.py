@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from layerwise.spec.errors import LayerwiseError
+from layerwise.train import integrity
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -77,6 +78,7 @@ def save_checkpoint(ckpt_root: Path, name: str, module_state: dict, state: dict)
     tmp.mkdir()
     save_file(_unshare(module_state), str(tmp / "model.safetensors"))
     torch.save(state, tmp / "state.pt")
+    integrity.record(tmp, "model.safetensors", "state.pt")  # published with the files, atomically
     return _publish(tmp, ckpt_root, name)
 
 
@@ -135,21 +137,65 @@ def prune(ckpt_root: Path, keep_last: int) -> None:
 
 
 def read_checkpoint(folder: Path) -> tuple[dict, dict]:
-    """(tensors by name, state) from a checkpoint folder; state is loaded with weights_only=True."""
-    from safetensors.torch import load_file
-
+    """(tensors by name, state) from a checkpoint folder, each file checked against the folder's
+    manifest first; state is loaded with weights_only=True. A damaged file is one DamagedFileError."""
     model_file, state_file = folder / "model.safetensors", folder / "state.pt"
     if not model_file.exists():
         raise LayerwiseError(f"{folder}: no model.safetensors (not a checkpoint folder)")
-    tensors = load_file(str(model_file))
-    state = torch.load(state_file, weights_only=True) if state_file.exists() else {}
-    return tensors, state
+    integrity.verify(model_file)
+    tensors = read_tensors(model_file)
+    if not state_file.exists():
+        return tensors, {}
+    integrity.verify(state_file)
+    return tensors, read_state(state_file)
+
+
+def check_checkpoint(folder: Path) -> dict:
+    """Verify a checkpoint's files and read its state (cheap next to loading the weights) -> state."""
+    integrity.verify(folder / "model.safetensors")
+    integrity.verify(folder / "state.pt")
+    return read_state(folder / "state.pt")
+
+
+def read_tensors(path: Path) -> dict:
+    """safetensors.load_file, a damaged file as one error naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise integrity.DamagedFileError(f"{path}: not a readable safetensors file: {err}") from None
+
+
+_STATE_KEYS = {"step": int, "epoch": int, "batch_in_epoch": int, "rng": dict}
+
+
+def read_state(path: Path) -> dict:
+    """torch.load(weights_only=True) of a state.pt: plain data only, never arbitrary pickles."""
+    import pickle
+
+    try:
+        state = torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise integrity.DamagedFileError(f"{path}: not a loadable checkpoint state (torch.load with "
+                                         f"weights_only=True): {first}") from None
+    bad = [k for k, t in _STATE_KEYS.items() if not isinstance(state, dict) or not isinstance(state.get(k), t)]
+    if bad:
+        raise integrity.DamagedFileError(f"{path}: expected a mapping with {', '.join(bad)} "
+                                         f"({', '.join(t.__name__ for t in _STATE_KEYS.values())})")
+    return state
 
 
 def load_module_state(module: torch.nn.Module, tensors: dict, where: str) -> None:
     """Load tensors by name; a name missing from the file is allowed only if it shares storage with
     one that is present (a tied weight)."""
-    result = module.load_state_dict(tensors, strict=False)
+    try:
+        result = module.load_state_dict(tensors, strict=False)
+    except RuntimeError as err:  # shapes that differ from the spec's
+        lines = [ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln]
+        raise LayerwiseError(f"{where}: the checkpoint does not fit the model: {(lines or [str(err)])[0]}") from None
     if result.unexpected_keys:
         raise LayerwiseError(f"{where}: the checkpoint has tensors the model does not: {result.unexpected_keys[:5]}")
     params = dict(module.named_parameters(remove_duplicate=False))

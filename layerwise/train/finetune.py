@@ -69,9 +69,12 @@ def load_initial(module: torch.nn.Module, body: Block, source: str) -> None:
         folder = path / "checkpoints" / ("best" if (path / "checkpoints" / "best").exists() else "last")
         tensors, _ = read_checkpoint(folder)
     elif path.suffix == ".safetensors" and path.exists():
-        from safetensors.torch import load_file
+        from layerwise.train import integrity
+        from layerwise.train.checkpoint import read_tensors
 
-        tensors = load_file(str(path))
+        if (path.parent / integrity.MANIFEST).exists():  # an artefact of a run: check it
+            integrity.verify(path)
+        tensors = read_tensors(path)
     else:
         raise LayerwiseError(f"init_from {source!r}: expected a run directory or a .safetensors file")
     lora = set(lora_paths(body))

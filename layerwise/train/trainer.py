@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -24,6 +23,7 @@ import torch
 from layerwise.spec.errors import LayerwiseError
 from layerwise.spec.model import Model
 from layerwise.train import checkpoint as ck
+from layerwise.train import integrity, rundir
 from layerwise.train import distributed as dd
 from layerwise.train import loop
 from layerwise.train.config import TrainConfig
@@ -65,19 +65,39 @@ class RunResult:
 
 
 def train(model: Model, config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
-          on_event: Event | None = None, hooks: dict | None = None) -> RunResult:
+          overwrite: bool = False, on_event: Event | None = None, hooks: dict | None = None) -> RunResult:
     """Train `model` as `config` says, writing RUN_DIR as docs/RUNS.md describes.
 
-    resume=True continues from the newest checkpoint in RUN_DIR with the run's own spec.yaml and
-    config.yaml; only `config.epochs` / `config.max_steps` are taken from the caller (to extend it).
+    resume=True continues from the newest good checkpoint in RUN_DIR (from step 0 if none was
+    completed) with the run's own spec.yaml and config.yaml; only `config.epochs` /
+    `config.max_steps` are taken from the caller (to extend it). A directory holding a run is
+    refused unless resume or overwrite=True (which removes it); one process at a time owns it.
     hooks (tests, tools): {"after_step": fn(step, module)} runs after every optimizer step; it must
     leave the module in training mode (the loop sets it once, and again only if the root is not).
     Raises DivergedError on a non-finite loss, after keeping a loadable checkpoint.
     """
     run_dir = Path(run_dir)
-    resume_from = _resume_point(run_dir, resume)
-    trained, cfg = _what_to_train(model, config, run_dir, resume_from)
-    run, st = _set_up(trained, cfg, run_dir, resume_from, on_event, hooks or {})
+    with rundir.Owner(run_dir, enabled=_main_process()) as owner:
+        notes = owner.prepare(resume, overwrite)
+        owner.set_status("running")
+        try:
+            result = _train(model, config, run_dir, resume, notes, on_event, hooks or {})
+        except KeyboardInterrupt:  # the second Ctrl-C: stopped at once
+            owner.set_status("interrupted")
+            raise
+        except BaseException as err:
+            owner.set_status("failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__)
+            raise
+        owner.set_status(result.status, steps=result.steps)
+    return result
+
+
+def _train(model: Model, config: TrainConfig, run_dir: Path, resume: bool, notes: list[str],
+           on_event: Event | None, hooks: dict) -> RunResult:
+    resume_from, warned = _resume_point(run_dir, resume)
+    trained, cfg = _what_to_train(model, config, run_dir, resume)
+    run, st = _set_up(trained, cfg, run_dir, resume, resume_from, on_event, hooks)
+    run.warnings[:0] = notes + warned
     run.emit("start", {"model": trained.name, "task": trained.task, "total_steps": run.total, "start_step": st.step,
                        "steps_per_epoch": run.steps_per_epoch, "trainable_params": run.trainable,
                        "data": run.data.info.to_dict(), "predicted_peak_bytes": run.predicted,
@@ -100,25 +120,34 @@ def train(model: Model, config: TrainConfig, run_dir: str | Path, *, resume: boo
     return _finish(run, st, status)
 
 
+def _main_process() -> bool:
+    """Rank 0 owns the run directory (torchrun sets RANK before anything runs)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 # ---- set-up --------------------------------------------------------------------------------------
-def _resume_point(run_dir: Path, resume: bool) -> Path | None:
+def _resume_point(run_dir: Path, resume: bool) -> tuple[Path | None, list[str]]:
+    """(the newest good checkpoint or None, warnings about damaged newer ones)."""
     if not resume:
-        return None
-    folder = _latest(run_dir / "checkpoints")
+        return None, []
+    if not (run_dir / "config.yaml").exists() or not (run_dir / "spec.yaml").exists():
+        raise LayerwiseError(f"{run_dir}: nothing to resume (no spec.yaml and config.yaml of a run)")
+    folder, warned = latest_good(run_dir / "checkpoints")
     if folder is None:
-        raise LayerwiseError(f"{run_dir}: nothing to resume (no checkpoints/last or step-N)")
-    return folder
+        warned.append(f"{run_dir}: no checkpoint was completed; resuming from step 0")
+    return folder, warned
 
 
-def _what_to_train(model: Model, config: TrainConfig, run_dir: Path, resume_from: Path | None
-                   ) -> tuple[Model, TrainConfig]:
+def _what_to_train(model: Model, config: TrainConfig, run_dir: Path, resume: bool) -> tuple[Model, TrainConfig]:
     """(spec, config): the caller's (after freeze / LoRA transforms), or on resume the run's own,
     with the caller's length."""
-    if resume_from is None:
+    if not resume:
         trained, cfg = transform(model, config), config
     else:
         from layerwise.spec import io as spec_io
 
+        integrity.verify(run_dir / "spec.yaml")
+        integrity.verify(run_dir / "config.yaml")
         trained = spec_io.load(run_dir / "spec.yaml")
         cfg = replace(TrainConfig.from_yaml(run_dir / "config.yaml"), epochs=config.epochs, max_steps=config.max_steps)
     if cfg.precision == "fp16-mixed" and not cfg.device.startswith("cuda"):
@@ -126,8 +155,8 @@ def _what_to_train(model: Model, config: TrainConfig, run_dir: Path, resume_from
     return trained, cfg
 
 
-def _set_up(trained: Model, cfg: TrainConfig, run_dir: Path, resume_from: Path | None, on_event: Event | None,
-            hooks: dict) -> tuple[Run, State]:
+def _set_up(trained: Model, cfg: TrainConfig, run_dir: Path, resume: bool, resume_from: Path | None,
+            on_event: Event | None, hooks: dict) -> tuple[Run, State]:
     """Process group, module, data, optimizer, run directory; the state restored on resume."""
     dist = dd.setup(cfg.strategy, cfg.device)
     _determinism(cfg)
@@ -138,7 +167,7 @@ def _set_up(trained: Model, cfg: TrainConfig, run_dir: Path, resume_from: Path |
     if steps_per_epoch == 0:
         raise LayerwiseError(f"one epoch has {n_micro} micro-batches, fewer than --grad-accum {cfg.grad_accum}")
     loss_fn = LossFn(cfg, trained.task, data.info.class_counts.get("train"))
-    _prepare_dir(run_dir, trained, cfg, data, dist, resume_from)
+    _prepare_dir(run_dir, trained, cfg, data, dist, resume)
     decay = set(groups.decay)
     run = Run(cfg=cfg, trained=trained, dist=dist, module=module, wrapped=wrapped, opt=opt, groups=groups,
               scaler=torch.amp.GradScaler("cuda") if cfg.precision == "fp16-mixed" else None,
@@ -154,7 +183,8 @@ def _set_up(trained: Model, cfg: TrainConfig, run_dir: Path, resume_from: Path |
     st = State()
     if resume_from is not None:
         st = loop.restore(resume_from, run)
-        run.log.truncate_after(st.step)
+    if resume:
+        run.warnings.extend(run.log.truncate_after(st.step))
     run.wrapped.train()
     return run, st
 
@@ -197,6 +227,7 @@ def _finish(run: Run, st: State, status: str) -> RunResult:
             _write_merged(run.run_dir, run.trained, run.ckpt_root)
     if run.dist.main:
         ck.atomic_write_text(run.run_dir / "result.json", json.dumps(result.to_dict(), indent=2) + "\n")
+        integrity.record(run.run_dir, "result.json")
     run.emit("end", {"result": result.to_dict()})
     return result
 
@@ -229,6 +260,7 @@ def _write_merged(run_dir: Path, trained: Model, ckpt_root: Path) -> None:
     tmp = out / ".model.safetensors.tmp"
     save_file(merged, str(tmp))
     ck.os.replace(tmp, out / "model.safetensors")
+    integrity.record(out, "spec.yaml", "model.safetensors")
 
 
 # ---- set-up helpers -------------------------------------------------------------------------------
@@ -243,34 +275,38 @@ def _determinism(cfg: TrainConfig) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _latest(ckpt_root: Path) -> Path | None:
-    """The newest checkpoint: the highest step-N, or last/ if it is newer (after pruning)."""
-    cands = [(s, p) for s, p in ck.step_dirs(ckpt_root)]
-    last = ckpt_root / "last" / "state.pt"
-    if last.exists():
-        cands.append((int(torch.load(last, weights_only=True)["step"]), ckpt_root / "last"))
-    return max(cands, key=lambda c: c[0])[1] if cands else None
+def latest_good(ckpt_root: Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint whose files match their checksums (last/ or the highest step-N), and a
+    warning for each newer one that does not."""
+    cands = [(s, 1, p) for s, p in ck.step_dirs(ckpt_root)]
+    if (ckpt_root / "last").exists():
+        cands.append((None, 0, ckpt_root / "last"))
+    states, warned = [], []
+    for step, order, folder in cands:
+        try:
+            states.append((ck.check_checkpoint(folder)["step"], order, folder))
+        except LayerwiseError as err:
+            warned.append((step, f"{err}; falling back to an earlier checkpoint"))
+    best = max(states, key=lambda c: c[:2]) if states else None
+    newer = [w for s, w in warned if best is None or s is None or s > best[0]]
+    return (best[2] if best else None), newer
 
 
-def _prepare_dir(run_dir: Path, trained: Model, cfg: TrainConfig, data: Data, dist, resume_from) -> None:
+def _prepare_dir(run_dir: Path, trained: Model, cfg: TrainConfig, data: Data, dist, resume: bool) -> None:
     from layerwise.spec import io as spec_io
 
     if dist.main:
-        if resume_from is None and (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
-            if not (run_dir / "result.json").exists():  # unfinished: it can be resumed, never clobber it
-                raise LayerwiseError(f"{run_dir} holds an unfinished run; pass --resume to continue it or choose "
-                                     f"another --out")
-            # a finished run is kept one generation back, so re-running a command (make demo) works
-            prev = run_dir.with_name(run_dir.name + ".prev")
-            shutil.rmtree(prev, ignore_errors=True)
-            os.replace(run_dir, prev)
         run_dir.mkdir(parents=True, exist_ok=True)
-        if resume_from is None:
+        written = ["config.yaml", "data.json"]
+        if not resume:
             ck.atomic_write_text(run_dir / "spec.yaml", spec_io.dump(trained))
+            written.append("spec.yaml")
         ck.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())  # on resume: with the new length
         ck.atomic_write_text(run_dir / "data.json", json.dumps(data.info.to_dict(), indent=2) + "\n")
         if data.info.tokenizer_json:
             ck.atomic_write_text(run_dir / "tokenizer.json", data.info.tokenizer_json)
+            written.append("tokenizer.json")
+        integrity.record(run_dir, *written)
     dd.barrier(dist)
 
 

@@ -24,9 +24,13 @@ def run_dir(tmp_path_factory):
     return path
 
 
+def _newest(root, stem):
+    return max(root.glob(f"{stem}-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+
+
 def test_quantize_static_writes_the_predicted_file(run_dir, capsys):
     assert main(["compress", "quantize", str(run_dir), "--mode", "static"]) == 0
-    out = run_dir / "compressed" / "static.safetensors"
+    out = _newest(run_dir / "compressed", "quantize") / "static.safetensors"
     body = spec_io.load(run_dir / "spec.yaml").body
     size = out.stat().st_size
     assert abs(quant_size(body, "static").total_bytes - size) / size < 0.02
@@ -36,17 +40,18 @@ def test_quantize_static_writes_the_predicted_file(run_dir, capsys):
 
 def test_prune_structured_writes_a_smaller_spec(run_dir):
     assert main(["compress", "prune", str(run_dir), "--sparsity", "0.5", "--steps", "2", "--epochs", "1"]) == 0
-    pruned = spec_io.load(run_dir / "compressed" / "pruned-spec.yaml")
+    outdir = _newest(run_dir / "compressed", "prune")
+    pruned = spec_io.load(outdir / "pruned-spec.yaml")
     original = spec_io.load(run_dir / "spec.yaml")
     assert pruned.params().total < original.params().total
-    tensors = load_file(str(run_dir / "compressed" / "pruned-2.safetensors"))
+    tensors = load_file(str(outdir / "pruned-2.safetensors"))
     assert sum(t.numel() for k, t in tensors.items() if "running" not in k and "num_batches" not in k) \
         == pruned.params().total
 
 
 def test_export_onnx(run_dir, capsys):
     assert main(["export", "onnx", str(run_dir)]) == 0
-    assert (run_dir / "export" / "model.onnx").exists()
+    assert (_newest(run_dir / "export", "onnx") / "model.onnx").exists()
     assert "max rel" in capsys.readouterr().out
 
 
@@ -65,7 +70,7 @@ def test_distill_compares_with_the_student_alone(run_dir, tmp_path, capsys):
     spec_io.dump(student, tmp_path / "student.yaml")
     assert main(["compress", "distill", str(run_dir), "--student", str(tmp_path / "student.yaml"),
                  "--epochs", "1", "--temperature", "2", "--alpha", "0.5"]) == 0
-    out = run_dir / "compressed"
+    out = _newest(run_dir / "compressed", "distill")
     assert (out / "student-alone.safetensors").exists() and (out / "student-distilled.safetensors").exists()
     assert "distill T=2.0 alpha=0.5" in capsys.readouterr().out
 

@@ -145,8 +145,12 @@ def test_run_dir_files_early_stopping_and_rerunning_into_a_run_dir(tmp_path):
     from layerwise.spec import io as spec_io
 
     assert spec_io.load(tmp_path / "run/spec.yaml") == mlp()
-    again = train(mlp(), config(max_steps=2), tmp_path / "run")  # a finished run moves to run.prev
-    assert again.steps == 2 and load_run(tmp_path / "run.prev", "last").step == r.steps
+    with pytest.raises(LayerwiseError, match="holds a run \\(status: early_stopped\\); pass --resume.*--overwrite"):
+        train(mlp(), config(max_steps=2), tmp_path / "run")
+    assert load_run(tmp_path / "run", "last").step == r.steps  # untouched
+    again = train(mlp(), config(max_steps=2), tmp_path / "run", overwrite=True)
+    assert again.steps == 2 and load_run(tmp_path / "run", "last").step == 2
+    assert not (tmp_path / "run.prev").exists()
 
     def kill(step, module):
         if step == 2:  # after the step-1 checkpoint
@@ -154,7 +158,7 @@ def test_run_dir_files_early_stopping_and_rerunning_into_a_run_dir(tmp_path):
 
     with pytest.raises(KeyError):
         train(mlp(), config(checkpoint_every=1), tmp_path / "unfinished", hooks={"after_step": kill})
-    with pytest.raises(LayerwiseError, match="unfinished run; pass --resume"):
+    with pytest.raises(LayerwiseError, match="holds a run \\(status: failed\\); pass --resume"):
         train(mlp(), config(), tmp_path / "unfinished")
 
 
