@@ -7,21 +7,30 @@ from pathlib import Path
 
 import typer
 
+from layerwise.commands._options import quiet_option, threads_option
 from layerwise.spec.errors import LayerwiseError
 from layerwise.train.integrity import record
 from layerwise.train.rundir import fresh_file, new_folder
 
 _RUN_HELP = "a run directory written by `layerwise train`"
 _WHICH = typer.Option("best", "--which", help="checkpoint: best, last, step-N or merged")
+_THREADS = threads_option()
+_QUIET = quiet_option()
 
 compress_app = typer.Typer(help="Distil, prune and quantize a trained run.", no_args_is_help=True)
 
 
-def _load(run_dir: Path, which: str):
+def _load(run_dir: Path, which: str, threads: int | None):
+    from layerwise import threads as th
+    from layerwise.report.console import warn
     from layerwise.train.data import make_data
     from layerwise.train.run import load_run
 
+    th.choose(threads)  # a bad --threads before loading anything
     run = load_run(run_dir, which)
+    th.use(threads, th.model_step_flops(run.model, run.config.batch_size))
+    for w in run.warnings:
+        warn(w)
     return run, make_data(run.config, run.model)
 
 
@@ -49,10 +58,11 @@ def quantize_cmd(run_dir: Path = typer.Argument(..., help=_RUN_HELP),
                  group_size: int = typer.Option(None, help="weight-only: scales per group of inputs (0: per channel)"),
                  out: Path = typer.Option(None, help="output file, must not exist (default "
                                                      "RUN_DIR/compressed/quantize-N/MODE.safetensors)"),
-                 which: str = _WHICH):
+                 which: str = _WHICH, threads: int = _THREADS, quiet: bool = _QUIET):
     """Quantize a run's checkpoint (int8 dynamic/static, int8/int4 weight-only); writes the packed
     file and prints size, params, FLOPs, test metric and latency before and after."""
     from layerwise.compress.quantize import MODES, quantize
+    from layerwise.report.progress import phases
     from layerwise.cost.quant_size import quant_size
     from layerwise.report.compress import render_lines, render_table
 
@@ -60,16 +70,20 @@ def quantize_cmd(run_dir: Path = typer.Argument(..., help=_RUN_HELP),
         raise LayerwiseError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if out is not None:
         fresh_file(out)
-    run, data = _load(run_dir, which)
-    task, body = run.model.task, run.model.body
-    shape = run.model.input_shape(1)
-    calib = [b[0] for _, b in zip(range(8), data.train)] if mode == "static" else None
-    q = quantize(run.module, mode, calibration=calib, group_size=group_size)
-    folder = None if out else new_folder(run_dir / "compressed", "quantize")
-    out = out or folder / f"{mode}.safetensors"
-    rows = [_row("original fp32", run.module, body, shape, data.test, task, out.with_suffix(".fp32.tmp")),
-            _row(f"quantized {mode}", q, body, shape, data.test, task, out)]
-    out.with_suffix(".fp32.tmp").unlink()
+    with phases(f"quantize {mode}", quiet=quiet) as ph:
+        ph.phase("loading the run")
+        run, data = _load(run_dir, which, threads)
+        task, body = run.model.task, run.model.body
+        shape = run.model.input_shape(1)
+        calib = [b[0] for _, b in zip(range(8), data.train)] if mode == "static" else None
+        ph.phase("quantizing")
+        q = quantize(run.module, mode, calibration=calib, group_size=group_size)
+        folder = None if out else new_folder(run_dir / "compressed", "quantize")
+        out = out or folder / f"{mode}.safetensors"
+        ph.phase("testing and timing both")
+        rows = [_row("original fp32", run.module, body, shape, data.test, task, out.with_suffix(".fp32.tmp")),
+                _row(f"quantized {mode}", q, body, shape, data.test, task, out)]
+        out.with_suffix(".fp32.tmp").unlink()
     if folder:
         record(folder, out.name)
     render_table(f"quantize {mode}: {run_dir}", rows, _metric(task))
@@ -81,27 +95,31 @@ def prune_cmd(run_dir: Path = typer.Argument(..., help=_RUN_HELP), sparsity: flo
               kind: str = typer.Option("structured", help="structured | global | layer"),
               steps: int = typer.Option(1, help="iterative schedule: prune-then-fine-tune stages"),
               epochs: int = typer.Option(1, help="fine-tuning epochs after each stage"),
-              lr: float = typer.Option(1e-3, help="fine-tuning learning rate"), which: str = _WHICH):
+              lr: float = typer.Option(1e-3, help="fine-tuning learning rate"), which: str = _WHICH,
+              threads: int = _THREADS, quiet: bool = _QUIET):
     """Prune a run's checkpoint (structured: smaller layers; global/layer: magnitude zeros), with
     fine-tuning after each stage; writes RUN_DIR/compressed/prune-N/ (spec and weights per stage)."""
     from layerwise.compress.finetune import FinetuneConfig, train_loop
     from layerwise.compress.schedule import iterative_prune
     from layerwise.compress.structured import check_amount
     from layerwise.compress.unstructured import sparsity_table
+    from layerwise.report.progress import counted
     from layerwise.report.compress import render_lines, render_table
     from layerwise.spec.io import dump
 
     check_amount(sparsity)  # before loading anything
-    run, data = _load(run_dir, which)
+    run, data = _load(run_dir, which, threads)
     task, body, module = run.model.task, run.model.body, run.module
     shape = run.model.input_shape(1)
     outdir = new_folder(run_dir / "compressed", "prune")
     rows = [_row("original", module, body, shape, data.test, task, outdir / "original.safetensors")]
 
-    def finetune(m):
-        train_loop(m, data.train, FinetuneConfig(epochs=epochs, lr=lr, seed=run.config.seed), task=task)
+    with counted("prune: fine-tuning", total=steps * epochs * len(data.train), unit="batches", quiet=quiet) as bar:
+        def finetune(m):
+            train_loop(m, data.train, FinetuneConfig(epochs=epochs, lr=lr, seed=run.config.seed), task=task,
+                       on_batch=bar.advance)
 
-    stages = iterative_prune(body, module, shape, sparsity, steps=steps, kind=kind, finetune=finetune)
+        stages = iterative_prune(body, module, shape, sparsity, steps=steps, kind=kind, finetune=finetune)
     for st in stages:
         rows.append(_row(f"stage {st.index}: {st.sparsity:.0%} + ft", st.module, st.body, shape, data.test, task,
                          outdir / f"pruned-{st.index}.safetensors"))
@@ -123,15 +141,16 @@ def distill_cmd(run_dir: Path = typer.Argument(..., help=_RUN_HELP),
                 alpha: float = typer.Option(0.7, help="weight of the distillation loss (1 - alpha: the labels)"),
                 epochs: int = typer.Option(3, help="training epochs of each student"),
                 seed: int = typer.Option(0, help="seed of the students' initialisation and data order"),
-                which: str = _WHICH):
+                which: str = _WHICH, threads: int = _THREADS, quiet: bool = _QUIET):
     """Distil a run's model into a student: trains the student alone and with the teacher's soft
     targets, and compares both with the teacher; writes RUN_DIR/compressed/distill-N/."""
     import torch
 
     from layerwise.compress.finetune import FinetuneConfig, train_loop
     from layerwise.report.compress import render_table
+    from layerwise.report.progress import counted
 
-    run, data = _load(run_dir, which)
+    run, data = _load(run_dir, which, threads)
     task = run.model.task
     spec = _model(student)
     key = lambda m: (m.task, m.input.kind, tuple(m.input.shape), m.input.vocab_size)  # noqa: E731
@@ -142,12 +161,14 @@ def distill_cmd(run_dir: Path = typer.Argument(..., help=_RUN_HELP),
     outdir = new_folder(run_dir / "compressed", "distill")
     rows = [_row("teacher", run.module, run.model.body, shape, data.test, task, outdir / "teacher.tmp")]
     (outdir / "teacher.tmp").unlink()
-    for label, a in (("student alone", 0.0), ("student distilled", alpha)):
-        torch.manual_seed(seed)
-        s = spec.build()
-        train_loop(s, data.train, FinetuneConfig(epochs=epochs, seed=seed, temperature=temperature, alpha=a),
-                   task=task, teacher=run.module if a else None)
-        rows.append(_row(label, s, spec.body, shape, data.test, task, outdir / f"{label.replace(' ', '-')}.safetensors"))
+    with counted("distill: training two students", total=2 * epochs * len(data.train), unit="batches",
+                 quiet=quiet) as bar:
+        for label, a in (("student alone", 0.0), ("student distilled", alpha)):
+            torch.manual_seed(seed)
+            s = spec.build()
+            train_loop(s, data.train, FinetuneConfig(epochs=epochs, seed=seed, temperature=temperature, alpha=a),
+                       task=task, teacher=run.module if a else None, on_batch=bar.advance)
+            rows.append(_row(label, s, spec.body, shape, data.test, task, outdir / f"{label.replace(' ', '-')}.safetensors"))
     record(outdir, "student-alone.safetensors", "student-distilled.safetensors")
     render_table(f"distill T={temperature} alpha={alpha}: {run_dir}", rows, _metric(task))
 

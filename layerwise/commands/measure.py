@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from layerwise.commands._module import MODULE_HELP
+from layerwise.commands._options import quiet_option, threads_option
 from layerwise.commands._workload import with_workload
 from layerwise.spec.errors import LayerwiseError
 from layerwise.workload import Workload
@@ -36,6 +37,8 @@ def register(app: typer.Typer) -> None:
         checkpoint_modules: Optional[str] = typer.Option(None, "--checkpoint-modules",
                                                          help="your own module: classes --checkpointing full recomputes, NAME[,NAME]"),
         real: bool = typer.Option(False, "--real", help="real tensors (a subprocess on CPU; a GPU with --device cuda)"),
+        threads: Optional[int] = threads_option(),
+        quiet: bool = quiet_option(),
         json: bool = typer.Option(False, "--json", help="JSON output"),
         *,
         workload: Workload,
@@ -44,12 +47,15 @@ def register(app: typer.Typer) -> None:
 
         MODEL may be your own nn.Module: FILE.py:factory or package.module:factory. Importing it runs
         that file's (or module's) code, as `python FILE.py` would; nothing else is imported."""
+        from layerwise import threads as th
         from layerwise.commands import _module
-        from layerwise.report.console import err, print_json
+        from layerwise.report.console import print_json
+        from layerwise.report.progress import phases
 
         _module.check_flags(model)
         if _module.is_module_ref(model):
-            with err.status(f"measuring {model} ({'real' if real else 'fake'} tensors)..."):
+            th.use(th.choose(threads, None if real else 1))
+            with phases(f"measure {model} ({'real' if real else 'fake'} tensors)", quiet=quiet or json):
                 name, result = _module.measure(model, input, input_dtype, vocab, checkpoint_modules, workload, real=real)
             print_json(result.to_json()) if json else render(name, workload, result)
             return
@@ -63,8 +69,11 @@ def register(app: typer.Typer) -> None:
             print_json(result.to_json()) if json else render(f"{spec.name} (transformers)", workload, result)
             return
         spec = _resolve(model, input)
-        with err.status(f"measuring {spec.name} ({'real' if real else 'fake'} tensors)..."):
-            result = run_measure(spec, workload, real=real)
+        n = th.choose(threads, th.model_step_flops(spec, workload.batch) if real else 1)
+        if real:
+            check_fits(spec, workload)
+        with phases(f"measure {spec.name} ({'real' if real else 'fake'} tensors)", quiet=quiet or json):
+            result = run_measure(spec, workload, real=real, threads=n)
         print_json(result.to_json()) if json else render(spec.name, workload, result)
 
 
@@ -78,12 +87,28 @@ def _resolve(model: str, input: str | None):
         raise LayerwiseError(f"{model}: cannot resolve this model here ({exc}); pass a spec file (.yaml/.json)") from None
 
 
-def run_measure(spec, workload: Workload, *, real: bool):
+def check_fits(spec, workload: Workload) -> None:
+    """Before a real step: the bytes it needs (cost reading) against the memory available now."""
+    from layerwise.commands.memory import analytic
+    from layerwise.measure.procmem import available_bytes
+
+    need = analytic(spec, workload).peak_bytes
+    have = available_bytes(workload.device)
+    if have is not None and need > have:
+        raise LayerwiseError(f"measure --real {spec.name}: one step needs about {human(need)} ({need:,} B) and "
+                             f"{human(have)} is available; drop --real (fake tensors measure it without "
+                             f"allocating) or use a smaller --batch / --seq")
+
+
+def run_measure(spec, workload: Workload, *, real: bool, threads: int = 1):
     """Fake by default; real on CPU in a clean subprocess (for RSS); real on CUDA in-process."""
     if real and workload.device == "cpu":
         from layerwise.measure.run_real import measure_real_subprocess
 
-        return measure_real_subprocess(spec, workload)
+        return measure_real_subprocess(spec, workload, threads=threads)
+    from layerwise.threads import use
+
+    use(threads)
     from layerwise.measure.step import measure_step
 
     return measure_step(spec, workload, fake=not real)

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from layerwise.commands._options import quiet_option, threads_option
 from layerwise.commands._workload import with_workload
 from layerwise.spec.errors import LayerwiseError, WorkloadError
 from layerwise.workload import Workload
@@ -141,19 +142,24 @@ def register(app: typer.Typer) -> None:
                                                                         "(JSON)"),
         html: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML report (timelines "
                                                                  "overlaid)"),
+        threads: Optional[int] = threads_option(),
+        quiet: bool = quiet_option(),
         json: bool = typer.Option(False, "--json", help="JSON output"),
         *,
         workload: Workload,
     ):
         """The analytic memory next to the measured one (fake tensors), with the error of each part."""
+        from layerwise import threads as th
         from layerwise.cost.timeline import from_report
-        from layerwise.report.console import err, print_json
+        from layerwise.report.console import print_json
         from layerwise.report.memory import render_verify, verify_json
+        from layerwise.report.progress import phases
         from layerwise.report.timeline import compare_json, write_json
 
         spec = _resolve(model, input)
         report = analytic(spec, workload, timeline=True)
-        with err.status(f"measuring {spec.name} (fake tensors)..."):
+        th.use(th.choose(threads, 1))  # fake tensors: no arithmetic, one thread
+        with phases(f"verify {spec.name} (fake tensors)", quiet=quiet or json):
             measured = measure(spec, workload)
         lines = (from_report(report), measured.timeline)
         if timeline is not None:

@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 
+from layerwise.commands._options import quiet_option, threads_option
 from layerwise.spec.errors import LayerwiseError
 
 # CLI flag -> TrainConfig field (data_* fields go to the DataConfig).
@@ -94,6 +95,7 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda"),
         strategy: Optional[str] = typer.Option(None, "--strategy", help="none, ddp, fsdp (under torchrun)"),
         tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="also log to RUN_DIR/tensorboard (needs tensorboard)"),
+        threads: Optional[int] = threads_option(),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
         json: bool = typer.Option(False, "--json", help="print the RunResult as JSON"),
     ):
@@ -116,12 +118,18 @@ def register(app: typer.Typer) -> None:
                 raise LayerwiseError("pass --data (e.g. --data digits) or --config FILE naming the data")
             cfg = build_config(config, flags)
 
+        from layerwise import threads as th
         from layerwise.report.console import print_json
         from layerwise.report.train import TrainReporter
         from layerwise.train.trainer import train as run_train
 
-        result = run_train(m, cfg, run_dir, resume=resume, overwrite=overwrite,
-                           on_event=TrainReporter(quiet=quiet, json=json))
+        n_threads = th.use(threads, th.model_step_flops(m, cfg.batch_size))
+
+        reporter = TrainReporter(quiet=quiet, json=json, threads=n_threads)
+        try:
+            result = run_train(m, cfg, run_dir, resume=resume, overwrite=overwrite, on_event=reporter)
+        finally:
+            reporter.close()
         if json:
             print_json(result.to_dict())
         if result.status == "interrupted":  # Ctrl-C: recorded in status.json, and not a success
@@ -134,11 +142,14 @@ def register(app: typer.Typer) -> None:
                                   help="best, last, step-N or merged (--checkpoint: the old name)"),
         split: str = typer.Option("test", "--split", help="train, val or test"),
         data: Optional[str] = typer.Option(None, "--data", help="other data of the same form (default: the run's)"),
+        threads: Optional[int] = threads_option(),
+        quiet: bool = quiet_option(),
         json: bool = typer.Option(False, "--json"),
     ):
         """Evaluate a run's checkpoint: loss, accuracy, per-class precision/recall, confusion matrix
         (perplexity for language models)."""
         from layerwise.report.console import print_json, warn
+        from layerwise.report.progress import counted
         from layerwise.report.train import eval_table
         from layerwise.train.data import make_data
         from layerwise.train.evaluate import evaluate as run_eval
@@ -146,7 +157,11 @@ def register(app: typer.Typer) -> None:
 
         if split not in ("train", "val", "test"):
             raise LayerwiseError(f"--split must be train, val or test, got {split!r}")
+        from layerwise import threads as th
+
+        th.choose(threads)  # a bad --threads before loading anything
         run = load_run(run_dir, which)
+        th.use(threads, th.model_step_flops(run.model, run.config.batch_size))
         for w in run.warnings:
             warn(w)
         cfg = run.config.with_overrides(data_source=data) if data else run.config
@@ -154,7 +169,8 @@ def register(app: typer.Typer) -> None:
         loader = getattr(d, split)
         if not len(loader.sampler):
             raise LayerwiseError(f"{run_dir}: the {split} split is empty")
-        e = run_eval(run.module, loader, run.model.task, n_classes=d.info.n_classes)
+        with counted(f"evaluate {split}", total=len(loader), unit="batches", quiet=quiet or json) as bar:
+            e = run_eval(run.module, loader, run.model.task, n_classes=d.info.n_classes, on_batch=bar.advance)
         if json:
             print_json({"run_dir": str(run_dir), "checkpoint": str(run.folder), "split": split, **e.to_dict()})
         else:

@@ -56,8 +56,9 @@ def _logits_targets(out: torch.Tensor, x: torch.Tensor, y, task: str):
 
 
 def train_loop(student: nn.Module, loader, config: FinetuneConfig, *, task: str = "classify",
-               teacher: nn.Module | None = None) -> nn.Module:
-    """Train `student` in place for config.epochs over `loader` ((x, y) or x batches)."""
+               teacher: nn.Module | None = None, on_batch=None) -> nn.Module:
+    """Train `student` in place for config.epochs over `loader` ((x, y) or x batches); on_batch()
+    (progress) after each batch."""
     if config.alpha > 0 and teacher is None:
         raise LayerwiseError("distill: alpha > 0 needs a teacher")
     torch.manual_seed(config.seed)
@@ -78,6 +79,8 @@ def train_loop(student: nn.Module, loader, config: FinetuneConfig, *, task: str 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if on_batch is not None:
+                on_batch()
     return student.eval()
 
 

@@ -66,3 +66,20 @@ def cuda_peaks(device) -> tuple[int, int]:
 
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_reserved(device)
+
+
+def available_bytes(device: str = "cpu") -> int | None:
+    """Memory a new allocation can take now: MemAvailable of /proc/meminfo on CPU, free device memory
+    on CUDA; None where the system does not say."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(device)[0]) if torch.cuda.is_available() else None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

@@ -21,13 +21,14 @@ from layerwise.spec.errors import LayerwiseError
 from layerwise.workload import Workload
 
 
-def measure_real_subprocess(model, workload: Workload, *, timeout: float = 600.0) -> StepMeasurement:
+def measure_real_subprocess(model, workload: Workload, *, timeout: float = 600.0,
+                            threads: int | None = None) -> StepMeasurement:
     from layerwise.spec.io import to_data
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp, "in.json"), Path(tmp, "out.json")
         src.write_text(json.dumps({"model": to_data(model), "workload": asdict(workload)}))
-        env = {**os.environ, **CLEAN_MALLOC_ENV}
+        env = {**os.environ, **CLEAN_MALLOC_ENV, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
         proc = subprocess.run([sys.executable, "-m", "layerwise.measure.run_real", str(src), str(dst)],
                               env=env, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0 or not dst.exists():

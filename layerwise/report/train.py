@@ -3,11 +3,11 @@ end-of-run summary, and `layerwise evaluate` tables. Driven by the trainer's eve
 progress, stdout for results."""
 from __future__ import annotations
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.markup import escape
 from rich.table import Table
 
 from layerwise.report.console import err, out
+from layerwise.report.progress import Counted
 
 
 def _bytes(n: int | None) -> str:
@@ -23,11 +23,11 @@ def _bytes(n: int | None) -> str:
 class TrainReporter:
     """`on_event` for layerwise.train.trainer.train."""
 
-    def __init__(self, quiet: bool = False, json: bool = False):
-        self.quiet = quiet or json  # quiet: no banner or progress bar; the summary still prints
+    def __init__(self, quiet: bool = False, json: bool = False, threads: int | None = None):
+        self.quiet = quiet or json  # quiet: no banner or progress; the summary still prints
         self.json = json  # the caller prints the result as JSON instead of the summary
-        self.progress: Progress | None = None
-        self.task = None
+        self.threads = threads
+        self.progress: Counted | None = None
         self.last_val = ""
         self.rank = 0
 
@@ -41,7 +41,7 @@ class TrainReporter:
     def _start(self, p: dict) -> None:
         d = p["data"]
         for w in p["warnings"]:
-            err.print(f"[yellow]warning:[/] {w}", highlight=False)
+            err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
         if self.quiet:
             return
         sizes = ", ".join(f"{k} {v}" for k, v in d["sizes"].items())
@@ -51,37 +51,39 @@ class TrainReporter:
         if d.get("class_counts"):
             err.print(f"  train class counts: {d['class_counts']['train']}", highlight=False)
         err.print(f"  predicted peak memory of one step: {_bytes(p['predicted_peak_bytes'])}"
-                  + (f"; world size {p['world']}" if p["world"] > 1 else ""), highlight=False)
-        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                 TimeRemainingColumn(), console=err, transient=False)
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=p["total_steps"], completed=p["start_step"], info="")
+                  + (f"; world size {p['world']}" if p["world"] > 1 else "")
+                  + (f"; {self.threads} torch thread(s)" if self.threads else ""), highlight=False)
+        self.progress = Counted("train", p["total_steps"], unit="steps").__enter__()
+        self.progress.start_at(p["start_step"])
 
     def _memory(self, p: dict) -> None:
         if self.progress:
             what = "allocator peak" if str(p["device"]).startswith("cuda") else "live tensor storage, tracked"
-            self.progress.console.print(f"  measured peak memory (step 2, {what}): {_bytes(p['measured_peak_bytes'])}"
-                                        f" (predicted {_bytes(p['predicted_peak_bytes'])})", highlight=False)
+            self.progress.print(f"  measured peak memory (step 2, {what}): {_bytes(p['measured_peak_bytes'])}"
+                                f" (predicted {_bytes(p['predicted_peak_bytes'])})")
 
     def _step(self, p: dict) -> None:
         if self.progress:
             info = f"loss {p['loss']:.4f} lr {p['lr']:.2e} {p['samples_per_s']:.0f} samples/s{self.last_val}"
-            self.progress.update(self.task, completed=p["step"], info=info)
+            self.progress.update(p["step"], info)
 
     def _eval(self, p: dict) -> None:
         r = p["result"]
         self.last_val = f" | val loss {r['loss']:.4f}" + (f" acc {r['accuracy']:.3f}" if r["task"] == "classify" else
                                                           f" ppl {r['perplexity']:.2f}")
         if self.progress:
-            info = self.progress.tasks[0].fields.get("info", "").split(" | ")[0]
-            self.progress.update(self.task, info=info + self.last_val)
+            self.progress.update(self.progress.done, self.progress.info.split(" | ")[0] + self.last_val)
 
     def _end(self, p: dict) -> None:
-        if self.progress:
-            self.progress.stop()
+        self.close()
         if not self.json:
             summary(p["result"])
+
+    def close(self) -> None:
+        """Stop the bar (also when the run ends in an error)."""
+        if self.progress:
+            self.progress.__exit__(None, None, None)
+            self.progress = None
 
 
 def summary(r: dict) -> None:

@@ -174,9 +174,12 @@ _STATE_KEYS = {"step": int, "epoch": int, "batch_in_epoch": int, "rng": dict}
 def read_state(path: Path) -> dict:
     """torch.load(weights_only=True) of a state.pt: plain data only, never arbitrary pickles."""
     import pickle
+    import warnings
 
     try:
-        state = torch.load(path, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the error says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise integrity.DamagedFileError(f"{path}: not a loadable checkpoint state (torch.load with "

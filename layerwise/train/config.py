@@ -153,8 +153,13 @@ class TrainConfig:
             raise LayerwiseError(f"{path}: no such config file")
         try:
             data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise LayerwiseError(f"{path}: YAML syntax error: {err}") from None
+        except yaml.YAMLError as err:  # one line: the place and the problem, not PyYAML's snippet
+            mark = getattr(err, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise LayerwiseError(f"{path}{line}: YAML syntax error: {problem}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise LayerwiseError(f"{path}: cannot be read as text: {err}") from None
         return cls.from_dict(data, str(path))
 
     def to_yaml(self) -> str:

@@ -29,8 +29,9 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(module: torch.nn.Module, loader, task: str, *, n_classes: int = 0, device: str = "cpu",
-             autocast_dtype: torch.dtype | None = None) -> EvalResult:
-    """One pass over `loader` in eval mode; the module's training flag is restored afterwards."""
+             autocast_dtype: torch.dtype | None = None, on_batch=None) -> EvalResult:
+    """One pass over `loader` in eval mode; the module's training flag is restored afterwards.
+    on_batch() (progress) is called after each batch."""
     was_training = module.training
     module.eval()
     total_loss, total_n, correct = 0.0, 0, 0
@@ -53,6 +54,8 @@ def evaluate(module: torch.nn.Module, loader, task: str, *, n_classes: int = 0, 
                 if confusion is None:
                     confusion = torch.zeros(k, k, dtype=torch.int64)
                 confusion += torch.bincount(target.cpu() * k + pred.cpu(), minlength=k * k).view(k, k)
+            if on_batch is not None:
+                on_batch()
     finally:
         module.train(was_training)
     if total_n == 0:

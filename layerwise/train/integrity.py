@@ -91,7 +91,7 @@ def verify(path: Path) -> None:
         raise DamagedFileError(f"{path}: missing (the manifest lists it)")
     size = path.stat().st_size
     if size != entry["bytes"]:
-        raise DamagedFileError(f"{path}: {size:,} bytes, the manifest says {entry['bytes']:,} (truncated or "
-                               f"replaced)")
+        raise DamagedFileError(f"{path}: {size:,} bytes, {MANIFEST} says {entry['bytes']:,} (truncated, replaced, "
+                               f"or the manifest is damaged)")
     if sha256(path) != entry["sha256"]:
-        raise DamagedFileError(f"{path}: sha256 differs from the manifest (corrupted or edited)")
+        raise DamagedFileError(f"{path}: sha256 differs from {MANIFEST} (corrupted or edited, or the manifest is)")
