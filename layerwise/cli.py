@@ -26,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print in one or two lines and exit 2, never a traceback."""
     _register_commands()
     try:
-        code = app(args=argv, prog_name="layerwise", standalone_mode=False)
+        from layerwise.commands._values import finite_floats
+
+        command = finite_floats(typer.main.get_command(app))
+        code = command.main(args=argv, prog_name="layerwise", standalone_mode=False)
     except LayerwiseError as err:
         from layerwise.report.console import error
 

@@ -37,6 +37,10 @@ class LoRA(Block):
         if not isinstance(self.base, Linear):
             raise SpecError(f"lora.base must be a linear block, got {type(self.base).__name__}")
         self._positive("rank")
+        width = min(self.base.d_in, self.base.d_out)
+        if self.rank > width:  # the update B @ A has rank <= min(d_in, d_out) whatever `rank` says
+            raise SpecError(f"lora rank {self.rank} is larger than the layer's width min(d_in {self.base.d_in}, "
+                            f"d_out {self.base.d_out}) = {width}; a larger rank adds parameters, not capacity")
         a = self.alpha
         if isinstance(a, bool) or not isinstance(a, (int, float)) or not a > 0:
             raise SpecError(f"lora.alpha must be a positive number, got {a!r}")

@@ -158,3 +158,26 @@ class RMSNorm(Block):
         module = nn.RMSNorm(self.d_model, eps=self.eps)
         module.requires_grad_(self.trainable)
         return module
+
+
+def check_train_batch(model, in_shape: Shape, flag: str = "--batch") -> None:
+    """In training BatchNorm normalises each channel over the batch (and positions); with one value
+    per channel there is no variance and torch stops ("Expected more than 1 value per channel").
+    Raise WorkloadError naming the block and the fix instead, before anything is built."""
+    from layerwise.spec.base import walk
+    from layerwise.spec.errors import WorkloadError
+
+    if in_shape[0] != 1 or not _has_batchnorm(model.body, set()):  # only batch 1 can give one value
+        return
+    for info in walk(model.body, in_shape):
+        if isinstance(info.block, _BatchNormNd) and prod(info.in_shape) // info.in_shape[1] == 1:
+            raise WorkloadError(f"block {info.path or '(root)'} ({info.block.type_name}): in training BatchNorm needs "
+                                f"more than one value per channel, and batch 1 gives it one; use {flag} 2 or more "
+                                f"(or --mode infer)")
+
+
+def _has_batchnorm(block: Block, seen: set) -> bool:
+    if id(block) in seen:
+        return False
+    seen.add(id(block))
+    return isinstance(block, _BatchNormNd) or any(_has_batchnorm(c, seen) for _, c in block.children())

@@ -18,6 +18,9 @@ def flops_answer(spec, workload: Workload, *, tokens: float | None = None):
     if workload.reference != "layerwise":
         raise WorkloadError(f"--impl {workload.reference} does not apply to `layerwise flops` (it counts our "
                             f"build's FLOPs; `layerwise measure CONFIG.json --impl hf` counts transformers')")
+    from layerwise.cost.parallel import check_split
+
+    check_split(spec, workload.tp, workload.pp)
     report = model_flops(spec, workload)
     compute = None
     if tokens is not None:

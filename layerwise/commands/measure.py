@@ -68,7 +68,12 @@ def register(app: typer.Typer) -> None:
                 spec, result = measure_hf(model, workload, fake=not real)
             print_json(result.to_json()) if json else render(f"{spec.name} (transformers)", workload, result)
             return
+        from layerwise.commands.memory import _check_batchnorm
+        from layerwise.cost.parallel import check_split
+
         spec = _resolve(model, input)
+        check_split(spec, workload.tp, workload.pp)
+        _check_batchnorm(spec, workload)
         n = th.choose(threads, th.model_step_flops(spec, workload.batch) if real else 1)
         if real:
             check_fits(spec, workload)

@@ -20,6 +20,10 @@ MAX_BATCH = 1 << 20  # the --fit search stops here
 
 def analytic(spec, workload: Workload, timeline: bool = False):
     """The memory report of `spec` under `workload` (training or inference by --mode)."""
+    from layerwise.cost.parallel import check_split
+
+    check_split(spec, workload.tp, workload.pp)
+    _check_batchnorm(spec, workload)
     if workload.reference != "layerwise":
         raise WorkloadError(f"--impl {workload.reference}: the cost reading of transformers' code is not "
                             f"available yet; `layerwise measure CONFIG.json --impl hf` measures it")
@@ -36,16 +40,29 @@ def _reading(spec, workload: Workload, timeline: bool):
     return reading(spec, workload, timeline=timeline)
 
 
+def _check_batchnorm(spec, workload: Workload) -> None:
+    from layerwise.blocks.norm import check_train_batch
+
+    if workload.mode == "train" and hasattr(spec, "input_shape"):
+        check_train_batch(spec, spec.input_shape(workload.batch, workload.seq, workload.image))
+
+
 def fit_batch(spec, workload: Workload, budget_bytes: int) -> dict:
-    """Does the peak fit `budget_bytes`, and the largest micro-batch that does (the peak grows with
-    the batch: cost/verdict.largest's doubling and bisection)."""
+    """Does the peak fit `budget_bytes`; the largest micro-batch that does at the workload's sequence
+    length; and for token/sequence models the longest sequence (up to the model's max_seq) that does
+    at the workload's batch (the peak grows with both: cost/verdict.largest's doubling and bisection)."""
     from layerwise.cost.verdict import largest
 
-    def need(batch: int) -> int:
-        return analytic(spec, replace(workload, batch=batch)).peak_bytes
+    def need(**kw) -> int:
+        return analytic(spec, replace(workload, **kw)).peak_bytes
 
-    return {"budget_bytes": budget_bytes, "fits": need(workload.batch) <= budget_bytes,
-            "max_batch": largest(need, budget_bytes, MAX_BATCH)}
+    out = {"budget_bytes": budget_bytes, "fits": need() <= budget_bytes,
+           "max_batch": largest(lambda b: need(batch=b), budget_bytes, MAX_BATCH)}
+    limit = spec.input.max_seq if spec.input.kind in ("tokens", "sequence") else 0
+    if limit:
+        out["max_seq"] = largest(lambda s: need(seq=s), budget_bytes, limit)
+        out["model_max_seq"] = limit
+    return out
 
 
 @dataclass(frozen=True)
@@ -95,8 +112,8 @@ def register(app: typer.Typer) -> None:
     def memory(
         model: str = typer.Argument(..., help="preset name, spec file (.yaml/.yml/.json) or HF config.json"),
         input: Optional[str] = typer.Option(None, "--input", help="one sample's input shape (bare-block spec files)"),
-        fit: Optional[float] = typer.Option(None, "--fit", help="a memory budget in GB (10^9 B): does it fit, and "
-                                                                "the largest batch that does"),
+        fit: Optional[float] = typer.Option(None, "--fit", help="a memory budget in GB (10^9 B): does it fit, the "
+                                                                "largest batch and the longest context that do"),
         verdict: bool = typer.Option(False, "--verdict", help="for every GPU of the catalogue: does it fit, "
                                                               "what is spare, largest batch, longest context"),
         timeline: Optional[Path] = typer.Option(None, "--timeline", help="write the step's memory timeline (JSON)"),

@@ -164,7 +164,8 @@ def model_flops(model: Model, workload: Workload) -> FlopReport:
 
 @dataclass(frozen=True)
 class TrainingCompute:
-    """Training compute for a token budget: ours (per-token step FLOPs × tokens) next to 6·N·D."""
+    """Training compute for a token budget (token_budget_flops, the same count `layerwise time`
+    uses) next to 6·N·D."""
 
     tokens: int
     flops: int
@@ -177,15 +178,24 @@ class TrainingCompute:
         return self.flops / self.six_nd
 
 
+def token_budget_flops(model: Model, tokens: int, seq: int | None = None) -> tuple[int, int, int]:
+    """(model FLOPs of one sequence of `seq` tokens, of `tokens` tokens, 6·N·D with N the active
+    parameters): the one count behind `flops --tokens` and `time`. Model FLOPs, MFU's numerator
+    (PaLM, arXiv 2204.02311 appendix B): forward + backward with no grad for the input data, and
+    attention's backward as 4 bmms (eager), not sdpa's 5 (its recompute of the scores is hardware,
+    not model, FLOPs); no activation-checkpointing recompute. Attention's s² terms are in, 6ND
+    leaves them out."""
+    in_shape = model.input_shape(batch=1, seq=seq)
+    per_seq = model.body.flops(in_shape, FlopCtx(input_grad=False, attention="eager")).total
+    return per_seq, per_seq * tokens // in_shape[1], 6 * model.body.active_params().total * tokens
+
+
 def training_compute(model: Model, workload: Workload, tokens: int) -> TrainingCompute:
-    """Our step FLOPs scaled to `tokens`, and 6·N·D with N = all parameters (the GPT-3 / Kaplan
-    convention). The difference is attention's s² terms and the embedding lookups (no matmul)."""
-    report = model_flops(model, workload.with_(mode="train"))
+    """token_budget_flops at the workload's sequence length, with the parameter counts."""
+    _, flops, six = token_budget_flops(model, tokens, workload.seq)
     n = model.params().total
     embed = sum(child.params().total for _, child in _embeddings(model.body))
-    per_token_num, per_token_den = report.total, report.tokens
-    return TrainingCompute(tokens=tokens, flops=per_token_num * tokens // per_token_den, six_nd=6 * n * tokens,
-                           params=n, non_embedding_params=n - embed)
+    return TrainingCompute(tokens=tokens, flops=flops, six_nd=six, params=n, non_embedding_params=n - embed)
 
 
 def _embeddings(block: Block):

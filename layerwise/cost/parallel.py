@@ -171,3 +171,35 @@ def inflight_microbatches(pp: int, stage: int, n_micro: int, schedule: str = "1f
     if schedule != "1f1b":
         raise WorkloadError(f"pipeline schedule must be 1f1b or gpipe, got {schedule!r}")
     return min(pp - stage, n_micro)
+
+
+def check_split(model, tp: int, pp: int) -> None:
+    """--tp must divide every attention's heads (query and key/value: Megatron-LM gives each rank whole
+    heads) and --pp the repeated layers (each stage holds the same number of layers), checked where
+    the values enter, with the reason in the message."""
+    if tp > 1:
+        for path, heads, kv in _attention_heads(model.body):
+            for name, n in (("heads", heads), ("key/value heads", kv)):
+                if n % tp:
+                    raise WorkloadError(f"--tp {tp} does not divide {path}'s {n} {name}: tensor parallelism gives "
+                                        f"each rank whole heads (choose a divisor of {n})")
+    if pp > 1:
+        from layerwise.cost.memory import _repeat_layers
+
+        layers = _repeat_layers(model.body)
+        if not layers or layers % pp:
+            raise WorkloadError(f"--pp {pp} does not divide the model's {layers} repeated layers: each pipeline "
+                                f"stage holds the same number of layers" if layers else
+                                f"--pp {pp}: the model has no repeated layers (a `repeat`) to split into stages")
+
+
+def _attention_heads(block, path: str = "", seen=None):
+    """(path, n_heads, n_kv_heads) of each distinct attention block (a repeat's template once)."""
+    seen = set() if seen is None else seen
+    if id(block) in seen:
+        return
+    seen.add(id(block))
+    if block.type_name == "attention":
+        yield path or "attention", block.n_heads, block.n_kv_heads or block.n_heads
+    for name, child in block.children():
+        yield from _attention_heads(child, f"{path}.{name}" if path else name, seen)

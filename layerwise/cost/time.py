@@ -166,9 +166,11 @@ def estimate_model_time(model, gpu: GPU, *, n_gpus: int = 1, tokens: int | None 
             tokens, defaulted = CHINCHILLA_TOKENS_PER_PARAM * n_params, True
         if tokens < 1:
             raise WorkloadError(f"--tokens must be positive, got {tokens}")
+        from layerwise.cost.flops import token_budget_flops  # the one count `flops --tokens` shows too
+
         s = in_shape[1]
-        total = per_sample * tokens // s
-        n_samples, six = -(-tokens // s), six_nd(active, tokens)
+        per_sample, total, six = token_budget_flops(model, tokens, s)
+        n_samples = -(-tokens // s)
     else:
         if tokens is not None:
             raise WorkloadError(f"--tokens applies to token models; {model.name} takes {model.input.kind}: give --samples")

@@ -20,7 +20,7 @@ def flops_json(r: FlopReport, compute: TrainingCompute | None = None) -> dict:
         "total": r.total,
         "matmul_forward": r.flops.fwd_matmul,
         "matmul_backward": r.flops.bwd_matmul if r.mode == "train" else 0,
-        "recompute": r.recompute.forward,
+        "recompute": r.recompute.total,  # activation checkpointing's recompute, part of the backward
         "causal_skippable": r.flops.causal_skippable,
         "tokens": r.tokens,
         "per_token": r.total // r.tokens,
@@ -49,9 +49,13 @@ def render_flops(r: FlopReport, compute: TrainingCompute | None, max_level: int)
         table.add_row(*cells, *((count(row.flops.backward),) if train else ()))
     out.print(table)
     out.print(f"forward {count(r.forward)} ({r.forward:,}); matmul {count(r.flops.fwd_matmul)}"
-              + (f"; backward {count(r.backward)}" + (f" incl. recompute {count(r.recompute.forward)}" if r.recompute.forward else "")
+              + (f"; backward {count(r.backward)}" + (f" incl. recompute {count(r.recompute.total)}" if r.recompute.total else "")
                  if train else ""))
     out.print(f"total {count(r.total)} FLOPs, {count(r.total / r.tokens)} per {'token' if len(r.input_shape) == 2 else 'sample'}")
+    if train and r.recompute.total:
+        out.print(f"note: activation checkpointing adds {count(r.recompute.total)} FLOPs of recompute to the backward "
+                  f"(the checkpointed blocks' forward again; PyTorch's checkpoint stops at the last saved tensor, so a "
+                  f"pre-norm block's final down projection is not recomputed, and this count leaves it out)")
     if r.flops.causal_skippable:
         out.print(f"causal attention: {count(r.flops.causal_skippable)} of the forward matmul FLOPs fall in the masked "
                   f"half (kernels compute them; a causal-aware count would not)")

@@ -79,7 +79,9 @@ def render_memory(answer, workload) -> None:
                   f"{human(report.device_overhead_bytes)}")
     if fit is not None:
         verdict = "fits" if fit["fits"] else "does not fit"
-        out.print(f"budget {human(fit['budget_bytes'])}: {verdict}; largest batch that fits: {fit['max_batch']}")
+        seq = (f"; longest context that fits at batch {workload.batch}: {fit['max_seq']:,} tokens (the "
+               f"model's max {fit['model_max_seq']:,})") if "max_seq" in fit else ""
+        out.print(f"budget {human(fit['budget_bytes'])}: {verdict}; largest batch that fits: {fit['max_batch']}{seq}")
     for note in report.notes:
         out.print(f"note: {note}")
     if answer.timeline is not None:

@@ -40,7 +40,10 @@ def apply_lora(spec, rank: int, alpha: float = 16.0, targets=("q_proj", "v_proj"
         if not matches(path, targets):
             return node
         hits.append(path)
-        return LoRA(base=replace(node, trainable=False), rank=rank, alpha=alpha, dropout=dropout, init_a=init_a)
+        try:
+            return LoRA(base=replace(node, trainable=False), rank=rank, alpha=alpha, dropout=dropout, init_a=init_a)
+        except SpecError as err:
+            raise err.with_prefix(path) from None
 
     out = map_tree(tree, wrap)
     if not hits:

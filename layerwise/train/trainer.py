@@ -150,6 +150,9 @@ def _what_to_train(model: Model, config: TrainConfig, run_dir: Path, resume: boo
         integrity.verify(run_dir / "config.yaml")
         trained = spec_io.load(run_dir / "spec.yaml")
         cfg = replace(TrainConfig.from_yaml(run_dir / "config.yaml"), epochs=config.epochs, max_steps=config.max_steps)
+    from layerwise.blocks.norm import check_train_batch
+
+    check_train_batch(trained, trained.input_shape(cfg.batch_size))
     if cfg.precision == "fp16-mixed" and not cfg.device.startswith("cuda"):
         raise LayerwiseError("precision fp16-mixed needs a CUDA device; on CPU use bf16-mixed")
     return trained, cfg
