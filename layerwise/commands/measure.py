@@ -64,7 +64,8 @@ def register(app: typer.Typer) -> None:
                 raise LayerwiseError("--input does not apply to --impl hf (the config.json says what the model eats)")
             from layerwise.measure.hf import measure_hf
 
-            with err.status(f"measuring transformers' {model} (fake tensors)..."):
+            th.use(th.choose(threads, None if real else 1))
+            with phases(f"measure transformers' {model} ({'real' if real else 'fake'} tensors)", quiet=quiet or json):
                 spec, result = measure_hf(model, workload, fake=not real)
             print_json(result.to_json()) if json else render(f"{spec.name} (transformers)", workload, result)
             return
