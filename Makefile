@@ -18,11 +18,19 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# Each step says how long it took. Threads: the CLI's default (README, Threads). Re-running works:
+# the training run replaces the previous demo run (--overwrite says so on stderr).
+DEMO_STEPS = "summary tiny-gpt --max-level 1" \
+	"memory llama-2-7b --batch 1 --seq 2048 --precision bf16-mixed --optimizer adamw" \
+	"verify tiny-gpt --seq 64 --batch 4" \
+	"train digits-cnn --data digits --epochs 3 --out runs/demo --overwrite"
+
 demo: $(STAMP)
-	$(BIN)/layerwise summary tiny-gpt --max-level 1
-	$(BIN)/layerwise memory llama-2-7b --batch 1 --seq 2048 --precision bf16-mixed --optimizer adamw
-	$(BIN)/layerwise verify tiny-gpt --seq 64 --batch 4
-	$(BIN)/layerwise train digits-cnn --data digits --epochs 3 --out runs/demo
+	@for step in $(DEMO_STEPS); do \
+	  echo "$$ layerwise $$step"; start=$$(date +%s%N); \
+	  $(BIN)/layerwise $$step || exit $$?; \
+	  echo "[demo] layerwise $$step: $$(( ($$(date +%s%N) - start) / 1000000 )) ms"; echo; \
+	done
 
 # The browser tests drive Debian's headless Chromium (tests/serve/browser.py); installed once, quietly.
 chromium:

@@ -15,8 +15,7 @@ import torch
 from layerwise.presets import get_preset
 
 # (preset, overrides, batch): the demo models at the batches the README trains them with
-CASES = [("digits-cnn", {}, 32), ("text-gru", {}, 64), ("digits-vit", {}, 32), ("tiny-gpt", {"max_seq": 64}, 16),
-         ("tiny-gpt", {}, 32)]
+CASES = [("digits-cnn", {}, 32), ("text-gru", {}, 64), ("digits-vit", {}, 32), ("tiny-gpt", {"max_seq": 64}, 16)]
 
 
 def step_ms(model, batch: int, threads: int, steps: int) -> float:

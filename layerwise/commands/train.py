@@ -28,6 +28,7 @@ _FIELDS = {
     "data": "data_source", "resize": "data_resize", "normalise": "data_normalise",
     "label_column": "data_label_column", "text_column": "data_text_column", "tokenizer": "data_tokenizer",
     "val_fraction": "data_val_fraction", "test_fraction": "data_test_fraction", "data_seed": "data_seed",
+    "max_bytes": "data_max_bytes",
 }
 
 
@@ -92,6 +93,7 @@ def register(app: typer.Typer) -> None:
         val_fraction: Optional[float] = typer.Option(None, "--val-fraction"),
         test_fraction: Optional[float] = typer.Option(None, "--test-fraction"),
         data_seed: Optional[int] = typer.Option(None, "--data-seed"),
+        max_bytes: Optional[int] = typer.Option(None, "--max-bytes", help="pystdlib(-lines): bytes of source read"),
         device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda"),
         strategy: Optional[str] = typer.Option(None, "--strategy", help="none, ddp, fsdp (under torchrun)"),
         tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="also log to RUN_DIR/tensorboard (needs tensorboard)"),

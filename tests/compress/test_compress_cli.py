@@ -80,3 +80,24 @@ def test_student_with_another_input_is_a_clear_error(run_dir, tmp_path, capsys):
     spec_io.dump(student, tmp_path / "s.yaml")
     assert main(["compress", "distill", str(run_dir), "--student", str(tmp_path / "s.yaml")]) == 2
     assert "teacher's input" in capsys.readouterr().err
+
+
+def test_a_second_run_never_overwrites_the_first(run_dir, tmp_path, capsys):
+    from layerwise.compress.qfile import load_model
+    from layerwise.compress.quantize import quantize
+    from layerwise.train import integrity
+
+    before = set((run_dir / "compressed").glob("quantize-*")) if (run_dir / "compressed").exists() else set()
+    for _ in range(2):
+        assert main(["compress", "quantize", str(run_dir), "--mode", "weight-int8", "--quiet"]) == 0
+    new = sorted(set((run_dir / "compressed").glob("quantize-*")) - before)
+    assert len(new) == 2
+    body = spec_io.load(run_dir / "spec.yaml").body
+    for folder in new:  # both load, each checked against its own manifest
+        integrity.verify(folder / "weight-int8.safetensors")
+        load_model(quantize(body.build(), "weight-int8"), folder / "weight-int8.safetensors")
+    taken = new[0] / "weight-int8.safetensors"
+    assert main(["compress", "quantize", str(run_dir), "--out", str(taken)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export", "onnx", str(run_dir), "--out", str(taken)]) == 2
+    assert "already exists" in capsys.readouterr().err
