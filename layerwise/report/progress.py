@@ -29,8 +29,9 @@ def _clock(seconds: float) -> str:
 class Counted:
     """A known amount of work: advance(n, info) as it is done."""
 
-    def __init__(self, label: str, total: int | None, unit: str = "", quiet: bool = False, every: float = EVERY_S):
-        self.label, self.total, self.unit, self.quiet, self.every = label, total, unit, quiet, every
+    def __init__(self, label: str, total: int | None, unit: str = "", quiet: bool = False, every: float | None = None):
+        self.label, self.total, self.unit, self.quiet = label, total, unit, quiet
+        self.every = EVERY_S if every is None else every
         self.done, self.base, self.info, self.bar, self.task = 0, 0, "", None, None
         self.t0 = self.last = 0.0
 
@@ -95,8 +96,9 @@ class Phases:
     """Work without a count: a spinner with the current phase on a terminal; piped, a line when a
     phase starts and a still-running line every EVERY_S seconds."""
 
-    def __init__(self, label: str, quiet: bool = False, every: float = EVERY_S):
-        self.label, self.quiet, self.every = label, quiet, every
+    def __init__(self, label: str, quiet: bool = False, every: float | None = None):
+        self.label, self.quiet = label, quiet
+        self.every = EVERY_S if every is None else every
         self.current, self.status, self.stop = "", None, threading.Event()
         self.t0 = 0.0
 

@@ -30,12 +30,14 @@ class Owner:
 
     def __init__(self, run_dir: Path, enabled: bool = True):
         self.run_dir, self.enabled, self.fd = Path(run_dir), enabled, None
+        self.created = False  # this process made the directory (removed again if nothing was written)
 
     def __enter__(self) -> "Owner":
         if not self.enabled:
             return self
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise LayerwiseError(f"--out {self.run_dir}: is a file, not a run directory")
+        self.created = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -56,6 +58,9 @@ class Owner:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+            if self.created and [p.name for p in self.run_dir.iterdir()] == [LOCK]:  # refused before writing
+                (self.run_dir / LOCK).unlink()
+                self.run_dir.rmdir()
 
     def set_status(self, status: str, **extra) -> None:
         from layerwise.train.checkpoint import atomic_write_text
@@ -73,6 +78,8 @@ class Owner:
         if resume and overwrite:
             raise LayerwiseError("--resume and --overwrite contradict each other: pass one")
         notes = []
+        if resume and not holds_run(self.run_dir):
+            raise LayerwiseError(f"{self.run_dir}: nothing to resume (no run there); pass the run's --out")
         if not resume and holds_run(self.run_dir):
             if not overwrite:
                 state = status(self.run_dir) or "unknown"

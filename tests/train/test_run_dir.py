@@ -118,3 +118,11 @@ def test_kill_during_the_first_checkpoint_then_resume(tmp_path, capsys):
     assert main(_train_args(tmp_path, ref, "--max-steps", "4", "--checkpoint-every", "2")) == 0
     a, b = load_run(run, "last").module.state_dict(), load_run(ref, "last").module.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_of_nothing_is_refused_and_leaves_no_directory(tmp_path):
+    from layerwise.spec.errors import LayerwiseError
+
+    with pytest.raises(LayerwiseError, match="nothing to resume"):
+        train(mlp(), config(), tmp_path / "none", resume=True)
+    assert not (tmp_path / "none").exists()
