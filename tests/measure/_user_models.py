@@ -58,3 +58,8 @@ def broken():
 
 def not_a_module():
     return torch.zeros(3)
+
+
+def billion():
+    """60 x Linear(4096, 4096): 1.0B parameters, 4 GB of fp32 weights if it were ever allocated."""
+    return nn.Sequential(*[nn.Linear(4096, 4096) for _ in range(60)])

@@ -151,3 +151,15 @@ def test_the_cost_reading_says_plainly_that_a_module_has_no_spec(capsys, command
     extra = ["--gpu", "a100-80gb"] if command == "time" else []
     message = fails(capsys, command, EXAMPLE, *extra)
     assert "only the measure reading applies" in " ".join(message.split())
+
+
+def test_a_billion_parameter_module_costs_no_memory(capsys):
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, the process's high-water mark
+    data = run_json(capsys, "measure", f"{MODELS}:billion", "--input", "4096", "--optimizer", "sgd")
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    n = 60 * 4096 * 4097
+    assert data["params"]["total"] == n
+    assert data["components"]["weights"] == data["components"]["gradients"] == 4 * n  # fp32, SGD: no state
+    assert grown * 1024 < 4 * n // 10  # the 4 GB of weights were never allocated
