@@ -3,6 +3,7 @@ activation checkpointing applies), transformer_block, decoder_lm (tied head), th
 Each mirrors its module in layerwise/build/."""
 from __future__ import annotations
 
+from layerwise.cost import act_hf
 from layerwise.cost.act_trace import T, Trace
 from layerwise.cost.activations import act, run
 
@@ -92,7 +93,11 @@ def _decoder_lm(b, tr: Trace, x: T) -> T:
     for name, child in b.children():
         if name == "lm_head":
             return run(child, name, tr, x)
+        if name == "blocks" and tr.policy.hf is not None:  # --impl hf: mask and rotary tables
+            act_hf.before_layers(tr, b.block.attn, x)
         x = run(child, name, tr, x)
+        if name == "blocks" and tr.policy.hf is not None:
+            act_hf.after_layers(tr)
     tr.path.append("lm_head")  # tied: F.linear(x, embed.weight), the same parameter
     try:
         tr.begin()

@@ -221,6 +221,10 @@ SAVES_OUTPUT = {"relu", "sigmoid", "tanh", "softmax"}  # derivatives.yaml: these
 
 
 def activation_op(tr: Trace, x: T, kind: str) -> T:
+    if kind == "gelu_tanh" and tr.policy.hf is not None and tr.policy.hf.python_gelu:
+        from layerwise.cost.act_hf import python_gelu  # --impl hf: NewGELUActivation
+
+        return python_gelu(tr, x)
     if kind == "quick_gelu":  # x * sigmoid(1.702 x): sigmoid saves its result, the mul both factors
         sig = tr.new(x.shape, x.dtype, x.grad)
         if x.grad:

@@ -3,6 +3,7 @@ mirrors the forward of the module in layerwise/build/ (attention.py, ffn.py, lor
 Legend: B batch, S queries, Sk keys, H query heads, G kv heads, Dh head width."""
 from __future__ import annotations
 
+from layerwise.cost import act_hf
 from layerwise.cost.act_leaves import activation_op, dropout_op
 from layerwise.cost.act_trace import Storage, T, Trace, promote
 from layerwise.cost.activations import act, run
@@ -71,10 +72,14 @@ def _attention(b, tr: Trace, x: T) -> T:
         q, k = run(b.q_norm, "q_norm", tr, q), run(b.k_norm, "k_norm", tr, k)
         tr.begin(".core")
     q, k, v = (tr.view(t, (t.shape[0], t.shape[2], t.shape[1], t.shape[3])) for t in (q, k, v))
-    if b.rope is not None:
+    if b.rope is not None and tr.policy.hf is not None:
+        q, k = act_hf.rope(tr, b, q, k)
+    elif b.rope is not None:
         tables = [tr.new((s, dh), "fp32", False), tr.new((s, dh), "fp32", False)]
         q, k = _rope(tr, q, tables), _rope(tr, k, tables)
     core = _eager if tr.policy.attention == "eager" else _sdpa
+    if tr.policy.hf is not None:  # --impl hf: transformers' attention functions
+        core = act_hf.eager if tr.policy.attention == "eager" else act_hf.sdpa
     if tr.policy.checkpointing == "selective" and tr.sink is None:  # recompute the core in backward
         y = tr.checkpointed(lambda q_, k_, v_: core(tr, b, q_, k_, v_), q, k, v)
     else:

@@ -42,6 +42,7 @@ class ActPolicy:
     grad: bool = True
     checkpointing: str = "none"  # none | full (each outermost repeat item) | selective (attention core,
     # Korthikanti et al. 2022 "Reducing activation recomputation": scores/probs recomputed)
+    hf: object = None  # --impl hf: an act_hf.HFOps (transformers' ops where they differ from ours)
 
     def __post_init__(self):
         if self.attention not in ("eager", "sdpa"):
@@ -147,6 +148,7 @@ class Trace:
     # checkpointed, for the allocation sequence (cost/cuda_events.py): last step, the region's span
     # of liveness events, and the keys of the storages recomputed for backward -> their step
     recompute_logs: list[tuple[int, int, int, dict]] = field(default_factory=list)
+    shared: dict = field(default_factory=dict)  # --impl hf: tensors made once per forward (mask, rotary tables)
 
     # ---- structure -------------------------------------------------------------------------
     def begin(self, extra: str = "") -> Step:

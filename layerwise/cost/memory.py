@@ -94,12 +94,13 @@ class MemoryReport:
 
 
 # ---- the symbolic step ------------------------------------------------------------------------
-def act_policy(workload: Workload) -> ActPolicy:
+def act_policy(workload: Workload, hf=None) -> ActPolicy:
+    """`hf`: an act_hf.HFOps for --impl hf (cost/hf.py), None for our build."""
     pol = precision_policy(workload.precision)
     return ActPolicy(dtype=pol.weights, autocast=pol.activations if pol.autocast else None,
                      autocast_device=workload.device, dropout_mask_bytes=workload.dropout_mask_bytes,
                      attention=workload.attention, grad=workload.mode == "train",
-                     checkpointing=workload.checkpointing)
+                     checkpointing=workload.checkpointing, hf=hf)
 
 
 @dataclass
@@ -116,12 +117,12 @@ class StepTrace:
     output_dtype: str = "fp32"
 
 
-def trace_step(model: Model, workload: Workload) -> StepTrace:
+def trace_step(model: Model, workload: Workload, hf=None) -> StepTrace:
     import layerwise.cost.act_composites  # noqa: F401  (registers the activation functions)
     import layerwise.cost.act_leaves  # noqa: F401
     import layerwise.cost.act_seq  # noqa: F401
 
-    tr = Trace(act_policy(workload))
+    tr = Trace(act_policy(workload, hf))
     shape = model.input_shape(workload.batch, workload.seq, workload.image)
     x = input_tensor(tr, shape, tokens=model.input.kind == "tokens", grad=False)
     out = run(model.body, "", tr, x)
@@ -226,15 +227,17 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
 
 
 def training_memory(model: Model, workload: Workload = Workload(), *, timeline: bool = False,
-                    cuda_allocator: bool = True) -> MemoryReport:
+                    cuda_allocator: bool = True, hf=None) -> MemoryReport:
     """The step's phases and peak; with --device cuda also the caching allocator's view (unless
-    `cuda_allocator` is False: callers that only need the tensor bytes skip the replay)."""
+    `cuda_allocator` is False: callers that only need the tensor bytes skip the replay). `hf`:
+    transformers' ops (act_hf.HFOps) for --impl hf; cost/hf.py's hf_training_memory sets it with the
+    spec carrying HF's dropouts."""
     if workload.mode != "train":
         raise WorkloadError("training_memory needs --mode train; use inference_memory for --mode infer")
     model = _with_lora(model, workload)
     if workload.checkpointing == "full" and _first_repeat(model.body) is None:  # as the measure reading
         raise WorkloadError("--checkpointing full: the model has no repeated blocks (a `repeat`) to checkpoint")
-    st = trace_step(model, workload)
+    st = trace_step(model, workload, hf)
     tr = st.trace
     states = _device_states(_states(model, workload, tr), workload, _step_scalar_bytes(workload, tr))
     accum = workload.grad_accum > 1

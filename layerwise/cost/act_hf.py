@@ -1,0 +1,178 @@
+"""`--impl hf`: the ops of transformers' own modeling code (5.23, pinned by the `hf` extra) where they
+keep other tensors than our build. Pure Python; each function names the HF function it mirrors.
+Legend: B batch, S queries, Sk keys, H query heads, Dh head width, R rotated dims.
+
+Read from transformers/models/*/modeling_*.py and checked against HF measured (tests/cost/test_hf.py):
+  eager attention   `eager_attention_forward`: (q @ k^T) * scaling + the additive 4-D mask (no bool mask
+                    saved); softmax in fp32 (`dtype=torch.float32`, llama-style) or in the scores' dtype
+                    (gpt2, bert, roberta); `.to(query.dtype)` / `.type(value.dtype)` keeps a low copy
+                    next to the fp32 probabilities under mixed precision
+  causal mask       `create_causal_mask` (masking_utils.py): eager attention gets a (B, 1, S, Sk) mask
+                    in the embeddings' dtype, made once per forward; sdpa gets none (is_causal) unless a
+                    sliding window applies
+  sdpa + dropout    `sdpa_attention_forward` with dropout_p > 0: CPU sdpa takes its math path
+                    (aten `_scaled_dot_product_attention_math`): q, k, v upcast to fp32, q * sqrt(scale)
+                    and k^T * sqrt(scale) saved, softmax output, dropout noise and result saved, v copied
+  rotary tables     `*RotaryEmbedding.forward`: cos, sin (1, S, R) in the embeddings' dtype, made once
+                    per forward and shared by every layer; q * cos promotes (fp32 under autocast)
+  gelu_new          `NewGELUActivation` (activations.py): 0.5 * x * (1 + tanh(c * (x + 0.044715 x^3)))
+                    in Python ops, which saves x, tanh, 1 + tanh and 0.5 * x
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from layerwise.cost.act_leaves import dropout_op
+from layerwise.cost.act_trace import T, Trace, nbytes, promote
+
+
+@dataclass(frozen=True)
+class HFOps:
+    """How one architecture's HF code differs from ours, op by op (cost/hf.py reads it from a config)."""
+
+    softmax_fp32: bool = True  # eager_attention_forward's softmax(..., dtype=torch.float32)
+    causal_mask: bool = True  # a decoder: create_causal_mask materialises the eager mask
+    python_gelu: bool = False  # hidden_act "gelu_new": NewGELUActivation in Python ops
+
+
+def _low(tr: Trace, t: T) -> str:
+    """The dtype a matmul computes in: autocast's, else the tensor's own."""
+    return tr.policy.autocast or t.dtype
+
+
+def causal_mask(tr: Trace, bsz: int, s: int, sk: int) -> T:
+    """The (B, 1, S, Sk) additive mask, made once per forward (the trace holds it until the head)."""
+    key = ("mask", bsz, s, sk)
+    if key not in tr.shared:
+        tr.shared[key] = tr.new((bsz, 1, s, sk), tr.policy.dtype, False)
+    return tr.shared[key]
+
+
+def rope(tr: Trace, b, q: T, k: T) -> tuple[T, T]:
+    """apply_rotary_pos_emb with the shared tables: q * cos + rotate_half(q) * sin saves cos and sin
+    (once for the model); the result is promoted to the tables' dtype."""
+    s, rot = q.shape[2], b.rope.rotated
+    key = ("rope", s, rot)
+    if key not in tr.shared:
+        tr.shared[key] = [tr.new((1, s, rot), tr.policy.dtype, False) for _ in range(2)]
+    cos, sin = tr.shared[key]
+    out = []
+    for t in (q, k):
+        if t.grad:
+            tr.save(cos, sin)
+        out.append(tr.new(t.shape, promote(t.dtype, cos.dtype), t.grad))
+    return out[0], out[1]
+
+
+def eager(tr: Trace, b, q: T, k: T, v: T) -> T:
+    """eager_attention_forward: saved q, k^T copies (k repeat_kv'd), the softmax output (fp32 or the
+    scores' dtype), its low copy when that differs from the compute dtype, dropout's noise and
+    result, and a v copy."""
+    hf = tr.policy.hf
+    bsz, h, s, dh = q.shape
+    sk = k.shape[2]
+    grad = q.grad or k.grad or v.grad
+    low = _low(tr, q)
+    q_c = tr.new(q.shape, low, q.grad)
+    k_c = tr.new((bsz, h, sk, dh), low, k.grad)
+    tr.save(q_c, k_c)
+    del q_c, k_c
+    scores = tr.new((bsz, h, s, sk), low, grad)
+    scaled = tr.new(scores.shape, low, grad)  # * scaling
+    del scores
+    if hf.causal_mask:
+        mask = causal_mask(tr, bsz, s, sk)
+        scaled = tr.new(scaled.shape, promote(low, mask.dtype), grad)  # + attention_mask
+    probs = tr.new(scaled.shape, "fp32" if hf.softmax_fp32 else scaled.dtype, grad)
+    del scaled
+    tr.save(probs)
+    if probs.dtype != low:  # .to(query.dtype) / .type(value.dtype), or autocast's cast for the matmul
+        probs = tr.new(probs.shape, low, grad)
+    probs = dropout_op(tr, probs, b.dropout)
+    v_c = tr.new((bsz, h, sk, dh), low, v.grad)
+    tr.save(probs, v_c)
+    del v_c
+    return tr.new(q.shape, low, grad)
+
+
+def sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
+    """sdpa_attention_forward. Without dropout: CPU flash attention saves q, k, v (autocast's low
+    copies; G-head k, v unless a mask is passed, then repeat_kv'd), the output and logsumexp; with
+    a sliding window the (B, 1, S, Sk) mask too. With dropout: the math path (`_math`)."""
+    bsz, h, s, dh = q.shape
+    sk = k.shape[2]
+    q, k, v = (tr.low(t) for t in (q, k, v))
+    if b.dropout > 0:
+        return _math(tr, b, q, k, v)
+    grad = q.grad or k.grad or v.grad
+    windowed = bool(b.sliding_window) and sk > b.sliding_window
+    if windowed:
+        mask = causal_mask(tr, bsz, s, sk)
+        k, v = (tr.new((bsz, h, sk, dh), t.dtype, t.grad) if t.shape[1] != h else t for t in (k, v))
+        tr.save(mask)
+    out = tr.new(q.shape, q.dtype, grad)
+    tr.save(q, k, v, out, tr.new((bsz, h, s), "fp32", False))
+    return out
+
+
+def _math(tr: Trace, b, q: T, k: T, v: T) -> T:
+    """aten::_scaled_dot_product_attention_math (torch 2.13, CPU): low q, k, v upcast to fp32;
+    matmul(q * sf, k^T * sf) saves both; _safe_softmax saves its output; at::dropout saves the
+    noise (input * bernoulli / (1 - p)); matmul(dropped, v) saves the result and a v copy."""
+    bsz, h, s, dh = q.shape
+    sk = k.shape[2]
+    grad = q.grad or k.grad or v.grad
+    acc = "fp32" if q.dtype in ("bf16", "fp16") else q.dtype
+    q_s = tr.new(q.shape, acc, q.grad)
+    k_t = tr.new((bsz, h, dh, sk), acc, k.grad)  # GQA: expanded to H heads
+    tr.save(q_s, k_t)
+    del q_s, k_t
+    probs = tr.new((bsz, h, s, sk), acc, grad)
+    tr.save(probs)
+    dropped = dropout_op(tr, probs, b.dropout)
+    del probs
+    v_c = tr.new((bsz, h, sk, dh), acc, v.grad)
+    tr.save(dropped, v_c)
+    del v_c, dropped
+    out = tr.new(q.shape, acc, grad)
+    # its backward holds one (B, H, S, Sk) gradient and the fp32 gradients of q * sf and k^T * sf
+    # next to the residual's (measured: tests/cost/test_hf.py)
+    tr.steps[-1].io = (nbytes(bsz * h * s * sk, acc), 2 * out.storage.nbytes)
+    return tr.new(q.shape, q.dtype, grad) if acc != q.dtype else out  # .to(origin_dtype)
+
+
+def python_gelu(tr: Trace, x: T) -> T:
+    """NewGELUActivation: pow saves x, tanh its output, the last mul both factors (1 + tanh, 0.5 x)."""
+    cube = tr.new(x.shape, x.dtype, x.grad)  # torch.pow(x, 3.0)
+    inner = tr.new(x.shape, x.dtype, x.grad)  # c * (x + 0.044715 * x^3), the temporaries die in turn
+    del cube
+    th = tr.new(x.shape, x.dtype, x.grad)
+    del inner
+    one_plus = tr.new(x.shape, x.dtype, x.grad)
+    half = tr.new(x.shape, x.dtype, x.grad)
+    out = tr.new(x.shape, x.dtype, x.grad)
+    if out.grad:
+        tr.save(x, th, one_plus, half)
+    return out
+
+
+def before_layers(tr: Trace, attn, x: T) -> None:
+    """The base model's forward makes the rotary tables and the mask before its first layer; with
+    activation checkpointing every layer's checkpoint keeps them (they are its arguments)."""
+    bsz, s = x.shape[0], x.shape[1]
+    made = []
+    if attn.rope is not None:
+        key = ("rope", s, attn.rope.rotated)
+        tr.shared[key] = [tr.new((1, s, attn.rope.rotated), tr.policy.dtype, False) for _ in range(2)]
+        made += tr.shared[key]
+    windowed = bool(attn.sliding_window) and s > attn.sliding_window
+    if tr.policy.hf.causal_mask and (tr.policy.attention == "eager" or windowed):
+        made.append(causal_mask(tr, bsz, s, s))
+    if tr.policy.checkpointing == "full":
+        tr.save(*made)
+
+
+def after_layers(tr: Trace) -> None:
+    """The base model returns: its mask dies (the tables live on where saved)."""
+    for key in [k for k in tr.shared if k[0] == "mask"]:
+        del tr.shared[key]

@@ -1,0 +1,112 @@
+"""`--impl hf` in the cost reading: the memory of transformers' own modeling classes built from a
+config.json (the measure reading's measure/hf.py), modelled as our spec of the same config plus
+what HF's code keeps that ours does not. Pure Python (no torch, no transformers).
+
+Two parts, each read from transformers 5.23's models/<type>/modeling_<type>.py:
+  - the dropouts HF's modules apply, from the config's own keys (`hf_dropouts`): GPT-2's embd_pdrop,
+    resid_pdrop and attn_pdrop, BERT's hidden_dropout_prob and attention_probs_dropout_prob, ... Our
+    importer leaves them out (it reads the architecture); HF's training step pays for their masks,
+    and attention dropout sends CPU sdpa down its math path;
+  - the ops that differ (`hf_ops`, cost/act_hf.py): eager softmax in fp32 with its low copy, the
+    materialised causal mask of eager attention, rotary tables made once per forward, NewGELU in
+    Python ops for hidden_act "gelu_new".
+"""
+from __future__ import annotations
+
+from layerwise.cost.act_hf import HFOps
+from layerwise.spec.base import Block
+from layerwise.spec.errors import LayerwiseError
+from layerwise.spec.model import Model
+from layerwise.spec.transform import map_tree
+from layerwise.workload import Workload
+
+# model_type -> (embedding dropout key, residual dropout key, attention dropout key); None: no such
+# dropout in that modeling file. Sources: each model's modeling_<type>.py (nn.Dropout / dropout=).
+DROPOUT_KEYS = {
+    "gpt2": ("embd_pdrop", "resid_pdrop", "attn_pdrop"),  # GPT2Model.drop, GPT2Attention/MLP
+    "bert": ("hidden_dropout_prob", "hidden_dropout_prob", "attention_probs_dropout_prob"),  # BertEmbeddings,
+    "roberta": ("hidden_dropout_prob", "hidden_dropout_prob", "attention_probs_dropout_prob"),  # Self/Output
+    "vit": ("hidden_dropout_prob", "hidden_dropout_prob", "attention_probs_dropout_prob"),  # ViTEmbeddings, ...
+    "opt": (None, "dropout", "attention_dropout"),  # OPTDecoderLayer: after self_attn and fc2
+    "gpt_neox": ("hidden_dropout", "hidden_dropout", "attention_dropout"),  # emb_dropout, post_*_dropout
+    "phi": ("embd_pdrop", "resid_pdrop", "attention_dropout"),  # PhiModel.embed_dropout, resid_dropout
+    "phi3": (None, "resid_pdrop", "attention_dropout"),  # resid_attn_dropout, resid_mlp_dropout
+    "llama": (None, None, "attention_dropout"),
+    "mistral": (None, None, "attention_dropout"),
+    "mixtral": (None, None, "attention_dropout"),
+    "qwen2": (None, None, "attention_dropout"),
+}
+# transformers' config defaults for those keys (configuration_<type>.py)
+_DEFAULTS = {"embd_pdrop": 0.1, "resid_pdrop": 0.1, "attn_pdrop": 0.1, "hidden_dropout_prob": 0.1,
+             "attention_probs_dropout_prob": 0.1, "dropout": 0.1, "attention_dropout": 0.0, "hidden_dropout": 0.0}
+_MODEL_DEFAULTS = {("phi", "resid_pdrop"): 0.0, ("phi", "embd_pdrop"): 0.0, ("phi3", "resid_pdrop"): 0.0,
+                   ("vit", "hidden_dropout_prob"): 0.0, ("vit", "attention_probs_dropout_prob"): 0.0}
+# eager_attention_forward without softmax(..., dtype=torch.float32): the scores' own dtype
+_SOFTMAX_IN_SCORES_DTYPE = ("gpt2", "bert", "roberta")
+_ENCODERS = ("bert", "roberta", "vit")
+
+
+def _rate(data: dict, model_type: str, key: str | None) -> float:
+    if key is None:
+        return 0.0
+    value = data.get(key)
+    if value is None:
+        value = _MODEL_DEFAULTS.get((model_type, key), _DEFAULTS[key])
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise LayerwiseError(f"config.json: {key!r} must be a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
+def hf_dropouts(data: dict) -> tuple[float, float, float]:
+    """(embedding, residual, attention) dropout of HF's model for this config."""
+    model_type = data.get("model_type")
+    if model_type not in DROPOUT_KEYS:
+        raise LayerwiseError(f"config.json: model_type {model_type!r} has no --impl hf cost reading "
+                             f"(supported: {', '.join(sorted(DROPOUT_KEYS))})")
+    return tuple(_rate(data, model_type, key) for key in DROPOUT_KEYS[model_type])
+
+
+def hf_ops(data: dict) -> HFOps:
+    model_type = data["model_type"]
+    act = data.get("activation_function" if model_type == "gpt2" else "hidden_act")
+    if act is None:
+        act = {"gpt2": "gelu_new", "phi": "gelu_new"}.get(model_type)
+    return HFOps(softmax_fp32=model_type not in _SOFTMAX_IN_SCORES_DTYPE, causal_mask=model_type not in _ENCODERS,
+                 python_gelu=act == "gelu_new")
+
+
+def hf_spec(model: Model, data: dict) -> Model:
+    """Our spec of the config with HF's dropouts where its modules apply them: the embeddings'
+    (decoder_lm / encoder / vit `dropout`), each branch's residual (transformer_block `dropout`),
+    the attention probabilities (attention `dropout`)."""
+    embed, resid, attn = hf_dropouts(data)
+
+    def place(path: str, node: Block) -> Block:
+        name = node.type_name
+        if name == "attention":
+            return _with(node, dropout=attn)
+        if name == "transformer_block":
+            return _with(node, dropout=resid)
+        if name in ("decoder_lm", "encoder", "vit"):
+            return _with(node, dropout=embed)
+        return node
+
+    from dataclasses import replace
+
+    return replace(model, body=map_tree(model.body, place))
+
+
+def _with(node: Block, **changes) -> Block:
+    from dataclasses import replace
+
+    return node if all(getattr(node, k) == v for k, v in changes.items()) else replace(node, **changes)
+
+
+def hf_training_memory(model: Model, data: dict, workload: Workload):
+    """The cost reading of transformers' training step for `data` (model: our import of it)."""
+    from layerwise.cost.memory import training_memory
+    from layerwise.spec.errors import WorkloadError
+
+    if workload.mode != "train":
+        raise WorkloadError(f"--mode {workload.mode} does not apply to --impl hf (a training step is modelled)")
+    return training_memory(hf_spec(model, data), workload, hf=hf_ops(data))
