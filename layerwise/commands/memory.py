@@ -18,15 +18,19 @@ GB = 10**9
 MAX_BATCH = 1 << 20  # the --fit search stops here
 
 
-def analytic(spec, workload: Workload, timeline: bool = False):
-    """The memory report of `spec` under `workload` (training or inference by --mode)."""
+def analytic(spec, workload: Workload, timeline: bool = False, hf_config: dict | None = None):
+    """The memory report of `spec` under `workload` (training or inference by --mode); with
+    --impl hf, of transformers' model of `hf_config` (spec: our import of it)."""
     from layerwise.cost.parallel import check_split
 
     check_split(spec, workload.tp, workload.pp)
     _check_batchnorm(spec, workload)
-    if workload.reference != "layerwise":
-        raise WorkloadError(f"--impl {workload.reference}: the cost reading of transformers' code is not "
-                            f"available yet; `layerwise measure CONFIG.json --impl hf` measures it")
+    if workload.reference == "hf":
+        if hf_config is None:
+            raise WorkloadError("--impl hf needs a Hugging Face config.json as MODEL (transformers builds from it)")
+        from layerwise.cost.hf import hf_training_memory
+
+        return hf_training_memory(spec, hf_config, workload, timeline=timeline)
     return _reading(spec, workload, timeline)
 
 
@@ -77,10 +81,14 @@ class MemoryAnswer:
 
 
 def memory_answer(spec, workload: Workload, *, fit: float | None = None, verdict: bool = False,
-                  timeline: bool = False, explain: bool = False) -> MemoryAnswer:
+                  timeline: bool = False, explain: bool = False, hf_config: dict | None = None) -> MemoryAnswer:
     from layerwise.cost.timeline import from_report
 
-    report = analytic(spec, workload, timeline)
+    if hf_config is not None:  # --impl hf: one reading of one config.json
+        for flag, on in (("--fit", fit is not None), ("--verdict", verdict), ("--explain", explain)):
+            if on:
+                raise WorkloadError(f"{flag} does not apply to --impl hf")
+    report = analytic(spec, workload, timeline, hf_config)
     fitted = None
     if fit is not None:
         if fit <= 0:
@@ -99,11 +107,19 @@ def memory_answer(spec, workload: Workload, *, fit: float | None = None, verdict
     return MemoryAnswer(report, fitted, verdicts, from_report(report) if timeline else None, explanation)
 
 
-def _resolve(model: str, input: str | None):
+def _resolve(model: str, input: str | None, workload: Workload):
+    """(spec, HF config dict or None): --impl hf needs the config.json transformers builds from."""
     from layerwise.commands._model import resolve
     from layerwise.commands.summary import parse_shape
 
-    return resolve(model, parse_shape(input) if input else None)
+    if workload.reference == "hf":
+        from layerwise.presets.hf import hf_reference
+
+        if input:
+            raise WorkloadError("--input does not apply to --impl hf (the config.json says what the model eats)")
+        data, spec = hf_reference(model)
+        return spec, data
+    return resolve(model, parse_shape(input) if input else None), None
 
 
 def register(app: typer.Typer) -> None:
@@ -131,8 +147,9 @@ def register(app: typer.Typer) -> None:
         from layerwise.report.memory import memory_json, render_memory
         from layerwise.report.timeline import write_json
 
-        answer = memory_answer(_resolve(model, input), workload, fit=fit, verdict=verdict or html is not None,
-                               timeline=True, explain=explain)
+        spec, hf_config = _resolve(model, input, workload)
+        answer = memory_answer(spec, workload, fit=fit, verdict=verdict or html is not None, timeline=True,
+                               explain=explain, hf_config=hf_config)
         if timeline is not None:
             write_json(answer.timeline.to_json(), timeline)
         if html is not None:
@@ -173,11 +190,11 @@ def register(app: typer.Typer) -> None:
         from layerwise.report.progress import phases
         from layerwise.report.timeline import compare_json, write_json
 
-        spec = _resolve(model, input)
-        report = analytic(spec, workload, timeline=True)
+        spec, hf_config = _resolve(model, input, workload)
+        report = analytic(spec, workload, True, hf_config)
         th.use(th.choose(threads, 1))  # fake tensors: no arithmetic, one thread
         with phases(f"verify {spec.name} (fake tensors)", quiet=quiet or json):
-            measured = measure(spec, workload)
+            measured = measure(spec, workload) if hf_config is None else measure_hf(model, workload)
         lines = (from_report(report), measured.timeline)
         if timeline is not None:
             write_json(compare_json(*lines), timeline)
@@ -186,6 +203,13 @@ def register(app: typer.Typer) -> None:
 
             write_verify_html(spec.name, report, measured, lines, html, workload)
         print_json(verify_json(report, measured)) if json else render_verify(spec.name, report, measured, lines)
+
+
+def measure_hf(model: str, workload: Workload):
+    """--impl hf: transformers' model of the config.json, measured (imports torch and transformers)."""
+    from layerwise.measure.hf import measure_hf as run
+
+    return run(model, workload, count_flops=False, timeline=True)[1]
 
 
 def measure(spec, workload: Workload):

@@ -92,12 +92,16 @@ def _transformer(b, tr: Trace, x: T) -> T:
 def _decoder_lm(b, tr: Trace, x: T) -> T:
     for name, child in b.children():
         if name == "lm_head":
+            if tr.policy.hf is not None:
+                act_hf.hold_hidden(tr, x)
             return run(child, name, tr, x)
         if name == "blocks" and tr.policy.hf is not None:  # --impl hf: mask and rotary tables
             act_hf.before_layers(tr, b.block.attn, x)
         x = run(child, name, tr, x)
         if name == "blocks" and tr.policy.hf is not None:
             act_hf.after_layers(tr)
+    if tr.policy.hf is not None:
+        act_hf.hold_hidden(tr, x)
     tr.path.append("lm_head")  # tied: F.linear(x, embed.weight), the same parameter
     try:
         tr.begin()

@@ -33,6 +33,7 @@ class HFOps:
     softmax_fp32: bool = True  # eager_attention_forward's softmax(..., dtype=torch.float32)
     causal_mask: bool = True  # a decoder: create_causal_mask materialises the eager mask
     python_gelu: bool = False  # hidden_act "gelu_new": NewGELUActivation in Python ops
+    cache: bool = False  # a decoder with use_cache (the config's default) and no checkpointing
 
 
 def _low(tr: Trace, t: T) -> str:
@@ -64,6 +65,37 @@ def rope(tr: Trace, b, q: T, k: T) -> tuple[T, T]:
     return out[0], out[1]
 
 
+def cache_update(tr: Trace, k: T, v: T) -> tuple[T, T]:
+    """DynamicLayer.update (cache_utils.py): with use_cache, even in training, the base model makes a
+    DynamicCache and every layer attends to torch.cat([cache, k]) / [cache, v]: new copies, held by
+    the cache until the forward returns (`cache_held_bytes`)."""
+    if not tr.policy.hf.cache:
+        return k, v
+    # the layer's empty tensors take the keys' dtype, so cat promotes the values to it (fp32
+    # post-rotary keys under autocast: fp32 values too)
+    k, v = tr.new(k.shape, k.dtype, k.grad), tr.new(v.shape, promote(k.dtype, v.dtype), v.grad)
+    tr.shared.setdefault(("held",), []).extend((k, v))
+    return k, v
+
+
+def hold_hidden(tr: Trace, x: T) -> None:
+    """*ForCausalLM.forward keeps the base model's output (last_hidden_state) through the loss."""
+    tr.shared.setdefault(("held",), []).append(x)
+
+
+def held_bytes(tr: Trace) -> int:
+    """What transformers keeps at the loss that autograd does not save: the cache's keys and values
+    (fp32 under autocast, whose bf16 copies are the saved ones) and the last hidden state."""
+    held = {id(t.storage): t.storage.nbytes for t in tr.shared.get(("held",), []) if id(t.storage) not in tr.saved}
+    return sum(held.values())
+
+
+def _contiguous(tr: Trace, t: T, h: int, low: str) -> bool:
+    """matmul's operand is a view of `t` (no copy): the cache's contiguous copy, one per head
+    (repeat_kv copies for GQA), already in the compute dtype (autocast would cast)."""
+    return tr.policy.hf.cache and t.shape[1] == h and t.dtype == low
+
+
 def eager(tr: Trace, b, q: T, k: T, v: T) -> T:
     """eager_attention_forward: saved q, k^T copies (k repeat_kv'd), the softmax output (fp32 or the
     scores' dtype), its low copy when that differs from the compute dtype, dropout's noise and
@@ -73,8 +105,9 @@ def eager(tr: Trace, b, q: T, k: T, v: T) -> T:
     sk = k.shape[2]
     grad = q.grad or k.grad or v.grad
     low = _low(tr, q)
-    q_c = tr.new(q.shape, low, q.grad)
-    k_c = tr.new((bsz, h, sk, dh), low, k.grad)
+    q_c = tr.new(q.shape, low, q.grad)  # q is a transposed (B, S, H, Dh) layout: reshaping copies
+    # k^T of a contiguous full-head k (the cache's copy) in the compute dtype reshapes to a view
+    k_c = k if _contiguous(tr, k, h, low) else tr.new((bsz, h, sk, dh), low, k.grad)
     tr.save(q_c, k_c)
     del q_c, k_c
     scores = tr.new((bsz, h, s, sk), low, grad)
@@ -89,7 +122,9 @@ def eager(tr: Trace, b, q: T, k: T, v: T) -> T:
     if probs.dtype != low:  # .to(query.dtype) / .type(value.dtype), or autocast's cast for the matmul
         probs = tr.new(probs.shape, low, grad)
     probs = dropout_op(tr, probs, b.dropout)
-    v_c = tr.new((bsz, h, sk, dh), low, v.grad)
+    # matmul's (B*H, Sk, Dh) operand: a view of a contiguous full-head v (the cache's copy) in the
+    # compute dtype, else a copy (repeat_kv, a transposed projection, autocast's cast)
+    v_c = v if _contiguous(tr, v, h, low) else tr.new((bsz, h, sk, dh), low, v.grad)
     tr.save(probs, v_c)
     del v_c
     return tr.new(q.shape, low, grad)

@@ -78,7 +78,8 @@ def _attention(b, tr: Trace, x: T) -> T:
         tables = [tr.new((s, dh), "fp32", False), tr.new((s, dh), "fp32", False)]
         q, k = _rope(tr, q, tables), _rope(tr, k, tables)
     core = _eager if tr.policy.attention == "eager" else _sdpa
-    if tr.policy.hf is not None:  # --impl hf: transformers' attention functions
+    if tr.policy.hf is not None:  # --impl hf: transformers' KV cache and attention functions
+        k, v = act_hf.cache_update(tr, k, v)
         core = act_hf.eager if tr.policy.attention == "eager" else act_hf.sdpa
     if tr.policy.checkpointing == "selective" and tr.sink is None:  # recompute the core in backward
         y = tr.checkpointed(lambda q_, k_, v_: core(tr, b, q_, k_, v_), q, k, v)

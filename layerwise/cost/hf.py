@@ -13,6 +13,8 @@ Two parts, each read from transformers 5.23's models/<type>/modeling_<type>.py:
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from layerwise.cost.act_hf import HFOps
 from layerwise.spec.base import Block
 from layerwise.spec.errors import LayerwiseError
@@ -33,7 +35,6 @@ DROPOUT_KEYS = {
     "phi3": (None, "resid_pdrop", "attention_dropout"),  # resid_attn_dropout, resid_mlp_dropout
     "llama": (None, None, "attention_dropout"),
     "mistral": (None, None, "attention_dropout"),
-    "mixtral": (None, None, "attention_dropout"),
     "qwen2": (None, None, "attention_dropout"),
 }
 # transformers' config defaults for those keys (configuration_<type>.py)
@@ -91,14 +92,10 @@ def hf_spec(model: Model, data: dict) -> Model:
             return _with(node, dropout=embed)
         return node
 
-    from dataclasses import replace
-
-    return replace(model, body=map_tree(model.body, place))
+    return replace(model, name=f"{model.name} (transformers)", body=map_tree(model.body, place))
 
 
 def _with(node: Block, **changes) -> Block:
-    from dataclasses import replace
-
     return node if all(getattr(node, k) == v for k, v in changes.items()) else replace(node, **changes)
 
 
@@ -109,4 +106,7 @@ def hf_training_memory(model: Model, data: dict, workload: Workload):
 
     if workload.mode != "train":
         raise WorkloadError(f"--mode {workload.mode} does not apply to --impl hf (a training step is modelled)")
-    return training_memory(hf_spec(model, data), workload, hf=hf_ops(data))
+    ops = hf_ops(data)
+    if ops.causal_mask and data.get("use_cache", True) and workload.checkpointing == "none":
+        ops = replace(ops, cache=True)  # checkpointing: transformers turns use_cache off
+    return training_memory(hf_spec(model, data), workload, hf=ops)

@@ -247,8 +247,13 @@ def training_memory(model: Model, workload: Workload = Workload(), *, timeline: 
     # autocast's cache of weight copies lives to the end of forward; under ZeRO-3/FSDP the gathered
     # parameters are views of a flat buffer, which autocast does not cache (only the saved ones stay)
     unsaved_casts = 0 if workload.zero == 3 else sum(s.nbytes for s in tr.casts.values() if id(s) not in tr.saved)
+    held = 0
+    if hf is not None:  # --impl hf: the KV cache and last hidden state transformers keeps to the loss
+        from layerwise.cost.act_hf import held_bytes
+
+        held = held_bytes(tr)
     fwd = replace(base, gradients=states.gradients if accum else 0,  # the log-softmax: in loss_fwd
-                  activations=st.inputs + saved - st.log_softmax + unsaved_casts + st.loss_fwd)
+                  activations=st.inputs + saved - st.log_softmax + unsaved_casts + st.loss_fwd + held)
     targets = st.inputs - _input_bytes(tr)
     all_unsaved = sum(s.nbytes for s in tr.casts.values() if id(s) not in tr.saved)
     inner = replace(base, gradients=fwd.gradients,  # the forward's own peak, inside the model

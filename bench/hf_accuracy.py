@@ -1,0 +1,111 @@
+"""The cost reading against transformers' own modeling code: every HF architecture our importer reads,
+full-size configs under fake tensors, several workloads each.
+
+For each case: HF measured (`layerwise measure CONFIG.json --impl hf`: transformers' model built
+from the config, one steady-state AdamW step under FakeTensorMode with the live-storage tracker),
+the `--impl hf` cost reading's error (peak; activations at the peak, relative and as a share of the
+peak), and the default convention's (`--impl layerwise`, our build) error against the same HF step.
+Target: every `--impl hf` peak within 2%.
+
+    .venv/bin/python bench/hf_accuracy.py                 # the whole table (a few minutes)
+    .venv/bin/python bench/hf_accuracy.py --only gpt2-xl  # one config
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from layerwise.cost.hf import hf_training_memory  # noqa: E402
+from layerwise.cost.memory import training_memory  # noqa: E402
+from layerwise.measure.hf import hf_model  # noqa: E402
+from layerwise.measure.step import measure_step  # noqa: E402
+from layerwise.presets.hf import from_hf_config  # noqa: E402
+from layerwise.workload import Workload  # noqa: E402
+
+TARGET = 0.02
+REFDATA, BENCH = ROOT / "refdata" / "hf-configs", ROOT / "bench" / "hf-configs"
+# config -> (file, seq or None for images, batches (small, large)); every importable model_type
+CONFIGS = {
+    "llama-3-8b": (BENCH / "llama-3-8b.json", 2048, (1, 2)),
+    "llama-2-7b": (REFDATA / "llama-2-7b.json", 2048, (1, 2)),
+    "mistral-7b": (REFDATA / "mistral-7b-v0.1.json", 2048, (1, 2)),  # 4096 window: not hit at 2048
+    "qwen2-0.5b": (BENCH / "qwen2-0.5b.json", 2048, (1, 4)),
+    "phi-3-mini": (BENCH / "phi-3-mini-4k.json", 1024, (1, 2)),  # under its 2047-token window
+    "phi-2": (BENCH / "phi-2.json", 2048, (1, 2)),
+    "gpt2-xl": (BENCH / "gpt2-xl.json", 1024, (1, 4)),
+    "gpt2": (REFDATA / "gpt2.json", 1024, (1, 8)),
+    "pythia-410m": (BENCH / "pythia-410m.json", 2048, (1, 4)),
+    "opt-1.3b": (BENCH / "opt-1.3b.json", 2048, (1, 2)),
+    "bert-base": (REFDATA / "bert-base-uncased.json", 512, (8, 32)),
+    "roberta-base": (BENCH / "roberta-base.json", 512, (8, 32)),
+    "vit-base": (REFDATA / "vit-base-patch16-224.json", None, (8, 64)),
+}
+
+
+def workloads(seq, batches):
+    """fp32 / bf16-mixed x eager / sdpa x checkpointing x batch > 1 (AdamW, the default optimizer)."""
+    small, large = batches
+    grid = [dict(precision="fp32", attention="sdpa", batch=small),
+            dict(precision="bf16-mixed", attention="eager", batch=small),
+            dict(precision="fp32", attention="eager", batch=large),
+            dict(precision="bf16-mixed", attention="sdpa", batch=large),
+            dict(precision="bf16-mixed", attention="sdpa", batch=large, checkpointing="full"),
+            dict(precision="fp32", attention="eager", batch=large, checkpointing="full")]
+    return [Workload(seq=seq, **w) for w in grid]
+
+
+def label(w: Workload) -> str:
+    ck = " ckpt" if w.checkpointing != "none" else ""
+    return f"{w.precision} {w.attention} b{w.batch}" + (f" s{w.seq}" if w.seq else "") + ck
+
+
+def case(data: dict, where: str, w: Workload) -> dict:
+    spec = from_hf_config(data, where=where)
+    measured = measure_step(hf_model(data, where, w, spec), w, count_flops=False)
+    hf = hf_training_memory(spec, data, w)
+    ours = training_memory(spec, w)
+    peak, act = measured.peak_bytes, measured.components["activations"]
+    return {"peak": peak, "phase": measured.peak_phase,
+            "hf": hf.peak_bytes / peak - 1, "default": ours.peak_bytes / peak - 1,
+            "act": (hf.components.activations - act) / act if act else 0.0,
+            "act_share": (hf.components.activations - act) / peak}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", help="config names (default: all)")
+    args = parser.parse_args(argv)
+    names = args.only or list(CONFIGS)
+    rows, start = [], time.time()
+    print("| config | workload | HF measured peak | phase | `--impl hf` peak | activations (share of peak) "
+          "| `--impl layerwise` peak |")
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        path, seq, batches = CONFIGS[name]
+        data = json.loads(path.read_text())
+        for w in workloads(seq, batches):
+            r = case(data, str(path), w)
+            rows.append(r)
+            print(f"| {name} | {label(w)} | {r['peak'] / 2**30:.2f} GiB | {r['phase']} | {r['hf']:+.2%} | "
+                  f"{r['act']:+.2%} ({r['act_share']:+.2%}) | {r['default']:+.2%} |", flush=True)
+    hf_err = [abs(r["hf"]) for r in rows]
+    share = [abs(r["act_share"]) for r in rows]
+    default = [abs(r["default"]) for r in rows]
+    print(f"\n{len(rows)} cases in {time.time() - start:.0f} s")
+    print(f"--impl hf peak: median {statistics.median(hf_err):.2%}, max {max(hf_err):.2%}, "
+          f"within {TARGET:.0%}: {sum(e <= TARGET for e in hf_err)} / {len(rows)}")
+    print(f"--impl hf activations as a share of the peak: median {statistics.median(share):.2%}, max {max(share):.2%}")
+    print(f"--impl layerwise (default) peak against HF: median {statistics.median(default):.2%}, "
+          f"max {max(default):.2%}, within {TARGET:.0%}: {sum(e <= TARGET for e in default)} / {len(rows)}")
+    return 0 if all(e <= TARGET for e in hf_err) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

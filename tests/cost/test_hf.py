@@ -1,0 +1,105 @@
+"""The `--impl hf` cost reading against transformers' own modeling code measured (the test extra
+installs transformers): every architecture the importer reads that transformers can run under fake
+tensors, at small sizes, over fp32 / bf16-mixed x eager / sdpa x checkpointing x batch > 1."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from layerwise.cli import main
+from layerwise.cost.hf import hf_dropouts, hf_training_memory
+from layerwise.cost.memory import training_memory
+from layerwise.measure.hf import hf_model
+from layerwise.measure.step import measure_step
+from layerwise.presets.hf import from_hf_config
+from layerwise.workload import Workload
+
+D = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 176,
+     "vocab_size": 512, "max_position_embeddings": 128}
+# small configs of every model_type; dropouts are transformers' defaults unless set
+CONFIGS = {
+    "llama": dict(D, model_type="llama", num_key_value_heads=2),
+    "mistral": dict(D, model_type="mistral", num_key_value_heads=2, sliding_window=32),
+    "qwen2": dict(D, model_type="qwen2", num_key_value_heads=2),
+    "phi3": dict(D, model_type="phi3", num_key_value_heads=4, resid_pdrop=0.1),
+    "phi": dict(D, model_type="phi", resid_pdrop=0.1, attention_dropout=0.1),
+    "gpt_neox": dict(D, model_type="gpt_neox", hidden_dropout=0.1),
+    "opt": {"model_type": "opt", "hidden_size": 64, "ffn_dim": 176, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "vocab_size": 512, "max_position_embeddings": 128, "word_embed_proj_dim": 64},
+    "gpt2": {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 512, "n_positions": 128},
+    "bert": dict(D, model_type="bert"),
+    "roberta": dict(D, model_type="roberta", max_position_embeddings=130, pad_token_id=1),
+    "vit": {"model_type": "vit", "image_size": 32, "patch_size": 4, "hidden_size": 64, "intermediate_size": 176,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "hidden_dropout_prob": 0.1,
+            "attention_probs_dropout_prob": 0.1, "architectures": ["ViTForImageClassification"],
+            "id2label": {"0": "a", "1": "b", "2": "c"}},
+}
+WORKLOADS = {
+    "fp32-sdpa": dict(precision="fp32", attention="sdpa", batch=2),
+    "bf16mixed-eager": dict(precision="bf16-mixed", attention="eager", batch=2),
+    "fp32-eager-b4": dict(precision="fp32", attention="eager", batch=4),
+    "bf16mixed-sdpa-ckpt": dict(precision="bf16-mixed", attention="sdpa", batch=4, checkpointing="full"),
+}
+
+
+def _both(name: str, **workload):
+    data = CONFIGS[name]
+    w = Workload(seq=None if name == "vit" else 96, optimizer="sgd", **workload)
+    spec = from_hf_config(data)
+    return spec, data, w, measure_step(hf_model(data, "config.json", w, spec), w, count_flops=False)
+
+
+@pytest.mark.parametrize("workload", WORKLOADS.values(), ids=WORKLOADS.keys())
+@pytest.mark.parametrize("name", CONFIGS)
+def test_hf_cost_reading_within_2_percent_of_transformers_measured(name, workload):
+    """Peak within 2%, and the activations at the peak within 2% of the peak."""
+    spec, data, w, measured = _both(name, **workload)
+    cost = hf_training_memory(spec, data, w)
+    assert abs(cost.peak_bytes / measured.peak_bytes - 1) <= 0.02
+    gap = cost.components.activations - measured.components["activations"]
+    assert abs(gap) <= 0.02 * measured.peak_bytes
+
+
+def test_the_default_convention_misses_what_transformers_keeps():
+    """GPT-2's dropouts (embeddings, residuals, attention probabilities: the math sdpa path) and
+    its NewGELU: our build's reading is far below HF's step, the hf reading is not."""
+    spec, data, w, measured = _both("gpt2", precision="fp32", attention="sdpa", batch=2)
+    assert training_memory(spec, w).peak_bytes < 0.85 * measured.peak_bytes
+    assert abs(hf_training_memory(spec, data, w).peak_bytes / measured.peak_bytes - 1) <= 0.02
+
+
+def test_dropouts_come_from_the_config_with_transformers_defaults():
+    assert hf_dropouts({"model_type": "gpt2"}) == (0.1, 0.1, 0.1)  # GPT2Config defaults
+    assert hf_dropouts({"model_type": "gpt2", "attn_pdrop": 0.0}) == (0.1, 0.1, 0.0)
+    assert hf_dropouts({"model_type": "llama"}) == (0.0, 0.0, 0.0)
+    assert hf_dropouts({"model_type": "bert", "hidden_dropout_prob": 0.2}) == (0.2, 0.2, 0.1)
+
+
+def test_memory_and_verify_cli_take_the_switch(tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(CONFIGS["gpt2"]))
+    args = [str(path), "--seq", "64", "--batch", "2", "--json"]
+    assert main(["memory", *args]) == 0
+    ours = json.loads(capsys.readouterr().out)["peak_bytes"]
+    assert main(["memory", *args, "--impl", "hf"]) == 0
+    theirs = json.loads(capsys.readouterr().out)["peak_bytes"]
+    assert theirs > ours  # dropout masks, the math path's s x s tensors, NewGELU's saved terms
+    assert main(["verify", *args, "--impl", "hf"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["analytic"]["peak_bytes"] == theirs
+    assert abs(theirs / data["measured"]["peak_bytes"] - 1) <= 0.02
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["memory", "gpt2", "--impl", "hf"], "config.json"),
+    (["memory", "{cfg}", "--impl", "hf", "--mode", "infer"], "--mode"),
+    (["memory", "{cfg}", "--impl", "hf", "--fit", "8"], "--fit"),
+    (["verify", "{cfg}", "--impl", "hf", "--lora-rank", "2"], "--lora-rank"),
+])
+def test_cost_flags_that_do_not_apply_are_refused(tmp_path, capsys, argv, words):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(CONFIGS["gpt2"]))
+    assert main([a.replace("{cfg}", str(path)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1
