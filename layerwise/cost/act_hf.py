@@ -20,6 +20,7 @@ Read from transformers/models/*/modeling_*.py and checked against HF measured (t
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from layerwise.cost.act_leaves import dropout_op
@@ -34,6 +35,8 @@ class HFOps:
     causal_mask: bool = True  # a decoder: create_causal_mask materialises the eager mask
     python_gelu: bool = False  # hidden_act "gelu_new": NewGELUActivation in Python ops
     cache: bool = False  # a decoder with use_cache (the config's default) and no checkpointing
+    fused_qkv: bool = False  # one projection for q, k, v (GPT-2's c_attn, NeoX's query_key_value, Phi-3)
+    fused_gate_up: bool = False  # Phi-3's gate_up_proj
 
 
 def _low(tr: Trace, t: T) -> str:
@@ -63,6 +66,26 @@ def rope(tr: Trace, b, q: T, k: T) -> tuple[T, T]:
             tr.save(cos, sin)
         out.append(tr.new(t.shape, promote(t.dtype, cos.dtype), t.grad))
     return out[0], out[1]
+
+
+@contextlib.contextmanager
+def fused(tr: Trace, on: bool):
+    """Projections that transformers fuses into one matmul read one autocast cast of their input
+    (our separate ones cast it once each)."""
+    if not on or tr.shared.get(("fused",)) is not None:
+        yield
+        return
+    tr.shared[("fused",)] = {}
+    try:
+        yield
+    finally:
+        del tr.shared[("fused",)]
+
+
+def contiguous_query(tr: Trace, b) -> bool:
+    """Partial rotary (phi, gpt_neox) ends in torch.cat([q_rot, q_pass]): a contiguous (B, H, S, Dh)
+    query, so sdpa's output comes in that layout and `.transpose(1, 2).contiguous()` copies it."""
+    return tr.policy.hf is not None and b.rope is not None and b.rope.rotated < b.rope.d_head
 
 
 def cache_update(tr: Trace, k: T, v: T) -> tuple[T, T]:

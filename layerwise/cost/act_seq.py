@@ -64,9 +64,10 @@ def _attention(b, tr: Trace, x: T) -> T:
         src = tr.input((bsz, b.context_len, b.context_dim), tr.policy.dtype, False)
     sk = src.shape[1]
     h, g, dh = b.n_heads, b.kv_heads, b.head_dim
-    q = tr.view(run(b.q_proj, "q_proj", tr, x), (bsz, s, h, dh))
-    k = tr.view(run(b.k_proj, "k_proj", tr, src), (bsz, sk, g, dh))
-    v = tr.view(run(b.v_proj, "v_proj", tr, src), (bsz, sk, g, dh))
+    with act_hf.fused(tr, tr.policy.hf is not None and tr.policy.hf.fused_qkv):
+        q = tr.view(run(b.q_proj, "q_proj", tr, x), (bsz, s, h, dh))
+        k = tr.view(run(b.k_proj, "k_proj", tr, src), (bsz, sk, g, dh))
+        v = tr.view(run(b.v_proj, "v_proj", tr, src), (bsz, sk, g, dh))
     tr.begin(".core")
     if b.q_norm is not None:
         q, k = run(b.q_norm, "q_norm", tr, q), run(b.k_norm, "k_norm", tr, k)
@@ -85,7 +86,7 @@ def _attention(b, tr: Trace, x: T) -> T:
         y = tr.checkpointed(lambda q_, k_, v_: core(tr, b, q_, k_, v_), q, k, v)
     else:
         y = core(tr, b, q, k, v)  # (B, H, S, d_head)
-    if tr.policy.attention == "eager" or b.dropout > 0:
+    if tr.policy.attention == "eager" or b.dropout > 0 or act_hf.contiguous_query(tr, b):
         y = tr.new((bsz, s, h * dh), y.dtype, y.grad)  # transpose(1, 2).reshape: a copy
     else:
         y = tr.view(y, (bsz, s, h * dh))
@@ -95,8 +96,9 @@ def _attention(b, tr: Trace, x: T) -> T:
 @act("ffn")
 def _ffn(b, tr: Trace, x: T) -> T:
     if b.gated:
-        g = run(b.gate_proj, "gate_proj", tr, x)
-        u = run(b.up_proj, "up_proj", tr, x)
+        with act_hf.fused(tr, tr.policy.hf is not None and tr.policy.hf.fused_gate_up):
+            g = run(b.gate_proj, "gate_proj", tr, x)
+            u = run(b.up_proj, "up_proj", tr, x)
         tr.begin(".act")
         a = activation_op(tr, g, b.activation)
         hid = tr.new(a.shape, a.dtype, a.grad or u.grad)

@@ -247,6 +247,11 @@ class Trace:
         ac = self.policy.autocast
         if ac is None or t.dtype == ac or t.dtype not in ("fp32", "fp16", "bf16"):
             return t
+        fused = self.shared.get(("fused",))  # --impl hf: one projection for several (act_hf.fused)
+        if fused is not None:
+            if id(t.storage) not in fused:
+                fused[id(t.storage)] = self.new(t.shape, ac, t.grad)
+            return fused[id(t.storage)]
         return self.new(t.shape, ac, t.grad)
 
     def low_param(self, key: str, w: T) -> T:

@@ -45,6 +45,8 @@ _MODEL_DEFAULTS = {("phi", "resid_pdrop"): 0.0, ("phi", "embd_pdrop"): 0.0, ("ph
 # eager_attention_forward without softmax(..., dtype=torch.float32): the scores' own dtype
 _SOFTMAX_IN_SCORES_DTYPE = ("gpt2", "bert", "roberta")
 _ENCODERS = ("bert", "roberta", "vit")
+# one matmul for q, k and v: GPT2Attention.c_attn, GPTNeoXAttention.query_key_value, Phi3Attention.qkv_proj
+_FUSED_QKV = ("gpt2", "gpt_neox", "phi3")
 
 
 def _rate(data: dict, model_type: str, key: str | None) -> float:
@@ -73,7 +75,8 @@ def hf_ops(data: dict) -> HFOps:
     if act is None:
         act = {"gpt2": "gelu_new", "phi": "gelu_new"}.get(model_type)
     return HFOps(softmax_fp32=model_type not in _SOFTMAX_IN_SCORES_DTYPE, causal_mask=model_type not in _ENCODERS,
-                 python_gelu=act == "gelu_new")
+                 python_gelu=act == "gelu_new", fused_qkv=model_type in _FUSED_QKV,
+                 fused_gate_up=model_type == "phi3")
 
 
 def hf_spec(model: Model, data: dict) -> Model:

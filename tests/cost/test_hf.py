@@ -15,22 +15,22 @@ from layerwise.measure.step import measure_step
 from layerwise.presets.hf import from_hf_config
 from layerwise.workload import Workload
 
-D = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 176,
-     "vocab_size": 512, "max_position_embeddings": 128}
+D = {"hidden_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 352,
+     "vocab_size": 1024, "max_position_embeddings": 256}
 # small configs of every model_type; dropouts are transformers' defaults unless set
 CONFIGS = {
     "llama": dict(D, model_type="llama", num_key_value_heads=2),
-    "mistral": dict(D, model_type="mistral", num_key_value_heads=2, sliding_window=32),
+    "mistral": dict(D, model_type="mistral", num_key_value_heads=2, sliding_window=64),
     "qwen2": dict(D, model_type="qwen2", num_key_value_heads=2),
-    "phi3": dict(D, model_type="phi3", num_key_value_heads=4, resid_pdrop=0.1),
+    "phi3": dict(D, model_type="phi3", num_key_value_heads=4, resid_pdrop=0.1, pad_token_id=0),
     "phi": dict(D, model_type="phi", resid_pdrop=0.1, attention_dropout=0.1),
     "gpt_neox": dict(D, model_type="gpt_neox", hidden_dropout=0.1),
-    "opt": {"model_type": "opt", "hidden_size": 64, "ffn_dim": 176, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "vocab_size": 512, "max_position_embeddings": 128, "word_embed_proj_dim": 64},
-    "gpt2": {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 512, "n_positions": 128},
+    "opt": {"model_type": "opt", "hidden_size": 128, "ffn_dim": 352, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "vocab_size": 1024, "max_position_embeddings": 256, "word_embed_proj_dim": 128},
+    "gpt2": {"model_type": "gpt2", "n_embd": 128, "n_layer": 2, "n_head": 4, "vocab_size": 1024, "n_positions": 256},
     "bert": dict(D, model_type="bert"),
-    "roberta": dict(D, model_type="roberta", max_position_embeddings=130, pad_token_id=1),
-    "vit": {"model_type": "vit", "image_size": 32, "patch_size": 4, "hidden_size": 64, "intermediate_size": 176,
+    "roberta": dict(D, model_type="roberta", max_position_embeddings=258, pad_token_id=1),
+    "vit": {"model_type": "vit", "image_size": 48, "patch_size": 4, "hidden_size": 128, "intermediate_size": 352,
             "num_hidden_layers": 2, "num_attention_heads": 4, "hidden_dropout_prob": 0.1,
             "attention_probs_dropout_prob": 0.1, "architectures": ["ViTForImageClassification"],
             "id2label": {"0": "a", "1": "b", "2": "c"}},
@@ -45,7 +45,7 @@ WORKLOADS = {
 
 def _both(name: str, **workload):
     data = CONFIGS[name]
-    w = Workload(seq=None if name == "vit" else 96, optimizer="sgd", **workload)
+    w = Workload(seq=None if name == "vit" else 160, optimizer="sgd", **workload)
     spec = from_hf_config(data)
     return spec, data, w, measure_step(hf_model(data, "config.json", w, spec), w, count_flops=False)
 
