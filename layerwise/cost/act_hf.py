@@ -37,6 +37,7 @@ class HFOps:
     cache: bool = False  # a decoder with use_cache (the config's default) and no checkpointing
     fused_qkv: bool = False  # one projection for q, k, v (GPT-2's c_attn, NeoX's query_key_value, Phi-3)
     fused_gate_up: bool = False  # Phi-3's gate_up_proj
+    rope_cat: bool = False  # Phi-3's apply_rotary_pos_emb concatenates even with the whole head rotated
 
 
 def _low(tr: Trace, t: T) -> str:
@@ -83,9 +84,11 @@ def fused(tr: Trace, on: bool):
 
 
 def contiguous_query(tr: Trace, b) -> bool:
-    """Partial rotary (phi, gpt_neox) ends in torch.cat([q_rot, q_pass]): a contiguous (B, H, S, Dh)
-    query, so sdpa's output comes in that layout and `.transpose(1, 2).contiguous()` copies it."""
-    return tr.policy.hf is not None and b.rope is not None and b.rope.rotated < b.rope.d_head
+    """apply_rotary_pos_emb of phi, gpt_neox (partial rotary) and phi3 (always) ends in
+    torch.cat([q_rot, q_pass]): a contiguous (B, H, S, Dh) query, so sdpa's output comes in that
+    layout and `.transpose(1, 2).contiguous()` copies it for o_proj."""
+    hf = tr.policy.hf
+    return hf is not None and b.rope is not None and (hf.rope_cat or b.rope.rotated < b.rope.d_head)
 
 
 def cache_update(tr: Trace, k: T, v: T) -> tuple[T, T]:
@@ -142,9 +145,11 @@ def eager(tr: Trace, b, q: T, k: T, v: T) -> T:
     probs = tr.new(scaled.shape, "fp32" if hf.softmax_fp32 else scaled.dtype, grad)
     del scaled
     tr.save(probs)
-    if probs.dtype != low:  # .to(query.dtype) / .type(value.dtype), or autocast's cast for the matmul
-        probs = tr.new(probs.shape, low, grad)
+    if probs.dtype != q.dtype:  # .to(query.dtype) / .type(value.dtype): query is fp32 after rotary
+        probs = tr.new(probs.shape, q.dtype, grad)  # under autocast, so the dropout runs in fp32 there
     probs = dropout_op(tr, probs, b.dropout)
+    if probs.dtype != low:  # autocast's cast for the matmul
+        probs = tr.new(probs.shape, low, grad)
     # matmul's (B*H, Sk, Dh) operand: a view of a contiguous full-head v (the cache's copy) in the
     # compute dtype, else a copy (repeat_kv, a transposed projection, autocast's cast)
     v_c = v if _contiguous(tr, v, h, low) else tr.new((bsz, h, sk, dh), low, v.grad)

@@ -76,7 +76,7 @@ def hf_ops(data: dict) -> HFOps:
         act = {"gpt2": "gelu_new", "phi": "gelu_new"}.get(model_type)
     return HFOps(softmax_fp32=model_type not in _SOFTMAX_IN_SCORES_DTYPE, causal_mask=model_type not in _ENCODERS,
                  python_gelu=act == "gelu_new", fused_qkv=model_type in _FUSED_QKV,
-                 fused_gate_up=model_type == "phi3")
+                 fused_gate_up=model_type == "phi3", rope_cat=model_type == "phi3")
 
 
 def hf_spec(model: Model, data: dict) -> Model:
