@@ -186,6 +186,8 @@ def _math(tr: Trace, b, q: T, k: T, v: T) -> T:
     sk = k.shape[2]
     grad = q.grad or k.grad or v.grad
     acc = "fp32" if q.dtype in ("bf16", "fp16") else q.dtype
+    # query_acc, key_acc, value_acc: fp32 copies of low inputs, alive until the function returns
+    upcast = [tr.new(t.shape, acc, t.grad) for t in (q, k, v)] if acc != q.dtype else []
     q_s = tr.new(q.shape, acc, q.grad)
     k_t = tr.new((bsz, h, dh, sk), acc, k.grad)  # GQA: expanded to H heads
     tr.save(q_s, k_t)
@@ -196,8 +198,12 @@ def _math(tr: Trace, b, q: T, k: T, v: T) -> T:
     del probs
     v_c = tr.new((bsz, h, sk, dh), acc, v.grad)
     tr.save(dropped, v_c)
-    del v_c, dropped
+    del v_c
     out = tr.new(q.shape, acc, grad)
+    if acc != q.dtype:  # returns (out.to(origin_dtype), attn.to(origin_dtype)); sdpa drops attn
+        low_attn = tr.new((bsz, h, s, sk), q.dtype, False)
+        del low_attn
+    del upcast, dropped
     # its backward holds one (B, H, S, Sk) gradient and the fp32 gradients of q * sf and k^T * sf
     # next to the residual's (measured: tests/cost/test_hf.py)
     tr.steps[-1].io = (nbytes(bsz * h * s * sk, acc), 2 * out.storage.nbytes)
