@@ -102,7 +102,7 @@ def _with(node: Block, **changes) -> Block:
     return node if all(getattr(node, k) == v for k, v in changes.items()) else replace(node, **changes)
 
 
-def hf_training_memory(model: Model, data: dict, workload: Workload):
+def hf_training_memory(model: Model, data: dict, workload: Workload, *, timeline: bool = False):
     """The cost reading of transformers' training step for `data` (model: our import of it)."""
     from layerwise.cost.memory import training_memory
     from layerwise.spec.errors import WorkloadError
@@ -112,4 +112,4 @@ def hf_training_memory(model: Model, data: dict, workload: Workload):
     ops = hf_ops(data)
     if ops.causal_mask and data.get("use_cache", True) and workload.checkpointing == "none":
         ops = replace(ops, cache=True)  # checkpointing: transformers turns use_cache off
-    return training_memory(hf_spec(model, data), workload, hf=ops)
+    return training_memory(hf_spec(model, data), workload, hf=ops, timeline=timeline)

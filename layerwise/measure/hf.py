@@ -157,7 +157,8 @@ def _pooled_sum(module, x, targets):
     return module(x).pooler_output.sum()
 
 
-def measure_hf(name: str, workload: Workload, *, fake: bool = True, count_flops: bool = True):
+def measure_hf(name: str, workload: Workload, *, fake: bool = True, count_flops: bool = True,
+               timeline: bool = False):
     """`layerwise measure CONFIG.json --impl hf`: (the importer's Model, the HF step measured)."""
     from layerwise.measure.step import measure_step
     from layerwise.presets.hf import hf_reference
@@ -165,4 +166,5 @@ def measure_hf(name: str, workload: Workload, *, fake: bool = True, count_flops:
     if not fake:
         raise WorkloadError("--real does not apply to --impl hf (its step runs under fake tensors)")
     data, spec = hf_reference(name)
-    return spec, measure_step(hf_model(data, name, workload, spec), workload, count_flops=count_flops)
+    return spec, measure_step(hf_model(data, name, workload, spec), workload, count_flops=count_flops,
+                              timeline=timeline)
