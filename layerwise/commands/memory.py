@@ -148,6 +148,8 @@ def register(app: typer.Typer) -> None:
         from layerwise.report.timeline import write_json
 
         spec, hf_config = _resolve(model, input, workload)
+        if hf_config is not None and html is not None:
+            raise WorkloadError("--html does not apply to --impl hf")
         answer = memory_answer(spec, workload, fit=fit, verdict=verdict or html is not None, timeline=True,
                                explain=explain, hf_config=hf_config)
         if timeline is not None:
