@@ -13,6 +13,10 @@ CHECKPOINTING = ("none", "full", "selective")
 ATTENTION = ("eager", "sdpa")
 QUANT = ("none", "int8", "int4", "nf4")
 MODES = ("train", "infer")
+# The implementations each optimizer has (torch 2.13: RMSprop and Adafactor have no fused kernel;
+# lion-pytorch's Lion and layerwise.train.adam8bit are for-loops).
+IMPLS_OF = {name: OPTIMIZER_IMPLS for name in ("sgd", "sgd-momentum", "adagrad", "adam", "adamw")} | {
+    "rmsprop": ("loop", "foreach"), "adafactor": ("loop", "foreach"), "lion": ("loop",), "adam-8bit": ("loop",)}
 DEVICES = ("cpu", "cuda")
 REFERENCES = ("layerwise", "hf")  # whose implementation a reading describes (the CLI's --impl)
 
@@ -51,6 +55,9 @@ class Workload:
             raise WorkloadError(f"--impl must be one of {', '.join(REFERENCES)}; got {self.reference!r}")
         if self.optimizer_impl is not None and self.optimizer_impl not in OPTIMIZER_IMPLS:
             raise WorkloadError(f"--optimizer-impl must be one of {', '.join(OPTIMIZER_IMPLS)}; got {self.optimizer_impl!r}")
+        if self.optimizer_impl is not None and self.optimizer_impl not in IMPLS_OF[self.optimizer]:
+            raise WorkloadError(f"--optimizer-impl {self.optimizer_impl}: --optimizer {self.optimizer} has only "
+                                f"{' and '.join(IMPLS_OF[self.optimizer])}")
         for name in ("batch", "grad_accum", "dp", "tp", "pp"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -64,7 +71,10 @@ class Workload:
     @property
     def impl(self) -> str:
         """The optimizer implementation in force: the device default unless one was chosen."""
-        return self.optimizer_impl or ("foreach" if self.device == "cuda" else "loop")
+        if self.optimizer_impl:
+            return self.optimizer_impl
+        default = "foreach" if self.device == "cuda" else "loop"
+        return default if default in IMPLS_OF[self.optimizer] else "loop"
 
     @property
     def dropout_mask_bytes(self) -> int | None:

@@ -196,12 +196,15 @@ def layernorm_op(tr: Trace, x: T, d: int, trainable: bool, bias: bool, prefix: s
 
 def rmsnorm_op(tr: Trace, x: T, d: int, trainable: bool, prefix: str = "") -> T:
     """torch.rms_norm (CPU): computes in fp32; saves x (an fp32 upcast if x is low precision),
-    rstd (R, 1) fp32, and x * rstd (fp32, x's shape) for the weight's gradient."""
-    tr.param(prefix + "weight", d, trainable)
-    out = tr.new(x.shape, x.dtype, x.grad or trainable)
+    rstd (R, 1) fp32, and, only when the weight trains, x * rstd (fp32, x's shape) for the
+    weight's gradient (a frozen norm under LoRA keeps no x * rstd: measured in tests/cost)."""
+    w = tr.param(prefix + "weight", d, trainable)
+    out = tr.new(x.shape, x.dtype, x.grad or w.grad)
     if out.grad:
         src = x if x.dtype == "fp32" else tr.new(x.shape, "fp32", x.grad)
-        tr.save(src, tr.new((x.numel // d, 1), "fp32", False), tr.new(x.shape, "fp32", False))
+        tr.save(src, tr.new((x.numel // d, 1), "fp32", False))
+        if w.grad:
+            tr.save(tr.new(x.shape, "fp32", False))
     return out
 
 

@@ -52,7 +52,10 @@ def run(block: Block, name: str, tr: Trace, x: T) -> T:
             for step in tr.steps[n:]:  # inner blocks named their own steps first
                 step.op = step.op or block.type_name
             if len(tr.steps) == n + 1:  # a leaf: one step
-                tr.steps[-1].io = (0 if x.dtype == "int64" else x.storage.nbytes, out.storage.nbytes)
+                # a gradient exists only for a tensor that requires grad (LoRA: a frozen layer fed
+                # by frozen layers has none)
+                tr.steps[-1].io = (x.storage.nbytes if x.grad and x.dtype != "int64" else 0,
+                                   out.storage.nbytes if out.grad else 0)
             return out
         kids = block.trace(x.shape)
         if not kids:

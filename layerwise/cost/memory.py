@@ -149,11 +149,18 @@ def _param_bytes(tr: Trace, keys) -> int:
     return sum(nbytes(tr.params[k][0], tr.params[k][1]) for k in keys if k in tr.params and tr.params[k][2])
 
 
+def param_shapes_of(model: Model, tr: Trace, trainable: bool) -> dict[str, tuple[int, ...]]:
+    """The trainable (or frozen) parameters' real shapes, keyed like named_parameters(): Adafactor
+    factors >= 2-D tensors, and a for-loop step's temporaries follow the largest tensor."""
+    from layerwise.cost.param_shapes import param_shapes
+
+    real = param_shapes(model.body)
+    return {k: real.get(k, tr.shapes[k]) for k, (_, _, t) in tr.params.items() if t == trainable}
+
+
 def _states(model: Model, workload: Workload, tr: Trace) -> ModelStates:
-    trainable = {k: (n,) for k, (n, _, t) in tr.params.items() if t}
-    frozen = {k: (n,) for k, (n, _, t) in tr.params.items() if not t}
-    states = torch_model_states(trainable, frozen, precision=workload.precision,
-                                optimizer=workload.optimizer if workload.optimizer != "adam-8bit" else "adam")
+    trainable, frozen = param_shapes_of(model, tr, True), param_shapes_of(model, tr, False)
+    states = torch_model_states(trainable, frozen, precision=workload.precision, optimizer=workload.optimizer)
     if workload.quant != "none":  # QLoRA-style: frozen matrices stored quantized (with their scales)
         from layerwise.cost.inference import QuantConfig, weight_bytes
 
@@ -262,9 +269,9 @@ def training_memory(model: Model, workload: Workload = Workload(), *, timeline: 
     full_grads = _param_bytes(tr, tr.params)
     shard = (lambda n: -(-n * states.gradients // full_grads)) if full_grads else (lambda n: n)
     phases += _backward_phases(st, base, states.gradients, accum, shard)
-    shapes = {k: (n,) for k, (n, _, t) in tr.params.items() if t}
-    opt_tmp = step_temporary_bytes(workload.optimizer if workload.optimizer != "adam-8bit" else "adam", shapes,
-                                   impl=workload.impl, dtype=precision_policy(workload.precision).optimizer_states,
+    pol = precision_policy(workload.precision)
+    opt_tmp = step_temporary_bytes(workload.optimizer, param_shapes_of(model, tr, True), impl=workload.impl,
+                                   dtype=pol.grads if workload.optimizer == "adam-8bit" else pol.optimizer_states,
                                    weight_decay=0.01 if workload.optimizer == "adamw" else 0.0)
     phases.append(Phase("optimizer", "step", replace(base, gradients=states.gradients, temporaries=opt_tmp),
                         workload.optimizer))
@@ -373,8 +380,7 @@ def _step_scalar_bytes(workload: Workload, tr: Trace) -> int:
     every rank steps its shard of every parameter and keeps them all (tests/distributed)."""
     from layerwise.cost.optimizers import state_bytes
 
-    optimizer = workload.optimizer if workload.optimizer != "adam-8bit" else "adam"
-    return state_bytes(optimizer, [(n,) for n, _, t in tr.params.values() if t]).step
+    return state_bytes(workload.optimizer, [(n,) for n, _, t in tr.params.values() if t]).step
 
 
 def _device_states(states: ModelStates, workload: Workload, step_scalars: int = 0) -> ModelStates:

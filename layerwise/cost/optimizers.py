@@ -64,14 +64,38 @@ def adafactor_state_elements(shape: Shape) -> int:
     return n
 
 
+# bitsandbytes Adam8bit's quantization maps: a signed and an unsigned 256-code fp32 map, one pair
+# shared by every parameter (Optimizer2State.init_state: state["qmap1"] = self.name2qmap["dynamic"]).
+ADAM8BIT_QMAPS = 2 * 256 * 4
+# layerwise.train.adam8bit (what the measure reading runs) updates CHUNK elements at a time; its
+# temporaries are 3 fp32 copies of a chunk (the two dequantized moments and one of sqrt / abs /
+# codes) plus an fp32 copy of a low-precision gradient chunk, and one fp32 absmax per block.
+ADAM8BIT_CHUNK = 4096 * 256
+ADAM8BIT_TEMP_COPIES = 3
+
+
 def _adam8bit_state_bytes(n: int, blocksize: int, min_8bit_size: int) -> int:
-    """bitsandbytes Adam8bit (what-if, not measured here): two 1-byte states per element with one
-    fp32 absmax per `blocksize` block each; tensors under `min_8bit_size` elements keep fp32 states
-    (bitsandbytes.optim.optimizer.Optimizer8bit defaults: min_8bit_size=4096, blockwise, 256)."""
+    """bitsandbytes Adam8bit: two 1-byte states per element with one fp32 absmax per `blocksize`
+    block each; tensors under `min_8bit_size` elements keep fp32 states (bitsandbytes 0.45-0.48
+    Optimizer2State.init_state: min_8bit_size=4096, block_wise, blocksize = 256). Measured against
+    layerwise.train.adam8bit, which allocates the same state, in tests/cost/test_optimizers.py."""
     if n < min_8bit_size:
         return 2 * 4 * n
     blocks = -(-n // blocksize)
     return 2 * (n + 4 * blocks)
+
+
+def _adam8bit_temporary_bytes(numels: list[int], grad_dtype: str, min_8bit_size: int) -> int:
+    """The largest tensor's step in layerwise.train.adam8bit: chunked 8-bit tensors, whole fp32 ones."""
+    low = 0 if grad_dtype == "fp32" else 1  # the gradient chunk upcast to fp32
+    per = []
+    for n in numels:
+        if n < min_8bit_size:  # fp32 states updated in place: sqrt's result (+ the upcast gradient)
+            per.append((1 + low) * 4 * n)
+        else:
+            unit = min(n, ADAM8BIT_CHUNK)
+            per.append((ADAM8BIT_TEMP_COPIES + low) * 4 * unit + 4 * -(-unit // 256))
+    return max(per)
 
 
 def state_bytes(optimizer: str, params: Iterable[Shape] | Mapping[str, Shape], *, dtype: str = "fp32",
@@ -100,6 +124,7 @@ def state_bytes(optimizer: str, params: Iterable[Shape] | Mapping[str, Shape], *
         state = nbytes(sum(adafactor_state_elements(s) for s in shapes), dtype)
     else:  # adam-8bit
         state = sum(_adam8bit_state_bytes(n, blocksize, min_8bit_size) for n in numels)
+        state += ADAM8BIT_QMAPS if any(n >= min_8bit_size for n in numels) else 0
     step = STEP_BYTES * len(shapes) if optimizer in WITH_STEP else 0
     return OptimizerStateBytes(state=state, step=step, n_tensors=len(shapes))
 
@@ -121,8 +146,9 @@ def step_temporary_bytes(optimizer: str, params: Iterable[Shape] | Mapping[str, 
     adagrad: loop `std = state_sum.sqrt().add_(eps)`: 1 x largest; foreach keeps two full lists
     (`_foreach_sqrt` and the addcdiv operand). rmsprop: 1 x largest (loop) or 1 x all (foreach). adafactor
     loop: the largest of numel + row/col means (>= 2-D) or 2 x numel (1-D); foreach: 1 x all.
-    Small scalar temporaries are not counted: measured within 5% in the tests. lion (not in torch): assumed like rmsprop. adam-8bit: bitsandbytes
-    updates in one fused kernel: 0.
+    Small scalar temporaries are not counted: measured within 5% in the tests. lion (lion-pytorch):
+    `exp_avg.clone().mul_(beta1).add(grad)`: 2 x largest. adam-8bit: layerwise.train.adam8bit's chunked
+    step (bitsandbytes' CUDA kernel itself keeps a block in registers); `dtype` is then the gradients'.
     """
     _check(optimizer)
     if impl not in ("loop", "foreach", "fused"):
@@ -131,6 +157,8 @@ def step_temporary_bytes(optimizer: str, params: Iterable[Shape] | Mapping[str, 
     numels = [prod(s) for s in shapes]
     if not numels or impl == "fused":
         return 0
+    if optimizer == "adam-8bit":  # `dtype`: the parameters' (and gradients') dtype here
+        return _adam8bit_temporary_bytes(numels, dtype, 4096)
     if optimizer == "adafactor" and impl == "loop":
         # per tensor: row_mean + col_mean (the factored state's sizes) + var_estimate (numel);
         # 1-D: grad_squared and var_estimate = variance.clone() (2 x numel)
@@ -148,6 +176,8 @@ def step_temporary_bytes(optimizer: str, params: Iterable[Shape] | Mapping[str, 
         copies = 1 if impl == "loop" else 2
     elif optimizer == "adam-8bit":
         copies = 0
-    else:  # rmsprop, adafactor, lion
+    elif optimizer == "lion":  # the clone, and .add()'s result beside it
+        copies = 2
+    else:  # rmsprop, adafactor
         copies = 1
     return copies * nbytes(unit, dtype)

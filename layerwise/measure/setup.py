@@ -44,8 +44,11 @@ def _optimizer_class(name: str):
             raise WorkloadError("--optimizer lion: torch.optim has no Lion and the lion-pytorch package "
                                 "is not installed; use the cost reading (`layerwise memory`) for Lion") from None
         return Lion, {}
-    raise WorkloadError(f"--optimizer {name}: the measure reading cannot run it on this machine "
-                        f"(adam-8bit needs bitsandbytes on a GPU); use `layerwise memory`")
+    if name == "adam-8bit":  # bitsandbytes' state layout in plain torch (its update is a CUDA kernel)
+        from layerwise.train.adam8bit import Adam8bit
+
+        return Adam8bit, {}
+    raise WorkloadError(f"--optimizer {name}: the measure reading cannot run it; use `layerwise memory`")
 
 
 def make_optimizer(params, workload: Workload) -> torch.optim.Optimizer:

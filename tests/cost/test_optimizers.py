@@ -126,11 +126,36 @@ def test_step_temporaries_within_5_percent(name, impl):
     assert abs(measured - got) <= 0.05 * measured
 
 
-def test_adam_8bit_what_if_is_about_2_bytes_per_param():
+def test_adam_8bit_is_about_2_bytes_per_param():
     n = 4096 * 4096
     got = state_bytes("adam-8bit", [(4096, 4096)]).state
-    assert got == 2 * n + 2 * 4 * (n // 256)  # 2 x int8 + one fp32 absmax per 256-block
+    # 2 x uint8 + one fp32 absmax per 256-block each + the two shared 256-code fp32 maps
+    assert got == 2 * n + 2 * 4 * (n // 256) + 2 * 256 * 4
     assert state_bytes("adam-8bit", [(64,)]).state == 2 * 4 * 64  # small tensors stay fp32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_adam_8bit_state_and_temporaries_match_the_implementation(dtype):
+    """layerwise.train.adam8bit (bitsandbytes' layout): state to the byte, step peak within 5%."""
+    from layerwise.train.adam8bit import Adam8bit
+
+    shapes = {"big": (300, 999), "matrix": (96, 64), "bias": (96,)}  # 8-bit (a partial block), 8-bit, fp32
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, dtype=dtype)) for s in shapes.values()]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = Adam8bit(params)
+    opt.step()
+    held = {t.untyped_storage()._cdata: t.untyped_storage().nbytes()
+            for st in opt.state.values() for t in st.values() if torch.is_tensor(t)}
+    assert sum(held.values()) == state_bytes("adam-8bit", shapes).total
+    counter = NewStoragePeak()
+    counter.ignore(params + [p.grad for p in params] +
+                   [t for st in opt.state.values() for t in st.values() if torch.is_tensor(t)])
+    with counter:
+        opt.step()
+    want = step_temporary_bytes("adam-8bit", shapes, dtype="fp32" if dtype == torch.float32 else "bf16")
+    assert abs(counter.peak - want) <= 0.05 * counter.peak, (counter.peak, want)
 
 
 def test_unknown_optimizer_names_the_flag():

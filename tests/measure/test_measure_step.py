@@ -156,7 +156,7 @@ def test_plain_module_and_factory_are_measured_too():
     ({"zero": 1}, "--zero"), ({"tp": 2}, "--tp"), ({"dp": 2}, "--dp"), ({"pp": 2}, "--pp"),
     ({"optimizer": "rmsprop", "optimizer_impl": "fused"}, "fused"),
     ({"optimizer": "adafactor", "optimizer_impl": "fused"}, "fused"),
-    ({"optimizer": "adam-8bit"}, "adam-8bit"),
+    ({"optimizer": "adam-8bit", "optimizer_impl": "foreach"}, "adam-8bit has only loop"),
     ({"quant": "int8"}, "--quant"),
     ({"mode": "infer", "grad_accum": 2}, "--grad-accum"),
 ])
