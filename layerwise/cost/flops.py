@@ -39,6 +39,8 @@ class FlopReport:
     rows: tuple[FlopRow, ...]
     tokens: int  # tokens (or samples) processed by the step
     mode: str
+    decode: Flops = Flops()  # infer with --new-tokens: every decode step's forward, KV cache in use
+    new_tokens: int = 0
 
     @property
     def forward(self) -> int:
@@ -50,7 +52,13 @@ class FlopReport:
 
     @property
     def total(self) -> int:
+        """The step (train) or the prefill (infer); decode steps are apart, in `decode`."""
         return self.forward + self.backward
+
+    @property
+    def decode_per_token(self) -> int:
+        """Decode FLOPs per generated token, averaged over the steps (the cache grows each step)."""
+        return self.decode.forward // self.new_tokens if self.new_tokens else 0
 
     @property
     def per_token(self) -> float:
@@ -132,7 +140,13 @@ def _shapes_by_path(body: Block, in_shape: Shape) -> dict[str, Shape]:
 
 
 def model_flops(model: Model, workload: Workload) -> FlopReport:
-    """FLOPs of one training step (forward, loss, backward, recompute) or one inference forward."""
+    """FLOPs of one training step (forward, loss, backward, recompute) or one inference forward
+    (the prefill) plus, with --new-tokens, the decode steps. --lora-rank: the LoRA model (frozen
+    weights compute no weight gradients)."""
+    if workload.lora_rank:
+        from layerwise.spec.lora import apply_lora
+
+        model = apply_lora(model, workload.lora_rank)
     in_shape = model.input_shape(workload.batch, workload.seq, workload.image)
     # The input batch never requires grad: the first layer computes no grad_input.
     ctx = FlopCtx(input_grad=False, attention=workload.attention, device=workload.device)
@@ -158,8 +172,40 @@ def model_flops(model: Model, workload: Workload) -> FlopReport:
         loss = Flops()
     total = step + loss + recompute
     tokens = prod(in_shape[:2]) if model.input.kind == "tokens" else in_shape[0]
+    decode = decode_flops(model, workload) if workload.new_tokens else Flops()
     return FlopReport(model=model.name, input_shape=in_shape, flops=total, recompute=recompute, loss=loss,
-                      rows=tuple(rows), tokens=tokens, mode=workload.mode)
+                      rows=tuple(rows), tokens=tokens, mode=workload.mode, decode=decode,
+                      new_tokens=workload.new_tokens)
+
+
+def decode_flops(model: Model, workload: Workload) -> Flops:
+    """Forward FLOPs of `new_tokens` decode steps after a prompt of `seq` tokens, with a KV cache
+    (layerwise.build.lm's `forward(ids, kv_cache=, start_pos=)`): step i runs the model on one token
+    per sequence, and each self-attention scores it against the L_i = seq + i + 1 cached keys (all
+    of them: the cache is attended through a mask, so a sliding window saves no matmul). The core is
+    linear in the key count, so the steps sum to one core over sum_i L_i keys; the rest of the model
+    is the one-token forward, new_tokens times."""
+    from layerwise.cost.memory import has_kv_cache
+    from layerwise.spec.base import walk
+    from layerwise.spec.errors import WorkloadError
+
+    if workload.mode != "infer" or not has_kv_cache(model):
+        raise WorkloadError(f"--new-tokens: {model.name} has no KV-cache decoding (a causal decoder LM "
+                            f"with --mode infer has)")
+    n, prompt = workload.new_tokens, model.input_shape(workload.batch, workload.seq, workload.image)[1]
+    one = model.input_shape(workload.batch, 1, workload.image)
+    ctx = FlopCtx(input_grad=False, attention=workload.attention, device=workload.device)
+    step = model.body.flops(one, ctx)
+    keys = n * prompt + n * (n + 1) // 2  # sum over i < n of (prompt + i + 1)
+    extra = Flops()
+    for info in walk(model.body, one):
+        if info.block.type_name == "attention":
+            b = info.in_shape[0]
+            core = info.block.core_flops(b, 1, keys, False, False, False, "sdpa")
+            own = info.block.core_flops(b, 1, 1, False, False, False, "sdpa")
+            extra = extra + Flops(fwd_matmul=core.fwd_matmul - n * own.fwd_matmul,
+                                  fwd_other=core.fwd_other - n * own.fwd_other)
+    return Flops(fwd_matmul=n * step.fwd_matmul + extra.fwd_matmul, fwd_other=n * step.fwd_other + extra.fwd_other)
 
 
 @dataclass(frozen=True)

@@ -410,6 +410,11 @@ def _kv_config(model: Model, dtype: str):
                     sliding_window=attn.sliding_window)
 
 
+def has_kv_cache(model: Model) -> bool:
+    """A causal decoder whose built module decodes with a KV cache (layerwise.build.lm)."""
+    return _kv_config(model, "fp32") is not None
+
+
 def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), *, timeline: bool = False) -> MemoryReport:
     """Weights by storage dtype (quantized matrices with their scales), the KV cache for prompt +
     new tokens, and the prefill's transient activation peak."""
@@ -425,6 +430,8 @@ def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), 
     weights += tr.buffers
     kv = 0
     cfg = _kv_config(model, pol.activations)
+    if cfg is None and workload.new_tokens:
+        raise WorkloadError(f"--new-tokens: {model.name} has no KV-cache decoding (a causal decoder LM has)")
     if cfg is not None and workload.new_tokens:
         seq = model.input_shape(workload.batch, workload.seq, workload.image)[1]
         kv = kv_cache_bytes(cfg, batch=workload.batch, prompt=seq, new_tokens=workload.new_tokens)

@@ -42,6 +42,7 @@ DECODER = dict(
     shared_d_ff=0, shared_gate=False,  # MoE: a shared expert on every token (Qwen2-MoE: sigmoid-gated)
     sliding_window=0, dropout=0.0,
     sandwich=False,  # Gemma 2/3: a second norm on each branch's output
+    attn_dropout=0.0,  # on the attention probabilities (HF: attn_pdrop, attention_dropout)
 )
 
 
@@ -55,7 +56,7 @@ def build_decoder(name: str, source: str, k: dict) -> Model:
         rope = _leaf("rope", d_head=d_head, rotary_dim=0 if rotary == d_head else rotary, base=float(k["rope_base"]))
     attn = _leaf("attention", d_model=k["d_model"], n_heads=k["n_heads"], n_kv_heads=k["n_kv_heads"],
                  d_head=k["d_head"], causal=True, qkv_bias=k["qkv_bias"], o_bias=k["o_bias"], qk_norm=k["qk_norm"],
-                 rope=rope, sliding_window=k["sliding_window"])
+                 rope=rope, sliding_window=k["sliding_window"], dropout=k["attn_dropout"])
     d_ff = k["d_ff"] or 4 * k["d_model"]
     if k["n_experts"]:
         ffn = _leaf("moe", d_model=k["d_model"], d_ff=d_ff, n_experts=k["n_experts"], top_k=k["top_k"],
@@ -81,12 +82,13 @@ ENCODER = dict(
     mlm_head=False,  # BertForMaskedLM's head (use with pooler=False)
     pos_offset=0,  # RoBERTa: position ids start at padding_idx + 1, so 2 table rows are never used
     padding_idx=None, dropout=0.0,
+    attn_dropout=0.0,  # on the attention probabilities (HF: attention_probs_dropout_prob)
 )
 
 
 def build_encoder(name: str, source: str, k: dict) -> Model:
     d = k["d_model"]
-    attn = _leaf("attention", d_model=d, n_heads=k["n_heads"], qkv_bias=True, o_bias=True)
+    attn = _leaf("attention", d_model=d, n_heads=k["n_heads"], qkv_bias=True, o_bias=True, dropout=k["attn_dropout"])
     ffn = _leaf("ffn", d_model=d, d_ff=k["d_ff"] or 4 * d, activation=k["activation"], bias=True)
     block = _leaf("transformer_block", attn=attn, ffn=ffn, norm="layernorm", norm_eps=k["norm_eps"],
                   norm_position="post", dropout=k["dropout"])
@@ -105,12 +107,14 @@ VIT = dict(
     image_size=REQUIRED, patch=REQUIRED, d_model=REQUIRED, n_layers=REQUIRED, n_heads=REQUIRED, n_classes=REQUIRED,
     c_in=3, d_ff=0, activation="gelu", norm_eps=1e-6, qkv_bias=True, pooler=False, patch_kind="conv", dropout=0.0,
     clip=False,  # CLIP's vision tower: no patch bias, a norm before the blocks, the final norm on CLS only
+    attn_dropout=0.0,  # on the attention probabilities (HF: attention_probs_dropout_prob)
 )
 
 
 def build_vit(name: str, source: str, k: dict) -> Model:
     d = k["d_model"]
-    attn = _leaf("attention", d_model=d, n_heads=k["n_heads"], qkv_bias=k["qkv_bias"], o_bias=True)
+    attn = _leaf("attention", d_model=d, n_heads=k["n_heads"], qkv_bias=k["qkv_bias"], o_bias=True,
+                 dropout=k["attn_dropout"])
     ffn = _leaf("ffn", d_model=d, d_ff=k["d_ff"] or 4 * d, activation=k["activation"], bias=True)
     block = _leaf("transformer_block", attn=attn, ffn=ffn, norm="layernorm", norm_eps=k["norm_eps"], dropout=k["dropout"])
     body = _leaf("vit", image_size=k["image_size"], patch=k["patch"], c_in=k["c_in"], d_model=d, n_layers=k["n_layers"],

@@ -333,7 +333,22 @@ def hf_keywords(data, where: str = "config.json") -> tuple[str, dict]:
         nearest = f"; the nearest supported is {close[0]!r}" if close else ""
         raise LayerwiseError(f"{where}: model_type {model_type!r} is not supported{nearest} "
                              f"(supported: {', '.join(sorted(IMPORTERS))})")
-    return IMPORTERS[model_type](_Config(data, where))
+    config = _Config(data, where)
+    family, keywords = IMPORTERS[model_type](config)
+    return family, {**keywords, **_attention_dropout(config)}
+
+
+# The config field of attention-probability dropout, by the name each architecture's HF code reads
+# (GPT2Attention: attn_pdrop; BertSelfAttention / ViTSelfAttention: attention_probs_dropout_prob;
+# Llama, Mistral, Qwen2, Phi, Phi-3, OPT, GPT-NeoX: attention_dropout).
+_ATTN_DROPOUT_KEYS = ("attn_pdrop", "attention_probs_dropout_prob", "attention_dropout")
+
+
+def _attention_dropout(c: _Config) -> dict:
+    for key in _ATTN_DROPOUT_KEYS:
+        if key in c.data:
+            return {"attn_dropout": c.float(key)}
+    return {}
 
 
 def from_hf_config(data, name: str = "hf-model", where: str = "config.json", **overrides) -> Model:

@@ -22,6 +22,9 @@ def flops_json(r: FlopReport, compute: TrainingCompute | None = None) -> dict:
         "matmul_backward": r.flops.bwd_matmul if r.mode == "train" else 0,
         "recompute": r.recompute.total,  # activation checkpointing's recompute, part of the backward
         "causal_skippable": r.flops.causal_skippable,
+        "decode": r.decode.forward,
+        "decode_per_token": r.decode_per_token,
+        "new_tokens": r.new_tokens,
         "tokens": r.tokens,
         "per_token": r.total // r.tokens,
         "convention": CONVENTION,
@@ -56,6 +59,9 @@ def render_flops(r: FlopReport, compute: TrainingCompute | None, max_level: int)
         out.print(f"note: activation checkpointing adds {count(r.recompute.total)} FLOPs of recompute to the backward "
                   f"(the checkpointed blocks' forward again; PyTorch's checkpoint stops at the last saved tensor, so a "
                   f"pre-norm block's final down projection is not recomputed, and this count leaves it out)")
+    if r.new_tokens:
+        out.print(f"decode: {r.new_tokens} tokens with a KV cache, {count(r.decode.forward)} FLOPs "
+                  f"({count(r.decode_per_token)} per token, on average over the growing cache)")
     if r.flops.causal_skippable:
         out.print(f"causal attention: {count(r.flops.causal_skippable)} of the forward matmul FLOPs fall in the masked "
                   f"half (kernels compute them; a causal-aware count would not)")
