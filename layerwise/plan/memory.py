@@ -1,150 +1,229 @@
 """Per-device memory of a layout, fast enough to search thousands of layouts.
 
-The memory model (cost/memory.py) is run once per distinct (checkpointing, micro-batch) on
-the model cut to 2 and to 3 layers, unsharded; a layer's share is the difference, the rest
-(embeddings, head, loss, inputs, the recompute window) is what the 2-layer model holds beyond two
-layers. A layout then
-only rescales, per pipeline stage (the one that holds most decides):
-  model states   the stage's layers + embedding (first stage) / final norm and head (last stage),
-                 split by tp (experts also by ep), then ZeRO: stage >= 1 shards master weights and
-                 optimizer states over dp, >= 2 gradients, 3 weights (cost/parallel.py);
-  activations    one layer's saved bytes x the stage's layers x the micro-batches in flight: 1F1B
-                 stage i holds min(p - i, m) (PipeDream-Flush, Narayanan et al. 2021); interleaving
-                 with v chunks adds (p - 1)/(p v) on the first stage; GPipe holds all m
-                 (Korthikanti et al. 2022 §4.3). Under tensor parallelism without sequence
-                 parallelism the 10 of 34 sbh bytes at the norms and dropouts stay replicated
-                 (Korthikanti et al. 2022, Table 2); a fully checkpointed layer keeps only its
-                 (replicated) input;
-  peak           max(start of backward: states + activations (+ gradients when accumulating),
-                 optimizer step: states + gradients + the step's temporaries) + ZeRO-3's gathered
-                 layer, as the phases of cost/memory.py.
-Checked against cost/memory.py on tp = pp = 1 layouts in tests/plan. Pure Python.
+The memory model (cost/memory.py) walks one step phase by phase; the peak is the largest phase. The
+planner runs it once per checkpointing mode on the model cut to 2 and to 3 layers at micro-batch 1
+and 2, unsharded, and keeps each phase's activations + temporaries (a) and the gradients alive (g):
+  * a phase outside the repeated blocks (forward, loss, head, embedding) is affine in the number of
+    layers L (saved activations accumulate per layer; gradients appear per layer): from L = 2, 3;
+  * a phase inside layer j of the backward (j = 0 the first one back-propagated) is the same phase
+    of layer 0 shifted by j times a per-layer step (one layer's activations freed, its gradients
+    made), so over j its maximum is at j = 0 or j = L - 1: two affine candidates per phase;
+  * activations and temporaries are per sample: micro-batches 1 and 2 give any other.
+A layout then only rescales (per pipeline stage; the fullest decides):
+  model states   the stage's layers + embedding (first stage) / head (last stage), split by tp
+                 (experts also by ep), then ZeRO: stage >= 1 shards the optimizer states (and a master
+                 copy) over dp, >= 2 gradients, 3 weights (cost/parallel.py);
+  activations    the layers' part x the micro-batches in flight: 1F1B stage i holds min(p - i, m)
+                 (PipeDream-Flush, Narayanan et al. 2021); interleaving with v chunks adds
+                 (p - 1)/(p v) on the first stage; GPipe holds all m (Korthikanti et al. 2022 §4.3);
+                 under tensor parallelism without sequence parallelism the 10 of 34 sbh bytes at the
+                 norms and dropouts stay replicated (Korthikanti et al. 2022 Table 2), a fully
+                 checkpointed layer keeps its whole input; the rest (embedding, logits, loss) divides
+                 by tp (vocab-parallel) and is counted on the stage holding it;
+  peak           max over the candidate phases of states + a + g, and of the optimizer step (states +
+                 gradients + its temporaries, kept unsharded as cost/memory.py does), + one layer's
+                 weights gathered by ZeRO-3; with gradient accumulation all gradients stay alive.
+With tp = pp = 1 this equals cost/memory.py's peak (tests/plan); with tp or pp it is the estimate
+described. Pure Python.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from fractions import Fraction
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from layerwise.cost.memory import training_memory
 from layerwise.spec.model import Model
 from layerwise.workload import Workload
 
-REPLICATED = Fraction(10, 34)  # Korthikanti et al. 2022 Table 2: sbh(10 + 24/t) of sbh·34
+REPLICATED = 10 / 34  # Korthikanti et al. 2022 Table 2: sbh(10 + 24/t) of sbh·34
 
 
 @dataclass(frozen=True)
-class Share:
-    """Bytes of one model (or one layer) unsharded: states, and the two activation-phase peaks."""
+class Affine:
+    """c + L·d: a quantity of a model with L repeated layers."""
 
-    weights: int
-    master: int
-    grads: int
-    optimizer: int
-    act: int  # at the activation peak (start of backward or inside forward), beyond the states
-    opt_tmp: int  # the optimizer step's temporaries
-
-    def __sub__(self, o: "Share") -> "Share":
-        return Share(*(a - b for a, b in zip(self._t(), o._t())))
-
-    def _t(self):
-        return (self.weights, self.master, self.grads, self.optimizer, self.act, self.opt_tmp)
+    c: float
+    d: float
 
 
-def _share(model: Model, workload: Workload) -> Share:
-    rep = training_memory(model, workload, cuda_allocator=False)  # the shares only
-    opt = [p for p in rep.phases if p.name == "optimizer"][0].components
-    act = max(p.total - opt.weights - opt.master_weights - opt.optimizer_states
-              for p in rep.phases if p.name != "optimizer")
-    return Share(opt.weights, opt.master_weights, opt.gradients, opt.optimizer_states, act, opt.temporaries)
+@dataclass(frozen=True)
+class Candidate:
+    """A phase that can hold the peak: activations + temporaries (at micro-batch 1 and its per-sample
+    slope) and live gradients, each affine in the layers."""
+
+    act1: Affine  # at micro-batch 1
+    act_slope: Affine  # added per extra sample
+    grad: Affine
+
+
+@dataclass(frozen=True)
+class MemoryParts:
+    weights: Affine
+    master: Affine
+    grads: Affine
+    optimizer: Affine
+    opt_tmp: Affine
+    candidates: tuple[Candidate, ...]
+    pre_fraction: float  # of the non-layer parameters on the first stage (embeddings)
+    expert_fraction: float  # of a layer's parameters in its experts (split by ep)
+    layer_weight_bytes: int  # one layer's weights as stored, gathered whole by ZeRO-3
+    by_batch: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # _at_batch's memo
+
+
+def _affine(v2: float, v3: float) -> Affine:
+    d = v3 - v2
+    return Affine(v2 - 2 * d, d)
 
 
 def _with_layers(model: Model, n: int) -> Model:
     return replace(model, body=replace(model.body, n_layers=n))
 
 
-@dataclass(frozen=True)
-class MemoryParts:
-    layer: Share
-    rest: Share
-    n_layers: int
-    pre_fraction: Fraction  # of the rest's parameters on the first stage (embeddings)
-    expert_fraction: Fraction  # of a layer's parameters in its experts (split by ep)
-    layer_weight_bytes: int  # one layer's weights, gathered whole by ZeRO-3
+def _phases(model: Model, workload: Workload):
+    """States and the (where, a, g) of each non-optimizer phase of one unsharded step."""
+    rep = training_memory(model, workload, cuda_allocator=False)  # the tensor bytes only
+    opt = [p for p in rep.phases if p.name == "optimizer"][0].components
+    rows = [(p.where if p.name == "backward" else f"forward:{i}", p.components.activations + p.components.temporaries,
+             p.components.gradients) for i, p in enumerate(rep.phases) if p.name != "optimizer"]
+    return opt, rows
 
 
-def memory_parts(model: Model, workload: Workload) -> MemoryParts:
-    """The layer and rest shares of `model` under `workload` (tp = pp = dp = 1, zero 0, grad_accum 1)."""
-    return _measured_parts(model, workload)
+def _layer_of(where: str) -> int | None:
+    parts = where.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else None
+
+
+def _split(rows, n_layers: int):
+    """(phases outside the layers, phases of the first layer back-propagated, of the next one)."""
+    other = [r for r in rows if _layer_of(r[0]) is None]
+    first = [r for r in rows if _layer_of(r[0]) == n_layers - 1]
+    second = [r for r in rows if _layer_of(r[0]) == n_layers - 2]
+    return other, first, second
 
 
 @lru_cache(maxsize=256)
-def _measured_parts(model: Model, workload: Workload) -> MemoryParts:
-    base = workload.with_(tp=1, pp=1, dp=1, zero=0, grad_accum=1)
-    body = model.body
-    if not (hasattr(body, "n_layers") and hasattr(body, "block")):  # no repeated blocks: one piece
-        zero = Share(0, 0, 0, 0, 0, 0)
-        return MemoryParts(zero, _share(model, base), 0, Fraction(1), Fraction(0), 0)
-    # 2 and 3 layers: with one layer, checkpointing's recompute window and the stored inputs meet
-    # at a different moment than in a deeper model
-    two, three = _share(_with_layers(model, 2), base), _share(_with_layers(model, 3), base)
-    layer = three - two
-    rest = two - layer - layer
-    pre, total_rest, experts = _param_split(model)
-    return MemoryParts(layer, rest, body.n_layers, Fraction(pre, max(total_rest, 1)),
-                       Fraction(experts, body.block.params().total), layer.weights)
+def memory_parts(model: Model, workload: Workload) -> MemoryParts:
+    """The affine parts of `model` under `workload`'s precision, optimizer and checkpointing
+    (its batch, dp, zero, tp, pp and grad_accum are the layout's, applied by `per_device_bytes`)."""
+    return _parts(model, workload.with_(batch=1, tp=1, pp=1, dp=1, zero=0, grad_accum=1))
 
 
 @lru_cache(maxsize=64)
-def _param_split(model: Model) -> tuple[int, int, int]:
-    """(embedding params, params outside the repeated blocks, expert params of one block)."""
-    body = _with_layers(model, 1)
-    pre = sum(c.params().total for n, c in body.body.children() if n in ("embed", "pos"))
-    total_rest = body.body.params().total - body.body.block.params().total
-    ffn = getattr(body.body.block, "ffn", None)
+def _parts(model: Model, base: Workload) -> MemoryParts:
+    if not (hasattr(model.body, "n_layers") and hasattr(model.body, "block")):
+        return _flat_parts(model, base)
+    runs = {(n, b): _phases(_with_layers(model, n), base.with_(batch=b)) for n in (2, 3) for b in (1, 2)}
+    (s2, r21), (s3, r31) = runs[(2, 1)], runs[(3, 1)]
+    r22, r32 = runs[(2, 2)][1], runs[(3, 2)][1]
+    states = {f: _affine(getattr(s2, f), getattr(s3, f)) for f in
+              ("weights", "master_weights", "gradients", "optimizer_states", "temporaries")}
+    o21, f21, n21 = _split(r21, 2)
+    o31, f31, n31 = _split(r31, 3)
+    o22, f22, _ = _split(r22, 2)
+    o32, f32, n32 = _split(r32, 3)
+    cands = []
+    for a, b, c, d in zip(o21, o31, o22, o32):  # outside the layers: affine in L
+        cands.append(_candidate(a[1], b[1], c[1], d[1], a[2], b[2]))
+    for i in range(len(f31)):  # inside: first layer back, and the last one (shifted L - 1 steps)
+        first = _candidate(f21[i][1], f31[i][1], f22[i][1], f32[i][1], f21[i][2], f31[i][2])
+        cands.append(first)
+        step_a1, step_a2, step_g = n31[i][1] - f31[i][1], n32[i][1] - f32[i][1], n31[i][2] - f31[i][2]
+        cands.append(Candidate(_shift(first.act1, step_a1), _shift(first.act_slope, step_a2 - step_a1),
+                               _shift(first.grad, step_g)))
+    pre, rest, experts = _param_split(model)
+    return MemoryParts(states["weights"], states["master_weights"], states["gradients"],
+                       states["optimizer_states"], states["temporaries"], tuple(cands), pre / max(rest, 1),
+                       experts, round(states["weights"].d))
+
+
+def _flat_parts(model: Model, base: Workload) -> MemoryParts:
+    """A model without repeated blocks: one piece, micro-batch 1 and 2 only."""
+    (s1, r1), (_, r2) = _phases(model, base), _phases(model, base.with_(batch=2))
+    const = {f: Affine(getattr(s1, f), 0) for f in
+             ("weights", "master_weights", "gradients", "optimizer_states", "temporaries")}
+    cands = tuple(Candidate(Affine(a[1], 0), Affine(b[1] - a[1], 0), Affine(a[2], 0)) for a, b in zip(r1, r2))
+    return MemoryParts(const["weights"], const["master_weights"], const["gradients"], const["optimizer_states"],
+                       const["temporaries"], cands, 1.0, 0.0, 0)
+
+
+def _candidate(a21, a31, a22, a32, g2, g3) -> Candidate:
+    one = _affine(a21, a31)
+    two = _affine(a22, a32)
+    return Candidate(one, Affine(two.c - one.c, two.d - one.d), _affine(g2, g3))
+
+
+def _shift(x: Affine, step: float) -> Affine:
+    """x at j = L - 1 layers further: c + L d + (L - 1) step."""
+    return Affine(x.c - step, x.d + step)
+
+
+@lru_cache(maxsize=64)
+def _param_split(model: Model) -> tuple[int, int, float]:
+    """(embedding params, params outside the repeated blocks, expert share of a block's params)."""
+    short = _with_layers(model, 1).body
+    pre = sum(c.params().total for n, c in short.children() if n in ("embed", "pos"))
+    rest = short.params().total - short.block.params().total
+    ffn = getattr(short.block, "ffn", None)
     experts = sum(e.params().total for e in ffn.experts) if getattr(ffn, "type_name", "") == "moe" else 0
-    return pre, total_rest, experts
+    return pre, rest, experts / short.block.params().total
 
 
-def inflight(pp: int, stage: int, m: int, schedule: str, interleave: int) -> Fraction:
+def inflight(pp: int, stage: int, m: int, schedule: str, interleave: int) -> float:
     if schedule == "gpipe":
-        return Fraction(m)
-    held = Fraction(min(pp - stage, m))
+        return float(m)
+    held = float(min(pp - stage, m))
     if schedule == "interleaved" and interleave > 1 and stage == 0:
-        held *= 1 + Fraction(pp - 1, pp * interleave)
+        held *= 1 + (pp - 1) / (pp * interleave)
     return held
 
 
 def per_device_bytes(parts: MemoryParts, layout, stage_layers: tuple[int, ...]) -> int:
     """The largest per-GPU peak over the pipeline stages of `layout` (a cost.step_time.Layout)."""
-    best = 0
-    for i in {0, len(stage_layers) - 1}:
-        best = max(best, _stage_bytes(parts, layout, i, stage_layers[i], len(stage_layers)))
-    return best
+    return max(_stage_bytes(parts, layout, i, stage_layers[i], len(stage_layers)) for i in {0, len(stage_layers) - 1})
 
 
 def _stage_bytes(parts: MemoryParts, lay, stage: int, n: int, pp: int) -> int:
-    tp, dp, z = lay.tp, lay.dp, lay.zero
+    tp, dp, z, b = lay.tp, lay.dp, lay.zero, lay.micro_batch
     first, last = stage == 0, stage == pp - 1
-    pre, experts = float(parts.pre_fraction), float(parts.expert_fraction)  # floats: a search's hot loop
-    rest_frac = (pre if first else 0.0) + ((1 - pre) if last else 0.0)
-    layer_frac = 1 - experts + experts / lay.ep
+    rest_frac = (parts.pre_fraction if first else 0.0) + ((1 - parts.pre_fraction) if last else 0.0)
+    layer_frac = 1 - parts.expert_fraction + parts.expert_fraction / lay.ep
 
-    def states(field: str, shard: bool) -> float:
-        total = n * getattr(parts.layer, field) * layer_frac + getattr(parts.rest, field) * rest_frac
-        return total / tp / (dp if shard else 1)
+    def states(x: Affine, shard: bool) -> float:
+        return (x.c * rest_frac + n * x.d * layer_frac) / tp / (dp if shard else 1)
 
-    w, mst, g, o = states("weights", z >= 3), states("master", z >= 1), states("grads", z >= 2), \
-        states("optimizer", z >= 1)
-    tmp = (n * parts.layer.opt_tmp * layer_frac + parts.rest.opt_tmp * rest_frac) / tp / (dp if z >= 1 else 1)
+    w, mst, g, o = (states(parts.weights, z >= 3), states(parts.master, z >= 1), states(parts.grads, z >= 2),
+                    states(parts.optimizer, z >= 1))
+    tmp = states(parts.opt_tmp, False)
     if lay.checkpointing == "full":
-        act_scale = 1 / tp if lay.sequence_parallel else 1.0
+        scale = 1 / tp if lay.sequence_parallel else 1.0
     else:
-        act_scale = 1 / tp if lay.sequence_parallel else float(REPLICATED + (1 - REPLICATED) / tp)
-    held = float(inflight(pp, stage, lay.grad_accum, lay.schedule, lay.interleave))
-    act = n * parts.layer.act * act_scale * held + (parts.rest.act / tp if (first or last) else 0)
-    if lay.grad_accum > 1:
-        act += g
+        scale = 1 / tp if lay.sequence_parallel else REPLICATED + (1 - REPLICATED) / tp
+    held = inflight(pp, stage, lay.grad_accum, lay.schedule, lay.interleave)
+    g_scale = 1 / dp if z >= 2 else 1.0
+    rest_act = (1.0 if (first or last) else 0.0) / tp
+    layer_act = n * scale * held
+    if lay.grad_accum > 1:  # every gradient lives through the step
+        peak_act = g + max(ac * rest_act + ad * layer_act for ac, ad, _, _ in _at_batch(parts, b))
+    else:
+        rest_g, layer_g = rest_frac / tp * g_scale, n * layer_frac / tp * g_scale
+        peak_act = max(ac * rest_act + ad * layer_act + gc * rest_g + gd * layer_g
+                       for ac, ad, gc, gd in _at_batch(parts, b))
     if z == 3 and dp > 1:
-        act += parts.layer_weight_bytes / tp
-    return int(w + mst + o + max(act, g + tmp))
+        peak_act += parts.layer_weight_bytes / tp
+    return int(w + mst + o + max(peak_act, g + tmp))
+
+
+def _at_batch(parts: MemoryParts, b: int) -> tuple[tuple[float, float, float, float], ...]:
+    """The candidates' (activation rest, activation per layer, gradient rest, gradient per layer)
+    at micro-batch b, without those another candidate beats in all four (the layout's multipliers
+    are never negative, so they cannot hold the peak). Memoised on `parts`."""
+    if b not in parts.by_batch:
+        parts.by_batch[b] = _undominated(parts, b)
+    return parts.by_batch[b]
+
+
+def _undominated(parts: MemoryParts, b: int) -> tuple[tuple[float, float, float, float], ...]:
+    rows = [(c.act1.c + (b - 1) * c.act_slope.c, c.act1.d + (b - 1) * c.act_slope.d, c.grad.c, c.grad.d)
+            for c in parts.candidates]
+    keep = [r for r in rows if not any(o != r and all(x >= y for x, y in zip(o, r)) for o in rows)]
+    return tuple(dict.fromkeys(keep))

@@ -7,7 +7,7 @@ schedule (2 or 4 chunks per GPU, when the layers and micro-batches divide), expe
 MoE models (divisors of the experts that divide dp), ZeRO stage 0-3 (with pipelines only 0-1: the
 ZeRO-2/3 gradient and weight sharding needs every micro-batch's gradients, which DeepSpeed and
 Megatron-LM refuse with pipelining), sequence parallelism (when tp > 1), activation checkpointing
-(none, selective, full) and the micro-batch (1-16, at most 16K tokens), with grad-accum set by the global batch
+(none, selective, full) and the micro-batch (1-16), with grad-accum set by the global batch
 (default: about 4M tokens, Llama 2's batch, Touvron et al. 2023 §2.2). Precision is bf16-mixed
 where the GPU has bf16 (fp16-mixed otherwise).
 
@@ -31,7 +31,6 @@ from layerwise.workload import Workload
 
 CHECKPOINTING = ("none", "selective", "full")
 MICRO_BATCHES = (1, 2, 4, 8, 16)
-MICRO_BATCH_TOKENS = 1 << 14  # and at most 16K tokens: beyond it GEMMs are as efficient, only memory grows
 GLOBAL_TOKENS = 1 << 22  # ~4M tokens per step (Llama 2 and 3 pre-training batches start there)
 
 
@@ -104,14 +103,14 @@ def _ep_options(model: Model, dp: int) -> list[int]:
     return [e for e in range(1, ffn.n_experts + 1) if ffn.n_experts % e == 0 and dp % e == 0]
 
 
-def layouts(model: Model, gpu: GPU, n_gpus: int, global_batch: int, seq: int = 1):
+def layouts(model: Model, gpu: GPU, n_gpus: int, global_batch: int):
     """Every layout the planner considers (before the memory check)."""
     layers = getattr(model.body, "n_layers", 0)
     for tp in _tp_options(model, gpu, n_gpus):
         for pp in _pp_options(model, n_gpus // tp):
             dp = n_gpus // (tp * pp)
             for mb in MICRO_BATCHES:
-                if global_batch % (mb * dp) or (mb > 1 and mb * seq > MICRO_BATCH_TOKENS):
+                if global_batch % (mb * dp):
                     continue
                 m = global_batch // (mb * dp)
                 for ep in _ep_options(model, dp):
@@ -137,11 +136,14 @@ def plan(model: Model, gpu: GPU, *, n_gpus: int = 1, seq: int | None = None, glo
     s = model.input_shape(1, seq, None)[1] if model.input.kind == "tokens" else 1
     gb = global_batch or max(1, GLOBAL_TOKENS // s)
     layers = getattr(model.body, "n_layers", 0) if hasattr(model.body, "block") else 0
-    fits, searched = [], 0
-    for lay in layouts(model, gpu, n_gpus, gb, s):
+    fits, searched, parts_by = [], 0, {}
+    for lay in layouts(model, gpu, n_gpus, gb):
         searched += 1
-        parts = memory_parts(model, Workload(batch=lay.micro_batch, seq=seq, precision=precision,
-                                             optimizer=optimizer, checkpointing=lay.checkpointing, device="cuda"))
+        if lay.checkpointing not in parts_by:
+            parts_by[lay.checkpointing] = memory_parts(model, Workload(seq=seq, precision=precision,
+                                                                       optimizer=optimizer, device="cuda",
+                                                                       checkpointing=lay.checkpointing))
+        parts = parts_by[lay.checkpointing]
         stages = layers_per_stage(layers, lay.pp) if layers else (0,)
         peak = per_device_bytes(parts, lay, stages)
         overhead = device_overhead_bytes(peak, device="cuda").total

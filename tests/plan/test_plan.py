@@ -16,14 +16,30 @@ from layerwise.workload import Workload
 
 @pytest.mark.parametrize("name", ["llama-2-7b", "gpt2", "mixtral-8x7b"])
 @pytest.mark.parametrize("ckpt", ["none", "selective", "full"])
-def test_unsharded_layout_memory_equals_the_memory_model(name, ckpt):
-    # the planner rescales the memory model's layer and rest shares; unsharded, it must give its peak
-    model = get_preset(name, n_layers=6)
-    for batch in (1, 2):
-        w = Workload(batch=batch, seq=256, precision="bf16-mixed", device="cuda", checkpointing=ckpt)
-        ref = training_memory(model, w).peak_bytes
-        got = per_device_bytes(memory_parts(model, w), Layout(micro_batch=batch, checkpointing=ckpt), (6,))
-        assert got == pytest.approx(ref, rel=0.01)
+def test_data_parallel_layout_memory_equals_the_memory_model(name, ckpt):
+    # the planner extrapolates the memory model's phases (2 and 3 layers, micro-batch 1 and 2) and
+    # rescales them; without tp/pp it must give the memory model's own peak, at any depth and batch
+    model = get_preset(name, n_layers=7)
+    parts = memory_parts(model, Workload(seq=128, precision="bf16-mixed", device="cuda", checkpointing=ckpt))
+    for batch, dp, zero, accum in ((1, 1, 0, 1), (3, 1, 0, 1), (2, 4, 0, 4), (5, 4, 1, 1), (2, 4, 2, 1),
+                                   (1, 8, 3, 2)):
+        w = Workload(batch=batch, seq=128, precision="bf16-mixed", device="cuda", checkpointing=ckpt, dp=dp,
+                     zero=zero, grad_accum=accum)
+        lay = Layout(dp=dp, zero=zero, micro_batch=batch, grad_accum=accum, checkpointing=ckpt)
+        assert per_device_bytes(parts, lay, (7,)) == pytest.approx(training_memory(model, w).peak_bytes, rel=0.01)
+
+
+def test_pipeline_stages_hold_unequal_activations():
+    model = get_preset("llama-2-7b", n_layers=8)
+    parts = memory_parts(model, Workload(seq=512, precision="bf16-mixed", device="cuda"))
+    lay = Layout(pp=4, micro_batch=1, grad_accum=8)
+    from layerwise.plan.memory import _stage_bytes
+
+    first, last = _stage_bytes(parts, lay, 0, 2, 4), _stage_bytes(parts, lay, 3, 2, 4)
+    middle = _stage_bytes(parts, lay, 1, 2, 4)
+    assert first > middle  # 1F1B: stage 0 holds 4 micro-batches, stage 1 holds 3
+    gpipe = _stage_bytes(parts, Layout(pp=4, micro_batch=1, grad_accum=8, schedule="gpipe"), 1, 2, 4)
+    assert gpipe > middle and last != first
 
 
 def test_candidates_fit_and_are_ranked_by_predicted_tokens_per_second():
