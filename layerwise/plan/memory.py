@@ -182,18 +182,36 @@ def per_device_bytes(parts: MemoryParts, layout, stage_layers: tuple[int, ...]) 
     return max(_stage_bytes(parts, layout, i, stage_layers[i], len(stage_layers)) for i in {0, len(stage_layers) - 1})
 
 
+def _fractions(parts: MemoryParts, lay, stage: int, pp: int) -> tuple[float, float]:
+    """(share of the non-layer parameters on this stage, share of a layer's parameters per GPU)."""
+    first, last = stage == 0, stage == pp - 1
+    rest_frac = (parts.pre_fraction if first else 0.0) + ((1 - parts.pre_fraction) if last else 0.0)
+    return rest_frac, 1 - parts.expert_fraction + parts.expert_fraction / lay.ep
+
+
+def _states(parts: MemoryParts, lay, stage: int, n: int, pp: int) -> tuple[float, float, float, float]:
+    """(weights, master weights, gradients, optimizer states) of one GPU of `stage` holding n layers."""
+    rest_frac, layer_frac = _fractions(parts, lay, stage, pp)
+    tp, dp, z = lay.tp, lay.dp, lay.zero
+
+    def share(x: Affine, shard: bool) -> float:
+        return (x.c * rest_frac + n * x.d * layer_frac) / tp / (dp if shard else 1)
+
+    return (share(parts.weights, z >= 3), share(parts.master, z >= 1), share(parts.grads, z >= 2),
+            share(parts.optimizer, z >= 1))
+
+
+def device_state_bytes(parts: MemoryParts, lay, stage: int, n: int, pp: int) -> int:
+    """Model states (weights, master, gradients, optimizer) one GPU of `stage` holds."""
+    return int(sum(_states(parts, lay, stage, n, pp)))
+
+
 def _stage_bytes(parts: MemoryParts, lay, stage: int, n: int, pp: int) -> int:
     tp, dp, z, b = lay.tp, lay.dp, lay.zero, lay.micro_batch
     first, last = stage == 0, stage == pp - 1
-    rest_frac = (parts.pre_fraction if first else 0.0) + ((1 - parts.pre_fraction) if last else 0.0)
-    layer_frac = 1 - parts.expert_fraction + parts.expert_fraction / lay.ep
-
-    def states(x: Affine, shard: bool) -> float:
-        return (x.c * rest_frac + n * x.d * layer_frac) / tp / (dp if shard else 1)
-
-    w, mst, g, o = (states(parts.weights, z >= 3), states(parts.master, z >= 1), states(parts.grads, z >= 2),
-                    states(parts.optimizer, z >= 1))
-    tmp = states(parts.opt_tmp, False)
+    rest_frac, layer_frac = _fractions(parts, lay, stage, pp)
+    w, mst, g, o = _states(parts, lay, stage, n, pp)
+    tmp = (parts.opt_tmp.c * rest_frac + n * parts.opt_tmp.d * layer_frac) / tp
     if lay.checkpointing == "full":
         scale = 1 / tp if lay.sequence_parallel else 1.0
     else:
