@@ -22,8 +22,10 @@ compared with one process's.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -303,13 +305,23 @@ def _save(module, opt, run_dir: Path, step: int, losses: list[float], cfg: Paral
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_sd, opt_sd = get_state_dict(module, opt)
-    dcp.save(_keyed(model_sd, opt_sd, cfg, r), checkpoint_id=str(run_dir / f"step-{step}"), no_dist=r.world == 1)
+    with _one_process_quiet(r):
+        dcp.save(_keyed(model_sd, opt_sd, cfg, r), checkpoint_id=str(run_dir / f"step-{step}"), no_dist=r.world == 1)
     if r.rank == 0:
         (run_dir / "last.json").write_text(json.dumps({"step": step, "losses": losses, "config": asdict(cfg)}))
     if r.world > 1:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+@contextlib.contextmanager
+def _one_process_quiet(r: Ranks):
+    """DCP warns that it runs without a process group; with one process that is what we mean."""
+    with warnings.catch_warnings():
+        if r.world == 1:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def _keyed(model_sd: dict, opt_sd: dict, cfg: ParallelConfig, r: Ranks) -> dict:
@@ -329,7 +341,8 @@ def _load(module, opt, run_dir: Path, cfg: ParallelConfig, r: Ranks) -> tuple[in
     info = json.loads(meta.read_text())
     model_sd, opt_sd = get_state_dict(module, opt)
     state = _keyed(model_sd, opt_sd, cfg, r)
-    dcp.load(state, checkpoint_id=str(run_dir / f"step-{info['step']}"), no_dist=r.world == 1)
+    with _one_process_quiet(r):
+        dcp.load(state, checkpoint_id=str(run_dir / f"step-{info['step']}"), no_dist=r.world == 1)
     loaded = state[f"stage{r.rank}"] if cfg.pp > 1 else state
     set_state_dict(module, opt, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
     return info["step"], list(info["losses"])
