@@ -90,12 +90,26 @@ def _construct(cls, kwargs: dict, path):
     if missing:
         name = getattr(cls, "type_name", cls.__name__)
         raise SpecError(f"{name} is missing required field(s) {missing}", path)
+    _check_flags_and_counts(cls, kwargs, path)
     try:
         return cls(**kwargs)
     except SpecError as err:
         raise SpecError(err.message, (*path, *err.path)) from None
     except (TypeError, ValueError) as err:
         raise SpecError(str(err), path) from None
+
+
+def _check_flags_and_counts(cls, kwargs: dict, path) -> None:
+    """A field declared `bool` takes only true/false (YAML reads `"no"` as a string, which Python
+    would take as True); one declared `int` takes no booleans. Driven by the dataclass fields."""
+    for f in fields(cls):
+        if f.name not in kwargs:
+            continue
+        value, declared = kwargs[f.name], f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if declared == "bool" and not isinstance(value, bool):
+            raise SpecError(f"{f.name}: expected true or false, got {value!r}", path)
+        if declared == "int" and isinstance(value, bool):
+            raise SpecError(f"{f.name}: expected an integer, got {value!r}", path)
 
 
 def _short(data) -> str:

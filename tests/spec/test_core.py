@@ -128,3 +128,16 @@ def test_a_freeze_pattern_that_matches_nothing_is_an_error_not_a_no_op():
         freeze(body, ("blocks.0.*",))
     frozen = freeze(body, ("block.ffn.*",)).params()
     assert frozen.frozen == 4 * (2 * 128 * 512 + 512 + 128)  # up and down projections of 4 layers
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("bias", '"no"', "bias: expected true or false, got 'no'"),  # Python would read "no" as True
+    ("bias", "1", "bias: expected true or false, got 1"),
+    ("d_out", "true", "d_out: expected an integer, got True"),  # bool is an int subclass
+])
+def test_spec_files_take_booleans_as_booleans_and_integers_as_integers(tmp_path, field, value, expected):
+    values = {"d_in": "4", "d_out": "8", "bias": "true", field: value}
+    path = tmp_path / "m.yaml"
+    path.write_text("type: linear\n" + "".join(f"{k}: {v}\n" for k, v in values.items()))
+    with pytest.raises(SpecError, match=expected.replace("(", r"\(")):
+        load(path)
