@@ -242,7 +242,7 @@ def training_memory(model: Model, workload: Workload = Workload(), *, timeline: 
     if workload.mode != "train":
         raise WorkloadError("training_memory needs --mode train; use inference_memory for --mode infer")
     model = _with_lora(model, workload)
-    if workload.checkpointing == "full" and _first_repeat(model.body) is None:  # as the measure reading
+    if workload.checkpointing == "full" and first_repeat(model.body) is None:  # as the measure reading
         raise WorkloadError("--checkpointing full: the model has no repeated blocks (a `repeat`) to checkpoint")
     st = trace_step(model, workload, hf)
     tr = st.trace
@@ -331,25 +331,25 @@ def _parallel_activations(model: Model, workload: Workload, phases: list[Phase])
     return out, notes
 
 
-def _first_repeat(block):
+def first_repeat(block):
     if block.type_name == "repeat":
         return block
     for _, child in block.children():
-        found = _first_repeat(child)
+        found = first_repeat(child)
         if found is not None:
             return found
     return None
 
 
 def _repeat_layers(body) -> int:
-    rep = _first_repeat(body)
+    rep = first_repeat(body)
     return rep.n_layers if rep is not None else 0
 
 
 def _repeat_block_bytes(model: Model, workload: Workload) -> int:
     from layerwise.cost.precision import nbytes as packed
 
-    rep = _first_repeat(model.body)
+    rep = first_repeat(model.body)
     return packed(rep.block.params().total, precision_policy(workload.precision).weights) if rep else 0
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from layerwise.cost.hardware import GPU
+from layerwise.cost.memory import first_repeat
 from layerwise.cost.overhead import device_overhead_bytes
 from layerwise.cost.parallel import layers_per_stage
 from layerwise.cost.step_time import Layout, StepTime, step_time
@@ -106,6 +107,8 @@ def _ep_options(model: Model, dp: int) -> list[int]:
 def layouts(model: Model, gpu: GPU, n_gpus: int, global_batch: int):
     """Every layout the planner considers (before the memory check)."""
     layers = getattr(model.body, "n_layers", 0)
+    # checkpointing recomputes repeated blocks; a model without a `repeat` has none to recompute
+    ckpts = CHECKPOINTING if first_repeat(model.body) is not None else ("none",)
     for tp in _tp_options(model, gpu, n_gpus):
         for pp in _pp_options(model, n_gpus // tp):
             dp = n_gpus // (tp * pp)
@@ -118,7 +121,7 @@ def layouts(model: Model, gpu: GPU, n_gpus: int, global_batch: int):
                         if pp > 1 and zero > 1:
                             continue
                         for sp in (False, True) if tp > 1 else (False,):
-                            for ckpt in CHECKPOINTING:
+                            for ckpt in ckpts:
                                 for schedule, v in _schedules(pp, layers, m):
                                     yield Layout(dp=dp, tp=tp, pp=pp, ep=ep, zero=zero, sequence_parallel=sp,
                                                  schedule=schedule, interleave=v, micro_batch=mb, grad_accum=m,

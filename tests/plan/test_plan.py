@@ -75,3 +75,11 @@ def test_nothing_fits_is_said_and_bad_gpu_is_one_line(capsys):
     assert data["setups"] == [] and data["searched"] > 0
     assert main(["plan", "gpt2", "--gpu", "a1000-80gb"]) == 2
     assert "did you mean" in capsys.readouterr().err
+
+
+def test_a_model_without_repeated_blocks_is_planned_without_checkpointing():
+    """digits-cnn has no `repeat` to recompute: the planner searches without checkpointing instead
+    of refusing the whole search."""
+    result = plan(get_preset("digits-cnn"), get_gpu("h100-sxm"), n_gpus=8)
+    assert result.candidates
+    assert {c.layout.checkpointing for c in result.candidates} == {"none"}
