@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         gpu: str = typer.Option(..., "--gpu", help="GPU type, e.g. a100-80gb, h100-sxm, rtx-4090"),
         gpus: int = typer.Option(1, "--gpus", help="number of GPUs"),
         seq: Optional[int] = typer.Option(None, "--seq", help="tokens per sequence (default: the model's)"),
-        global_batch: Optional[int] = typer.Option(None, "--global-batch", help="sequences per step (default ~4M tokens)"),
+        global_batch: Optional[int] = typer.Option(None, "--global-batch", help="samples per step (default: ~4M tokens of sequences; 256 for a model without tokens)"),
         optimizer: str = typer.Option("adamw", "--optimizer", help="optimizer whose state must fit"),
         top: int = typer.Option(10, "--top", help="how many layouts to show"),
         html: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML report"),

@@ -33,6 +33,7 @@ from layerwise.workload import Workload
 CHECKPOINTING = ("none", "selective", "full")
 MICRO_BATCHES = (1, 2, 4, 8, 16)
 GLOBAL_TOKENS = 1 << 22  # ~4M tokens per step (Llama 2 and 3 pre-training batches start there)
+GLOBAL_SAMPLES = 256  # a model that does not read tokens: the ImageNet ResNet batch (He et al. 2016, §3.4)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ def plan(model: Model, gpu: GPU, *, n_gpus: int = 1, seq: int | None = None, glo
         raise WorkloadError(f"--top must be a positive integer, got {top}")
     precision = "bf16-mixed" if "bf16" in gpu.dtypes else "fp16-mixed"
     s = model.input_shape(1, seq, None)[1] if model.input.kind == "tokens" else 1
-    gb = global_batch or max(1, GLOBAL_TOKENS // s)
+    tokens = model.input.kind == "tokens"
+    gb = global_batch or (max(1, GLOBAL_TOKENS // s) if tokens else GLOBAL_SAMPLES)
     layers = getattr(model.body, "n_layers", 0) if hasattr(model.body, "block") else 0
     fits, searched, parts_by = [], 0, {}
     for lay in layouts(model, gpu, n_gpus, gb):

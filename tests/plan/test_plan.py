@@ -83,3 +83,13 @@ def test_a_model_without_repeated_blocks_is_planned_without_checkpointing():
     result = plan(get_preset("digits-cnn"), get_gpu("h100-sxm"), n_gpus=8)
     assert result.candidates
     assert {c.layout.checkpointing for c in result.candidates} == {"none"}
+
+
+def test_an_image_model_defaults_to_an_image_batch_not_4m_tokens_as_samples():
+    """Without --global-batch a token model gets ~4M tokens per step; a model that reads images
+    must not get 4M images: it gets 256 (the ImageNet ResNet batch), split over the GPUs."""
+    result = plan(get_preset("digits-cnn"), get_gpu("h100-sxm"), n_gpus=8)
+    assert result.global_batch == 256
+    for c in result.candidates:
+        assert c.layout.global_batch == 256
+    assert plan(get_preset("gpt2"), get_gpu("h100-sxm"), n_gpus=8, seq=1024).global_batch == (1 << 22) // 1024
