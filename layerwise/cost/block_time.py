@@ -6,7 +6,7 @@ Op classes, from the spec tree (FLOPs from the blocks' own counts):
   GEMM (linear): reads its input and weight, writes its output; backward is two GEMMs of the same
     size (grad of input, grad of weight), so twice the forward.
   attention core, eager (Megatron-LM 2021/2022, HF eager): QK^T and PV batched matmuls (each a
-    roofline: at d_head 64-128 they are bandwidth-bound), one fused scale-mask-softmax kernel
+    roofline at Efficiency.eager_attention of HBM: at d_head 64-128 they are bandwidth-bound), one fused scale-mask-softmax kernel
     (reads and writes the b x heads x s x s scores), dropout (reads, writes, a 1-byte mask);
     backward: four batched matmuls, dropout and softmax backward over the scores.
   attention core, flash (sdpa on CUDA): compute-bound at the flash-attention efficiency; the
@@ -65,13 +65,13 @@ class BlockTime:
         return BlockTime(self.fwd * k, self.bwd * k, self.attention_core_fwd * k, self.matmul_flops_fwd * k)
 
 
-def _roof(flops: float, nbytes: float, ctx: TimeCtx, eff: float | None = None) -> float:
+def _roof(flops: float, nbytes: float, ctx: TimeCtx, eff: float | None = None, bw: float | None = None) -> float:
     peak = ctx.gpu.peak_flops(ctx.dtype) * (ctx.eff.matmul if eff is None else eff)
-    return max(flops / peak, nbytes / (ctx.gpu.bandwidth * ctx.eff.bandwidth))
+    return max(flops / peak, nbytes / (ctx.gpu.bandwidth * (ctx.eff.bandwidth if bw is None else bw)))
 
 
-def _stream(nbytes: float, ctx: TimeCtx) -> float:
-    return nbytes / (ctx.gpu.bandwidth * ctx.eff.bandwidth)
+def _stream(nbytes: float, ctx: TimeCtx, bw: float | None = None) -> float:
+    return nbytes / (ctx.gpu.bandwidth * (ctx.eff.bandwidth if bw is None else bw))
 
 
 def _gemm(block: Block, in_shape: Shape, out_shape: Shape, ctx: TimeCtx) -> BlockTime:
@@ -95,13 +95,14 @@ def _attention_core(attn: Block, in_shape: Shape, ctx: TimeCtx) -> BlockTime:
     q = b * heads * s * attn.head_dim
     k = b * (attn.kv_heads / ctx.tp) * sk * attn.head_dim
     drop = (2 * a + 1) * scores if attn.dropout > 0 else 0  # read, write, 1-byte mask
-    qk = _roof(unit, (q + k + scores) * a, ctx)
-    pv = _roof(unit, (scores + k + q) * a, ctx)
-    softmax = _stream(2 * a * scores + drop, ctx)  # fused scale + mask + softmax, then dropout
+    bw = ctx.eff.eager_attention
+    qk = _roof(unit, (q + k + scores) * a, ctx, bw=bw)
+    pv = _roof(unit, (scores + k + q) * a, ctx, bw=bw)
+    softmax = _stream(2 * a * scores + drop, ctx, bw)  # fused scale + mask + softmax, then dropout
     fwd = qk + pv + softmax
     # backward: dP = dO V^T, dV = P^T dO, dQ = dS K, dK = dS^T Q (each reads or writes the scores);
     # dropout backward; softmax backward reads P and dP and writes dS
-    bwd = 2 * qk + 2 * pv + _stream(3 * a * scores + drop, ctx)
+    bwd = 2 * qk + 2 * pv + _stream(3 * a * scores + drop, ctx, bw)
     return BlockTime(fwd, bwd, fwd, round(2 * unit))
 
 

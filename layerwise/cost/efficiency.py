@@ -21,6 +21,14 @@ class Efficiency:
     # reach ~80-90% of the datasheet bandwidth (A100 80GB: ~1.7-1.8 of 2.04 TB/s, as in NVIDIA's
     # and the STREAM-style "babelstream" reports). We take 85%.
     bandwidth: float = 0.85
+    # The eager attention core's kernels (QK^T and PV batched GEMMs, which at d_head 64-128 are
+    # bound by writing and reading the s x s scores, the fused scale-mask-softmax, dropout) reach less
+    # of HBM than streaming kernels. Korthikanti et al. 2022 Table 4: selective recompute adds 1.3 ms
+    # to the backward of one 22B layer (TP 8, b 4, s 2048: 8 heads of d_head 96 per GPU), which is
+    # exactly the attention core's forward; at 0.85 of HBM the roofline gives 1.04 ms, so the core
+    # runs at 0.85 x 1.04 / 1.3 = 0.68 of HBM. Derived from that one published row (which is then a
+    # calibration, not a check, of this number).
+    eager_attention: float = 0.68
     # FlashAttention-2 (Dao 2023, Fig. 5-7): forward + backward of causal attention, head dim 128,
     # reaches ~55-70% of the A100 peak at sequence >= 2k (backward lower than forward). We take 60%.
     flash_attention: float = 0.60

@@ -13,6 +13,8 @@ from layerwise.cost.step_time import Layout, layer_seconds, step_time
 from layerwise.spec.model import Model
 
 SEQ, VOCAB = 2048, 51200  # every run: Narayanan et al. 2021 Table 1, Korthikanti et al. 2022 Table 3
+# The row Efficiency.eager_attention is derived from: a calibration of the model, not a check of it.
+CALIBRATION = {"22B layer selective recompute"}
 PRECISION = "fp16-mixed"  # Megatron-LM's --fp16 (loss scaling: the optimizer's unscale pass is counted)
 
 
@@ -30,6 +32,7 @@ class Run:
     micro_batch: int
     interleave: int
     ddp: str  # torch (PyTorch DDP: overlaps the gradient all-reduce) | local (Megatron's: after backward)
+    tp_overlap: bool  # Megatron-LM's async tensor-parallel communication in backward (since Sep 2021)
     recompute: str
     sequence_parallel: bool
     metric: str  # tflops_per_gpu | layer_ms | step_s
@@ -43,7 +46,8 @@ def read_runs(path: Path) -> list[Run]:
     for row in csv.DictReader(lines):
         ints = {k: int(row[k]) for k in ("hidden", "heads", "layers", "tp", "pp", "gpus", "global_batch",
                                          "micro_batch", "interleave")}
-        out.append(Run(row["run"], row["source"], **ints, ddp=row["ddp"], recompute=row["recompute"],
+        out.append(Run(row["run"], row["source"], **ints, ddp=row["ddp"], tp_overlap=row["tp_overlap"] == "1",
+                       recompute=row["recompute"],
                        sequence_parallel=row["sequence_parallel"] == "1", metric=row["metric"],
                        value=float(row["value"]), tag=row["tag"]))
     return out
@@ -70,7 +74,7 @@ def layout_of(run: Run) -> Layout:
     return Layout(dp=dp, tp=run.tp, pp=run.pp, sequence_parallel=run.sequence_parallel,
                   schedule="interleaved" if run.interleave > 1 else "1f1b", interleave=run.interleave,
                   micro_batch=run.micro_batch, grad_accum=run.global_batch // (run.micro_batch * dp),
-                  checkpointing=run.recompute)
+                  checkpointing=run.recompute, tp_overlap=run.tp_overlap)
 
 
 def predict(run: Run) -> float:

@@ -9,7 +9,8 @@ Megatron-LM, so a tp group sits inside a node when tp <= 8):
                2 in backward (Megatron-LM, Shoeybi et al. 2019, Fig. 4); with sequence parallelism
                each becomes a reduce-scatter + all-gather (same volume) and backward re-gathers the
                two sharded inputs of the column-parallel projections (Korthikanti et al. 2022 §4.2.2);
-               on the critical path (not overlapped);
+               on the critical path, except that with Layout.tp_overlap (Megatron-LM's async
+               communication) the column-parallel backward collectives hide behind their GEMMs;
   expert par.  4 all-to-alls per MoE layer (dispatch and combine, forward and backward) of the
                micro-batch's top_k token copies (Lepikhin et al. 2020, GShard);
   pipeline     a point-to-point send of the stage's output activation (split by tp: Narayanan et
@@ -35,6 +36,7 @@ from layerwise.cost.efficiency import Efficiency
 from layerwise.cost.hardware import GPU
 from layerwise.cost.parallel import layers_per_stage
 from layerwise.cost.precision import nbytes, policy
+from layerwise.spec.base import Block, walk
 from layerwise.spec.errors import WorkloadError
 from layerwise.spec.model import Model
 
@@ -62,6 +64,12 @@ class Layout:
     micro_batch: int = 1
     grad_accum: int = 1  # micro-batches per step per pipeline (m)
     checkpointing: str = "none"
+    # Megatron-LM's async tensor-parallel communication (since Sep 2021; Korthikanti et al. 2022 ran
+    # with it): in a column-parallel projection's backward the input-gradient all-reduce runs
+    # during the weight-gradient GEMM; with sequence parallelism the input all-gather during the
+    # input-gradient GEMM and the reduce-scatter during the weight-gradient GEMM. PyTorch's
+    # tensor parallel (train/parallel.py) runs them in turn: off by default.
+    tp_overlap: bool = False
 
     def __post_init__(self):
         for name in ("dp", "tp", "pp", "ep", "interleave", "micro_batch", "grad_accum"):
@@ -132,6 +140,7 @@ class Parts:
     pre_params: int
     post_params: int
     tp_collectives: int  # all-reduces per layer per pass (2 for a transformer block)
+    col_gemm_fwd: tuple[float, ...]  # per column-parallel site (attention input, FFN input): its GEMMs' forward seconds
     moe_top_k: int  # > 0: the layer is an MoE layer with this top_k
     expert_params: int  # of one layer: the parameters split by ep
 
@@ -165,7 +174,7 @@ def model_parts(model: Model, micro_batch: int, seq: int | None, ctx: TimeCtx) -
     if model.task != "none" and after:
         post = post + _loss_time(short.body.out_shape(shape), ctx)
     if rep is None:
-        return Parts(pre + post, BlockTime(), BlockTime(), 0, 0, model.params().total, 0, 0, 0, 0)
+        return Parts(pre + post, BlockTime(), BlockTime(), 0, 0, model.params().total, 0, 0, (), 0, 0)
     block, n = rep[0].block, (n_layers if short is not model else rep[0].n_layers)
     layer = block_time(block, rep[1], ctx)
     moe = getattr(block, "ffn", None)
@@ -173,7 +182,23 @@ def model_parts(model: Model, micro_batch: int, seq: int | None, ctx: TimeCtx) -
     experts = sum(e.params().total for e in moe.experts) if top_k else 0
     return Parts(pre, layer, post, n, block.params().total, sum(b.params().total for b, _ in before),
                  sum(b.params().total for b, _ in after), 2 if block.type_name == "transformer_block" else 0,
-                 top_k, experts)
+                 _column_sites(block, rep[1], ctx), top_k, experts)
+
+
+# The column-parallel projections of a transformer block (Megatron-LM's split, train/parallel.py's
+# plan), grouped by the activation they read: one tensor-parallel collective per group and pass.
+COLUMN_SITES = (("q_proj", "k_proj", "v_proj", "qkv_proj"), ("up_proj", "gate_proj"))
+
+
+def _column_sites(block: Block, in_shape, ctx: TimeCtx) -> tuple[float, ...]:
+    """Forward seconds of each column-parallel site's GEMMs (= its weight-gradient GEMMs' time)."""
+    sites = [0.0] * len(COLUMN_SITES)
+    for info in walk(block, tuple(in_shape)):
+        leaf = info.path.rsplit(".", 1)[-1]
+        for i, names in enumerate(COLUMN_SITES):
+            if info.block.type_name == "linear" and leaf in names:
+                sites[i] += block_time(info.block, info.in_shape, ctx).fwd
+    return tuple(sites)
 
 
 def _loss_time(logits_shape, ctx: TimeCtx) -> BlockTime:
@@ -245,6 +270,8 @@ def _layer_terms(parts: Parts, layout: Layout, gpu: GPU, ctx: TimeCtx, act_bytes
     regather = comm.all_gather(act_bytes_mb, layout.tp, tp_link) if tp_link and layout.sequence_parallel else 0.0
     fwd_tp = parts.tp_collectives * per_ar
     bwd_tp = parts.tp_collectives * (per_ar + regather)
+    if tp_link and layout.tp_overlap and parts.col_gemm_fwd:
+        bwd_tp = _overlapped_backward_tp(parts, layout, tp_link, act_bytes_mb)
     layer = parts.layer
     recompute = {"none": 0.0, "selective": layer.attention_core_fwd, "full": layer.fwd + fwd_tp}[layout.checkpointing]
     ep = 0.0
@@ -253,6 +280,21 @@ def _layer_terms(parts: Parts, layout: Layout, gpu: GPU, ctx: TimeCtx, act_bytes
         passes = 4 + (2 if layout.checkpointing == "full" else 0)
         ep = passes * comm.all_to_all(parts.moe_top_k * act_bytes_mb / layout.tp, layout.ep, ep_link)
     return fwd_tp, bwd_tp, recompute, ep, per_ar
+
+
+def _overlapped_backward_tp(parts: Parts, layout: Layout, link, act_bytes_mb: float) -> float:
+    """Exposed backward tensor-parallel seconds of one layer under Megatron-LM's async communication
+    (Layout.tp_overlap): each column-parallel site's collectives hide behind its own GEMMs (the
+    input- and weight-gradient GEMMs each take the forward GEMM's time); without sequence
+    parallelism the row-parallel projections' backward has no collective, with it the all-gather
+    of the output gradient (the backward of the forward's reduce-scatter) is exposed."""
+    if not layout.sequence_parallel:
+        per_ar = comm.all_reduce(act_bytes_mb, layout.tp, link)
+        return sum(max(0.0, per_ar - wgrad) for wgrad in parts.col_gemm_fwd)
+    gather = comm.all_gather(act_bytes_mb, layout.tp, link)
+    scatter = comm.reduce_scatter(act_bytes_mb, layout.tp, link)
+    hidden = sum(max(0.0, gather - gemm) + max(0.0, scatter - gemm) for gemm in parts.col_gemm_fwd)
+    return len(parts.col_gemm_fwd) * gather + hidden
 
 
 def layer_seconds(model: Model, gpu: GPU, layout: Layout, *, seq: int | None = None, precision: str = "bf16-mixed",
