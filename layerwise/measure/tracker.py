@@ -21,6 +21,7 @@ optimizer-step hooks) without its per-module snapshots, which make it slow under
 """
 from __future__ import annotations
 
+import sys
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -91,6 +92,7 @@ def _storages(obj):
     A hand-rolled walk over tuples/lists/dicts: aten ops take and return nothing else, and this
     runs twice per op (pytree's general flatten was a fifth of a 7B fake step's time)."""
     if isinstance(obj, torch.Tensor):
+        obj = getattr(obj, "_local_tensor", obj)  # a DTensor: this rank's shard holds the bytes
         if obj.layout == torch.strided:
             yield obj.untyped_storage()
     elif isinstance(obj, (tuple, list)):
@@ -264,6 +266,9 @@ class StorageTracker(TorchDispatchMode):
         return steady_state_peaks(self.before, self.events)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        dtensor = _dtensor_type()
+        if dtensor is not None and any(issubclass(t, dtensor) for t in types):
+            return NotImplemented  # let DTensor run first: its local ops come back here (as MemTracker does)
         kwargs = kwargs or {}
         for st in _storages((args, kwargs)):
             if id(st) not in self._records and st.nbytes() > 0:
@@ -297,6 +302,13 @@ class StorageTracker(TorchDispatchMode):
         formula = fc.flop_registry.get(func._overloadpacket)
         if formula is not None:
             self.flops[self._phase] += int(formula(*args, **kwargs, out_val=out))
+
+
+def _dtensor_type():
+    """DTensor if torch.distributed.tensor was imported (no DTensor can exist otherwise; importing
+    it here would cost seconds on every measure)."""
+    mod = sys.modules.get("torch.distributed.tensor")
+    return getattr(mod, "DTensor", None)
 
 
 def _placeholder_scalar(dtype: torch.dtype):

@@ -221,7 +221,8 @@ def train_parallel(spec, cfg: ParallelConfig, run_dir: str | Path, *, resume: bo
     """Train `cfg.steps` steps; returns the loss of each step (the global-batch mean).
     `stop_after` ends the run early without a checkpoint (as a kill would, for tests);
     `states_out["bytes"]` receives this rank's model-state bytes after the last step (its shards of
-    the weights, gradients and optimizer states)."""
+    the weights, gradients and optimizer states), `states_out["peak"]` the peak live bytes of the
+    last step (the live-storage tracker on this rank's local tensors, as `measure` counts)."""
     r = _setup(cfg)
     module, _ = build(spec, cfg, r)
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, foreach=False)
@@ -234,6 +235,9 @@ def train_parallel(spec, cfg: ParallelConfig, run_dir: str | Path, *, resume: bo
         if stop_after is not None and step == stop_after:
             return losses
         opt.zero_grad(set_to_none=True)
+        if states_out is not None and step + 1 == cfg.steps and step > start:  # a steady step: states exist
+            losses.append(_tracked_step(step_fn, module, opt, batches(cfg, spec.body.vocab_size, step), states_out))
+            continue
         losses.append(step_fn(*batches(cfg, spec.body.vocab_size, step)))
         opt.step()
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
@@ -241,6 +245,25 @@ def train_parallel(spec, cfg: ParallelConfig, run_dir: str | Path, *, resume: bo
     if states_out is not None:
         states_out["bytes"] = state_bytes(module, opt)
     return losses
+
+
+def _tracked_step(step_fn, module: nn.Module, opt: torch.optim.Optimizer, batch, out: dict) -> float:
+    """One step (forward, backward, optimizer) under the live-storage tracker; its peak in `out`."""
+    from layerwise.measure.tracker import StorageTracker
+
+    tracker = StorageTracker()
+    tracker.register_module(module)
+    tracker.register_optimizer(opt)
+    try:
+        with tracker:
+            with tracker.phase("forward"):  # the schedules interleave forward and backward
+                loss = step_fn(*batch)
+            with tracker.phase("optimizer"):
+                opt.step()
+    finally:
+        tracker.remove_hooks()
+    out["peak"] = tracker.peak.total
+    return loss
 
 
 def state_bytes(module: nn.Module, opt: torch.optim.Optimizer) -> int:

@@ -1,8 +1,9 @@
 """Tensor (+ sequence), 2-D (FSDP2 x TP) and pipeline (1F1B, GPipe) parallel training on PyTorch's own
-engines, in 2 (TP + SP, 1F1B, GPipe) and 4 (2-D) gloo processes on CPU: the loss of every step equals one process's within 1e-5
+engines, in 2 (TP, TP + SP, 1F1B, GPipe) and 4 (2-D) gloo processes on CPU: the loss of every step equals one process's within 1e-5
 (float sums in another order), a run killed after step 3 and resumed from its step-2 checkpoint
 ends where the uninterrupted one does, and each rank's model states (weights, gradients, AdamW
-states) equal the planner's per-device prediction within 2%.
+states) equal the planner's per-device prediction within 2%, and a tensor-parallel rank's whole
+peak (the live-storage tracker on its local tensors) equals plan/rank_memory.py's within 2%.
 
 The 2-D case is the planner's top layout for llama-3-70b on 512 H100s (TP + SP, ZeRO-3/FSDP over
 data parallelism, full checkpointing; README), at a tiny size. Expert parallelism is refused."""
@@ -16,6 +17,7 @@ from spawn_exit import run_then_exit
 
 from layerwise.cost.step_time import Layout
 from layerwise.plan.memory import device_state_bytes, memory_parts
+from layerwise.plan.rank_memory import tp_rank_peak_bytes
 from layerwise.presets import get_preset
 from layerwise.train.parallel import ParallelConfig, Stage, train_parallel
 from layerwise.workload import Workload
@@ -23,7 +25,7 @@ from layerwise.workload import Workload
 SPEC = get_preset("llama-2-7b", d_model=64, n_heads=4, n_layers=4, d_ff=128, vocab_size=128, max_seq=64)
 STEPS = 4
 CASES = {
-    2: {"tp-sp": dict(tp=2, sequence_parallel=True), "pp-1f1b": dict(pp=2, micro_batches=2),
+    2: {"tp": dict(tp=2), "tp-sp": dict(tp=2, sequence_parallel=True), "pp-1f1b": dict(pp=2, micro_batches=2),
         "pp-gpipe": dict(pp=2, schedule="gpipe", micro_batches=4)},
     4: {"fsdp-tp-sp-full": dict(dp=2, tp=2, sequence_parallel=True, checkpointing="full")},
 }
@@ -47,7 +49,7 @@ def _run_rank(rank: int, world: int, out: str) -> None:
             whole = train_parallel(SPEC, cfg, f"{out}/{name}", states_out=states)
             train_parallel(SPEC, cfg, f"{out}/{name}-killed", stop_after=3)  # last checkpoint: step 2
             resumed = train_parallel(SPEC, cfg, f"{out}/{name}-killed", resume=True)
-            result[name] = {"losses": whole, "resumed": resumed, "state_bytes": states["bytes"]}
+            result[name] = {"losses": whole, "resumed": resumed, "state_bytes": states["bytes"], "peak": states["peak"]}
         with open(f"{out}/rank{rank}.json", "w") as f:
             json.dump(result, f)
     finally:
@@ -64,6 +66,15 @@ def _predicted_state_bytes(kw: dict, rank: int) -> int:
     return device_state_bytes(parts, lay, stage, layers, cfg.pp)
 
 
+PEAK_PREDICTED = {"tp"}  # layouts whose whole per-rank peak plan/rank_memory.py predicts
+
+
+def _predicted_peak(kw: dict) -> int:
+    cfg = ParallelConfig(**kw)
+    workload = Workload(batch=cfg.batch, seq=cfg.seq, precision="fp32", optimizer="adamw", device="cpu")
+    return tp_rank_peak_bytes(SPEC, workload, cfg.tp)
+
+
 @pytest.mark.parametrize("world", [2, 4])
 def test_parallel_layouts_match_one_process_and_resume(tmp_path, world):
     single = train_parallel(SPEC, ParallelConfig(steps=STEPS), tmp_path / "single")
@@ -75,6 +86,8 @@ def test_parallel_layouts_match_one_process_and_resume(tmp_path, world):
             assert got["losses"] == pytest.approx(single, rel=1e-5), (name, r)
             assert got["resumed"] == pytest.approx(got["losses"], rel=1e-6), (name, r)
             assert got["state_bytes"] == pytest.approx(_predicted_state_bytes(kw, r), rel=0.02), (name, r)
+            if name in PEAK_PREDICTED:
+                assert got["peak"] == pytest.approx(_predicted_peak(kw), rel=0.02), (name, r)
 
 
 def test_expert_parallelism_is_refused():
