@@ -74,3 +74,102 @@ def tp_rank_peak_bytes(model: Model, workload: Workload, tp: int) -> int:
     embed_copies = 2 * b * seq * model.body.d_model * nbytes(1, policy(workload.precision).weights)
     return max(sum(getattr(s.components, f) for f in STATES) + sum(getattr(w.components, f) for f in WORK)
                + (embed_copies if s.name != "optimizer" else 0) for s, w in zip(states, work))
+
+
+# ---- pipeline parallelism -------------------------------------------------------------------------
+# torch.distributed.pipelining, as train/parallel.py runs it: stage s of p holds contiguous layers
+# (the embedding on the first, final norm, head and loss on the last). Its step is read off the
+# memory model's timeline of the whole model at one micro-batch, cut at the stage's layers:
+#   A  the activations one micro-batch leaves on the stage after its forward (the timeline's
+#      working bytes at the end of the stage's forward, less those of the stages before it);
+#   F  the working bytes at the peak of one forward, on the same footing;
+#   B  the peak of the stage's first backward (its working bytes plus the gradients it has made);
+#   Bn the peak of a later backward: the gradients exist, so each parameter's new gradient is a
+#      temporary of its size until AccumulateGrad adds it in place;
+#   G  the stage's gradients (fp32: as many bytes as its weights).
+# The schedule then runs on the stage in PyTorch's order: 1F1B warms up with min(m, p - s)
+# forwards and alternates backward and forward (Schedule1F1B); GPipe runs all forwards, then all
+# backwards. A stage after the first also keeps each in-flight micro-batch's received input (it
+# needs its gradient), and every stage keeps the schedule's receive buffers for the whole batch
+# ((B, S, d_model): activations on the last stage, gradients on the first) from step to step.
+# Model states (weights, optimizer states) are the whole model's in proportion to the stage's
+# gradient bytes.
+
+
+def _stage_of(where: str, bounds: list[range], p: int) -> int:
+    head = where.split(".")[0]
+    if head in ("embed", "pos", "drop"):
+        return 0
+    if head == "blocks":
+        i = int(where.split(".")[1])
+        return next(s for s, r in enumerate(bounds) if i in r)
+    return p - 1  # final norm, head, loss and the backward's start
+
+
+def _work(moment) -> int:
+    return moment.components.activations + moment.components.temporaries
+
+
+def _stage_terms(model: Model, workload: Workload, pp: int) -> tuple[list[dict], object]:
+    from layerwise.cost.parallel import layers_per_stage
+
+    report = training_memory(model, workload, timeline=True, cuda_allocator=False)
+    sizes, bounds, start = layers_per_stage(model.body.n_layers, pp), [], 0
+    for k in sizes:
+        bounds.append(range(start, start + k))
+        start += k
+    fwd = [m for m in report.timeline if m.name == "forward" and m.where not in ("start", "end")]
+    bwd = [m for m in report.timeline if m.name == "backward" and m.where != "end"]
+    ends = [_work([m for m in fwd if _stage_of(m.where, bounds, pp) == s][-1]) for s in range(pp)]
+    terms = []
+    for s in range(pp):
+        before = ends[s - 1] if s else 0
+        own_b = [i for i, m in enumerate(bwd) if _stage_of(m.where, bounds, pp) == s]
+        later = bwd[own_b[0] - 1].components.gradients if own_b[0] else 0
+        grads = lambda i: bwd[i].components.gradients  # noqa: E731
+        terms.append(dict(
+            A=ends[s] - before,
+            F=max(_work(m) for m in fwd if _stage_of(m.where, bounds, pp) == s) - before,
+            B=max(_work(bwd[i]) - before + grads(i) - later for i in own_b),
+            Bn=max(_work(bwd[i]) - before + grads(i) - (grads(i - 1) if i else 0) for i in own_b),
+            G=grads(own_b[-1]) - later))
+    return terms, report
+
+
+def _schedule(pp: int, stage: int, m: int, schedule: str) -> list[str]:
+    if schedule == "gpipe":
+        return ["F"] * m + ["B"] * m
+    order, f, b = ["F"] * min(m, pp - stage), min(m, pp - stage), 0
+    while b < m:
+        order.append("B")
+        b += 1
+        if f < m:
+            order.append("F")
+            f += 1
+    return order
+
+
+def pp_rank_peak_bytes(model: Model, workload: Workload, pp: int, stage: int, micro_batches: int,
+                       schedule: str = "1f1b") -> int:
+    """Peak bytes of pipeline stage `stage` of `pp` running one step of `workload.batch`
+    sequences in `micro_batches` micro-batches (see above)."""
+    if workload.batch % micro_batches:
+        raise WorkloadError(f"--micro-batches {micro_batches} does not divide the batch {workload.batch}")
+    mb = workload.batch // micro_batches
+    terms, report = _stage_terms(model, workload.with_(batch=mb), pp)
+    t = terms[stage]
+    b, seq = model.input_shape(workload.batch, workload.seq, None)
+    row = seq * model.body.d_model * nbytes(1, policy(workload.precision).activations)
+    held_input = mb * row if stage else 0
+    work, held, full = 0, 0, False
+    for step in _schedule(pp, stage, micro_batches, schedule):
+        if step == "F":
+            work = max(work, held * (t["A"] + held_input) + held_input + t["F"] + (t["G"] if full else 0))
+            held += 1
+        else:
+            work = max(work, (held - 1) * (t["A"] + held_input) + held_input + (t["G"] + t["Bn"] if full else t["B"]))
+            held, full = held - 1, True
+    c = report.components
+    all_grads = [p for p in report.phases if p.name == "optimizer"][0].components.gradients
+    states = (c.weights + c.master_weights + c.optimizer_states) * t["G"] / all_grads
+    return int(states + work + b * row)

@@ -310,12 +310,14 @@ def _pipeline_step(stage_module: Stage, cfg: ParallelConfig, r: Ranks):
 
     def step(x, y):
         losses: list[torch.Tensor] = []
+        # return_outputs=False: the last stage would otherwise keep every micro-batch's logits
+        # (and their concatenation) to the end of the step for nobody
         if stage_module.first:
-            schedule.step(x)
+            schedule.step(x, return_outputs=False)
         elif stage_module.last:
-            schedule.step(target=y, losses=losses)
+            schedule.step(target=y, losses=losses, return_outputs=False)
         else:
-            schedule.step()
+            schedule.step(return_outputs=False)
         total = torch.stack(losses).mean().detach() if losses else torch.zeros(())
         dist.broadcast(total, src=cfg.pp - 1)  # every rank reports the step's loss
         return float(total)

@@ -2,8 +2,9 @@
 engines, in 2 (TP, TP + SP, 1F1B, GPipe) and 4 (2-D) gloo processes on CPU: the loss of every step equals one process's within 1e-5
 (float sums in another order), a run killed after step 3 and resumed from its step-2 checkpoint
 ends where the uninterrupted one does, and each rank's model states (weights, gradients, AdamW
-states) equal the planner's per-device prediction within 2%, and a tensor-parallel rank's whole
-peak (the live-storage tracker on its local tensors) equals plan/rank_memory.py's within 2%.
+states) equal the planner's per-device prediction within 2%, and the whole peak of a tensor-parallel
+rank and of each pipeline stage (the live-storage tracker on the rank's local tensors) equals
+plan/rank_memory.py's within 2% (sequence parallel and 2-D: model states only).
 
 The 2-D case is the planner's top layout for llama-3-70b on 512 H100s (TP + SP, ZeRO-3/FSDP over
 data parallelism, full checkpointing; README), at a tiny size. Expert parallelism is refused."""
@@ -17,7 +18,7 @@ from spawn_exit import run_then_exit
 
 from layerwise.cost.step_time import Layout
 from layerwise.plan.memory import device_state_bytes, memory_parts
-from layerwise.plan.rank_memory import tp_rank_peak_bytes
+from layerwise.plan.rank_memory import pp_rank_peak_bytes, tp_rank_peak_bytes
 from layerwise.presets import get_preset
 from layerwise.train.parallel import ParallelConfig, Stage, train_parallel
 from layerwise.workload import Workload
@@ -66,12 +67,14 @@ def _predicted_state_bytes(kw: dict, rank: int) -> int:
     return device_state_bytes(parts, lay, stage, layers, cfg.pp)
 
 
-PEAK_PREDICTED = {"tp"}  # layouts whose whole per-rank peak plan/rank_memory.py predicts
+PEAK_PREDICTED = {"tp", "pp-1f1b", "pp-gpipe"}  # layouts whose whole per-rank peak plan/rank_memory.py predicts
 
 
-def _predicted_peak(kw: dict) -> int:
+def _predicted_peak(kw: dict, rank: int) -> int:
     cfg = ParallelConfig(**kw)
     workload = Workload(batch=cfg.batch, seq=cfg.seq, precision="fp32", optimizer="adamw", device="cpu")
+    if cfg.pp > 1:
+        return pp_rank_peak_bytes(SPEC, workload, cfg.pp, rank, cfg.micro_batches, cfg.schedule)
     return tp_rank_peak_bytes(SPEC, workload, cfg.tp)
 
 
@@ -87,7 +90,7 @@ def test_parallel_layouts_match_one_process_and_resume(tmp_path, world):
             assert got["resumed"] == pytest.approx(got["losses"], rel=1e-6), (name, r)
             assert got["state_bytes"] == pytest.approx(_predicted_state_bytes(kw, r), rel=0.02), (name, r)
             if name in PEAK_PREDICTED:
-                assert got["peak"] == pytest.approx(_predicted_peak(kw), rel=0.02), (name, r)
+                assert got["peak"] == pytest.approx(_predicted_peak(kw, r), rel=0.02), (name, r)
 
 
 def test_expert_parallelism_is_refused():
