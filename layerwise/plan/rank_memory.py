@@ -59,21 +59,44 @@ def tp_rank_model(model: Model, tp: int, vocab_size: int) -> Model:
     return replace(model, body=replace(body, block=narrow_block(body.block, tp), vocab_size=vocab_size))
 
 
-def tp_rank_peak_bytes(model: Model, workload: Workload, tp: int) -> int:
-    """Peak bytes of one tensor-parallel rank's training step (no sequence parallelism)."""
+SEQUENCE_PARALLEL_NORMS = ("attn_norm", "ffn_norm", "final_norm")  # train/parallel.py's SequenceParallel plan
+
+
+def tp_rank_peak_bytes(model: Model, workload: Workload, tp: int, sequence_parallel: bool = False) -> int:
+    """Peak bytes of one tensor-parallel rank's training step. With sequence parallelism the norms
+    run on (B, S / tp, d_model) shards, so what each saves for backward is divided by tp (the
+    projections after them save the all-gathered input, as without it), and so are the
+    embedding's reduce-scattered output copies."""
     if tp == 1:
         return training_memory(model, workload, cuda_allocator=False).peak_bytes
     vocab = model.body.vocab_size
     if vocab % tp:
         raise WorkloadError(f"--tp {tp} does not divide vocab_size = {vocab}")
-    states = training_memory(tp_rank_model(model, tp, vocab // tp), workload, cuda_allocator=False).phases
-    work = training_memory(tp_rank_model(model, tp, vocab), workload, cuda_allocator=False).phases
-    if [(p.name, p.where) for p in states] != [(p.name, p.where) for p in work]:
-        raise AssertionError("the two readings of a tensor-parallel rank must walk the same phases")
+    states = training_memory(tp_rank_model(model, tp, vocab // tp), workload, timeline=True, cuda_allocator=False)
+    work = training_memory(tp_rank_model(model, tp, vocab), workload, timeline=True, cuda_allocator=False)
+    if [(p.name, p.where) for p in states.timeline] != [(p.name, p.where) for p in work.timeline]:
+        raise AssertionError("the two readings of a tensor-parallel rank must walk the same steps")
     b, seq = model.input_shape(workload.batch, workload.seq, None)
     embed_copies = 2 * b * seq * model.body.d_model * nbytes(1, policy(workload.precision).weights)
-    return max(sum(getattr(s.components, f) for f in STATES) + sum(getattr(w.components, f) for f in WORK)
-               + (embed_copies if s.name != "optimizer" else 0) for s, w in zip(states, work))
+    norms = _saved_alive(work, SEQUENCE_PARALLEL_NORMS) if sequence_parallel else [0] * len(work.timeline)
+    shard = 1 / tp if sequence_parallel else 1
+    return int(max(sum(getattr(s.components, f) for f in STATES) + sum(getattr(w.components, f) for f in WORK)
+                   + (embed_copies * shard if s.name != "optimizer" else 0) - n * (1 - 1 / tp)
+                   for s, w, n in zip(states.timeline, work.timeline, norms)))
+
+
+def _saved_alive(report, leaves: tuple[str, ...]) -> list[int]:
+    """At each timeline moment, the bytes saved for backward by the leaves named `leaves` that are
+    alive then: from the leaf's forward moment to its backward moment."""
+    saved = {p: b for p, b in report.saved_by_path if p.rsplit(".", 1)[-1] in leaves}
+    alive, out = 0, []
+    for m in report.timeline:
+        if m.where in saved and m.name == "forward":
+            alive += saved[m.where]
+        out.append(alive)
+        if m.where in saved and m.name == "backward":
+            alive -= saved[m.where]
+    return out
 
 
 # ---- pipeline parallelism -------------------------------------------------------------------------

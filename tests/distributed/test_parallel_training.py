@@ -4,7 +4,7 @@ engines, in 2 (TP, TP + SP, 1F1B, GPipe) and 4 (2-D) gloo processes on CPU: the 
 ends where the uninterrupted one does, and each rank's model states (weights, gradients, AdamW
 states) equal the planner's per-device prediction within 2%, and the whole peak of a tensor-parallel
 rank and of each pipeline stage (the live-storage tracker on the rank's local tensors) equals
-plan/rank_memory.py's within 2% (sequence parallel and 2-D: model states only).
+plan/rank_memory.py's within 2% (2-D: model states only).
 
 The 2-D case is the planner's top layout for llama-3-70b on 512 H100s (TP + SP, ZeRO-3/FSDP over
 data parallelism, full checkpointing; README), at a tiny size. Expert parallelism is refused."""
@@ -67,7 +67,7 @@ def _predicted_state_bytes(kw: dict, rank: int) -> int:
     return device_state_bytes(parts, lay, stage, layers, cfg.pp)
 
 
-PEAK_PREDICTED = {"tp", "pp-1f1b", "pp-gpipe"}  # layouts whose whole per-rank peak plan/rank_memory.py predicts
+PEAK_PREDICTED = {"tp", "tp-sp", "pp-1f1b", "pp-gpipe"}  # layouts whose whole per-rank peak plan/rank_memory.py predicts
 
 
 def _predicted_peak(kw: dict, rank: int) -> int:
@@ -75,7 +75,7 @@ def _predicted_peak(kw: dict, rank: int) -> int:
     workload = Workload(batch=cfg.batch, seq=cfg.seq, precision="fp32", optimizer="adamw", device="cpu")
     if cfg.pp > 1:
         return pp_rank_peak_bytes(SPEC, workload, cfg.pp, rank, cfg.micro_batches, cfg.schedule)
-    return tp_rank_peak_bytes(SPEC, workload, cfg.tp)
+    return tp_rank_peak_bytes(SPEC, workload, cfg.tp, cfg.sequence_parallel)
 
 
 @pytest.mark.parametrize("world", [2, 4])
