@@ -5,6 +5,21 @@ softmax(logits), the top_k kept and renormalised to sum 1 (Mixtral); each expert
 on its routed tokens; optional shared expert (an ffn of width shared_d_ff) on every token, scaled
 by sigmoid(shared_expert_gate(x)) with `shared_gate` (Qwen2-MoE).
 
+Expert capacity (GShard, arXiv 2006.16668; Switch Transformer, arXiv 2101.03961): with
+capacity_factor > 0 each expert takes at most C = ceil(capacity_factor * top_k * T / n_experts)
+(token, expert) pairs, queued choice-major (every token's first choice before any second choice,
+tokens in order); the pairs over capacity are dropped (their share of the output is 0, so a token
+whose every choice overflowed passes through the block's residual unchanged). The experts then run
+on an (n_experts * C, d_model) buffer, padding included: that is what they compute. capacity_factor
+0 is dropless (each expert runs on exactly its routed rows).
+
+Router losses, added to the training loss (build.runtime.router_loss): the load-balancing loss
+aux_loss_coef * n_experts * sum_i f_i P_i (Switch eq. 4; f_i the share of tokens routed to expert i
+before capacity, counting each of a token's top_k choices, P_i the mean router probability, as
+transformers' load_balancing_loss_func) and the router z-loss z_loss_coef * mean_t logsumexp(logits_t)^2
+(ST-MoE, arXiv 2202.08906 eq. 5). Router logits are computed in fp32 under autocast (ST-MoE sec. 2.2:
+the gating's exponentials are precision-sensitive).
+
 params() counts every expert; active_params() counts what one token uses: router + top_k experts +
 the shared expert.
 
@@ -13,10 +28,12 @@ the experts' total is one expert's FLOPs on top_k * T rows whatever the routing 
 assumed alike: expert 0 stands for all). Other, stated per element: routing softmax 5 and top-k 1
 per (token, expert), renormalising 2 per (token, k); combining 2 per (token, k, d_model); backward:
 softmax 4 per (token, expert), combine 3 per (token, k, d_model); the shared expert's add 1 per
-output element.
+output element. With capacity, the experts' rows are n_experts * C, and the dispatch/combine
+bookkeeping is counted per element too (`_capacity_other`); the router losses per `_loss_other`.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from layerwise.blocks.ffn import FFN, _check_linear
@@ -39,6 +56,9 @@ class MoE(Block):
     bias: bool = False
     shared_d_ff: int = 0  # > 0: a shared expert of this width sees every token (DeepSeek-MoE, Qwen-MoE)
     shared_gate: bool = False  # Qwen2-MoE: sigmoid(Linear(d_model, 1)(x)) scales the shared expert
+    capacity_factor: float = 0.0  # > 0: each expert takes at most ceil(cf * top_k * T / n_experts) pairs (GShard)
+    aux_loss_coef: float = 0.0  # Switch load-balancing loss weight (Switch used 0.01, Mixtral's HF config 0.02)
+    z_loss_coef: float = 0.0  # ST-MoE router z-loss weight (ST-MoE used 0.001)
     # children, derived from the fields above when left out
     router: Block | None = None
     experts: tuple[Block, ...] = ()
@@ -48,6 +68,10 @@ class MoE(Block):
     def __post_init__(self):
         self._positive("d_model", "d_ff", "n_experts", "top_k")
         self._non_negative("shared_d_ff")
+        for name in ("capacity_factor", "aux_loss_coef", "z_loss_coef"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise SpecError(f"moe.{name} must be a number >= 0, got {value!r}")
         if self.top_k > self.n_experts:
             raise SpecError(f"moe.top_k ({self.top_k}) must be <= n_experts ({self.n_experts})")
         router = Linear(d_in=self.d_model, d_out=self.n_experts, bias=False)
@@ -87,6 +111,26 @@ class MoE(Block):
         else:
             _check_linear("moe.shared_expert_gate", self.shared_expert_gate, gate)
 
+    # ---- routing -----------------------------------------------------------------------------
+    def capacity(self, tokens: int) -> int:
+        """Pairs each expert takes: ceil(capacity_factor * top_k * tokens / n_experts), at least 1
+        (rounded up, as DeepSpeed's top-k gating); 0 when dropless (capacity_factor 0)."""
+        if not self.capacity_factor:
+            return 0
+        return max(1, math.ceil(self.capacity_factor * self.top_k * tokens / self.n_experts))
+
+    def balanced_load(self, tokens: int) -> tuple[list[int], int]:
+        """(pairs per expert, pairs dropped over capacity) under balanced routing (what the measure
+        reading runs under fake tensors): pair t*top_k + j goes to expert (t*top_k + j) % n_experts."""
+        pairs, n = tokens * self.top_k, self.n_experts
+        counts = [pairs // n + (1 if e < pairs % n else 0) for e in range(n)]
+        cap = self.capacity(tokens)
+        return counts, (sum(max(0, c - cap) for c in counts) if cap else 0)
+
+    @property
+    def router_losses(self) -> bool:
+        return bool(self.aux_loss_coef or self.z_loss_coef)
+
     # ---- shapes and params -------------------------------------------------------------------
     def _rows(self, in_shape: Shape) -> int:
         return prod(in_shape[:-1])
@@ -94,8 +138,8 @@ class MoE(Block):
     def trace(self, in_shape: Shape):
         t = self._rows(in_shape)
         out = [("router", self.router, (t, self.d_model))]
-        # each expert sees about T * top_k / n_experts tokens; shown as that share, rounded up
-        share = -(-t * self.top_k // self.n_experts)
+        # each expert sees about T * top_k / n_experts tokens (rounded up), or its capacity buffer
+        share = self.capacity(t) or -(-t * self.top_k // self.n_experts)
         out += [(f"experts.{i}", e, (share, self.d_model)) for i, e in enumerate(self.experts)]
         if self.shared_expert is not None:
             out.append(("shared_expert", self.shared_expert, (t, self.d_model)))
@@ -127,11 +171,13 @@ class MoE(Block):
         self.out_shape(in_shape)
         t, e, k, d = self._rows(in_shape), self.n_experts, self.top_k, self.d_model
         total = self.router.flops((t, d), ctx)
-        total = total + self.experts[0].flops((t * k, d), ctx)  # top_k * T rows over all experts
+        cap = self.capacity(t)
+        # dropless: top_k * T rows over all experts; with capacity: every expert's C-row buffer
+        total = total + self.experts[0].flops((e * cap if cap else t * k, d), ctx)
         router_grad = ctx.input_grad or self.router.params().trainable > 0
         fwd = t * e * (5 + 1) + 2 * t * k + 2 * t * k * d
         bwd = (4 * t * e if router_grad else 0) + 3 * t * k * d
-        total = total + Flops(fwd_other=fwd, bwd_other=bwd)
+        total = total + Flops(fwd_other=fwd, bwd_other=bwd) + self._capacity_other(t) + self._loss_other(t)
         if self.shared_expert is not None:
             total = total + self.shared_expert.flops((t, d), ctx) + Flops(fwd_other=t * d)
         if self.shared_expert_gate is not None:
@@ -139,6 +185,28 @@ class MoE(Block):
             total = total + self.shared_expert_gate.flops((t, d), ctx) + Flops(fwd_other=4 * t + t * d,
                                                                                 bwd_other=3 * t + 2 * t * d)
         return total
+
+    def _capacity_other(self, t: int) -> Flops:
+        """Dispatch bookkeeping per (token, choice) pair and expert: one-hot 1 and cumsum 1 per
+        (pair, expert); position, compare, destination 3 per pair; the gather into the buffer and
+        back out 0 (copies). Backward: the buffer's and the combine's scatter-adds 1 per (pair, d_model)."""
+        if not self.capacity_factor:
+            return Flops()
+        pairs = t * self.top_k
+        return Flops(fwd_other=2 * pairs * self.n_experts + 3 * pairs, bwd_other=pairs * self.d_model)
+
+    def _loss_other(self, t: int) -> Flops:
+        """aux: one-hot count 1 per (pair, expert), mean 1 per (token, expert), f*P and sum 2 per
+        expert; z: logsumexp 4 per (token, expert), square and mean 2 per token. Backward: mean 1 per
+        (token, expert); logsumexp 3 per (token, expert)."""
+        fwd = bwd = 0
+        if self.aux_loss_coef:
+            fwd += t * self.top_k * self.n_experts + t * self.n_experts + 2 * self.n_experts
+            bwd += t * self.n_experts
+        if self.z_loss_coef:
+            fwd += 4 * t * self.n_experts + 2 * t
+            bwd += 3 * t * self.n_experts + 2 * t
+        return Flops(fwd_other=fwd, bwd_other=bwd)
 
     def build(self):
         from layerwise.build.moe import MoEModule

@@ -6,6 +6,7 @@ from typing import Optional
 import typer
 
 from layerwise.commands._module import MODULE_HELP
+from layerwise.commands._moe import capacity_option, with_capacity
 from layerwise.commands._workload import with_workload
 from layerwise.workload import Workload
 
@@ -40,6 +41,7 @@ def register(app: typer.Typer) -> None:
         vocab: Optional[int] = typer.Option(None, "--vocab", help="your own module with --input-dtype long: token ids drawn below V"),
         tokens: Optional[float] = typer.Option(None, "--tokens", help="training token budget D: total compute vs 6·N·D"),
         max_level: int = typer.Option(2, "--max-level", help="deepest tree level shown in the table"),
+        capacity_factor: Optional[float] = capacity_option(),
         json: bool = typer.Option(False, "--json", help="JSON output"),
         *,
         workload: Workload,
@@ -58,7 +60,8 @@ def register(app: typer.Typer) -> None:
         if _module.is_module_ref(model):
             _module_flops(model, input, input_dtype, vocab, tokens, max_level, json, workload)
             return
-        report, compute = flops_answer(resolve(model, parse_shape(input) if input else None), workload, tokens=tokens)
+        spec = with_capacity(resolve(model, parse_shape(input) if input else None), capacity_factor)
+        report, compute = flops_answer(spec, workload, tokens=tokens)
         print_json(flops_json(report, compute)) if json else render_flops(report, compute, max_level)
 
 

@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from layerwise.commands._moe import capacity_option, with_capacity
+
 from layerwise.commands._module import MODULE_HELP
 from layerwise.commands._options import quiet_option, threads_option
 from layerwise.commands._workload import with_workload
@@ -36,6 +38,7 @@ def register(app: typer.Typer) -> None:
         vocab: Optional[int] = typer.Option(None, "--vocab", help="your own module with --input-dtype long: token ids drawn below V"),
         checkpoint_modules: Optional[str] = typer.Option(None, "--checkpoint-modules",
                                                          help="your own module: classes --checkpointing full recomputes, NAME[,NAME]"),
+        capacity_factor: Optional[float] = capacity_option(),
         real: bool = typer.Option(False, "--real", help="real tensors (a subprocess on CPU; a GPU with --device cuda)"),
         threads: Optional[int] = threads_option(),
         quiet: bool = quiet_option(),
@@ -72,7 +75,7 @@ def register(app: typer.Typer) -> None:
         from layerwise.commands.memory import _check_batchnorm
         from layerwise.cost.parallel import check_split
 
-        spec = _resolve(model, input)
+        spec = with_capacity(_resolve(model, input), capacity_factor)
         check_split(spec, workload.tp, workload.pp)
         _check_batchnorm(spec, workload)
         n = th.choose(threads, th.model_step_flops(spec, workload.batch) if real else 1)
@@ -138,6 +141,10 @@ def render(name: str, workload: Workload, result) -> None:
     phases = ", ".join(f"{k} {human(v)}" for k, v in result.phase_peaks.items())
     out.print(f"phase peaks: {phases}")
     out.print(f"FLOPs (matmul-class): forward {result.flops_forward:,}  backward {result.flops_backward:,}")
+    if result.routing is not None:
+        r = result.routing
+        out.print(f"MoE routing ({r['routing']}): (token, expert) pairs per expert, all layers {r['expert_counts']}; "
+                  f"dropped over capacity {r['dropped']:,} (overflow {100 * r['overflow_rate']:.1f}%)")
     if result.rss is not None:
         rss = result.rss
         out.print(f"RSS: peak {human(rss.peak_bytes)}, tensors' share {human(rss.tensor_peak_bytes)} "

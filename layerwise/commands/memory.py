@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from layerwise.commands._moe import capacity_option, with_capacity
+
 from layerwise.commands._options import quiet_option, threads_option
 from layerwise.commands._workload import with_workload
 from layerwise.spec.errors import LayerwiseError, WorkloadError
@@ -138,6 +140,7 @@ def register(app: typer.Typer) -> None:
                                      "components, each difference named"),
         html: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML report (charts, "
                                                                  "verdict per GPU, timeline)"),
+        capacity_factor: Optional[float] = capacity_option(),
         json: bool = typer.Option(False, "--json", help="JSON output"),
         *,
         workload: Workload,
@@ -148,6 +151,7 @@ def register(app: typer.Typer) -> None:
         from layerwise.report.timeline import write_json
 
         spec, hf_config = _resolve(model, input, workload)
+        spec = with_capacity(spec, capacity_factor)
         if hf_config is not None and html is not None:
             raise WorkloadError("--html does not apply to --impl hf")
         answer = memory_answer(spec, workload, fit=fit, verdict=verdict or html is not None, timeline=True,
@@ -180,6 +184,7 @@ def register(app: typer.Typer) -> None:
                                                                  "overlaid)"),
         threads: Optional[int] = threads_option(),
         quiet: bool = quiet_option(),
+        capacity_factor: Optional[float] = capacity_option(),
         json: bool = typer.Option(False, "--json", help="JSON output"),
         *,
         workload: Workload,
@@ -193,6 +198,9 @@ def register(app: typer.Typer) -> None:
         from layerwise.report.timeline import compare_json, write_json
 
         spec, hf_config = _resolve(model, input, workload)
+        if capacity_factor is not None and hf_config is not None:
+            raise WorkloadError("--capacity-factor does not apply to --impl hf")
+        spec = with_capacity(spec, capacity_factor)
         report = analytic(spec, workload, True, hf_config)
         th.use(th.choose(threads, 1))  # fake tensors: no arithmetic, one thread
         with phases(f"verify {spec.name} (fake tensors)", quiet=quiet or json):

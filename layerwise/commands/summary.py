@@ -1,9 +1,12 @@
 """`layerwise summary`."""
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 from layerwise.commands._module import MODULE_HELP
+from layerwise.commands._moe import capacity_option, with_capacity
 from layerwise.spec.errors import LayerwiseError
 
 
@@ -37,6 +40,7 @@ def register(app: typer.Typer) -> None:
         vocab: int = typer.Option(None, "--vocab", help="your own module with --input-dtype long: token ids drawn below V"),
         batch: int = typer.Option(1, "--batch", help="batch size"),
         max_level: int = typer.Option(3, "--max-level", help="deepest tree level shown in the table"),
+        capacity_factor: Optional[float] = capacity_option(),
         json: bool = typer.Option(False, "--json", help="JSON output (all layers)"),
     ):
         """Per-layer table: output shapes, exact parameters, depth, and the split by layer type.
@@ -56,5 +60,6 @@ def register(app: typer.Typer) -> None:
                                        lambda name, m, x: summarize_module(name, m, x, lambda mod, inp: mod(inp)))
             print_json(summary_json(result)) if json else render_summary(result, max_level)
             return
-        result = summary_answer(resolve(model, parse_shape(input) if input else None), batch=batch)
+        spec = with_capacity(resolve(model, parse_shape(input) if input else None), capacity_factor)
+        result = summary_answer(spec, batch=batch)
         print_json(summary_json(result)) if json else render_summary(result, max_level)

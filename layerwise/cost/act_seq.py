@@ -1,5 +1,5 @@
-"""Saved tensors of the sequence blocks: attention (eager | sdpa), ffn, lora, moe. Each function
-mirrors the forward of the module in layerwise/build/ (attention.py, ffn.py, lora.py, moe.py).
+"""Saved tensors of the sequence blocks: attention (eager | sdpa), ffn, lora (moe: cost/act_moe.py).
+Each function mirrors the forward of the module in layerwise/build/ (attention.py, ffn.py, lora.py).
 Legend: B batch, S queries, Sk keys, H query heads, G kv heads, Dh head width."""
 from __future__ import annotations
 
@@ -126,67 +126,6 @@ def _lora(b, tr: Trace, x: T) -> T:
     return tr.pointwise(base, scaled)
 
 
-@act("moe")
-def _moe(b, tr: Trace, x: T) -> T:
-    """Routing as MoEModule: router logits -> fp32 softmax (saved) -> top-k weights renormalised;
-    each expert runs on its n_e = T*k/E rows (balanced routing), gathered by an index (saved),
-    scaled by its weights (mul saves both) and index_add'ed back (saves the index)."""
-    d = x.shape[-1]
-    rows = x.numel // d
-    flat = tr.view(x, (rows, d))
-    logits = run(b.router, "router", tr, flat)
-    tr.begin(".route")
-    probs32 = logits if logits.dtype == "fp32" else tr.new(logits.shape, "fp32", logits.grad)
-    probs = tr.new(probs32.shape, "fp32", probs32.grad)
-    tr.save(probs)  # softmax result
-    k, n_exp = b.top_k, b.n_experts
-    idx = tr.new((rows, k), "int64", False)
-    topw = tr.new((rows, k), "fp32", probs.grad)
-    tr.save(idx)  # gather/topk backward: the indices
-    ssum = tr.new((rows, 1), "fp32", probs.grad)
-    tr.save(topw, ssum)  # weights / sum: div saves both
-    weights = tr.new((rows, k), x.dtype, topw.grad) if x.dtype != "fp32" else tr.new((rows, k), "fp32", topw.grad)
-    out = tr.new((rows, d), x.dtype, False)
-    for e, (name, expert) in enumerate(_experts(b)):
-        n_e = _rows_for(rows, k, n_exp, e)
-        if n_e == 0:
-            continue
-        tr.begin(f".gather{e}")
-        tok = tr.new((n_e,), "int64", False)
-        tr.save(tok)
-        xin = tr.new((n_e, d), x.dtype, x.grad)
-        y = run(expert, name, tr, xin)
-        tr.begin(f".combine{e}")
-        w_e = tr.new((n_e, 1), weights.dtype, weights.grad)
-        slot = tr.new((n_e,), "int64", False)
-        tr.save(tok, slot, y, w_e)  # weights[tok, slot]: saves both indices; y * w saves both
-        prod_ = tr.new((n_e, d), promote(y.dtype, w_e.dtype), True)
-        tr.save(prod_)  # index_add keeps its source for backward
-        out = tr.new((rows, d), prod_.dtype, True)
-    if b.shared_expert is not None:
-        shared = run(b.shared_expert, "shared_expert", tr, flat)
-        if b.shared_expert_gate is not None:  # sigmoid(gate(x)) * shared: mul saves both factors
-            logit = run(b.shared_expert_gate, "shared_expert_gate", tr, flat)
-            tr.begin(".shared_sigmoid")
-            gate = activation_op(tr, logit, "sigmoid")
-            tr.begin(".shared_scale")
-            if gate.grad or shared.grad:
-                tr.save(gate, shared)
-            shared = tr.new(shared.shape, promote(gate.dtype, shared.dtype), gate.grad or shared.grad)
-        out = tr.pointwise(out, shared)
-    return tr.view(out, x.shape)
-
-
-def _experts(b):
-    return [(f"experts.{i}", e) for i, e in enumerate(b.experts)]
-
-
-def _rows_for(tokens: int, k: int, n: int, expert: int) -> int:
-    """Pairs routed to `expert` under balanced routing: slots t*k + j with (t*k + j) % n == e."""
-    total = tokens * k
-    return total // n + (1 if expert < total % n else 0)
-
-
 # Tensors of shape (B, H) each time step saves, per layer and direction, in the non-mkldnn CPU
 # RNN (`torch.backends.mkldnn.flags(enabled=False)`, what the measure reading runs): rnn: h_{t-1}
 # for the hidden matmul (tanh's result is the next step's h_{t-1}); gru/lstm: 4 (B, H) + one
@@ -272,3 +211,6 @@ def _rnn(b, tr: Trace, x: T) -> T:
     if b.output == "last":
         return tr.new((bsz, h * dirs), x.dtype, grad)  # cat of h_n: saves nothing
     return inp
+
+
+import layerwise.cost.act_moe  # noqa: E402,F401  (registers the moe function)

@@ -1,6 +1,7 @@
 """The summary reading: per-layer shapes and parameters, depth, and the split by layer type."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from layerwise.spec.base import Block, Shape, walk
@@ -28,6 +29,9 @@ class Summary:
     depth: int
     layers: tuple[LayerRow, ...]
     by_type: dict[str, int]  # layer type -> parameters held by nodes of that type
+    # distinct MoE layers (first path of each): expert combinations C(n_experts, top_k), the
+    # "smaller experts" argument (DeepSeekMoE, arXiv 2401.06066: 16 choose 2 = 120 vs 64 choose 8)
+    moe: tuple[dict, ...] = ()
 
 
 DEPTH_DEFINITION = ("depth = parameterised layers on the longest input-to-output path; norms (scale and shift "
@@ -42,8 +46,10 @@ def summarize(name: str, body: Block, in_shape: Shape) -> Summary:
     """Per-layer rows and the split by layer type. `by_type` charges a leaf's parameters to the
     nearest enclosing family (attention, ffn, moe, rnn), else to the leaf's own type, so a user can
     compare what attention, the FFN, convolutions and embeddings cost."""
-    rows, by_type, family_at = [], {}, {}
+    rows, by_type, family_at, moe = [], {}, {}, {}
     for info in walk(body, in_shape):
+        if info.block.type_name == "moe":
+            moe.setdefault(_moe_key(info.block), _moe_row(info.path, info.block))
         family_at = {lvl: fam for lvl, fam in family_at.items() if lvl < info.level}
         if info.block.type_name in FAMILIES and not family_at:
             family_at[info.level] = info.block.type_name
@@ -55,4 +61,15 @@ def summarize(name: str, body: Block, in_shape: Shape) -> Summary:
             rows.append(LayerRow(info.path, info.block.type_name, info.level, info.out_shape, p.total, p.trainable, own))
     return Summary(model=name, input_shape=tuple(in_shape), output_shape=tuple(body.out_shape(in_shape)),
                    params=body.params(), active_params=body.active_params(), depth=body.depth(),
-                   layers=tuple(rows), by_type=dict(sorted(by_type.items(), key=lambda kv: -kv[1])))
+                   layers=tuple(rows), by_type=dict(sorted(by_type.items(), key=lambda kv: -kv[1])),
+                   moe=tuple(moe.values()))
+
+
+def _moe_key(b) -> tuple:
+    return (b.n_experts, b.top_k, b.capacity_factor, b.aux_loss_coef, b.z_loss_coef)
+
+
+def _moe_row(path: str, b) -> dict:
+    return {"path": path, "n_experts": b.n_experts, "top_k": b.top_k,
+            "combinations": math.comb(b.n_experts, b.top_k), "capacity_factor": b.capacity_factor,
+            "aux_loss_coef": b.aux_loss_coef, "z_loss_coef": b.z_loss_coef}

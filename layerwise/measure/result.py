@@ -60,6 +60,9 @@ class StepMeasurement:
     saved_by_module: dict[str, int] = field(default_factory=dict)  # top-level child -> saved bytes
     timeline: object = None  # cost.timeline.Timeline of the step, when asked for
     cuda_allocator: object = None  # --device cuda: cost.cuda_alloc.AllocatorPeaks of the tracked storages
+    # MoE models: pairs per expert (summed over the layers), dropped pairs, overflow rate, and the routing
+    # ("balanced" under fake tensors, "learned" for real) of the measured forward
+    routing: dict | None = None
 
     @property
     def device_overhead_bytes(self) -> int:
@@ -81,6 +84,8 @@ class StepMeasurement:
             "detail": dict(self.detail),
             "fake": self.fake,
         }
+        if self.routing is not None:
+            out["routing"] = dict(self.routing)
         if self.rss is not None:
             out["rss"] = {"start_bytes": self.rss.start_bytes, "peak_bytes": self.rss.peak_bytes,
                           "tracked_start_bytes": self.rss.tracked_start_bytes,

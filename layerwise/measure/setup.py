@@ -251,3 +251,11 @@ def loss_of(out, targets, task: str) -> torch.Tensor:
     if task == "none":
         return out.sum()
     return F.cross_entropy(out.reshape(-1, out.shape[-1]), targets.reshape(-1))
+
+
+def with_router_loss(loss: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """The training loss plus the MoE layers' router losses (aux + z), when any layer has them."""
+    from layerwise.build.runtime import router_loss
+
+    extra = router_loss(module)
+    return loss if extra is None else loss + extra

@@ -17,18 +17,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 from torch import nn
 
+from layerwise.build import runtime
 from layerwise.measure import setup
 from layerwise.measure.flops import counting_context
 from layerwise.measure.procmem import cuda_peaks, cuda_reset, hwm_bytes, malloc_settings, reset_hwm, rss_bytes
 from layerwise.measure.result import CudaStats, RssStats, StepMeasurement
 from layerwise.measure.tracker import StorageTracker
 from layerwise.spec.errors import WorkloadError
+from layerwise.spec.shapes import prod
 from layerwise.workload import Workload
 
 
@@ -116,13 +118,36 @@ def measure_step(model, workload: Workload = Workload(), *, fake: bool = True, i
             run = _Training(module, x, workload, target, device, fake, count_flops)
             run.by_module = by_module
         run.name = getattr(model, "name", type(module).__name__)
+        if not fake:
+            runtime.record_routing(module)
         if not timeline:
-            return run.measure(notes)
+            return _with_routing(run.measure(notes), module, target, fake)
         from layerwise.measure.timeline import ModulePaths
 
         with ModulePaths(module) as paths:
             run.paths = paths
-            return run.measure(notes)
+            return _with_routing(run.measure(notes), module, target, fake)
+
+
+def _with_routing(result: StepMeasurement, module: nn.Module, target: Target, fake: bool) -> StepMeasurement:
+    """MoE models: the routing of the measured forward. Real tensors: the module's own counts
+    (learned routing). Fake: balanced routing's, from the spec (fake values cannot be read)."""
+    if not fake:
+        stats = runtime.routing_stats(module)
+        return replace(result, routing={**stats, "routing": "learned"}) if stats else result
+    from layerwise.spec.base import walk
+
+    if target.spec is None:
+        return result
+    counts, dropped = [], 0
+    for info in walk(target.spec, target.shape):
+        if info.block.type_name == "moe":
+            c, d = info.block.balanced_load(prod(info.out_shape[:-1]))
+            counts, dropped = [a + b for a, b in zip(counts, c)] if counts else c, dropped + d
+    if not counts:
+        return result
+    return replace(result, routing={"expert_counts": counts, "dropped": dropped,
+                                    "overflow_rate": dropped / sum(counts), "routing": "balanced"})
 
 
 def _with_lora(model, workload: Workload):
@@ -277,7 +302,8 @@ class _Training(_Step):
             out = self.module(self.x)
             if self.targets is None and self.target.task != "none":
                 self.targets = setup.make_targets(out.shape, self.target.task).to(self.device)
-            return setup.loss_of(out, self.targets, self.target.task)  # `out` dies here unless saved
+            loss = setup.loss_of(out, self.targets, self.target.task)  # `out` dies here unless saved
+            return setup.with_router_loss(loss, self.module)
 
     def _warm_up(self) -> None:
         """Step 1: creates the optimizer state (and, with grad_accum > 1, the gradients of an

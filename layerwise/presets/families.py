@@ -40,6 +40,7 @@ DECODER = dict(
     tie_embeddings=True, head_bias=False, final_norm=True,
     n_experts=0, top_k=0,  # > 0: a MoE feed-forward (Mixtral); d_ff is then each expert's width
     shared_d_ff=0, shared_gate=False,  # MoE: a shared expert on every token (Qwen2-MoE: sigmoid-gated)
+    capacity_factor=0.0, aux_loss_coef=0.0, z_loss_coef=0.0,  # MoE routing: 0 = dropless, no router losses
     sliding_window=0, dropout=0.0,
     sandwich=False,  # Gemma 2/3: a second norm on each branch's output
     attn_dropout=0.0,  # on the attention probabilities (HF: attn_pdrop, attention_dropout)
@@ -61,7 +62,8 @@ def build_decoder(name: str, source: str, k: dict) -> Model:
     if k["n_experts"]:
         ffn = _leaf("moe", d_model=k["d_model"], d_ff=d_ff, n_experts=k["n_experts"], top_k=k["top_k"],
                     activation=k["activation"], gated=k["gated"], bias=k["ffn_bias"], shared_d_ff=k["shared_d_ff"],
-                    shared_gate=k["shared_gate"])
+                    shared_gate=k["shared_gate"], capacity_factor=k["capacity_factor"],
+                    aux_loss_coef=k["aux_loss_coef"], z_loss_coef=k["z_loss_coef"])
     else:
         ffn = _leaf("ffn", d_model=k["d_model"], d_ff=d_ff, activation=k["activation"], gated=k["gated"], bias=k["ffn_bias"])
     block = _leaf("transformer_block", attn=attn, ffn=ffn, norm=k["norm"], norm_eps=k["norm_eps"],

@@ -13,7 +13,8 @@ def summary_json(s: Summary) -> dict:
         "model": s.model,
         "input_shape": list(s.input_shape),
         "output_shape": list(s.output_shape),
-        "params": {"total": s.params.total, "trainable": s.params.trainable, "frozen": s.params.frozen},
+        "params": {"total": s.params.total, "trainable": s.params.trainable, "frozen": s.params.frozen,
+                   "active_per_token": s.active_params.total},
         "active_params": s.active_params.total,
         "buffers": s.params.buffers,
         "depth": s.depth,
@@ -21,6 +22,7 @@ def summary_json(s: Summary) -> dict:
         "layers": [{"path": r.path, "type": r.type, "output_shape": list(r.output_shape), "params": r.params,
                     "trainable": r.trainable} for r in s.layers],
         "by_type": dict(s.by_type),
+        "moe": [dict(m) for m in s.moe],
     }
 
 
@@ -46,7 +48,12 @@ def render_summary(s: Summary, max_level: int = 3) -> None:
     out.print(f"params: {count(p.total)} total ({p.total:,}), {count(p.trainable)} trainable, {count(p.frozen)} frozen; "
               f"buffers {p.buffers:,}")
     if s.active_params.total != p.total:
-        out.print(f"active params per token: {count(s.active_params.total)} ({s.active_params.total:,})")
+        out.print(f"active params per token: {count(s.active_params.total)} ({s.active_params.total:,}) "
+                  f"of {count(p.total)} total")
+    for m in s.moe:
+        cap = f"capacity factor {m['capacity_factor']:g}" if m["capacity_factor"] else "dropless"
+        out.print(f"experts ({m['path']}): top {m['top_k']} of {m['n_experts']} = {m['combinations']:,} expert "
+                  f"combinations per token; {cap}")
     out.print(f"depth: {s.depth}  ({DEPTH_DEFINITION})")
     by_type = Table(title="parameters by layer type", title_justify="left")
     by_type.add_column("type")

@@ -26,6 +26,8 @@ from layerwise.train.data import Data
 from layerwise.train.evaluate import EvalResult, evaluate
 from layerwise.train.losses import LossFn, mixup, penalty
 from layerwise.train.memory import StepMemory
+from layerwise.build.runtime import routing_stats
+from layerwise.measure.setup import with_router_loss
 from layerwise.train.metrics import MetricsLog
 from layerwise.train.optim import ParamGroups, lr_factor, set_lr
 
@@ -161,8 +163,8 @@ def _loss(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if run.cfg.mixup_alpha > 0:
         x, ya, yb, lam = mixup(x, y, run.cfg.mixup_alpha)
         logits = run.wrapped(x)
-        return lam * run.loss_fn(logits, ya) + (1.0 - lam) * run.loss_fn(logits, yb)
-    return run.loss_fn(run.wrapped(x), y)
+        return with_router_loss(lam * run.loss_fn(logits, ya) + (1.0 - lam) * run.loss_fn(logits, yb), run.module)
+    return with_router_loss(run.loss_fn(run.wrapped(x), y), run.module)
 
 
 def _clip(run: Run) -> float | None:
@@ -194,12 +196,20 @@ def log_step(run: Run, st: State, loss: float, grad_norm: float | None, lr: floa
         elapsed = time.perf_counter() - st.t0
         run.log.write({"step": st.step, "epoch": st.epoch, "kind": "train", "loss": sum(st.window) / len(st.window),
                        "lr": lr, "grad_norm": grad_norm, "samples_per_s": samples_per_s(run, st, elapsed),
-                       "time_s": elapsed})
+                       "time_s": elapsed, **_routing(run)})
         st.window = []
     if run.listening:
         elapsed = time.perf_counter() - st.t0
         run.emit("step", {"step": st.step, "total": run.total, "loss": loss, "lr": lr,
                           "samples_per_s": samples_per_s(run, st, elapsed), "epoch": st.epoch})
+
+
+def _routing(run: Run) -> dict:
+    """MoE models: the last forward's pairs per expert (summed over the layers) and overflow rate."""
+    stats = routing_stats(run.module)
+    if stats is None:
+        return {}
+    return {"expert_counts": stats["expert_counts"], "overflow_rate": stats["overflow_rate"]}
 
 
 def samples_per_s(run: Run, st: State, elapsed: float) -> float:

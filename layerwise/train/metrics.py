@@ -9,7 +9,8 @@ from pathlib import Path
 
 from layerwise.train.checkpoint import atomic_write_text
 
-COLUMNS = ("step", "epoch", "kind", "loss", "lr", "accuracy", "perplexity", "grad_norm", "samples_per_s", "time_s")
+COLUMNS = ("step", "epoch", "kind", "loss", "lr", "accuracy", "perplexity", "grad_norm", "samples_per_s", "time_s",
+           "expert_counts", "overflow_rate")  # MoE: the last micro-batch's pairs per expert (all layers), dropped share
 
 
 class MetricsLog:

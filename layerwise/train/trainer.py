@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from layerwise.build.runtime import record_routing
 from layerwise.spec.errors import LayerwiseError
 from layerwise.spec.model import Model
 from layerwise.train import checkpoint as ck
@@ -172,6 +173,7 @@ def _set_up(trained: Model, cfg: TrainConfig, run_dir: Path, resume: bool, resum
     loss_fn = LossFn(cfg, trained.task, data.info.class_counts.get("train"))
     _prepare_dir(run_dir, trained, cfg, data, dist, resume)
     decay = set(groups.decay)
+    record_routing(module)  # MoE layers keep their per-expert counts for the log
     run = Run(cfg=cfg, trained=trained, dist=dist, module=module, wrapped=wrapped, opt=opt, groups=groups,
               scaler=torch.amp.GradScaler("cuda") if cfg.precision == "fp16-mixed" else None,
               amp_dtype={"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(cfg.precision),

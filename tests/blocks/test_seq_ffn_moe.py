@@ -57,7 +57,8 @@ def moe_cases(draw):
     n = draw(st.integers(1, 5))
     spec = MoE(d_model=draw(st.integers(2, 8)), d_ff=draw(st.integers(1, 8)), n_experts=n, top_k=draw(st.integers(1, n)),
                activation=draw(st.sampled_from(ACTS)), gated=draw(st.booleans()), bias=draw(st.booleans()),
-               shared_d_ff=draw(st.sampled_from([0, 0, 3])))
+               shared_d_ff=draw(st.sampled_from([0, 0, 3])), capacity_factor=draw(st.sampled_from([0, 0, 0.5, 1.0, 1.25])),
+               aux_loss_coef=draw(st.sampled_from([0, 0.01])), z_loss_coef=draw(st.sampled_from([0, 0.001])))
     frozen = draw(st.sampled_from([(), ("router",), ("experts.*",)]))
     return (freeze(spec, frozen) if frozen else spec), draw(st.booleans()), draw(st.sampled_from(["learned", "balanced"]))
 

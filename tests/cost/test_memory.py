@@ -23,9 +23,12 @@ MODELS = {
     "cnn": ({}, dict(batch=8)),
     "mixtral": (dict(LLAMA, n_kv_heads=2, n_experts=4, top_k=2), dict(batch=2, seq=64)),
     "gru": ({}, dict(batch=8)),
+    # GShard capacity (overflow at 0.75) with the Switch aux loss and the ST-MoE z-loss
+    "mixtral-capacity": (dict(LLAMA, n_kv_heads=2, n_experts=4, top_k=2, capacity_factor=0.75, aux_loss_coef=0.01,
+                              z_loss_coef=0.001), dict(batch=2, seq=64)),
 }
 PRESET = {"tiny-gpt": "tiny-gpt", "llama": "llama-2-7b", "bert": "bert-base", "vit": "vit-b-16",
-          "resnet": "resnet-18", "cnn": "digits-cnn", "mixtral": "mixtral-8x7b", "gru": "text-gru"}
+          "resnet": "resnet-18", "cnn": "digits-cnn", "mixtral": "mixtral-8x7b", "mixtral-capacity": "mixtral-8x7b", "gru": "text-gru"}
 SAMPLE = [  # a representative sample of bench/accuracy.py's suite
     ("tiny-gpt", "fp32", "adamw", "none", "eager"), ("tiny-gpt", "bf16-mixed", "sgd", "none", "sdpa"),
     ("tiny-gpt", "fp32", "sgd", "full", "sdpa"), ("tiny-gpt", "bf16-mixed", "adamw", "full", "eager"),
@@ -35,6 +38,7 @@ SAMPLE = [  # a representative sample of bench/accuracy.py's suite
     ("resnet", "fp32", "sgd", "none", "sdpa"), ("cnn", "bf16-mixed", "sgd", "none", "sdpa"),
     ("mixtral", "fp32", "adamw", "none", "sdpa"), ("mixtral", "bf16-mixed", "adamw", "full", "sdpa"),
     ("gru", "fp32", "adamw", "none", "sdpa"),
+    ("mixtral-capacity", "fp32", "adamw", "none", "sdpa"), ("mixtral-capacity", "bf16-mixed", "sgd", "full", "sdpa"),
     # bf16 autocast + full checkpointing with SGD (gradients dominate): the backward peak sits where a
     # recomputed block's saved tensors are released as its fp32 weight gradients attach
     ("vit", "bf16-mixed", "sgd", "full", "sdpa"), ("tiny-gpt", "bf16-mixed", "sgd", "full", "eager"),
