@@ -37,10 +37,13 @@ class DecoderLM(Block):
     dropout: float = 0.0  # embedding dropout (GPT-2's embd_pdrop)
     padding_idx: int | None = None
     trainable: bool = True  # the embeddings, final norm and head made here
+    head_out: int = 0  # > 0: the head's width instead of vocab_size (1: a reward model's / critic's scalar head)
 
     def __post_init__(self):
         self._positive("vocab_size", "d_model", "n_layers", "max_seq")
-        self._non_negative("pos_rows")
+        self._non_negative("pos_rows", "head_out")
+        if self.head_out and self.tie_embeddings:
+            raise SpecError("decoder_lm.head_out: a scalar (or other) head is its own linear; set tie_embeddings=False")
         self._one_of("positions", POSITIONS)
         self._one_of("final_norm", ("layernorm", "rmsnorm", "none"))
         if self.tie_embeddings and self.head_bias:
@@ -53,7 +56,7 @@ class DecoderLM(Block):
 
     # ---- children -------------------------------------------------------------------------------
     def _head(self) -> Block:
-        return block_class("linear")(d_in=self.d_model, d_out=self.vocab_size, bias=self.head_bias,
+        return block_class("linear")(d_in=self.d_model, d_out=self.head_out or self.vocab_size, bias=self.head_bias,
                                      init="normal", trainable=self.trainable)
 
     def children(self):

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from layerwise.commands import _rlhf
 from layerwise.commands._moe import capacity_option, with_capacity
 
 from layerwise.commands._options import quiet_option, threads_option
@@ -141,6 +142,9 @@ def register(app: typer.Typer) -> None:
         html: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML report (charts, "
                                                                  "verdict per GPU, timeline)"),
         capacity_factor: Optional[float] = capacity_option(),
+        rlhf: Optional[str] = _rlhf.rlhf_option(),
+        placement: Optional[str] = _rlhf.placement_option(),
+        ref_quant: Optional[str] = _rlhf.ref_quant_option(),
         json: bool = typer.Option(False, "--json", help="JSON output"),
         *,
         workload: Workload,
@@ -152,6 +156,10 @@ def register(app: typer.Typer) -> None:
 
         spec, hf_config = _resolve(model, input, workload)
         spec = with_capacity(spec, capacity_factor)
+        _rlhf.check(rlhf, placement, ref_quant, **{"--fit": fit, "--verdict": verdict, "--timeline": timeline,
+                                                  "--explain": explain, "--html": html, "--impl hf": hf_config})
+        if rlhf is not None:
+            return _rlhf.memory_rlhf(spec, workload, rlhf, placement, ref_quant, json)
         if hf_config is not None and html is not None:
             raise WorkloadError("--html does not apply to --impl hf")
         answer = memory_answer(spec, workload, fit=fit, verdict=verdict or html is not None, timeline=True,
@@ -185,6 +193,9 @@ def register(app: typer.Typer) -> None:
         threads: Optional[int] = threads_option(),
         quiet: bool = quiet_option(),
         capacity_factor: Optional[float] = capacity_option(),
+        rlhf: Optional[str] = _rlhf.rlhf_option(),
+        placement: Optional[str] = _rlhf.placement_option(),
+        ref_quant: Optional[str] = _rlhf.ref_quant_option(),
         json: bool = typer.Option(False, "--json", help="JSON output"),
         *,
         workload: Workload,
@@ -201,6 +212,11 @@ def register(app: typer.Typer) -> None:
         if capacity_factor is not None and hf_config is not None:
             raise WorkloadError("--capacity-factor does not apply to --impl hf")
         spec = with_capacity(spec, capacity_factor)
+        _rlhf.check(rlhf, placement, ref_quant, **{"--timeline": timeline, "--html": html, "--impl hf": hf_config})
+        if rlhf is not None:
+            th.use(th.choose(threads, 1))
+            with phases(f"verify {spec.name} --rlhf {rlhf} (fake tensors)", quiet=quiet or json):
+                return _rlhf.verify_rlhf(spec, workload, rlhf, placement, ref_quant, json)
         report = analytic(spec, workload, True, hf_config)
         th.use(th.choose(threads, 1))  # fake tensors: no arithmetic, one thread
         with phases(f"verify {spec.name} (fake tensors)", quiet=quiet or json):
