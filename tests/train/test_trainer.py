@@ -192,3 +192,29 @@ def test_the_runs_measured_step_memory_is_what_the_cost_reading_predicts(tmp_pat
     predicted = training_memory(model, Workload(batch=16)).peak_bytes
     assert result.predicted_peak_bytes == predicted
     assert abs(result.measured_peak_bytes - predicted) <= 0.02 * predicted
+
+
+def _moe_mlp(**routing):
+    from layerwise.blocks import Flatten, Linear, MoE, Sequential
+    from layerwise.spec.model import InputSpec, Model
+
+    body = Sequential(layers=(Flatten(), Linear(d_in=64, d_out=16), MoE(d_model=16, d_ff=16, n_experts=4, top_k=2, **routing),
+                              Linear(d_in=16, d_out=10)))
+    return Model(name="moe-mlp", body=body, input=InputSpec(kind="image", shape=(1, 8, 8)))
+
+
+def test_moe_training_logs_expert_counts_and_overflow_and_adds_the_router_loss(tmp_path):
+    cfg = config(max_steps=2, log_every=1, eval_every=100, optimizer="sgd")
+    train(_moe_mlp(capacity_factor=0.5), cfg, tmp_path / "cap")
+    rows = [json.loads(line) for line in (tmp_path / "cap/metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert len(train_rows) == 2
+    for r in train_rows:
+        assert sum(r["expert_counts"]) == 16 * 2  # batch 16, top-2: pairs routed before capacity
+        # capacity ceil(0.5 * 2 * 16 / 4) = 4 per expert: at most 16 of the 32 pairs are kept
+        assert 0.5 <= r["overflow_rate"] <= 1
+    # the Switch aux loss (>= top_k = 2 at best balance, transformers' convention) joins the loss
+    train(_moe_mlp(), cfg, tmp_path / "plain")
+    train(_moe_mlp(aux_loss_coef=10.0), cfg, tmp_path / "aux")
+    first = [json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[0])["loss"] for d in ("plain", "aux")]
+    assert first[1] - first[0] >= 10.0 * 2 - 1e-4
