@@ -156,3 +156,33 @@ def test_summary_shows_active_params_and_expert_combinations(n_experts, top_k, c
     assert got["params"]["total"] == total
     assert got["params"]["active_per_token"] == total - (n_experts - top_k) * expert
     assert got["moe"][0]["combinations"] == combinations
+
+
+@pytest.mark.parametrize("preset,cf,counts,dropped", [
+    # Mixtral: 64 tokens x top-2 / 8 experts = 16 pairs each; C = ceil(0.8 * 2 * 64 / 8) = 13 -> 3 dropped each
+    ("mixtral-8x7b", 0.8, [16] * 8, 24),
+    # Qwen1.5-MoE: 64 x top-4 = 256 pairs over 60 experts: 16 get 5, 44 get 4; C = ceil(0.9 * 4 * 64 / 60) = 4
+    ("qwen1.5-moe-a2.7b", 0.9, [5] * 16 + [4] * 44, 16),
+])
+def test_presets_report_overflow_in_the_measured_step(preset, cf, counts, dropped):
+    from layerwise.measure.step import measure_step
+    from layerwise.presets import get_preset
+    from layerwise.workload import Workload
+
+    model = get_preset(preset, n_layers=1, capacity_factor=cf)  # the real widths, one layer, fake tensors
+    got = measure_step(model, Workload(batch=1, seq=64, optimizer="sgd"), count_flops=False).routing
+    assert got == {"expert_counts": counts, "dropped": dropped, "overflow_rate": dropped / sum(counts),
+                   "routing": "balanced"}
+
+
+def test_a_real_measured_step_reports_the_learned_routing():
+    from layerwise.measure.step import measure_step
+    from layerwise.presets import get_preset
+    from layerwise.workload import Workload
+
+    model = get_preset("mixtral-8x7b", n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, d_ff=16, vocab_size=64,
+                       capacity_factor=0.5)
+    got = measure_step(model, Workload(batch=2, seq=8, optimizer="sgd"), fake=False, count_flops=False).routing
+    assert got["routing"] == "learned" and sum(got["expert_counts"]) == 2 * 8 * 2 * 2  # tokens x top-2 x layers
+    # C = ceil(0.5 * 2 * 16 / 8) = 2 per expert and layer: at most 2 * 8 * 2 = 32 of the 64 pairs kept
+    assert got["dropped"] >= 32 and got["overflow_rate"] == got["dropped"] / 64
