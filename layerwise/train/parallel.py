@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from layerwise.measure.setup import with_router_loss
 from layerwise.spec.errors import LayerwiseError
 
 SCHEDULES = ("1f1b", "gpipe")
@@ -208,6 +209,9 @@ def build(spec, cfg: ParallelConfig, r: Ranks) -> tuple[nn.Module, nn.Module]:
         _check_tp(spec.body.block, cfg.tp)
     apply_checkpointing(full, Workload(checkpointing=cfg.checkpointing), spec)
     if cfg.pp > 1:
+        if any(m.router_losses for m in _moe_specs(spec)):
+            raise LayerwiseError("--pp: MoE router losses (aux_loss_coef, z_loss_coef) are not carried across "
+                                 "pipeline stages; set them to 0 or train without --pp")
         return Stage(full, r.rank, cfg.pp), full
     if cfg.tp > 1:
         apply_tp(full, r.mesh["tp"], cfg.sequence_parallel)
@@ -285,10 +289,16 @@ def _plain_step(module, cfg: ParallelConfig, r: Ranks):
         if cfg.dp > 1:  # this data-parallel rank's slice of the global batch
             i, n = r.mesh["dp"].get_local_rank(), cfg.batch // cfg.dp
             x, y = x[i * n:(i + 1) * n], y[i * n:(i + 1) * n]
-        loss = _loss(module(x), y)
+        loss = with_router_loss(_loss(module(x), y), module)  # MoE: + the router losses
         loss.backward()
         return _mean_over_dp(loss.detach(), cfg, r)
     return step
+
+
+def _moe_specs(spec):
+    from layerwise.spec.base import walk
+
+    return [info.block for info in walk(spec.body, spec.input_shape(1)) if info.block.type_name == "moe"]
 
 
 def _mean_over_dp(loss: torch.Tensor, cfg: ParallelConfig, r: Ranks) -> float:
