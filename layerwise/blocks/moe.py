@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from fractions import Fraction
 
 from layerwise.blocks.ffn import FFN, _check_linear
 from layerwise.blocks.linear import Linear
@@ -117,7 +118,8 @@ class MoE(Block):
         (rounded up, as DeepSpeed's top-k gating); 0 when dropless (capacity_factor 0)."""
         if not self.capacity_factor:
             return 0
-        return max(1, math.ceil(self.capacity_factor * self.top_k * tokens / self.n_experts))
+        factor = Fraction(repr(float(self.capacity_factor)))  # the decimal as written: 0.6 is 3/5, exactly
+        return max(1, math.ceil(factor * self.top_k * tokens / self.n_experts))
 
     def balanced_load(self, tokens: int) -> tuple[list[int], int]:
         """(pairs per expert, pairs dropped over capacity) under balanced routing (what the measure
