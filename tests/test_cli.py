@@ -20,7 +20,8 @@ def test_summary_json_has_the_documented_keys_and_exact_counts(capsys):
     assert code == 0
     data = json.loads(out)
     assert set(data) >= {"model", "params", "buffers", "depth", "layers", "by_type"}
-    assert set(data["params"]) == {"total", "trainable", "frozen"}
+    assert set(data["params"]) == {"total", "trainable", "frozen", "active_per_token"}  # issue #13 added the last
+    assert data["params"]["active_per_token"] == data["params"]["total"]  # dense: every weight per token
     # refdata/param_counts.csv: GPT2LMHeadModel, tied head, keras-hub gpt2_base_en metadata
     assert data["params"]["total"] == 124_439_808
     assert sum(data["by_type"].values()) == data["params"]["total"]

@@ -11,8 +11,9 @@ from layerwise.commands._workload import with_workload
 from layerwise.workload import Workload
 
 
-def flops_answer(spec, workload: Workload, *, tokens: float | None = None):
+def flops_answer(spec, workload: Workload, *, tokens: float | None = None, capacity_factor: float | None = None):
     """(FlopReport, TrainingCompute or None): what `layerwise flops` computes (CLI and web API)."""
+    spec = with_capacity(spec, capacity_factor)
     from layerwise.cost.flops import model_flops, training_compute
     from layerwise.spec.errors import WorkloadError
 
@@ -60,8 +61,8 @@ def register(app: typer.Typer) -> None:
         if _module.is_module_ref(model):
             _module_flops(model, input, input_dtype, vocab, tokens, max_level, json, workload)
             return
-        spec = with_capacity(resolve(model, parse_shape(input) if input else None), capacity_factor)
-        report, compute = flops_answer(spec, workload, tokens=tokens)
+        report, compute = flops_answer(resolve(model, parse_shape(input) if input else None), workload, tokens=tokens,
+                                       capacity_factor=capacity_factor)
         print_json(flops_json(report, compute)) if json else render_flops(report, compute, max_level)
 
 

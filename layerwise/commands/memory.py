@@ -84,9 +84,11 @@ class MemoryAnswer:
 
 
 def memory_answer(spec, workload: Workload, *, fit: float | None = None, verdict: bool = False,
-                  timeline: bool = False, explain: bool = False, hf_config: dict | None = None) -> MemoryAnswer:
+                  timeline: bool = False, explain: bool = False, hf_config: dict | None = None,
+                  capacity_factor: float | None = None) -> MemoryAnswer:
     from layerwise.cost.timeline import from_report
 
+    spec = with_capacity(spec, capacity_factor)
     if hf_config is not None:  # --impl hf: one reading of one config.json
         for flag, on in (("--fit", fit is not None), ("--verdict", verdict), ("--explain", explain)):
             if on:
@@ -155,15 +157,16 @@ def register(app: typer.Typer) -> None:
         from layerwise.report.timeline import write_json
 
         spec, hf_config = _resolve(model, input, workload)
-        spec = with_capacity(spec, capacity_factor)
+        if capacity_factor is not None and hf_config is not None:
+            raise WorkloadError("--capacity-factor does not apply to --impl hf")
         _rlhf.check(rlhf, placement, ref_quant, **{"--fit": fit, "--verdict": verdict, "--timeline": timeline,
                                                   "--explain": explain, "--html": html, "--impl hf": hf_config})
         if rlhf is not None:
-            return _rlhf.memory_rlhf(spec, workload, rlhf, placement, ref_quant, json)
+            return _rlhf.memory_rlhf(with_capacity(spec, capacity_factor), workload, rlhf, placement, ref_quant, json)
         if hf_config is not None and html is not None:
             raise WorkloadError("--html does not apply to --impl hf")
         answer = memory_answer(spec, workload, fit=fit, verdict=verdict or html is not None, timeline=True,
-                               explain=explain, hf_config=hf_config)
+                               explain=explain, hf_config=hf_config, capacity_factor=capacity_factor)
         if timeline is not None:
             write_json(answer.timeline.to_json(), timeline)
         if html is not None:

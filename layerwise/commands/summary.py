@@ -22,8 +22,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
-def summary_answer(spec, *, batch: int = 1):
+def summary_answer(spec, *, batch: int = 1, capacity_factor: float | None = None):
     """What `layerwise summary` computes for a spec (the CLI and the web API)."""
+    spec = with_capacity(spec, capacity_factor)
     from layerwise.cost.summary import summarize
 
     if batch <= 0:
@@ -60,6 +61,6 @@ def register(app: typer.Typer) -> None:
                                        lambda name, m, x: summarize_module(name, m, x, lambda mod, inp: mod(inp)))
             print_json(summary_json(result)) if json else render_summary(result, max_level)
             return
-        spec = with_capacity(resolve(model, parse_shape(input) if input else None), capacity_factor)
-        result = summary_answer(spec, batch=batch)
+        result = summary_answer(resolve(model, parse_shape(input) if input else None), batch=batch,
+                                capacity_factor=capacity_factor)
         print_json(summary_json(result)) if json else render_summary(result, max_level)

@@ -24,7 +24,9 @@ from layerwise.commands._module import MODULE_ONLY
 MAX_BODY_BYTES = 1 << 20
 # CLI options that have no meaning over HTTP: output format, table depth, files, and the flags of
 # FILE.py:factory models (a client's text is never imported: the API takes specs, not code).
-NOT_IN_API = frozenset({"model", "json", "max_level", "timeline", "html", *MODULE_ONLY})
+# rlhf, placement, ref_quant: `memory --rlhf` answers with another shape (stages, models): CLI only
+NOT_IN_API = frozenset({"model", "json", "max_level", "timeline", "html", "rlhf", "placement", "ref_quant",
+                        *MODULE_ONLY})
 
 
 class BadRequest(Exception):

@@ -186,3 +186,14 @@ def test_a_real_measured_step_reports_the_learned_routing():
     assert got["routing"] == "learned" and sum(got["expert_counts"]) == 2 * 8 * 2 * 2  # tokens x top-2 x layers
     # C = ceil(0.5 * 2 * 16 / 8) = 2 per expert and layer: at most 2 * 8 * 2 = 32 of the 64 pairs kept
     assert got["dropped"] >= 32 and got["overflow_rate"] == got["dropped"] / 64
+
+
+def test_the_web_api_takes_the_capacity_factor_as_the_cli_does():
+    import json
+
+    from layerwise.serve.api import Api
+
+    body = json.dumps({"model": "mixtral-8x7b", "workload": {"capacity_factor": 1.25}}).encode()
+    data = Api().handle("summary", body)
+    assert data["moe"] == [{"path": "blocks.0.ffn", "n_experts": 8, "top_k": 2, "combinations": 28,
+                            "capacity_factor": 1.25, "aux_loss_coef": 0.0, "z_loss_coef": 0.0}]
