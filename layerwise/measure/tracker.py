@@ -256,7 +256,30 @@ class StorageTracker(TorchDispatchMode):
     # ---- the mode ---------------------------------------------------------------------------
     def __enter__(self):
         self._entered = True
+        self._patch_resize()
         return super().__enter__()
+
+    def __exit__(self, *exc):
+        torch.UntypedStorage.resize_ = self._orig_resize
+        return super().__exit__(*exc)
+
+    def _patch_resize(self) -> None:
+        """`UntypedStorage.resize_` bypasses the dispatcher; FSDP2 frees and re-allocates its
+        unsharded parameters with it (resize to 0 after a block, back before the next use), so it
+        is followed here as MemTracker does (torch.distributed._tools.mem_tracker._track_resize)."""
+        orig = self._orig_resize = torch.UntypedStorage.resize_
+
+        def resize_(st, size):
+            out = orig(st, size)
+            rec = self._record(st)
+            if rec is not None and rec.nbytes != st.nbytes():
+                self._resize(st, rec)
+            elif rec is None and st.nbytes() > 0:
+                self._add(st, _BORN_AS[self._phase])
+            self._update_peak()
+            return out
+
+        torch.UntypedStorage.resize_ = resize_
 
     def cuda_allocator_peaks(self):
         """What CUDA's caching allocator would report for this step (cost/cuda_alloc.py): the

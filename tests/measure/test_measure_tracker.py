@@ -118,3 +118,19 @@ def test_setup_peak_is_the_registered_state_alone():
     n = model.params().total
     # weights + momentum buffers + the (1, 16) input; no gradients yet
     assert r.phase_peaks["setup"] == 4 * n + 4 * n + 4 * 16
+
+
+def test_a_storage_resized_in_place_is_followed():
+    """FSDP2 frees its unsharded parameters with `untyped_storage().resize_(0)` and re-allocates
+    them the same way; the dispatcher never sees it, so the tracker patches resize_ (as MemTracker
+    does). Without it a freed 4,000-byte storage stays counted."""
+    tracker, original = StorageTracker(), torch.UntypedStorage.resize_
+    with tracker:
+        with tracker.phase("forward"):
+            x = torch.ones(1000) * 2
+            assert tracker.current.total == 4000
+            x.untyped_storage().resize_(0)
+            assert tracker.current.total == 0
+            x.untyped_storage().resize_(8000)
+            assert tracker.current.total == tracker.peak.total == 8000
+    assert torch.UntypedStorage.resize_ is original  # restored on exit
