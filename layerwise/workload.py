@@ -13,6 +13,11 @@ CHECKPOINTING = ("none", "full", "selective")
 ATTENTION = ("eager", "sdpa")
 QUANT = ("none", "int8", "int4", "nf4")
 MODES = ("train", "infer")
+# The KV cache's storage dtype (--kv-dtype); fp8 and int8 keep one fp32 scale per layer for K and
+# one for V (vLLM's per-tensor k_scale/v_scale)
+KV_DTYPES = ("fp32", "fp16", "bf16", "fp8", "int8")
+# Inference defaults to bf16 weights and activations (what LLMs are served in); training to fp32
+DEFAULT_PRECISION = {"train": "fp32", "infer": "bf16"}
 # The implementations each optimizer has (torch 2.13: RMSprop and Adafactor have no fused kernel;
 # lion-pytorch's Lion and layerwise.train.adam8bit are for-loops).
 IMPLS_OF = {name: OPTIMIZER_IMPLS for name in ("sgd", "sgd-momentum", "adagrad", "adam", "adamw")} | {
@@ -27,7 +32,7 @@ class Workload:
     seq: int | None = None  # tokens per sequence (token/sequence inputs); None: the model's default
     image: tuple[int, int] | None = None  # (H, W) for image inputs; None: the model's default
     mode: str = "train"
-    precision: str = "fp32"
+    precision: str | None = None  # None: DEFAULT_PRECISION of the mode (fp32 to train, bf16 to infer)
     optimizer: str = "adamw"
     optimizer_impl: str | None = None  # None: the device's default (cpu: loop, cuda: foreach)
     checkpointing: str = "none"
@@ -40,12 +45,15 @@ class Workload:
     lora_rank: int = 0
     quant: str = "none"
     new_tokens: int = 0  # inference: tokens generated after the prompt (KV cache)
+    kv_dtype: str | None = None  # inference: the KV cache's dtype; None: the activations' (what our build keeps)
     device: str = "cpu"
     # --impl: whose code the reading describes, as --device names whose defaults: "layerwise" (our
     # build) or "hf" (transformers' modeling classes built from the same config.json)
     reference: str = "layerwise"
 
     def __post_init__(self):
+        if self.precision is None and self.mode in MODES:
+            object.__setattr__(self, "precision", DEFAULT_PRECISION[self.mode])
         for name, allowed in (("mode", MODES), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
                               ("checkpointing", CHECKPOINTING), ("attention", ATTENTION), ("quant", QUANT),
                               ("device", DEVICES)):
@@ -65,8 +73,17 @@ class Workload:
         for name in ("lora_rank", "new_tokens"):
             if getattr(self, name) < 0:
                 raise WorkloadError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        self._check_kv_dtype()
         if self.zero not in (0, 1, 2, 3):
             raise WorkloadError(f"--zero must be 0, 1, 2 or 3, got {self.zero}")
+
+    def _check_kv_dtype(self) -> None:
+        if self.kv_dtype is None:
+            return
+        if self.kv_dtype not in KV_DTYPES:
+            raise WorkloadError(f"--kv-dtype must be one of {', '.join(KV_DTYPES)}; got {self.kv_dtype!r}")
+        if self.mode != "infer" or not self.new_tokens:
+            raise WorkloadError("--kv-dtype: only a decode keeps a KV cache; give --mode infer and --new-tokens N")
 
     @property
     def impl(self) -> str:

@@ -20,7 +20,7 @@ from typing import Optional
 import typer
 
 from layerwise.spec.errors import WorkloadError
-from layerwise.workload import (ATTENTION, CHECKPOINTING, DEVICES, MODES, OPTIMIZER_IMPLS, OPTIMIZERS,
+from layerwise.workload import (ATTENTION, CHECKPOINTING, DEVICES, KV_DTYPES, MODES, OPTIMIZER_IMPLS, OPTIMIZERS,
                                 PRECISIONS, QUANT, REFERENCES, Workload)
 
 _D = Workload()  # defaults come from the dataclass, so the CLI and the API agree
@@ -36,7 +36,8 @@ WORKLOAD_OPTIONS: dict[str, tuple[object, object]] = {
     "seq": (Optional[int], typer.Option(None, "--seq", help="tokens per sequence (default: the model's)")),
     "image": (Optional[str], typer.Option(None, "--image", help="image size H or HxW (default: the model's)")),
     "mode": (str, typer.Option(_D.mode, "--mode", help=_choices(MODES))),
-    "precision": (str, typer.Option(_D.precision, "--precision", help=_choices(PRECISIONS))),
+    "precision": (Optional[str], typer.Option(None, "--precision", help=f"{_choices(PRECISIONS)} (default: fp32 to "
+                                                                        f"train, bf16 to infer)")),
     "optimizer": (str, typer.Option(_D.optimizer, "--optimizer", help=_choices(OPTIMIZERS))),
     "optimizer_impl": (Optional[str], typer.Option(None, "--optimizer-impl",
                                                    help=f"{_choices(OPTIMIZER_IMPLS)} (default: the device's)")),
@@ -50,6 +51,8 @@ WORKLOAD_OPTIONS: dict[str, tuple[object, object]] = {
     "lora_rank": (int, typer.Option(_D.lora_rank, "--lora-rank", help="LoRA rank (0: full fine-tuning)")),
     "quant": (str, typer.Option(_D.quant, "--quant", help=_choices(QUANT))),
     "new_tokens": (int, typer.Option(_D.new_tokens, "--new-tokens", help="inference: tokens generated (KV cache)")),
+    "kv_dtype": (Optional[str], typer.Option(None, "--kv-dtype", help=f"inference: the KV cache's dtype, "
+                                                                      f"{_choices(KV_DTYPES)} (default: the activations')")),
     "device": (str, typer.Option(_D.device, "--device", help=f"{_choices(DEVICES)}: whose implementation defaults")),
     "reference": (str, typer.Option(_D.reference, "--impl",
                                     help=f"{_choices(REFERENCES)}: whose code (ours, or transformers' modeling "

@@ -25,7 +25,14 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def time(
         model: str = typer.Argument(..., help="preset name, spec file (.yaml/.yml/.json) or HF config.json"),
-        gpu: str = typer.Option(..., "--gpu", help="GPU type, e.g. a100-80gb, h100-sxm, rtx-4090"),
+        gpu: str = typer.Option(..., "--gpu", help="GPU type, e.g. a100-80gb, h100-sxm, rtx-4090 (--mode infer: "
+                                                   "several, comma-separated)"),
+        mode: str = typer.Option("train", "--mode", help="train: training time; infer: prefill, time to first token "
+                                                         "and decode tokens/s"),
+        new_tokens: Optional[int] = typer.Option(None, "--new-tokens", help="infer: tokens decoded after the prompt"),
+        quant: Optional[str] = typer.Option(None, "--quant", help="infer: weight storage none|int8|int4|nf4"),
+        kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="infer: the KV cache's dtype "
+                                                                        "fp32|fp16|bf16|fp8|int8"),
         gpus: Optional[int] = typer.Option(None, "--gpus", help="number of GPUs (= dp x tp x pp)"),
         dp: Optional[int] = typer.Option(None, "--dp", help="data-parallel ranks (default: gpus / (tp x pp))"),
         tp: int = typer.Option(1, "--tp", help="tensor-parallel ranks"),
@@ -50,10 +57,16 @@ def register(app: typer.Typer) -> None:
         price: Optional[float] = typer.Option(None, "--price-per-gpu-hour", help="$ per GPU-hour: adds the cost"),
         json: bool = typer.Option(False, "--json", help="JSON output"),
     ):
-        """Step time, tokens/s, MFU/HFU and days from the step-time model (--mfu overrides it)."""
+        """Step time, tokens/s, MFU/HFU and days from the step-time model (--mfu overrides it); with
+        --mode infer, prefill latency (time to first token) and decode tokens/s per GPU."""
         from layerwise.commands._model import resolve
         from layerwise.report.console import print_json
         from layerwise.report.time import render_time, time_json
+
+        if mode == "infer":
+            _infer(model, gpu, batch, seq, new_tokens, precision, quant, kv_dtype, attention, json, locals())
+            return
+        _refuse_inference_flags(mode, gpu, new_tokens, quant, kv_dtype)
 
         est = time_answer(resolve(model), gpu=gpu, gpus=gpus, dp=dp, tp=tp, pp=pp, ep=ep, zero=zero, sp=sp,
                           schedule=schedule, interleave=interleave, batch=batch, grad_accum=grad_accum,
@@ -61,6 +74,34 @@ def register(app: typer.Typer) -> None:
                           attention=attention, tokens=tokens, samples=samples, mfu=mfu, dtype=dtype, seq=seq,
                           price=price)
         print_json(time_json(est)) if json else render_time(est)
+
+
+def _infer(model, gpu, batch, seq, new_tokens, precision, quant, kv_dtype, attention, json, values) -> None:
+    from layerwise.commands._model import resolve
+    from layerwise.commands._time_infer import infer_answer, refuse_training_flags
+    from layerwise.report.console import print_json
+    from layerwise.report.infer_time import infer_time_json, render_infer_time
+
+    refuse_training_flags(values)
+    spec = resolve(model)
+    workload, times = infer_answer(spec, gpu=gpu, batch=batch, seq=seq, new_tokens=new_tokens or 0,
+                                   precision=precision, quant=quant or "none", kv_dtype=kv_dtype, attention=attention)
+    if json:
+        print_json(infer_time_json(spec.name, workload, times))
+    else:
+        render_infer_time(spec.name, workload, times)
+
+
+def _refuse_inference_flags(mode, gpu, new_tokens, quant, kv_dtype) -> None:
+    from layerwise.spec.errors import WorkloadError
+
+    if mode != "train":
+        raise WorkloadError(f"--mode must be train or infer, got {mode!r}")
+    given = [f for f, v in (("--new-tokens", new_tokens), ("--quant", quant), ("--kv-dtype", kv_dtype)) if v is not None]
+    if given:
+        raise WorkloadError(f"{', '.join(given)}: inference settings; add --mode infer")
+    if "," in gpu:
+        raise WorkloadError("--gpu: one GPU type for a training estimate (several, comma-separated, with --mode infer)")
 
 
 def _count(flag: str, value: float | None) -> int | None:

@@ -2,7 +2,9 @@
 
 bytes/token = 2 (K and V) x n_layers x n_kv_heads x d_head x bytes/elem (vLLM paper §3;
 memory_flops_facts.md §7). GQA/MQA use n_kv_heads, not n_heads. A sliding window (Mistral) caps
-the cached tokens per sequence at the window (a rolling buffer).
+the cached tokens per sequence at the window (a rolling buffer). An 8-bit cache (fp8 e4m3 or int8)
+also keeps one fp32 scale for K and one for V per layer (vLLM's per-tensor `k_scale`/`v_scale` of
+its `--kv-cache-dtype fp8`; TensorRT-LLM's INT8/FP8 KV cache likewise scales per tensor).
 """
 from __future__ import annotations
 
@@ -44,8 +46,15 @@ def cached_tokens(cfg: KVConfig, prompt: int, new_tokens: int = 0) -> int:
     return min(total, cfg.sliding_window) if cfg.sliding_window else total
 
 
+SCALED_DTYPES = ("fp8", "int8")  # 8-bit caches: per-layer fp32 scales for K and V
+
+
+def kv_scale_bytes(cfg: KVConfig) -> int:
+    return 2 * cfg.n_layers * 4 if cfg.dtype in SCALED_DTYPES else 0
+
+
 def kv_cache_bytes(cfg: KVConfig, *, batch: int, prompt: int, new_tokens: int = 0) -> int:
-    return batch * cached_tokens(cfg, prompt, new_tokens) * kv_bytes_per_token(cfg)
+    return batch * cached_tokens(cfg, prompt, new_tokens) * kv_bytes_per_token(cfg) + kv_scale_bytes(cfg)
 
 
 @dataclass(frozen=True)

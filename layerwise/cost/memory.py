@@ -429,7 +429,7 @@ def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), 
     weights = weight_bytes({k: tr.shapes[k] for k in tr.params}, QuantConfig(quant=workload.quant, dtype=dtype))
     weights += tr.buffers
     kv = 0
-    cfg = _kv_config(model, pol.activations)
+    cfg = _kv_config(model, workload.kv_dtype or pol.activations)
     if cfg is None and workload.new_tokens:
         raise WorkloadError(f"--new-tokens: {model.name} has no KV-cache decoding (a causal decoder LM has)")
     if cfg is not None and workload.new_tokens:

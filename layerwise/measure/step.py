@@ -401,6 +401,19 @@ class _Inference(_Step):
             _decode(self.module, self.x, self.workload, tracker)
 
 
+_KV_TORCH = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _check_kv_dtype(workload: Workload, compute: torch.dtype) -> None:
+    """Our build keeps the cache in the compute dtype (its attention reads it as it is); another
+    --kv-dtype needs kernels that convert while reading, which only the cost reading describes."""
+    if workload.kv_dtype is not None and _KV_TORCH.get(workload.kv_dtype) != compute:
+        have = next((k for k, v in _KV_TORCH.items() if v == compute), str(compute))
+        raise WorkloadError(f"--kv-dtype {workload.kv_dtype}: the built model caches keys and values in its compute "
+                            f"dtype ({have} under --precision {workload.precision}), so only the cost reading "
+                            f"(`layerwise memory`) sizes a {workload.kv_dtype} cache")
+
+
 def _decode(module: nn.Module, x: torch.Tensor, workload: Workload, tracker: StorageTracker) -> None:
     """The KV-cache hook. A module that supports decoding provides
     `init_kv_cache(batch, max_len, dtype) -> tensors` and `forward(tokens, kv_cache=, start_pos=)`.
@@ -411,6 +424,7 @@ def _decode(module: nn.Module, x: torch.Tensor, workload: Workload, tracker: Sto
                             "dtype) and forward(tokens, kv_cache=, start_pos=)); measure with --new-tokens 0")
     batch, seq = x.shape
     dtype = setup.MIXED_DTYPES.get(workload.precision, setup.input_dtype(workload))
+    _check_kv_dtype(workload, dtype)
     cache = init(batch, seq + workload.new_tokens, dtype)
     tracker.register(cache, "kv_cache")
     with tracker.phase("forward"):

@@ -29,6 +29,8 @@ def test_incremental_decode_equals_full_forward(name, over):
 
 def test_measured_cache_is_the_textbook_size():
     model = get_preset("llama-2-7b", **SMALL, n_kv_heads=2)
-    result = measure_step(model, Workload(mode="infer", batch=3, seq=16, new_tokens=4))
-    layers, batch, kv_heads, tokens, d_head, fp32 = 2, 3, 2, 16 + 4, 64 // 8, 4
-    assert result.components["kv_cache"] == 2 * layers * batch * kv_heads * tokens * d_head * fp32
+    result = measure_step(model, Workload(mode="infer", batch=3, seq=16, new_tokens=4))  # inference: bf16 by default
+    layers, batch, kv_heads, tokens, d_head, bf16 = 2, 3, 2, 16 + 4, 64 // 8, 2
+    assert result.components["kv_cache"] == 2 * layers * batch * kv_heads * tokens * d_head * bf16
+    fp32 = measure_step(model, Workload(mode="infer", batch=3, seq=16, new_tokens=4, precision="fp32"))
+    assert fp32.components["kv_cache"] == 2 * result.components["kv_cache"]
