@@ -2,7 +2,16 @@
 token and decode tokens/s per GPU (cost/infer_time.py). The training flags of `time` do not apply."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from layerwise.spec.errors import WorkloadError
+
+
+@dataclass(frozen=True)
+class InferAnswer:
+    model: str
+    workload: object  # the Workload timed
+    times: list  # one cost.infer_time.InferenceTime per GPU, in the order asked
 
 # `time` flags that describe a training run, with their defaults: any other value is refused
 TRAINING_ONLY = {"gpus": None, "dp": None, "tp": 1, "pp": 1, "ep": 1, "zero": 0, "sp": False, "schedule": "1f1b",
@@ -25,7 +34,7 @@ def refuse_training_flags(values: dict) -> None:
 
 
 def infer_answer(spec, *, gpu: str, batch: int, seq, new_tokens: int, precision, quant: str, kv_dtype, attention):
-    """[InferenceTime per GPU named in --gpu] (the CLI and the web API)."""
+    """InferAnswer: an InferenceTime per GPU named in --gpu (the CLI and the web API)."""
     from layerwise.cost.hardware import get_gpu
     from layerwise.cost.infer_time import inference_time
     from layerwise.workload import Workload
@@ -35,4 +44,4 @@ def infer_answer(spec, *, gpu: str, batch: int, seq, new_tokens: int, precision,
         precision = "bf16" if all("bf16" in g.dtypes for g in gpus) else "fp16"
     workload = Workload(mode="infer", batch=batch, seq=seq, new_tokens=new_tokens, precision=precision, quant=quant,
                         kv_dtype=kv_dtype, attention=attention, device="cuda")
-    return workload, [inference_time(spec, workload, g) for g in gpus]
+    return InferAnswer(spec.name, workload, [inference_time(spec, workload, g) for g in gpus])

@@ -8,11 +8,20 @@ import typer
 
 
 def time_answer(spec, *, gpu: str, gpus, dp, tp, pp, ep, zero, sp, schedule, interleave, batch, grad_accum,
-                global_batch, checkpointing, precision, attention, tokens, samples, mfu, dtype, seq, price):
-    """What `layerwise time` computes (the CLI and the web API); the arguments are its flags."""
+                global_batch, checkpointing, precision, attention, tokens, samples, mfu, dtype, seq, price,
+                mode="train", new_tokens=None, quant=None, kv_dtype=None):
+    """What `layerwise time` computes (the CLI and the web API); the arguments are its flags. With
+    mode "infer": an InferAnswer (prefill and decode per GPU, commands/_time_infer.py)."""
     from layerwise.cost.hardware import get_gpu
     from layerwise.cost.training_time import plan_layout, training_estimate
 
+    if mode == "infer":
+        from layerwise.commands._time_infer import infer_answer, refuse_training_flags
+
+        refuse_training_flags(locals())
+        return infer_answer(spec, gpu=gpu, batch=batch, seq=seq, new_tokens=new_tokens or 0, precision=precision,
+                            quant=quant or "none", kv_dtype=kv_dtype, attention=attention)
+    _refuse_inference_flags(mode, gpu, new_tokens, quant, kv_dtype)
     layout = plan_layout(gpus=gpus, dp=dp, tp=tp, pp=pp, ep=ep, zero=zero, sp=sp, schedule=schedule,
                          interleave=interleave, batch=batch, grad_accum=grad_accum, global_batch=global_batch,
                          checkpointing=checkpointing)
@@ -61,35 +70,18 @@ def register(app: typer.Typer) -> None:
         --mode infer, prefill latency (time to first token) and decode tokens/s per GPU."""
         from layerwise.commands._model import resolve
         from layerwise.report.console import print_json
-        from layerwise.report.time import render_time, time_json
-
-        if mode == "infer":
-            _infer(model, gpu, batch, seq, new_tokens, precision, quant, kv_dtype, attention, json, locals())
-            return
-        _refuse_inference_flags(mode, gpu, new_tokens, quant, kv_dtype)
+        from layerwise.report.infer_time import render_infer_time
+        from layerwise.report.time import any_time_json, render_time
 
         est = time_answer(resolve(model), gpu=gpu, gpus=gpus, dp=dp, tp=tp, pp=pp, ep=ep, zero=zero, sp=sp,
                           schedule=schedule, interleave=interleave, batch=batch, grad_accum=grad_accum,
                           global_batch=global_batch, checkpointing=checkpointing, precision=precision,
                           attention=attention, tokens=tokens, samples=samples, mfu=mfu, dtype=dtype, seq=seq,
-                          price=price)
-        print_json(time_json(est)) if json else render_time(est)
-
-
-def _infer(model, gpu, batch, seq, new_tokens, precision, quant, kv_dtype, attention, json, values) -> None:
-    from layerwise.commands._model import resolve
-    from layerwise.commands._time_infer import infer_answer, refuse_training_flags
-    from layerwise.report.console import print_json
-    from layerwise.report.infer_time import infer_time_json, render_infer_time
-
-    refuse_training_flags(values)
-    spec = resolve(model)
-    workload, times = infer_answer(spec, gpu=gpu, batch=batch, seq=seq, new_tokens=new_tokens or 0,
-                                   precision=precision, quant=quant or "none", kv_dtype=kv_dtype, attention=attention)
-    if json:
-        print_json(infer_time_json(spec.name, workload, times))
-    else:
-        render_infer_time(spec.name, workload, times)
+                          price=price, mode=mode, new_tokens=new_tokens, quant=quant, kv_dtype=kv_dtype)
+        if json:
+            print_json(any_time_json(est))
+        else:
+            render_infer_time(est) if mode == "infer" else render_time(est)
 
 
 def _refuse_inference_flags(mode, gpu, new_tokens, quant, kv_dtype) -> None:

@@ -13,7 +13,8 @@ def _roof(r) -> dict:
             "compute_seconds": r.compute_seconds, "memory_seconds": r.memory_seconds}
 
 
-def infer_time_json(model: str, workload, times) -> dict:
+def infer_time_json(answer) -> dict:
+    model, workload, times = answer.model, answer.workload, answer.times
     return {
         "model": model,
         "mode": "infer",
@@ -46,7 +47,8 @@ def infer_time_json(model: str, workload, times) -> dict:
     }
 
 
-def render_infer_time(model: str, workload, times) -> None:
+def render_infer_time(answer) -> None:
+    model, workload, times = answer.model, answer.workload, answer.times
     t0 = times[0]
     kv = t0.kv_dtype + ("" if workload.kv_dtype else " (the activations')")
     table = Table(title=f"{model}: inference, batch {workload.batch}, prompt {t0.prompt} + {workload.new_tokens} new "

@@ -11,6 +11,13 @@ def _layout(layout) -> dict:
             "global_batch": layout.global_batch, "checkpointing": layout.checkpointing}
 
 
+def any_time_json(answer) -> dict:
+    """`time --json` in either mode: a training estimate, or inference per GPU (report/infer_time.py)."""
+    from layerwise.report.infer_time import infer_time_json
+
+    return infer_time_json(answer) if hasattr(answer, "times") else time_json(answer)
+
+
 def time_json(est) -> dict:
     b, st = est.budget, est.step
     return {

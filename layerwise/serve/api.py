@@ -57,11 +57,11 @@ def _endpoints() -> dict[str, Endpoint]:
     from layerwise.report.memory import memory_json
     from layerwise.report.plan import plan_json
     from layerwise.report.summary import summary_json
-    from layerwise.report.time import time_json
+    from layerwise.report.time import any_time_json
 
     return {"memory": Endpoint("memory", memory_answer, memory_json),
             "flops": Endpoint("flops", flops_answer, lambda r: flops_json(*r)),
-            "time": Endpoint("time", time_answer, time_json),
+            "time": Endpoint("time", time_answer, any_time_json),
             "plan": Endpoint("plan", plan_answer, plan_json),
             "summary": Endpoint("summary", summary_answer, summary_json)}
 

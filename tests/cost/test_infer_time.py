@@ -121,3 +121,11 @@ def test_flags_of_the_other_mode_are_refused(capsys, args, message):
 def test_a_model_without_a_kv_cache_is_refused():
     with pytest.raises(WorkloadError, match="no KV-cache decoding"):
         infer(get_preset("vit-b-16"), batch=1, new_tokens=4)
+
+
+def test_the_web_api_answers_as_the_cli():
+    from layerwise.serve.api import Api
+
+    body = {"model": "llama-2-7b", "workload": {"mode": "infer", "gpu": "a100-80gb", "new_tokens": 8, "batch": 4}}
+    out = Api().handle("time", json.dumps(body).encode())
+    assert out["mode"] == "infer" and out["batch"] == 4 and out["gpus"][0]["decode_bound"] == "bandwidth"
