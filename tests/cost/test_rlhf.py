@@ -49,7 +49,9 @@ def test_ppo_holds_four_models_and_the_rollout_cache():
     assert critic(torch.randint(0, 1000, (2, 5))).shape == (2, 5, 1)  # the scalar head
     # colocated: every stage holds the four models' weights; the two trained ones their optimizer states
     actor = training_memory(model, w.with_(seq=48)).components
-    weights = sum(inference_memory(specs[n][0], Workload(mode="infer", seq=1)).components.weights for n in specs)
+    # frozen models are held in the run's precision (fp32 here), not inference's bf16 default
+    weights = sum(inference_memory(specs[n][0], Workload(mode="infer", seq=1, precision=w.precision)).components.weights
+                  for n in specs)
     rollout = next(s for s in report.stages if s.name == "rollout").components
     assert rollout.weights == weights
     assert rollout.optimizer_states > actor.optimizer_states  # + the critic's
@@ -66,7 +68,7 @@ def test_separate_placement_and_a_quantized_reference():
     assert separate.peak_bytes < colocated.peak_bytes
     nf4 = rlhf_memory(model, w, "ppo", ref_quant="nf4")
     ref = rlhf_models(model, "ppo")["reference"][0]
-    quantized = inference_memory(ref, Workload(mode="infer", seq=1, quant="nf4")).components.weights
+    quantized = inference_memory(ref, Workload(mode="infer", seq=1, quant="nf4", precision=w.precision)).components.weights
     assert nf4.models["reference"][1].weights == quantized < colocated.models["reference"][1].weights / 1.5
     assert nf4.models["actor"] == colocated.models["actor"]  # only the reference is quantized
 
