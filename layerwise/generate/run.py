@@ -51,7 +51,7 @@ def generate(run_dir: str | Path, prompt: str, *, new_tokens: int, sampling: Sam
         return GenerateResult(tuple(ids), text.decode(out.tokens), out, None, lookahead)
     _same_tokenizer(text, run_text(draft_dir), draft_dir, run_dir)
     draft = load_run(draft_dir, which)
-    _check_length(draft.model, len(ids), new_tokens + lookahead, f"--draft {draft_dir}")
+    _check_length(draft.model, len(ids), new_tokens, f"--draft {draft_dir}")  # drafts stop at the last position
     _same_vocab(target.model, draft.model, run_dir, draft_dir)
     _warm(target.module, ids)
     _warm(draft.module, ids)
