@@ -139,7 +139,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def evaluate(
-        run_dir: str = typer.Argument(..., help="a run directory written by `layerwise train`"),
+        run_dirs: List[str] = typer.Argument(..., help="a run directory written by `layerwise train`; several: "
+                                             "an ensemble averaging their predicted probabilities", metavar="RUN_DIR..."),
         which: str = typer.Option("best", "--which", "--checkpoint",
                                   help="best, last, step-N or merged (--checkpoint: the old name)"),
         split: str = typer.Option("test", "--split", help="train, val or test"),
@@ -148,32 +149,47 @@ def register(app: typer.Typer) -> None:
         quiet: bool = quiet_option(),
         json: bool = typer.Option(False, "--json"),
     ):
-        """Evaluate a run's checkpoint: loss, accuracy, per-class precision/recall, confusion matrix
-        (perplexity for language models)."""
+        """Evaluate a run's checkpoint (or an ensemble of runs): loss, accuracy, per-class precision/recall/F1,
+        macro-F1, confusion matrix (perplexity for language models)."""
         from layerwise.report.console import print_json, warn
         from layerwise.report.progress import counted
         from layerwise.report.train import eval_table
         from layerwise.train.data import make_data
         from layerwise.train.evaluate import evaluate as run_eval
-        from layerwise.train.run import load_run
 
         if split not in ("train", "val", "test"):
             raise LayerwiseError(f"--split must be train, val or test, got {split!r}")
         from layerwise import threads as th
 
         th.choose(threads)  # a bad --threads before loading anything
-        run = load_run(run_dir, which)
+        run, module, runs = _load_for_eval(run_dirs, which)
         th.use(threads, th.model_step_flops(run.model, run.config.batch_size))
-        for w in run.warnings:
+        for w in (w for r in runs for w in r.warnings):
             warn(w)
         cfg = run.config.with_overrides(data_source=data) if data else run.config
         d = make_data(cfg, run.model)
         loader = getattr(d, split)
         if not len(loader.sampler):
-            raise LayerwiseError(f"{run_dir}: the {split} split is empty")
+            raise LayerwiseError(f"{run_dirs[0]}: the {split} split is empty")
         with counted(f"evaluate {split}", total=len(loader), unit="batches", quiet=quiet or json) as bar:
-            e = run_eval(run.module, loader, run.model.task, n_classes=d.info.n_classes, on_batch=bar.advance)
+            e = run_eval(module, loader, run.model.task, n_classes=d.info.n_classes, on_batch=bar.advance)
+        name = run_dirs[0] if len(runs) == 1 else f"ensemble of {len(runs)} runs"
+        checkpoints = ", ".join(f"{r.folder.name}" for r in runs)
         if json:
-            print_json({"run_dir": str(run_dir), "checkpoint": str(run.folder), "split": split, **e.to_dict()})
+            where = {"run_dir": run_dirs[0], "checkpoint": str(run.folder)} if len(runs) == 1 else \
+                {"run_dirs": list(run_dirs), "checkpoints": [str(r.folder) for r in runs]}
+            print_json({**where, "split": split, **e.to_dict()})
         else:
-            eval_table(f"{run_dir} ({run.folder.name} checkpoint, {split} split)", e.to_dict(), d.info.class_names)
+            eval_table(f"{name} ({checkpoints} checkpoint, {split} split)", e.to_dict(), d.info.class_names)
+
+
+def _load_for_eval(run_dirs: list[str], which: str):
+    """(the run whose data is read, the module to evaluate, every run loaded)."""
+    if len(run_dirs) == 1:
+        from layerwise.train.run import load_run
+
+        run = load_run(run_dirs[0], which)
+        return run, run.module, [run]
+    from layerwise.train.ensemble import load_ensemble
+
+    return load_ensemble(run_dirs, which)

@@ -109,18 +109,19 @@ def summary(r: dict) -> None:
 
 
 def eval_table(name: str, e: dict, class_names: list[str] | None = None) -> None:
-    """`layerwise evaluate`: loss/accuracy (perplexity), per-class precision/recall, confusion."""
+    """`layerwise evaluate`: loss/accuracy (perplexity), per-class precision/recall/F1, macro-F1, confusion."""
     out.print(f"[bold]{escape(name)}[/]: {e['n']} {'tokens' if e['task'] == 'lm' else 'samples'}, loss {e['loss']:.4f}, "
-              f"accuracy {e['accuracy']:.4f}" + (f", perplexity {e['perplexity']:.3f}" if e.get("perplexity") else ""),
+              f"accuracy {e['accuracy']:.4f}" + (f", perplexity {e['perplexity']:.3f}" if e.get("perplexity") else "")
+              + (f", macro-F1 {e['macro_f1']:.4f}" if e.get("macro_f1") is not None else ""),
               highlight=False)
     if not e.get("precision"):
         return
     names = class_names or [str(i) for i in range(len(e["precision"]))]
     t = Table(title="per class", title_justify="left")
-    for col in ("class", "precision", "recall", "support"):
+    for col in ("class", "precision", "recall", "F1", "support"):
         t.add_column(col, justify="right")
-    for i, (p, rc) in enumerate(zip(e["precision"], e["recall"])):
-        t.add_row(names[i] if i < len(names) else str(i), f"{p:.3f}", f"{rc:.3f}", str(sum(e["confusion"][i])))
+    for i, (p, rc, f1) in enumerate(zip(e["precision"], e["recall"], e["f1"])):
+        t.add_row(names[i] if i < len(names) else str(i), f"{p:.3f}", f"{rc:.3f}", f"{f1:.3f}", str(sum(e["confusion"][i])))
     out.print(t)
     c = Table(title="confusion (rows: true, columns: predicted)", title_justify="left")
     c.add_column("")

@@ -1,4 +1,4 @@
-"""evaluate(module, loader, task): loss, accuracy, per-class precision/recall, confusion matrix;
+"""evaluate(module, loader, task): loss, accuracy, per-class precision/recall/F1, macro-F1, confusion matrix;
 perplexity for language models. Plain cross-entropy (no smoothing, no class weights), so numbers
 compare across training recipes."""
 from __future__ import annotations
@@ -21,6 +21,8 @@ class EvalResult:
     perplexity: float | None = None  # lm: exp(loss)
     precision: list[float] = field(default_factory=list)  # classify: per class (0 where never predicted)
     recall: list[float] = field(default_factory=list)  # classify: per class (0 where absent)
+    f1: list[float] = field(default_factory=list)  # classify: 2PR / (P + R) per class (0 where P + R = 0)
+    macro_f1: float | None = None  # classify: the unweighted mean of f1 over the classes
     confusion: list[list[int]] = field(default_factory=list)  # [true class][predicted class] counts
 
     def to_dict(self) -> dict:
@@ -69,5 +71,13 @@ def evaluate(module: torch.nn.Module, loader, task: str, *, n_classes: int = 0, 
         predicted, actual = confusion.sum(0).double(), confusion.sum(1).double()
         result.precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp)).tolist()
         result.recall = torch.where(actual > 0, tp / actual.clamp_min(1), torch.zeros_like(tp)).tolist()
+        result.f1, result.macro_f1 = f1_scores(result.precision, result.recall)
         result.confusion = confusion.tolist()
     return result
+
+
+def f1_scores(precision: list[float], recall: list[float]) -> tuple[list[float], float]:
+    """Per-class F1 = 2PR / (P + R) (0 where both are 0, as scikit-learn's zero_division=0) and macro-F1
+    (their unweighted mean over every class, scikit-learn's average='macro')."""
+    f1 = [2 * p * r / (p + r) if p + r > 0 else 0.0 for p, r in zip(precision, recall)]
+    return f1, sum(f1) / len(f1) if f1 else 0.0

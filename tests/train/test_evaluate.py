@@ -15,7 +15,7 @@ from _train_models import config, mlp, tiny_lm
 
 
 def test_classification_metrics_match_sklearn():
-    from sklearn.metrics import confusion_matrix, precision_score, recall_score
+    from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score
 
     torch.manual_seed(0)
     module = mlp().build()
@@ -32,6 +32,8 @@ def test_classification_metrics_match_sklearn():
     assert r.confusion == confusion_matrix(y, pred, labels=labels).tolist()
     assert r.precision == pytest.approx(list(precision_score(y, pred, labels=labels, average=None, zero_division=0)))
     assert r.recall == pytest.approx(list(recall_score(y, pred, labels=labels, average=None, zero_division=0)))
+    assert r.f1 == pytest.approx(list(f1_score(y, pred, labels=labels, average=None, zero_division=0)))
+    assert r.macro_f1 == pytest.approx(f1_score(y, pred, labels=labels, average="macro", zero_division=0))
     assert module.training  # the training flag is restored
 
 
