@@ -19,7 +19,7 @@ _FIELDS = {
     "lr": "lr", "optimizer": "optimizer", "weight_decay": "weight_decay", "momentum": "momentum",
     "schedule": "schedule", "warmup": "warmup_steps", "min_lr_ratio": "min_lr_ratio", "grad_clip": "grad_clip",
     "precision": "precision", "checkpointing": "checkpointing", "loss": "loss",
-    "label_smoothing": "label_smoothing", "class_weights": "class_weights", "focal_alpha": "focal_alpha",
+    "label_smoothing": "label_smoothing", "class_weights": "class_weights", "balance": "balance", "focal_alpha": "focal_alpha",
     "focal_gamma": "focal_gamma", "mixup": "mixup_alpha", "l1": "l1", "l2": "l2", "eval_every": "eval_every", "eval_batches": "eval_batches",
     "monitor": "monitor", "patience": "patience", "checkpoint_every": "checkpoint_every", "keep_last": "keep_last",
     "log_every": "log_every", "freeze": "freeze", "lora_rank": "lora_rank", "lora_alpha": "lora_alpha",
@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         model: str = typer.Argument(..., help="preset name, spec file (.yaml/.yml/.json) or HF config.json"),
-        data: Optional[str] = typer.Option(None, "--data", help="digits, wine, breast-cancer, pystdlib, pystdlib-lines, or a path (image folder, .npz, .csv, .jsonl, .txt)"),
+        data: Optional[str] = typer.Option(None, "--data", help="digits, digits-imbalanced, wine, breast-cancer, pystdlib, pystdlib-lines, or a path (image folder, .npz, .csv, .jsonl, .txt)"),
         config: Optional[str] = typer.Option(None, "--config", help="YAML file of training settings (TrainConfig fields)"),
         out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/MODEL)"),
         resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its newest good checkpoint"),
@@ -67,6 +67,8 @@ def register(app: typer.Typer) -> None:
         loss: Optional[str] = typer.Option(None, "--loss", help="ce or focal"),
         label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing"),
         class_weights: Optional[str] = typer.Option(None, "--class-weights", help="none or balanced"),
+        balance: Optional[str] = typer.Option(None, "--balance", help="imbalanced classes: class-weights, oversample, "
+                                              "undersample or smote (train split; imbalanced-learn)"),
         focal_alpha: Optional[float] = typer.Option(None, "--focal-alpha"),
         focal_gamma: Optional[float] = typer.Option(None, "--focal-gamma"),
         mixup: Optional[float] = typer.Option(None, "--mixup", help="mixup Beta(a, a) parameter (0: off)"),

@@ -20,6 +20,7 @@ LOSSES = ("ce", "focal")
 STRATEGIES = ("none", "ddp", "fsdp")
 NORMALISE = ("unit", "symmetric", "meanstd")
 TOKENIZERS = ("byte", "bpe")
+BALANCE = ("none", "class-weights", "oversample", "undersample", "smote")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +83,7 @@ class TrainConfig:
     loss: str = "ce"
     label_smoothing: float = 0.0
     class_weights: str = "none"  # "balanced": n / (k * count_c) from the train split
+    balance: str = "none"  # class-weights (= class_weights balanced), oversample, undersample, smote (train split)
     focal_alpha: float = 1.0
     focal_gamma: float = 2.0
     mixup_alpha: float = 0.0  # > 0: mix pairs of float inputs with lam ~ Beta(a, a)
@@ -115,6 +117,10 @@ class TrainConfig:
         _one_of("loss", self.loss, LOSSES)
         _one_of("strategy", self.strategy, STRATEGIES)
         _one_of("class_weights", self.class_weights, ("none", "balanced"))
+        _one_of("balance", self.balance, BALANCE)
+        if self.balance != "none" and self.class_weights == "balanced":
+            raise LayerwiseError(f"balance {self.balance!r} and class_weights 'balanced' both correct the imbalance; "
+                                 f"use one")
         _one_of("monitor", self.monitor, ("val_loss", "val_accuracy"))
         for name in ("batch_size", "grad_accum", "keep_last", "log_every"):
             if getattr(self, name) <= 0:

@@ -128,13 +128,18 @@ def make_data(config: TrainConfig | DataConfig | str, model: Model, *, batch_siz
         if train and len(ys) // world < batch:
             raise LayerwiseError(f"data {dc.source!r}: the train split has {len(ys)} samples, fewer than one batch of "
                                  f"{batch} per process; lower --batch or add data")
-        sampler = EpochBatchSampler(len(ys), batch, shuffle=train, seed=seed, drop_last=train,
-                                    rank=rank if train else 0, world=world if train else 1)
-        # own generator: iter(DataLoader) draws a base seed, which must not move the global RNG
-        # (a resumed run creates one more iterator than an uninterrupted one)
-        loaders[split] = DataLoader(TensorPairs(xs, ys), batch_size=None, sampler=sampler,
-                                    generator=torch.Generator().manual_seed(seed))
+        loaders[split] = loader(xs, ys, batch, seed, train, rank, world)
     return Data(loaders["train"], loaders["val"], loaders["test"], info)
+
+
+def loader(x: torch.Tensor, y: torch.Tensor, batch: int, seed: int, train: bool, rank: int = 0,
+           world: int = 1) -> DataLoader:
+    """Batches of (x, y): the train split shuffled per epoch and split over the ranks, the others in order."""
+    sampler = EpochBatchSampler(len(y), batch, shuffle=train, seed=seed, drop_last=train,
+                                rank=rank if train else 0, world=world if train else 1)
+    # own generator: iter(DataLoader) draws a base seed, which must not move the global RNG
+    # (a resumed run creates one more iterator than an uninterrupted one)
+    return DataLoader(TensorPairs(x, y), batch_size=None, sampler=sampler, generator=torch.Generator().manual_seed(seed))
 
 
 # ---- classification -----------------------------------------------------------------------------
@@ -163,7 +168,7 @@ def _classify(dc: DataConfig, model: Model):
     counts = info.class_counts["train"]
     if min(counts) == 0 or max(counts) / min(counts) > IMBALANCE_RATIO:
         info.warnings.append(f"classes are imbalanced in the train split (counts {counts}); "
-                             f"consider --class-weights balanced or --loss focal")
+                             f"consider --balance (class-weights, oversample, undersample, smote) or --loss focal")
     return ({s: x[i] for s, i in idx.items()}, {s: lab.y[i] for s, i in idx.items()}), info
 
 
@@ -172,6 +177,8 @@ def _read_labeled(dc: DataConfig, model: Model) -> src.Labeled:
     name = dc.source
     if name == "digits":
         return src.read_digits()
+    if name == "digits-imbalanced":
+        return src.read_digits_imbalanced()
     if name in src.BUILTIN_TABULAR:
         return src.read_sklearn_tabular(name)
     if name == "pystdlib-lines":

@@ -21,7 +21,7 @@ import torch
 from layerwise.spec.errors import LayerwiseError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-BUILTIN_IMAGES = ("digits",)
+BUILTIN_IMAGES = ("digits", "digits-imbalanced")
 BUILTIN_TABULAR = ("wine", "breast-cancer")
 BUILTIN_LM = ("pystdlib",)
 BUILTIN_TEXT_CLS = ("pystdlib-lines",)
@@ -58,6 +58,23 @@ def read_digits() -> Labeled:
     x = torch.from_numpy(arr[:, :-1].copy()).view(-1, 1, 8, 8) / 16.0
     y = torch.from_numpy(arr[:, -1].astype(np.int64))
     return Labeled(x, y, [str(c) for c in range(10)], True)
+
+
+IMBALANCE_FACTOR = 20  # digits-imbalanced: the largest class has 20x the samples of the smallest
+IMBALANCE_MAX = 160  # samples kept of class 0 (every digits class has at least 174)
+
+
+def read_digits_imbalanced() -> Labeled:
+    """digits with a long tail: class c keeps its first round(160 * 20**(-c/9)) samples (160 of 0s ...
+    8 of 9s, 597 in all), the exponential profile with imbalance factor 20 of Cui et al. 2019
+    ("Class-Balanced Loss Based on Effective Number of Samples", CIFAR-10-LT)."""
+    full = read_digits()
+    keep = []
+    for c in range(10):
+        n_c = round(IMBALANCE_MAX * IMBALANCE_FACTOR ** (-c / 9))
+        keep.append(torch.nonzero(full.y == c).flatten()[:n_c])
+    idx = torch.sort(torch.cat(keep)).values  # the file's order
+    return Labeled(full.x[idx], full.y[idx], full.class_names, True)
 
 
 def read_npz(path: Path, channels: int) -> Labeled:

@@ -33,9 +33,9 @@ class LossFn:
     def __init__(self, cfg: TrainConfig, task: str, class_counts: list[int] | None = None):
         self.cfg, self.task = cfg, task
         self.weight = None
-        if cfg.class_weights == "balanced":
+        if cfg.class_weights == "balanced" or cfg.balance == "class-weights":
             if task != "classify" or not class_counts:
-                raise LayerwiseError("class_weights 'balanced' applies to classification")
+                raise LayerwiseError("class_weights 'balanced' (--balance class-weights) applies to classification")
             counts = torch.tensor(class_counts, dtype=torch.float32).clamp_min(1.0)
             self.weight = counts.sum() / (len(counts) * counts)  # n / (k * count_c)
 

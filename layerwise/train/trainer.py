@@ -28,6 +28,7 @@ from layerwise.train import integrity, rundir
 from layerwise.train import distributed as dd
 from layerwise.train import loop
 from layerwise.train.config import TrainConfig
+from layerwise.train.balance import rebalance
 from layerwise.train.data import Data, make_data
 from layerwise.train.evaluate import evaluate
 from layerwise.train.finetune import load_initial, merge_lora_state, merged_spec, transform
@@ -204,7 +205,7 @@ def _build(trained: Model, cfg: TrainConfig, dist: dd.Dist, resume_from: Path | 
     module = trained.build().to(dist.device)
     if cfg.init_from and resume_from is None:
         load_initial(module, trained.body, cfg.init_from)
-    data = make_data(cfg, trained, rank=dist.rank, world=dist.world)
+    data = rebalance(make_data(cfg, trained, rank=dist.rank, world=dist.world), cfg, dist.rank, dist.world)
     blocks = _block_modules(trained, module)
     if cfg.checkpointing:
         for m in blocks:
