@@ -1,8 +1,11 @@
 """Compression benchmark on sklearn's 8x8 digits (1797 images): CNN and ViT, int8 quantization,
 50% structured pruning + fine-tuning, and a distilled student against the same spec trained alone.
-Prints one table per model. Run: .venv/bin/python bench/compress.py  (a few minutes on 2 cores)."""
+The CNN's table also holds quantization-aware training (compress/qat.py) against static PTQ.
+Prints one table per model. Run: .venv/bin/python bench/compress.py  (a few minutes on 2 cores;
+ONLY_CNN=1: the CNN's table alone)."""
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import tempfile
@@ -14,6 +17,7 @@ import _compress_models as models  # noqa: E402
 
 from layerwise.compress.finetune import FinetuneConfig, accuracy, train_loop  # noqa: E402
 from layerwise.compress.qfile import save_model  # noqa: E402
+from layerwise.compress.qat import qat  # noqa: E402
 from layerwise.compress.quantize import quantize  # noqa: E402
 from layerwise.compress.schedule import iterative_prune  # noqa: E402
 from layerwise.compress.structured import prune_structured  # noqa: E402
@@ -22,6 +26,7 @@ from layerwise.export.latency import measure_latency  # noqa: E402
 from layerwise.report.compress import Row, render_lines, render_table  # noqa: E402
 
 SHAPE = (1, 1, 8, 8)
+QAT_EPOCHS = 2  # fake-quantized fine-tuning after the fp32 training (the second with observers frozen)
 
 
 def digits(batch: int = 64):
@@ -54,6 +59,10 @@ def bench_model(name, spec, train, test, tmp, epochs, qmodes):
         q = quantize(module, qmode, calibration=calib)
         rows.append(row(f"quantized {qmode}", q, spec.params().total, spec.flops(SHAPE).fwd_matmul, test,
                         f"{tmp}/q.st"))
+        if qmode == "static":  # quantization-aware training of the same model, converted to the same int8
+            q = qat(module, train, epochs=QAT_EPOCHS, lr=1e-4, seed=0)
+            rows.append(row(f"QAT int8, {QAT_EPOCHS} epochs", q, spec.params().total, spec.flops(SHAPE).fwd_matmul,
+                            test, f"{tmp}/qat.st"))
     one_shot = accuracy(prune_structured(spec, module, SHAPE, 0.5).module, test)
     stages = iterative_prune(spec, module, SHAPE, 0.5, steps=2, finetune=lambda m: train_loop(
         m, train, FinetuneConfig(epochs=max(1, epochs // 2), lr=1e-3, seed=1)))
@@ -69,6 +78,26 @@ def bench_model(name, spec, train, test, tmp, epochs, qmodes):
         lines.append(f"  {mode}: predicted file {q.total_bytes:,} B (header {q.header_bytes:,}, fp32 tensors {fp32:,})")
     render_lines(lines)
     return module
+
+
+def bench_qat(train, test, tmp, epochs):
+    """A model small enough that int8 costs accuracy (the distillation student): PTQ static, PTQ after
+    the same extra fine-tuning QAT gets (so the extra epochs are not what is measured), and QAT."""
+    spec = models.cnn(c1=2, c2=4)
+    flops, params = spec.flops(SHAPE).fwd_matmul, spec.params().total
+    torch.manual_seed(0)
+    module = spec.build()
+    train_loop(module, train, FinetuneConfig(epochs=epochs, lr=2e-3, seed=0))
+    calib = [b[0] for b in train[:6]]
+    tuned = copy.deepcopy(module)
+    train_loop(tuned, train, FinetuneConfig(epochs=QAT_EPOCHS, lr=1e-4, seed=0))
+    rows = [row("original fp32", module, params, flops, test, f"{tmp}/f.st"),
+            row("PTQ static", quantize(module, "static", calibration=calib), params, flops, test, f"{tmp}/p.st"),
+            row(f"fp32 +{QAT_EPOCHS} ep, then PTQ", quantize(tuned, "static", calibration=calib), params, flops, test,
+                f"{tmp}/t.st"),
+            row(f"QAT int8, {QAT_EPOCHS} epochs", qat(module, train, epochs=QAT_EPOCHS, lr=1e-4, seed=0), params, flops,
+                test, f"{tmp}/q.st")]
+    render_table(f"cnn c1=2 c2=4: QAT vs PTQ on digits (test n={sum(len(b[1]) for b in test)})", rows)
 
 
 def bench_distill(teacher, train, test, epochs):
@@ -95,6 +124,9 @@ def main():
     epochs = int(os.environ.get("EPOCHS", "12"))
     with tempfile.TemporaryDirectory() as tmp:
         teacher = bench_model("digits-cnn", get_preset("digits-cnn").body, train, test, tmp, epochs, ["static"])
+        bench_qat(train, test, tmp, epochs)
+        if os.environ.get("ONLY_CNN") == "1":  # the CNN tables (PTQ static vs QAT) alone
+            return
         bench_model("digits-vit", get_preset("digits-vit").body, train, test, tmp, epochs,
                     ["dynamic", "weight-int8", "weight-int4"])
         if os.environ.get("WIDE_VIT", "1") == "1":  # the same ViT 4x wider: the fp32 rest and header matter less

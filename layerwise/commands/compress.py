@@ -90,6 +90,45 @@ def quantize_cmd(run_dir: Path = typer.Argument(..., help=_RUN_HELP),
     render_lines([f"predicted file size {quant_size(body, mode, group_size).total_bytes:,} bytes; wrote {out}"])
 
 
+@compress_app.command("qat")
+def qat_cmd(run_dir: Path = typer.Argument(..., help=_RUN_HELP),
+            epochs: int = typer.Option(2, help="fake-quantized fine-tuning epochs (the second half with observers "
+                                               "and BatchNorm statistics frozen)"),
+            lr: float = typer.Option(1e-4, help="fine-tuning learning rate"),
+            out: Path = typer.Option(None, help="output file, must not exist (default "
+                                                "RUN_DIR/compressed/qat-N/qat.safetensors)"),
+            which: str = _WHICH, threads: int = _THREADS, quiet: bool = _QUIET):
+    """Quantization-aware training: fine-tune a run's checkpoint with fake int8 quantization (torch.ao
+    FX), convert to int8 (what --mode static gives), and compare it with post-training static int8."""
+    from layerwise.compress.qat import qat
+    from layerwise.compress.quantize import check_static, quantize
+    from layerwise.report.compress import render_lines, render_table
+    from layerwise.report.progress import counted
+
+    if epochs < 1:
+        raise LayerwiseError(f"--epochs must be at least 1, got {epochs}")
+    if out is not None:
+        fresh_file(out)
+    run, data = _load(run_dir, which, threads)
+    task, body = run.model.task, run.model.body
+    check_static(run.module, "qat")  # before any training: CNNs of Conv/Linear/BatchNorm only
+    shape = run.model.input_shape(1)
+    with counted("qat: fine-tuning", total=epochs * len(data.train), unit="batches", quiet=quiet) as bar:
+        q = qat(run.module, data.train, epochs=epochs, lr=lr, seed=run.config.seed, task=task, on_batch=bar.advance)
+    ptq = quantize(run.module, "static", calibration=[b[0] for _, b in zip(range(8), data.train)])
+    folder = None if out else new_folder(run_dir / "compressed", "qat")
+    out = out or folder / "qat.safetensors"
+    tmp = out.with_suffix(".tmp")
+    rows = [_row("original fp32", run.module, body, shape, data.test, task, tmp),
+            _row("PTQ static int8", ptq, body, shape, data.test, task, tmp),
+            _row("QAT int8", q, body, shape, data.test, task, out)]
+    tmp.unlink()
+    if folder:
+        record(folder, out.name)
+    render_table(f"qat: {run_dir}", rows, _metric(task))
+    render_lines([f"wrote {out}"])
+
+
 @compress_app.command("prune")
 def prune_cmd(run_dir: Path = typer.Argument(..., help=_RUN_HELP), sparsity: float = typer.Option(0.5, help="fraction removed, in [0, 1)"),
               kind: str = typer.Option("structured", help="structured | global | layer"),

@@ -107,12 +107,12 @@ def set_table(m: nn.Module, codes: torch.Tensor, scale: torch.Tensor) -> None:
         m.weight.copy_(dequant_table(codes, scale))
 
 
-def check_static(module: nn.Module) -> None:
+def check_static(module: nn.Module, what: str = "quantize --mode static") -> None:
     """Static int8 covers conv/linear/batchnorm CNNs; any other parameterised layer is an error."""
     for path, m in module.named_modules():
         own = list(m.parameters(recurse=False))
         if own and not isinstance(m, _STATIC_OK):
-            raise LayerwiseError(f"quantize --mode static: layer {path or '<root>'} ({type(m).__name__}) is not "
+            raise LayerwiseError(f"{what}: layer {path or '<root>'} ({type(m).__name__}) is not "
                                  "supported; static int8 covers Conv/Linear/BatchNorm CNNs "
                                  "(use --mode dynamic or weight-int8 for transformers and RNNs)")
 
