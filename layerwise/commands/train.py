@@ -20,7 +20,8 @@ _FIELDS = {
     "schedule": "schedule", "warmup": "warmup_steps", "min_lr_ratio": "min_lr_ratio", "grad_clip": "grad_clip",
     "precision": "precision", "checkpointing": "checkpointing", "loss": "loss",
     "label_smoothing": "label_smoothing", "class_weights": "class_weights", "balance": "balance", "focal_alpha": "focal_alpha",
-    "focal_gamma": "focal_gamma", "mixup": "mixup_alpha", "l1": "l1", "l2": "l2", "eval_every": "eval_every", "eval_batches": "eval_batches",
+    "focal_gamma": "focal_gamma", "mixup": "mixup_alpha", "l1": "l1", "l2": "l2",
+    "augment": "augment", "input_noise": "input_noise", "max_norm": "max_norm", "resize_mode": "data_resize_mode", "eval_every": "eval_every", "eval_batches": "eval_batches",
     "monitor": "monitor", "patience": "patience", "checkpoint_every": "checkpoint_every", "keep_last": "keep_last",
     "log_every": "log_every", "freeze": "freeze", "lora_rank": "lora_rank", "lora_alpha": "lora_alpha",
     "lora_targets": "lora_targets", "init_from": "init_from", "seed": "seed", "device": "device",
@@ -73,7 +74,13 @@ def register(app: typer.Typer) -> None:
         focal_gamma: Optional[float] = typer.Option(None, "--focal-gamma"),
         mixup: Optional[float] = typer.Option(None, "--mixup", help="mixup Beta(a, a) parameter (0: off)"),
         l1: Optional[float] = typer.Option(None, "--l1"),
-        l2: Optional[float] = typer.Option(None, "--l2"),
+        l2: Optional[float] = typer.Option(None, "--l2", help="L2 penalty (with --l1: elastic net)"),
+        augment: List[str] = typer.Option([], "--augment", help="image augmentation: crop, flip, jitter "
+                                          "(repeatable or comma-separated)"),
+        input_noise: Optional[float] = typer.Option(None, "--input-noise", help="std of Gaussian noise on float inputs"),
+        max_norm: Optional[float] = typer.Option(None, "--max-norm", help="max L2 norm of each unit's incoming weights"),
+        resize_mode: Optional[str] = typer.Option(None, "--resize-mode", help="stretch, or shorter-side (keeps the "
+                                                  "aspect ratio: shorter side, then centre crop)"),
         eval_every: Optional[int] = typer.Option(None, "--eval-every", help="steps between validations (0: per epoch)"),
         eval_batches: Optional[int] = typer.Option(None, "--eval-batches", help="validation batches per evaluation (0: all)"),
         monitor: Optional[str] = typer.Option(None, "--monitor", help="val_loss or val_accuracy"),
@@ -106,6 +113,7 @@ def register(app: typer.Typer) -> None:
         """Train MODEL on --data; writes the run directory (docs/RUNS.md)."""
         flags = {k: v for k, v in locals().items() if k in _FIELDS}
         flags["lora_targets"] = lora_targets
+        flags["augment"] = [k for a in augment for k in a.split(",") if k]
         from layerwise.commands._model import resolve
 
         m = resolve(model)

@@ -20,6 +20,8 @@ LOSSES = ("ce", "focal")
 STRATEGIES = ("none", "ddp", "fsdp")
 NORMALISE = ("unit", "symmetric", "meanstd")
 TOKENIZERS = ("byte", "bpe")
+AUGMENTS = ("crop", "flip", "jitter")
+RESIZE_MODES = ("stretch", "shorter-side")
 BALANCE = ("none", "class-weights", "oversample", "undersample", "smote")
 
 
@@ -33,6 +35,7 @@ class DataConfig:
     test_fraction: float = 0.2
     # images
     resize: bool | None = None  # None: resize built-in datasets only; False: a size mismatch is an error
+    resize_mode: str = "stretch"  # stretch: to (H, W) as is; shorter-side: the shorter side to size, then centre crop
     normalise: str = "unit"  # unit [0,1], symmetric [-1,1], meanstd (per-channel mean/std below)
     mean: tuple[float, ...] = ()  # meanstd: per channel; empty = measured on the train split
     std: tuple[float, ...] = ()
@@ -47,6 +50,7 @@ class DataConfig:
     def __post_init__(self):
         _one_of("data.normalise", self.normalise, NORMALISE)
         _one_of("data.tokenizer", self.tokenizer, TOKENIZERS)
+        _one_of("data.resize_mode", self.resize_mode, RESIZE_MODES)
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
@@ -88,7 +92,10 @@ class TrainConfig:
     focal_gamma: float = 2.0
     mixup_alpha: float = 0.0  # > 0: mix pairs of float inputs with lam ~ Beta(a, a)
     l1: float = 0.0  # + l1 * sum |w| over the weight-decayed parameters
-    l2: float = 0.0  # + l2 * sum w^2 over the same (an explicit penalty, unlike decoupled decay)
+    l2: float = 0.0  # + l2 * sum w^2 over the same (an explicit penalty, unlike decoupled decay); l1 + l2: elastic net
+    augment: tuple[str, ...] = ()  # crop, flip, jitter: image augmentation of every training batch (train/augment.py)
+    input_noise: float = 0.0  # std of Gaussian noise added to float inputs of every training batch (after normalising)
+    max_norm: float = 0.0  # > 0: after every step each Linear/Conv unit's incoming weights renormed to L2 <= max_norm
     # evaluation, early stopping, checkpoints
     eval_every: int = 0  # optimizer steps between validations; 0 = once per epoch
     eval_batches: int = 50  # validation during training reads at most this many batches (0: all); the final test reads all
@@ -118,6 +125,8 @@ class TrainConfig:
         _one_of("strategy", self.strategy, STRATEGIES)
         _one_of("class_weights", self.class_weights, ("none", "balanced"))
         _one_of("balance", self.balance, BALANCE)
+        for k in self.augment:
+            _one_of("augment", k, AUGMENTS)
         if self.balance != "none" and self.class_weights == "balanced":
             raise LayerwiseError(f"balance {self.balance!r} and class_weights 'balanced' both correct the imbalance; "
                                  f"use one")
@@ -129,6 +138,13 @@ class TrainConfig:
                      "lora_rank"):
             if getattr(self, name) < 0:
                 raise LayerwiseError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("input_noise", "max_norm"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+                raise LayerwiseError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.max_norm and self.strategy == "fsdp":
+            raise LayerwiseError("max_norm under strategy fsdp is not supported (the weights are sharded); "
+                                 "use ddp or none")
         if self.epochs == 0 and self.max_steps == 0:
             raise LayerwiseError("set epochs or max_steps to a positive number")
         if self.lr <= 0:

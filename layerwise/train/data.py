@@ -117,6 +117,8 @@ def make_data(config: TrainConfig | DataConfig | str, model: Model, *, batch_siz
         dc, batch, seed = config, batch_size or 64, 0
     else:
         dc, batch, seed = DataConfig(source=str(config)), batch_size or 64, 0
+    if dc.resize_mode != "stretch" and model.input.kind != "image":
+        raise LayerwiseError(f"--resize-mode {dc.resize_mode} applies to image inputs; this model takes {model.input.kind}")
     if model.task == "lm":
         (x, y), info = _lm(dc, model)
     else:
@@ -192,7 +194,7 @@ def _read_labeled(dc: DataConfig, model: Model) -> src.Labeled:
     if path.is_dir():
         if kind != "image":
             raise LayerwiseError(f"{path}: a folder is read as images in class sub-folders, but the model takes {kind} {shape}")
-        return src.read_image_folder(path, shape[0], shape[1:], bool(dc.resize))
+        return src.read_image_folder(path, shape[0], shape[1:], bool(dc.resize), dc.resize_mode)
     if path.suffix == ".npz":
         return src.read_npz(path, shape[0] if kind == "image" else 1)
     if path.suffix in (".jsonl",) or (path.suffix == ".csv" and kind == "tokens"):
@@ -225,7 +227,7 @@ def _prepare_images(lab: src.Labeled, dc: DataConfig, shape, train_idx, info: Da
         if not resize:
             raise LayerwiseError(f"data {dc.source!r}: images are {x.shape[2]}x{x.shape[3]} (HxW), the model takes "
                                  f"{h}x{w}; pass --resize to resize bilinearly")
-        x = src.resize_images(x, (h, w))
+        x = src.resize_images(x, (h, w), dc.resize_mode)
     info.normalise = dc.normalise
     if dc.normalise == "symmetric":
         x = x * 2.0 - 1.0

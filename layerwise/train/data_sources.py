@@ -100,7 +100,8 @@ def read_npz(path: Path, channels: int) -> Labeled:
     return Labeled(xt, ids, names)
 
 
-def read_image_folder(root: Path, channels: int, size: tuple[int, int], resize: bool) -> Labeled:
+def read_image_folder(root: Path, channels: int, size: tuple[int, int], resize: bool,
+                      resize_mode: str = "stretch") -> Labeled:
     """root/<class name>/<image files>. Every image is converted to `channels` (L or RGB) and must
     already be `size` (H, W) unless `resize` (bilinear)."""
     from PIL import Image
@@ -121,7 +122,7 @@ def read_image_folder(root: Path, channels: int, size: tuple[int, int], resize: 
                 if not resize:
                     raise LayerwiseError(f"{f}: image is {t.shape[2]}x{t.shape[1]} (WxH) but the model takes "
                                          f"{size[1]}x{size[0]}; pass --resize to resize bilinearly")
-                t = resize_images(t[None], size)[0]
+                t = resize_images(t[None], size, resize_mode)[0]
             xs.append(t)
             ys.append(ci)
     if not xs:
@@ -129,9 +130,20 @@ def read_image_folder(root: Path, channels: int, size: tuple[int, int], resize: 
     return Labeled(torch.stack(xs), torch.tensor(ys, dtype=torch.int64), classes)
 
 
-def resize_images(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, *size), bilinear (align_corners=False, as PIL and torchvision do)."""
-    return torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+def resize_images(x: torch.Tensor, size: tuple[int, int], mode: str = "stretch") -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, *size), bilinear (align_corners=False, as PIL and torchvision do).
+    stretch: straight to size; shorter-side: the shorter side to its target and the other by the same
+    factor (the aspect ratio kept), then the centre crop of size - the ViT/ResNet evaluation pipeline
+    (torchvision Resize(int) + CenterCrop), with one scale for both sides so that the crop covers size."""
+    if mode == "stretch":
+        return torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    h, w = x.shape[2:]
+    th, tw = size
+    scale = max(th / h, tw / w)
+    rh, rw = max(th, round(h * scale)), max(tw, round(w * scale))
+    x = torch.nn.functional.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False)
+    top, left = (rh - th) // 2, (rw - tw) // 2
+    return x[:, :, top:top + th, left:left + tw].contiguous()
 
 
 # ---- tabular ------------------------------------------------------------------------------------

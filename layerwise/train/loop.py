@@ -65,6 +65,8 @@ class Run:
     emit: Event
     listening: bool  # someone passed on_event: only then is a per-step payload built
     after_step: Callable | None  # hooks["after_step"](step, module)
+    transform: Callable | None = None  # augmentation / input noise of a training batch (train/augment.py)
+    max_norm_weights: list[torch.Tensor] = field(default_factory=list)  # renormed after each step (cfg.max_norm)
 
     @property
     def ckpt_root(self) -> Path:
@@ -126,6 +128,8 @@ def optimizer_step(run: Run, st: State) -> tuple[float, float | None, float]:
         run.scaler.update()
     else:
         opt.step()
+    if cfg.max_norm:
+        max_norm_(run.max_norm_weights, cfg.max_norm)
     if measuring:
         st.measured = run.step_memory.end()  # after the step, before zero_grad frees the gradients
         run.emit("memory", {"predicted_peak_bytes": run.predicted, "measured_peak_bytes": st.measured,
@@ -160,11 +164,21 @@ def _forward_loss(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _loss(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if run.transform is not None:
+        x = run.transform(x)
     if run.cfg.mixup_alpha > 0:
         x, ya, yb, lam = mixup(x, y, run.cfg.mixup_alpha)
         logits = run.wrapped(x)
         return with_router_loss(lam * run.loss_fn(logits, ya) + (1.0 - lam) * run.loss_fn(logits, yb), run.module)
     return with_router_loss(run.loss_fn(run.wrapped(x), y), run.module)
+
+
+@torch.no_grad()
+def max_norm_(weights: list[torch.Tensor], max_norm: float) -> None:
+    """Srivastava et al. 2014 (JMLR 15, sec. 5.1): each unit's incoming weight vector (a row of a
+    Linear weight, a Conv filter: dim 0) is scaled back onto the ball of radius max_norm."""
+    for w in weights:
+        w.copy_(torch.renorm(w, p=2, dim=0, maxnorm=max_norm))
 
 
 def _clip(run: Run) -> float | None:

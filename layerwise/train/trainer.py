@@ -26,7 +26,7 @@ from layerwise.spec.model import Model
 from layerwise.train import checkpoint as ck
 from layerwise.train import integrity, rundir
 from layerwise.train import distributed as dd
-from layerwise.train import loop
+from layerwise.train import augment, loop
 from layerwise.train.config import TrainConfig
 from layerwise.train.balance import rebalance
 from layerwise.train.data import Data, make_data
@@ -155,6 +155,7 @@ def _what_to_train(model: Model, config: TrainConfig, run_dir: Path, resume: boo
     from layerwise.blocks.norm import check_train_batch
 
     check_train_batch(trained, trained.input_shape(cfg.batch_size))
+    augment.check(cfg.augment, cfg.input_noise, trained.input.kind)
     if cfg.precision == "fp16-mixed" and not cfg.device.startswith("cuda"):
         raise LayerwiseError("precision fp16-mixed needs a CUDA device; on CPU use bf16-mixed")
     return trained, cfg
@@ -185,7 +186,8 @@ def _set_up(trained: Model, cfg: TrainConfig, run_dir: Path, resume: bool, resum
               warnings=list(data.info.warnings) + ([f"no spec leaf owns {groups.unmatched[:3]}: decay decided by ndim"]
                                                    if groups.unmatched else []),
               step_memory=step_memory, predicted=predicted_peak(trained, cfg),
-              emit=on_event or _no_listener, listening=on_event is not None, after_step=hooks.get("after_step"))
+              emit=on_event or _no_listener, listening=on_event is not None, after_step=hooks.get("after_step"),
+              transform=_transform(cfg, data), max_norm_weights=_max_norm_weights(module, cfg))
     st = State()
     if resume_from is not None:
         st = loop.restore(resume_from, run)
@@ -197,6 +199,24 @@ def _set_up(trained: Model, cfg: TrainConfig, run_dir: Path, resume: bool, resum
 
 def _no_listener(kind: str, payload: dict) -> None:
     pass
+
+
+def _transform(cfg: TrainConfig, data: Data):
+    if not (cfg.augment or cfg.input_noise):
+        return None
+    i = data.info
+    return augment.Transform(cfg.augment, cfg.input_noise, i.normalise, tuple(i.mean), tuple(i.std))
+
+
+def _max_norm_weights(module: torch.nn.Module, cfg: TrainConfig) -> list[torch.Tensor]:
+    """The trained weights of every Linear and Conv layer (dim 0: the units)."""
+    if not cfg.max_norm:
+        return []
+    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    weights = [m.weight for m in module.modules() if isinstance(m, kinds) and m.weight.requires_grad]
+    if not weights:
+        raise LayerwiseError("--max-norm constrains Linear/Conv weights; this model trains none")
+    return weights
 
 
 def _build(trained: Model, cfg: TrainConfig, dist: dd.Dist, resume_from: Path | None):
