@@ -42,6 +42,16 @@ def build_config(config_file: str | None, flags: dict):
     return cfg.with_overrides(**given) if given else cfg
 
 
+def _file_keys(config_file: str | None) -> set:
+    """The top-level keys a --config file sets (to tell a setting given from a default)."""
+    if not config_file:
+        return set()
+    import yaml
+
+    data = yaml.safe_load(Path(config_file).read_text()) if Path(config_file).exists() else None
+    return set(data) if isinstance(data, dict) else set()
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
@@ -65,7 +75,8 @@ def register(app: typer.Typer) -> None:
         grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="max global grad norm (0: off)"),
         precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16-mixed, fp16-mixed (CUDA)"),
         checkpointing: Optional[bool] = typer.Option(None, "--checkpointing/--no-checkpointing", help="activation checkpointing per block"),
-        loss: Optional[str] = typer.Option(None, "--loss", help="ce or focal"),
+        loss: Optional[str] = typer.Option(None, "--loss", help="ce or focal (classification, lm); mse or mae "
+                                           "(regression, default mse)"),
         label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing"),
         class_weights: Optional[str] = typer.Option(None, "--class-weights", help="none or balanced"),
         balance: Optional[str] = typer.Option(None, "--balance", help="imbalanced classes: class-weights, oversample, "
@@ -117,8 +128,9 @@ def register(app: typer.Typer) -> None:
         from layerwise.commands._model import resolve
 
         m = resolve(model)
-        if m.task not in ("lm", "classify"):
-            raise LayerwiseError(f"{model}: task is {m.task!r}; training needs a model whose task is 'lm' or 'classify'")
+        if m.task not in ("lm", "classify", "regress"):
+            raise LayerwiseError(f"{model}: task is {m.task!r}; training needs a model whose task is 'lm', 'classify' "
+                                 f"or 'regress'")
         run_dir = Path(out) if out else Path("runs") / m.name
         if resume:  # the run's own settings; only a longer --epochs / --max-steps may be given
             if not (run_dir / "config.yaml").exists():
@@ -129,6 +141,8 @@ def register(app: typer.Typer) -> None:
             if data is None and config is None:
                 raise LayerwiseError("pass --data (e.g. --data digits) or --config FILE naming the data")
             cfg = build_config(config, flags)
+            if m.task == "regress" and loss is None and "loss" not in _file_keys(config):
+                cfg = cfg.with_overrides(loss="mse")  # the regression default; ce is the default of the others
 
         from layerwise import threads as th
         from layerwise.report.console import print_json
@@ -182,7 +196,8 @@ def register(app: typer.Typer) -> None:
         if not len(loader.sampler):
             raise LayerwiseError(f"{run_dirs[0]}: the {split} split is empty")
         with counted(f"evaluate {split}", total=len(loader), unit="batches", quiet=quiet or json) as bar:
-            e = run_eval(module, loader, run.model.task, n_classes=d.info.n_classes, on_batch=bar.advance)
+            e = run_eval(module, loader, run.model.task, n_classes=d.info.n_classes, on_batch=bar.advance,
+                         target_scale=d.info.target_scale)
         name = run_dirs[0] if len(runs) == 1 else f"ensemble of {len(runs)} runs"
         checkpoints = ", ".join(f"{r.folder.name}" for r in runs)
         if json:

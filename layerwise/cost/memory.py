@@ -132,6 +132,10 @@ def trace_step(model: Model, workload: Workload, hf=None) -> StepTrace:
     keys = dict(input_key=x.storage.key, output_key=out.storage.key, output_dtype=out.dtype)
     if model.task == "none":
         return StepTrace(tr, inputs, 0, 0, **keys)
+    if model.task == "regress":  # fp32 targets of the output's shape; MSE saves nothing of its own
+        # (its backward reads the output and the targets, both alive) and its temporaries are
+        # (B, n_targets) values: bytes per sample, left out
+        return StepTrace(tr, inputs + nbytes(out.numel, "fp32"), 0, 0, **keys)
     rows, classes = out.numel // out.shape[-1], out.shape[-1]
     inputs += nbytes(rows, "int64")  # the targets
     ls_dtype = "fp32" if tr.policy.autocast else out.dtype  # log_softmax runs in fp32 under autocast

@@ -242,6 +242,8 @@ def make_targets(out_shape, task: str):
     what shifting a (B, S+1) token batch gives, without slicing (and copying) the logits."""
     if task == "none":
         return None
+    if task == "regress":  # real-valued targets, the output's shape
+        return torch.randn(tuple(out_shape))
     return torch.randint(0, out_shape[-1], tuple(out_shape[:-1]))
 
 
@@ -250,6 +252,8 @@ def loss_of(out, targets, task: str) -> torch.Tensor:
         out = out[0]
     if task == "none":
         return out.sum()
+    if task == "regress":
+        return F.mse_loss(out.float(), targets)
     return F.cross_entropy(out.reshape(-1, out.shape[-1]), targets.reshape(-1))
 
 

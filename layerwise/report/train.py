@@ -70,6 +70,7 @@ class TrainReporter:
     def _eval(self, p: dict) -> None:
         r = p["result"]
         self.last_val = f" | val loss {r['loss']:.4f}" + (f" acc {r['accuracy']:.3f}" if r["task"] == "classify" else
+                                                          f" R2 {r['r2']:.3f}" if r["task"] == "regress" else
                                                           f" ppl {r['perplexity']:.2f}")
         if self.progress:
             self.progress.update(self.progress.done, self.progress.info.split(" | ")[0] + self.last_val)
@@ -99,6 +100,9 @@ def summary(r: dict) -> None:
         e = r.get(split)
         if e:
             t.add_row(f"{split} loss", f"{e['loss']:.4f}")
+            if e.get("r2") is not None:
+                t.add_row(f"{split} MSE / MAE / R2", f"{e['mse']:.4g} / {e['mae']:.4g} / {e['r2']:.4f}")
+                continue
             t.add_row(f"{split} accuracy", f"{e['accuracy']:.4f}")
             if e.get("perplexity") is not None:
                 t.add_row(f"{split} perplexity", f"{e['perplexity']:.3f}")
@@ -110,6 +114,10 @@ def summary(r: dict) -> None:
 
 def eval_table(name: str, e: dict, class_names: list[str] | None = None) -> None:
     """`layerwise evaluate`: loss/accuracy (perplexity), per-class precision/recall/F1, macro-F1, confusion."""
+    if e.get("r2") is not None:
+        out.print(f"[bold]{escape(name)}[/]: {e['n']} samples, loss {e['loss']:.4f} (standardised), MSE {e['mse']:.4g}, "
+                  f"MAE {e['mae']:.4g}, R2 {e['r2']:.4f}", highlight=False)
+        return
     out.print(f"[bold]{escape(name)}[/]: {e['n']} {'tokens' if e['task'] == 'lm' else 'samples'}, loss {e['loss']:.4f}, "
               f"accuracy {e['accuracy']:.4f}" + (f", perplexity {e['perplexity']:.3f}" if e.get("perplexity") else "")
               + (f", macro-F1 {e['macro_f1']:.4f}" if e.get("macro_f1") is not None else ""),

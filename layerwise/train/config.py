@@ -16,7 +16,7 @@ from layerwise.spec.errors import LayerwiseError
 OPTIMIZERS = ("sgd", "sgd-momentum", "adagrad", "rmsprop", "adam", "adamw", "adafactor", "lion")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")
-LOSSES = ("ce", "focal")
+LOSSES = ("ce", "focal", "mse", "mae")  # mse / mae: regression
 STRATEGIES = ("none", "ddp", "fsdp")
 NORMALISE = ("unit", "symmetric", "meanstd")
 TOKENIZERS = ("byte", "bpe")

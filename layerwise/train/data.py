@@ -40,6 +40,8 @@ class DataInfo:
     normalise: str = ""
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    target_mean: list[float] = field(default_factory=list)  # regress: per target, from the train split
+    target_std: list[float] = field(default_factory=list)  # (the model learns standardised targets)
     warnings: list[str] = field(default_factory=list)
     tokenizer_json: str | None = None  # BPE model, written to RUN_DIR/tokenizer.json
 
@@ -47,6 +49,11 @@ class DataInfo:
         out = asdict(self)
         out.pop("tokenizer_json")
         return out
+
+    @property
+    def target_scale(self) -> tuple[list[float], list[float]] | None:
+        """regress: (mean, std) per target of the train split, to report metrics in the data's units."""
+        return (self.target_mean, self.target_std) if self.target_mean else None
 
 
 @dataclass
@@ -121,6 +128,8 @@ def make_data(config: TrainConfig | DataConfig | str, model: Model, *, batch_siz
         raise LayerwiseError(f"--resize-mode {dc.resize_mode} applies to image inputs; this model takes {model.input.kind}")
     if model.task == "lm":
         (x, y), info = _lm(dc, model)
+    elif model.task == "regress":
+        (x, y), info = _regress(dc, model)
     else:
         (x, y), info = _classify(dc, model)
     loaders = {}
@@ -185,6 +194,8 @@ def _read_labeled(dc: DataConfig, model: Model) -> src.Labeled:
         return src.read_sklearn_tabular(name)
     if name == "pystdlib-lines":
         return src.read_pystdlib_lines(dc.max_bytes)
+    if name in src.BUILTIN_REGRESSION:
+        raise LayerwiseError(f"data {name!r} is a regression dataset (real targets); this model's task is {model.task!r}")
     if name in src.BUILTIN_LM:
         raise LayerwiseError(f"data {name!r} is a language-modelling corpus; this model's task is {model.task!r}")
     path = Path(name)
@@ -259,6 +270,38 @@ def _check_classes(model: Model, k: int, source: str) -> None:
     out = model.out_shape(model.input_shape(1))
     if out[-1] < k:
         raise LayerwiseError(f"data {source!r} has {k} classes but model {model.name!r} outputs {out[-1]} logits")
+
+
+# ---- regression ---------------------------------------------------------------------------------
+def _regress(dc: DataConfig, model: Model):
+    """Feature vectors -> real targets (N, n_targets): features and targets standardised with the
+    train split's mean and std (metrics are reported back in the targets' own units)."""
+    kind, shape = model.input.kind, tuple(model.input.shape)
+    if kind != "features":
+        raise LayerwiseError(f"model {model.name!r} has task 'regress' but takes {kind} inputs; regression reads "
+                             f"feature vectors")
+    if dc.source in src.BUILTIN_REGRESSION:
+        x, y = src.read_sklearn_regression(dc.source)
+    elif dc.source in src.BUILTINS:
+        raise LayerwiseError(f"data {dc.source!r} is a classification or text dataset; a regression model needs "
+                             f"real targets ({', '.join(src.BUILTIN_REGRESSION)} or a .csv)")
+    elif Path(dc.source).suffix == ".csv" and Path(dc.source).exists():
+        x, y = src.read_csv_regression(Path(dc.source), dc.label_column)
+    else:
+        raise LayerwiseError(f"data {dc.source!r}: a regression model reads {', '.join(src.BUILTIN_REGRESSION)} or a "
+                             f".csv with a numeric --label-column")
+    y = y.reshape(len(y), -1)
+    n_out = model.out_shape(model.input_shape(1))[-1]
+    if y.shape[1] != n_out:
+        raise LayerwiseError(f"data {dc.source!r} has {y.shape[1]} target(s) per sample but model {model.name!r} "
+                             f"outputs {n_out}")
+    idx = _split_indices(len(y), dc)
+    info = DataInfo(source=dc.source, task="regress", input_kind=kind, sizes={s: len(i) for s, i in idx.items()})
+    x = _prepare_features(src.Labeled(x, y, []), dc, shape, idx["train"], info)
+    mean, std = y[idx["train"]].mean(0), y[idx["train"]].std(0).clamp_min(1e-6)
+    info.target_mean, info.target_std = mean.tolist(), std.tolist()
+    y = (y - mean) / std
+    return ({s: x[i] for s, i in idx.items()}, {s: y[i].contiguous() for s, i in idx.items()}), info
 
 
 # ---- language modelling -------------------------------------------------------------------------

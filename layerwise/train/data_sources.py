@@ -25,7 +25,8 @@ BUILTIN_IMAGES = ("digits", "digits-imbalanced")
 BUILTIN_TABULAR = ("wine", "breast-cancer")
 BUILTIN_LM = ("pystdlib",)
 BUILTIN_TEXT_CLS = ("pystdlib-lines",)
-BUILTINS = BUILTIN_IMAGES + BUILTIN_TABULAR + BUILTIN_LM + BUILTIN_TEXT_CLS
+BUILTIN_REGRESSION = ("diabetes",)
+BUILTINS = BUILTIN_IMAGES + BUILTIN_TABULAR + BUILTIN_LM + BUILTIN_TEXT_CLS + BUILTIN_REGRESSION
 
 
 @dataclass
@@ -159,6 +160,32 @@ def read_sklearn_tabular(name: str) -> Labeled:
         raise LayerwiseError(f"{fname}: expected {n} rows of {f} features + label, got {arr.shape}")
     x = torch.tensor(arr[:, :f], dtype=torch.float32)
     return Labeled(x, torch.tensor(arr[:, f], dtype=torch.int64), head[2:], True)
+
+
+def read_sklearn_regression(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """diabetes (Efron et al. 2004): 442 x 10 raw features (age, sex, bmi, bp, s1..s6) and a disease
+    progression score one year later (25..346), the files sklearn's load_diabetes(scaled=False) reads."""
+    import gzip
+
+    with gzip.open(_sklearn_file("diabetes_data_raw.csv.gz"), "rt") as fh:
+        x = np.loadtxt(fh, dtype=np.float32)
+    with gzip.open(_sklearn_file("diabetes_target.csv.gz"), "rt") as fh:
+        y = np.loadtxt(fh, dtype=np.float32)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def read_csv_regression(path: Path, label_column: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CSV with a header: `label_column` holds the real target, every other column a number."""
+    rows = _csv_rows(path, label_column)
+    cols = [c for c in rows[0] if c != label_column] + [label_column]
+    arr = np.empty((len(rows), len(cols)), dtype=np.float32)
+    for i, row in enumerate(rows):
+        for j, c in enumerate(cols):
+            try:
+                arr[i, j] = float(row[c])
+            except (TypeError, ValueError):
+                raise LayerwiseError(f"{path}:{i + 2}: column {c!r} must be a number, got {row[c]!r}") from None
+    return torch.from_numpy(arr[:, :-1].copy()), torch.from_numpy(arr[:, -1].copy())
 
 
 def read_csv_table(path: Path, label_column: str) -> Labeled:

@@ -1,4 +1,5 @@
-"""Ensembles: several runs' models averaging their predicted probabilities (`evaluate RUN RUN2 ...`).
+"""Ensembles: several runs' models averaging their predicted probabilities (`evaluate RUN RUN2 ...`);
+regression models average their predictions.
 
 The ensemble's output is the log of the mean of the members' softmax probabilities, so evaluate()'s
 cross-entropy of it is the negative log-likelihood of the averaged prediction and its argmax the
@@ -17,11 +18,13 @@ from layerwise.train.run import LoadedRun, load_run
 
 
 class Ensemble(nn.Module):
-    def __init__(self, members: list[nn.Module]):
+    def __init__(self, members: list[nn.Module], task: str = "classify"):
         super().__init__()
-        self.members = nn.ModuleList(members)
+        self.members, self.task = nn.ModuleList(members), task
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, K) or (B, S, V) log-probabilities
+        if self.task == "regress":  # (B, n_targets): the mean prediction
+            return torch.stack([m(x).float() for m in self.members]).mean(0)
         logp = torch.stack([torch.log_softmax(m(x).float(), dim=-1) for m in self.members])
         return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
 
@@ -45,4 +48,4 @@ def load_ensemble(run_dirs: list[str], which: str) -> tuple[LoadedRun, Ensemble,
         if asdict(r.config.data) != asdict(first.config.data):
             raise LayerwiseError(f"{d}: trained on other data settings than {run_dirs[0]} (config.yaml 'data'); "
                                  f"its test split would not be the same samples")
-    return first, Ensemble([r.module for r in runs]).eval(), runs
+    return first, Ensemble([r.module for r in runs], first.model.task).eval(), runs

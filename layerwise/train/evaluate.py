@@ -17,13 +17,16 @@ class EvalResult:
     task: str
     n: int  # samples (classify) or predicted tokens (lm)
     loss: float  # mean cross-entropy per sample / per token (nats)
-    accuracy: float  # top-1 (lm: next-token)
+    accuracy: float | None  # top-1 (lm: next-token); None for regression
     perplexity: float | None = None  # lm: exp(loss)
     precision: list[float] = field(default_factory=list)  # classify: per class (0 where never predicted)
     recall: list[float] = field(default_factory=list)  # classify: per class (0 where absent)
     f1: list[float] = field(default_factory=list)  # classify: 2PR / (P + R) per class (0 where P + R = 0)
     macro_f1: float | None = None  # classify: the unweighted mean of f1 over the classes
     confusion: list[list[int]] = field(default_factory=list)  # [true class][predicted class] counts
+    mse: float | None = None  # regress: in the targets' own units (loss: MSE of the standardised targets)
+    mae: float | None = None
+    r2: float | None = None  # regress: 1 - SS_res / SS_tot, averaged over the targets (scikit-learn's r2_score)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -31,9 +34,15 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(module: torch.nn.Module, loader, task: str, *, n_classes: int = 0, device: str = "cpu",
-             autocast_dtype: torch.dtype | None = None, on_batch=None) -> EvalResult:
+             autocast_dtype: torch.dtype | None = None, on_batch=None, target_scale=None) -> EvalResult:
     """One pass over `loader` in eval mode; the module's training flag is restored afterwards.
-    on_batch() (progress) is called after each batch."""
+    on_batch() (progress) is called after each batch. target_scale (regress): the train split's
+    (mean, std) per target, so that MSE/MAE/R2 are in the targets' own units."""
+    if task == "regress":
+        from layerwise.train.regression import evaluate_regression
+
+        return evaluate_regression(module, loader, target_scale, device=device, autocast_dtype=autocast_dtype,
+                                   on_batch=on_batch)
     was_training = module.training
     module.eval()
     total_loss, total_n, correct = 0.0, 0, 0

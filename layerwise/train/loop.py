@@ -243,6 +243,7 @@ def validate(run: Run, st: State) -> tuple[bool, bool]:
     cfg = run.cfg
     val = itertools.islice(run.data.val, cfg.eval_batches) if cfg.eval_batches else run.data.val
     ev = evaluate(run.eval_module, val, run.trained.task, n_classes=run.data.info.n_classes, device=run.device,
+                  target_scale=run.data.info.target_scale,
                   autocast_dtype=run.amp_dtype if run.amp_dtype == torch.bfloat16 else None)
     st.last_val = ev
     run.log.write({"step": st.step, "epoch": st.epoch, "kind": "val", "loss": ev.loss,

@@ -33,6 +33,7 @@ class LossFn:
     def __init__(self, cfg: TrainConfig, task: str, class_counts: list[int] | None = None):
         self.cfg, self.task = cfg, task
         self.weight = None
+        _check_task(cfg, task)
         if cfg.class_weights == "balanced" or cfg.balance == "class-weights":
             if task != "classify" or not class_counts:
                 raise LayerwiseError("class_weights 'balanced' (--balance class-weights) applies to classification")
@@ -41,10 +42,25 @@ class LossFn:
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits, target = flatten(logits, target)
+        if self.task == "regress":  # (B, n_targets) predictions against standardised targets
+            f = F.mse_loss if self.cfg.loss == "mse" else F.l1_loss
+            return f(logits.float(), target)
         w = self.weight.to(logits.device) if self.weight is not None else None
         if self.cfg.loss == "focal":
             return focal_loss(logits, target, gamma=self.cfg.focal_gamma, alpha=self.cfg.focal_alpha, weight=w)
         return F.cross_entropy(logits.float(), target, weight=w, label_smoothing=self.cfg.label_smoothing)
+
+
+def _check_task(cfg: TrainConfig, task: str) -> None:
+    """The loss and its options against the task, in one line each."""
+    if task == "regress":
+        if cfg.loss not in ("mse", "mae"):
+            raise LayerwiseError(f"loss {cfg.loss!r} is for classification; a regression model trains with --loss mse or mae")
+        for name, on in (("label_smoothing", cfg.label_smoothing), ("class_weights", cfg.class_weights != "none")):
+            if on:
+                raise LayerwiseError(f"{name} applies to classification, not to regression")
+    elif cfg.loss in ("mse", "mae"):
+        raise LayerwiseError(f"loss {cfg.loss!r} is for regression; this model's task is {task!r} (use ce or focal)")
 
 
 def flatten(logits: torch.Tensor, target: torch.Tensor):

@@ -156,6 +156,8 @@ def _what_to_train(model: Model, config: TrainConfig, run_dir: Path, resume: boo
 
     check_train_batch(trained, trained.input_shape(cfg.batch_size))
     augment.check(cfg.augment, cfg.input_noise, trained.input.kind)
+    if trained.task == "regress" and cfg.monitor == "val_accuracy":
+        raise LayerwiseError("monitor val_accuracy applies to classification; a regression run monitors val_loss")
     if cfg.precision == "fp16-mixed" and not cfg.device.startswith("cuda"):
         raise LayerwiseError("precision fp16-mixed needs a CUDA device; on CPU use bf16-mixed")
     return trained, cfg
@@ -268,7 +270,8 @@ def _final_test(run: Run) -> dict | None:
     if folder.exists():
         tensors, _ = ck.read_checkpoint(folder)
         dd.load_model_state(run.eval_module, run.dist, tensors, str(folder))
-    ev = evaluate(run.eval_module, data.test, run.trained.task, n_classes=data.info.n_classes, device=run.device)
+    ev = evaluate(run.eval_module, data.test, run.trained.task, n_classes=data.info.n_classes, device=run.device,
+                  target_scale=data.info.target_scale)
     return ev.to_dict()
 
 
