@@ -26,3 +26,31 @@ def config(**kw) -> TrainConfig:
                 eval_every=4, optimizer="sgd-momentum")
     base.update(kw)
     return TrainConfig(**base)
+
+
+class Killed(Exception):
+    """Raised by kill_at's hook: the process dying mid-run."""
+
+
+def kill_at(step: int):
+    def hook(s, module):
+        if s == step:
+            raise Killed
+    return hook
+
+
+def resumed_equals_uninterrupted(model: Model, cfg: TrainConfig, root, kill_step: int):
+    """Train `cfg` through, and again killed after `kill_step` steps then resumed: -> (the
+    uninterrupted RunResult, whether the two runs' last weights are bitwise equal)."""
+    import pytest
+    import torch
+
+    from layerwise.train.run import load_run
+    from layerwise.train.trainer import train
+
+    full = train(model, cfg, root / "full")
+    with pytest.raises(Killed):
+        train(model, cfg, root / "killed", hooks={"after_step": kill_at(kill_step)})
+    train(model, cfg, root / "killed", resume=True)
+    a, b = (load_run(root / r, "last").module.state_dict() for r in ("full", "killed"))
+    return full, all(torch.equal(a[k], b[k]) for k in a)

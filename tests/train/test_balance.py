@@ -18,10 +18,8 @@ from layerwise.train.balance import rebalance
 from layerwise.train.config import DataConfig
 from layerwise.train.data import make_data
 from layerwise.train.losses import LossFn
-from layerwise.train.run import load_run
-from layerwise.train.trainer import train
 
-from _train_models import config, mlp, tiny_lm
+from _train_models import config, mlp, resumed_equals_uninterrupted, tiny_lm
 
 IMB = DataConfig(source="digits-imbalanced")
 
@@ -74,20 +72,9 @@ def test_resamplers_even_out_the_train_split_only(how):
 
 
 def test_a_smote_run_resumes_bitwise_after_a_kill(tmp_path):
-    class Killed(Exception):
-        pass
-
-    def kill(step, module):
-        if step == 5:
-            raise Killed
-
     cfg = config(data=IMB, balance="smote", max_steps=8, checkpoint_every=3, optimizer="adamw", eval_every=4)
-    train(mlp(), cfg, tmp_path / "full")
-    with pytest.raises(Killed):
-        train(mlp(), cfg, tmp_path / "killed", hooks={"after_step": kill})
-    train(mlp(), cfg, tmp_path / "killed", resume=True)
-    full, resumed = (load_run(tmp_path / r, "last").module.state_dict() for r in ("full", "killed"))
-    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    _, same = resumed_equals_uninterrupted(mlp(), cfg, tmp_path, kill_step=5)
+    assert same
     info = json.loads((tmp_path / "full" / "data.json").read_text())
     assert info["class_counts"]["train_balanced"] == [max(info["class_counts"]["train"])] * 10
 

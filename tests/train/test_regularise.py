@@ -14,7 +14,7 @@ from layerwise.train.data_sources import resize_images
 from layerwise.train.run import load_run
 from layerwise.train.trainer import train
 
-from _train_models import config, mlp, tiny_lm
+from _train_models import config, mlp, resumed_equals_uninterrupted, tiny_lm
 
 
 def test_random_resized_crop_samples_a_box_of_the_stated_area_and_aspect():
@@ -76,21 +76,10 @@ def test_max_norm_bounds_every_units_incoming_weights(tmp_path):
 
 
 def test_a_run_with_every_option_resumes_bitwise_after_a_kill(tmp_path):
-    class Killed(Exception):
-        pass
-
-    def kill(step, module):
-        if step == 5:
-            raise Killed
-
     cfg = config(max_steps=8, checkpoint_every=3, optimizer="adamw", eval_every=4, augment=("crop", "flip", "jitter"),
                  input_noise=0.1, max_norm=1.0, l1=1e-4, l2=1e-4)
-    train(mlp(), cfg, tmp_path / "full")
-    with pytest.raises(Killed):
-        train(mlp(), cfg, tmp_path / "killed", hooks={"after_step": kill})
-    train(mlp(), cfg, tmp_path / "killed", resume=True)
-    full, resumed = (load_run(tmp_path / r, "last").module.state_dict() for r in ("full", "killed"))
-    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    _, same = resumed_equals_uninterrupted(mlp(), cfg, tmp_path, kill_step=5)
+    assert same
     plain = load_run(tmp_path / "full", "last").module.state_dict()
     train(mlp(), config(max_steps=8, checkpoint_every=3, optimizer="adamw", eval_every=4), tmp_path / "plain")
     other = load_run(tmp_path / "plain", "last").module.state_dict()
