@@ -28,6 +28,9 @@ def _load(run_dir: Path, which: str, threads: int | None):
 
     th.choose(threads)  # a bad --threads before loading anything
     run = load_run(run_dir, which)
+    if run.model.task not in ("classify", "lm"):  # the tables report accuracy or perplexity
+        raise LayerwiseError(f"{run_dir}: compress handles classification and language-model runs; this run's task "
+                             f"is {run.model.task!r}")
     th.use(threads, th.model_step_flops(run.model, run.config.batch_size))
     for w in run.warnings:
         warn(w)

@@ -128,9 +128,9 @@ def register(app: typer.Typer) -> None:
         from layerwise.commands._model import resolve
 
         m = resolve(model)
-        if m.task not in ("lm", "classify", "regress"):
-            raise LayerwiseError(f"{model}: task is {m.task!r}; training needs a model whose task is 'lm', 'classify' "
-                                 f"or 'regress'")
+        if m.task not in ("lm", "mlm", "classify", "regress"):
+            raise LayerwiseError(f"{model}: task is {m.task!r}; training needs a model whose task is 'lm', 'mlm', "
+                                 f"'classify' or 'regress'")
         run_dir = Path(out) if out else Path("runs") / m.name
         if resume:  # the run's own settings; only a longer --epochs / --max-steps may be given
             if not (run_dir / "config.yaml").exists():
@@ -197,7 +197,7 @@ def register(app: typer.Typer) -> None:
             raise LayerwiseError(f"{run_dirs[0]}: the {split} split is empty")
         with counted(f"evaluate {split}", total=len(loader), unit="batches", quiet=quiet or json) as bar:
             e = run_eval(module, loader, run.model.task, n_classes=d.info.n_classes, on_batch=bar.advance,
-                         target_scale=d.info.target_scale)
+                         target_scale=d.info.target_scale, mask_id=d.info.mask_id)
         name = run_dirs[0] if len(runs) == 1 else f"ensemble of {len(runs)} runs"
         checkpoints = ", ".join(f"{r.folder.name}" for r in runs)
         if json:

@@ -118,7 +118,7 @@ def eval_table(name: str, e: dict, class_names: list[str] | None = None) -> None
         out.print(f"[bold]{escape(name)}[/]: {e['n']} samples, loss {e['loss']:.4f} (standardised), MSE {e['mse']:.4g}, "
                   f"MAE {e['mae']:.4g}, R2 {e['r2']:.4f}", highlight=False)
         return
-    out.print(f"[bold]{escape(name)}[/]: {e['n']} {'tokens' if e['task'] == 'lm' else 'samples'}, loss {e['loss']:.4f}, "
+    out.print(f"[bold]{escape(name)}[/]: {e['n']} {'tokens' if e['task'] in ('lm', 'mlm') else 'samples'}, loss {e['loss']:.4f}, "
               f"accuracy {e['accuracy']:.4f}" + (f", perplexity {e['perplexity']:.3f}" if e.get("perplexity") else "")
               + (f", macro-F1 {e['macro_f1']:.4f}" if e.get("macro_f1") is not None else ""),
               highlight=False)

@@ -8,7 +8,7 @@ from layerwise.spec.counts import Params
 from layerwise.spec.errors import SpecError, WorkloadError
 
 INPUT_KINDS = ("tokens", "image", "features", "sequence")
-TASKS = ("lm", "classify", "regress", "none")  # regress: real-valued targets, one per output
+TASKS = ("lm", "classify", "regress", "mlm", "none")  # regress: real-valued targets; mlm: masked-token prediction
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -42,6 +42,7 @@ class DataInfo:
     std: list[float] = field(default_factory=list)
     target_mean: list[float] = field(default_factory=list)  # regress: per target, from the train split
     target_std: list[float] = field(default_factory=list)  # (the model learns standardised targets)
+    mask_id: int | None = None  # mlm: the [MASK] token id (the tokenizer's vocab_size)
     warnings: list[str] = field(default_factory=list)
     tokenizer_json: str | None = None  # BPE model, written to RUN_DIR/tokenizer.json
 
@@ -126,7 +127,7 @@ def make_data(config: TrainConfig | DataConfig | str, model: Model, *, batch_siz
         dc, batch, seed = DataConfig(source=str(config)), batch_size or 64, 0
     if dc.resize_mode != "stretch" and model.input.kind != "image":
         raise LayerwiseError(f"--resize-mode {dc.resize_mode} applies to image inputs; this model takes {model.input.kind}")
-    if model.task == "lm":
+    if model.task in ("lm", "mlm"):
         (x, y), info = _lm(dc, model)
     elif model.task == "regress":
         (x, y), info = _regress(dc, model)
@@ -306,9 +307,16 @@ def _regress(dc: DataConfig, model: Model):
 
 # ---- language modelling -------------------------------------------------------------------------
 def _lm(dc: DataConfig, model: Model):
+    """lm: windows of the corpus and the same shifted by one token; mlm: windows and themselves
+    (the loop masks them, train/mlm.py)."""
     if model.input.kind != "tokens":
-        raise LayerwiseError(f"model {model.name!r} has task 'lm' but takes {model.input.kind} inputs, not tokens")
-    seq = model.input.shape[0]
+        raise LayerwiseError(f"model {model.name!r} has task {model.task!r} but takes {model.input.kind} inputs, "
+                             f"not tokens")
+    seq, mlm = model.input.shape[0], model.task == "mlm"
+    vocab = model.input.vocab_size - 1 if mlm else model.input.vocab_size  # mlm: the last id is [MASK]
+    if mlm and dc.tokenizer == "byte" and vocab < 256:
+        raise LayerwiseError(f"masked-LM on byte-level text needs vocab_size >= 257 (256 bytes + [MASK]); model "
+                             f"{model.name!r} has {model.input.vocab_size}")
     if dc.source == "pystdlib":
         text = src.read_pystdlib(dc.max_bytes)
     else:
@@ -321,7 +329,7 @@ def _lm(dc: DataConfig, model: Model):
     n_chars = len(text)
     cut_test, cut_val = int(n_chars * (1 - dc.test_fraction)), int(n_chars * (1 - dc.test_fraction - dc.val_fraction))
     parts = {"train": text[:cut_val], "val": text[cut_val:cut_test], "test": text[cut_test:]}
-    tok = make_tokenizer(dc.tokenizer, model.input.vocab_size, [parts["train"]], f"data {dc.source!r}")
+    tok = make_tokenizer(dc.tokenizer, vocab, [parts["train"]], f"data {dc.source!r}")
     xs, ys, sizes = {}, {}, {}
     for split, part in parts.items():
         ids = torch.tensor(tok.encode(part), dtype=torch.int64)
@@ -331,8 +339,8 @@ def _lm(dc: DataConfig, model: Model):
                                  f"of {seq + 1} (the model's {seq} inputs + 1 target); use a larger corpus")
         win = ids[: n_win * seq + 1]
         xs[split] = win[:-1].view(n_win, seq) if n_win else torch.zeros(0, seq, dtype=torch.int64)
-        ys[split] = win[1:].view(n_win, seq) if n_win else torch.zeros(0, seq, dtype=torch.int64)
+        ys[split] = (win[:-1] if mlm else win[1:]).view(n_win, seq) if n_win else torch.zeros(0, seq, dtype=torch.int64)
         sizes[split] = n_win
-    info = DataInfo(source=dc.source, task="lm", input_kind="tokens", sizes=sizes, vocab_size=tok.vocab_size,
-                    tokenizer=tok.kind, seq_len=seq, tokenizer_json=tok.to_json())
+    info = DataInfo(source=dc.source, task=model.task, input_kind="tokens", sizes=sizes, vocab_size=tok.vocab_size,
+                    tokenizer=tok.kind, seq_len=seq, tokenizer_json=tok.to_json(), mask_id=tok.vocab_size if mlm else None)
     return (xs, ys), info

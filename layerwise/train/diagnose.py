@@ -104,8 +104,8 @@ def reinit(module: nn.Module, init: str) -> int:
 # ---- one forward and backward --------------------------------------------------------------------
 def diagnose(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, task: str, *, init: str = "default",
              norm_position: str = "as built") -> Diagnosis:
-    """Forward `x`, backward the task's loss (cross-entropy against `y` for classify / lm; half the
-    mean square of the output otherwise), and read every leaf module. The module is left in
+    """Forward `x`, backward the task's loss (cross-entropy against `y` for classify / lm / mlm, MSE
+    for regress; half the mean square of the output otherwise), and read every leaf module. The module is left in
     training mode (what the first step sees) with its gradients cleared."""
     leaves = {m: name for name, m in module.named_modules() if not list(m.children())}
     outputs: list[tuple[str, nn.Module, torch.Tensor]] = []
@@ -138,8 +138,10 @@ def diagnose(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, task: s
 
 def _loss(out, y, task: str) -> torch.Tensor:
     out = out[0] if isinstance(out, (tuple, list)) else out
-    if task in ("classify", "lm") and y is not None:
+    if task in ("classify", "lm", "mlm") and y is not None:
         return nn.functional.cross_entropy(out.float().reshape(-1, out.shape[-1]), y.reshape(-1))
+    if task == "regress" and y is not None:
+        return nn.functional.mse_loss(out.float(), y.float().reshape(out.shape))
     return 0.5 * out.float().pow(2).mean()
 
 
@@ -240,6 +242,8 @@ def synthetic_batch(model, batch: int, seed: int = 0) -> tuple[torch.Tensor, tor
     out = model.out_shape(shape)
     if model.task == "classify":
         return x, torch.randint(0, out[-1], (batch,), generator=g)
-    if model.task == "lm":
+    if model.task in ("lm", "mlm"):
         return x, torch.randint(0, out[-1], tuple(out[:-1]), generator=g)
+    if model.task == "regress":
+        return x, torch.randn(tuple(out), generator=g)
     return x, None

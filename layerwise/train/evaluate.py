@@ -34,10 +34,13 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(module: torch.nn.Module, loader, task: str, *, n_classes: int = 0, device: str = "cpu",
-             autocast_dtype: torch.dtype | None = None, on_batch=None, target_scale=None) -> EvalResult:
+             autocast_dtype: torch.dtype | None = None, on_batch=None, target_scale=None,
+             mask_id: int | None = None) -> EvalResult:
     """One pass over `loader` in eval mode; the module's training flag is restored afterwards.
     on_batch() (progress) is called after each batch. target_scale (regress): the train split's
-    (mean, std) per target, so that MSE/MAE/R2 are in the targets' own units."""
+    (mean, std) per target, so that MSE/MAE/R2 are in the targets' own units. mask_id (mlm): the
+    [MASK] id; the same positions are masked at every evaluation (train/mlm.py), and loss, accuracy
+    and perplexity are over those positions."""
     if task == "regress":
         from layerwise.train.regression import evaluate_regression
 
@@ -47,8 +50,15 @@ def evaluate(module: torch.nn.Module, loader, task: str, *, n_classes: int = 0, 
     module.eval()
     total_loss, total_n, correct = 0.0, 0, 0
     confusion = None
+    masker = None
+    if task == "mlm":
+        from layerwise.train.mlm import eval_masker
+
+        masker = eval_masker(mask_id)
     try:
         for x, y in loader:
+            if masker is not None:
+                x, y = masker(x, y)
             x, y = x.to(device), y.to(device)
             if autocast_dtype is not None:
                 with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype):
@@ -59,7 +69,7 @@ def evaluate(module: torch.nn.Module, loader, task: str, *, n_classes: int = 0, 
             total_loss += F.cross_entropy(logits, target, reduction="sum").item()
             pred = logits.argmax(-1)
             correct += (pred == target).sum().item()
-            total_n += target.numel()
+            total_n += int((target != -100).sum()) if masker is not None else target.numel()
             if task == "classify":
                 k = max(n_classes, logits.shape[-1])
                 if confusion is None:
@@ -73,7 +83,7 @@ def evaluate(module: torch.nn.Module, loader, task: str, *, n_classes: int = 0, 
         return EvalResult(task=task, n=0, loss=float("nan"), accuracy=float("nan"))
     loss = total_loss / total_n
     result = EvalResult(task=task, n=total_n, loss=loss, accuracy=correct / total_n)
-    if task == "lm":
+    if task in ("lm", "mlm"):
         result.perplexity = math.exp(min(loss, 700.0))
     elif confusion is not None:
         tp = confusion.diag().double()

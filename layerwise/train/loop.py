@@ -67,6 +67,7 @@ class Run:
     after_step: Callable | None  # hooks["after_step"](step, module)
     transform: Callable | None = None  # augmentation / input noise of a training batch (train/augment.py)
     max_norm_weights: list[torch.Tensor] = field(default_factory=list)  # renormed after each step (cfg.max_norm)
+    masker: Callable | None = None  # mlm: x, y -> masked x, targets (train/mlm.py)
 
     @property
     def ckpt_root(self) -> Path:
@@ -166,6 +167,8 @@ def _forward_loss(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _loss(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if run.transform is not None:
         x = run.transform(x)
+    if run.masker is not None:
+        x, y = run.masker(x, y)
     if run.cfg.mixup_alpha > 0:
         x, ya, yb, lam = mixup(x, y, run.cfg.mixup_alpha)
         logits = run.wrapped(x)
@@ -243,7 +246,7 @@ def validate(run: Run, st: State) -> tuple[bool, bool]:
     cfg = run.cfg
     val = itertools.islice(run.data.val, cfg.eval_batches) if cfg.eval_batches else run.data.val
     ev = evaluate(run.eval_module, val, run.trained.task, n_classes=run.data.info.n_classes, device=run.device,
-                  target_scale=run.data.info.target_scale,
+                  target_scale=run.data.info.target_scale, mask_id=run.data.info.mask_id,
                   autocast_dtype=run.amp_dtype if run.amp_dtype == torch.bfloat16 else None)
     st.last_val = ev
     run.log.write({"step": st.step, "epoch": st.epoch, "kind": "val", "loss": ev.loss,

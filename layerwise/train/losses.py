@@ -59,6 +59,8 @@ def _check_task(cfg: TrainConfig, task: str) -> None:
         for name, on in (("label_smoothing", cfg.label_smoothing), ("class_weights", cfg.class_weights != "none")):
             if on:
                 raise LayerwiseError(f"{name} applies to classification, not to regression")
+    elif task == "mlm" and cfg.loss == "focal":
+        raise LayerwiseError("loss 'focal' applies to classification and lm; masked-LM trains with ce")
     elif cfg.loss in ("mse", "mae"):
         raise LayerwiseError(f"loss {cfg.loss!r} is for regression; this model's task is {task!r} (use ce or focal)")
 

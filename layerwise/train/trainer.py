@@ -35,6 +35,7 @@ from layerwise.train.finetune import load_initial, merge_lora_state, merged_spec
 from layerwise.train.loop import DivergedError, Event, Run, State
 from layerwise.train.losses import LossFn
 from layerwise.train.memory import StepMemory, predicted_peak
+from layerwise.train.mlm import Masker
 from layerwise.train.metrics import MetricsLog
 from layerwise.train.optim import make_optimizer, spec_nodes
 
@@ -189,7 +190,8 @@ def _set_up(trained: Model, cfg: TrainConfig, run_dir: Path, resume: bool, resum
                                                    if groups.unmatched else []),
               step_memory=step_memory, predicted=predicted_peak(trained, cfg),
               emit=on_event or _no_listener, listening=on_event is not None, after_step=hooks.get("after_step"),
-              transform=_transform(cfg, data), max_norm_weights=_max_norm_weights(module, cfg))
+              transform=_transform(cfg, data), max_norm_weights=_max_norm_weights(module, cfg),
+              masker=Masker(data.info.mask_id) if trained.task == "mlm" else None)
     st = State()
     if resume_from is not None:
         st = loop.restore(resume_from, run)
@@ -271,7 +273,7 @@ def _final_test(run: Run) -> dict | None:
         tensors, _ = ck.read_checkpoint(folder)
         dd.load_model_state(run.eval_module, run.dist, tensors, str(folder))
     ev = evaluate(run.eval_module, data.test, run.trained.task, n_classes=data.info.n_classes, device=run.device,
-                  target_scale=data.info.target_scale)
+                  target_scale=data.info.target_scale, mask_id=data.info.mask_id)
     return ev.to_dict()
 
 
