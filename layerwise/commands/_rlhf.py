@@ -47,14 +47,13 @@ def verify_rlhf(spec, workload, rlhf: str, placement, ref_quant, json: bool) -> 
     from layerwise.report.console import print_json
     from layerwise.report.rlhf import render_verify_rlhf, verify_rlhf_json
 
-    if placement not in (None, "colocated"):
-        raise WorkloadError("verify --rlhf: the measure reading runs the models colocated on one device")
     if ref_quant not in (None, "none"):
         raise WorkloadError("verify --rlhf: quantized weights are not measured; use `layerwise memory --rlhf`")
-    analytic = rlhf_memory(spec, workload, rlhf)
+    placement = placement or "colocated"
+    analytic = rlhf_memory(spec, workload, rlhf, placement=placement)
     try:
         from layerwise.measure.rlhf import measure_rlhf
     except ImportError as exc:
         raise WorkloadError(f"verify needs the measure reading (torch): {exc}") from None
-    measured = measure_rlhf(spec, workload, rlhf)
+    measured = measure_rlhf(spec, workload, rlhf, placement=placement)
     print_json(verify_rlhf_json(analytic, measured)) if json else render_verify_rlhf(spec.name, analytic, measured)

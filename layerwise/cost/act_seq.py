@@ -13,11 +13,32 @@ def _rope(tr: Trace, t: T, tables: list[T]) -> T:
     """x * cos + rotate_half(x) * sin: the muls save cos and sin (cast to x's dtype: `.to()` is
     a new tensor per call unless x is fp32, where it is the fp32 table itself)."""
     cos, sin = tables
+    if not tr.policy.grad:
+        return _rope_no_grad(tr, t, cos, sin)
     if t.dtype != cos.dtype:
         cos, sin = tr.new(cos.shape, t.dtype, False), tr.new(sin.shape, t.dtype, False)
     if t.grad:
         tr.save(cos, sin)
     return tr.new(t.shape, t.dtype, t.grad)
+
+
+def _rope_no_grad(tr: Trace, t: T, cos: T, sin: T) -> T:
+    """The transient tensors of build/attention.py's _rotate, in order, when nothing is saved:
+    -x[..., half:] (half size), the cat (rotated), cos.to (a copy unless x is fp32), x * cos,
+    sin.to, rotated * sin, the sum."""
+    half = tr.new((*t.shape[:-1], t.shape[-1] // 2), t.dtype, False)
+    rotated = tr.new(t.shape, t.dtype, False)
+    del half
+    cast = t.dtype != cos.dtype
+    cos_c = tr.new(cos.shape, t.dtype, False) if cast else cos
+    left = tr.new(t.shape, t.dtype, False)
+    del cos_c
+    sin_c = tr.new(sin.shape, t.dtype, False) if cast else sin
+    right = tr.new(t.shape, t.dtype, False)
+    del sin_c
+    out = tr.new(t.shape, t.dtype, False)
+    del left, right, rotated  # `rotated` is _rotate's local: it dies on return
+    return out
 
 
 def _eager(tr: Trace, b, q: T, k: T, v: T) -> T:
@@ -95,7 +116,17 @@ def _attention(b, tr: Trace, x: T) -> T:
 
 @act("ffn")
 def _ffn(b, tr: Trace, x: T) -> T:
-    if b.gated:
+    if b.gated and not tr.policy.grad and tr.policy.hf is None:
+        # no grad: act(gate(x)) runs before up(x) and nothing is saved, so gate(x) dies first
+        g = run(b.gate_proj, "gate_proj", tr, x)
+        tr.begin(".act")
+        a = activation_op(tr, g, b.activation)
+        del g
+        u = run(b.up_proj, "up_proj", tr, x)
+        tr.begin(".mul")
+        hid = tr.new(a.shape, promote(a.dtype, u.dtype), False)
+        del a
+    elif b.gated:
         with act_hf.fused(tr, tr.policy.hf is not None and tr.policy.hf.fused_gate_up):
             g = run(b.gate_proj, "gate_proj", tr, x)
             u = run(b.up_proj, "up_proj", tr, x)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from layerwise.cost.rlhf import rlhf_models
+from layerwise.cost.rlhf import PLACEMENTS, rlhf_models
 from layerwise.measure import setup
 from layerwise.measure.tracker import StorageTracker
 from layerwise.spec.errors import WorkloadError
@@ -33,30 +33,40 @@ KL_COEF, CLIP, BETA = 0.1, 0.2, 0.1
 
 @dataclass(frozen=True)
 class RLHFMeasurement:
+    placement: str
     peak_bytes: int
-    peak_stage: str
+    peak_stage: str  # colocated: the stage; separate: the model whose device peaks
     components: dict[str, int]
     stages: dict[str, tuple[int, dict[str, int]]]  # stage -> (peak bytes, components at it)
+    models: dict[str, tuple[int, dict[str, int]]]  # model -> its own stages' peak (separate placement)
 
     def to_json(self) -> dict:
-        return {"peak_bytes": self.peak_bytes, "peak_phase": self.peak_stage, "components": dict(self.components),
-                "stages": {n: {"peak_bytes": b, "components": dict(c)} for n, (b, c) in self.stages.items()}}
+        return {"placement": self.placement, "peak_bytes": self.peak_bytes, "peak_phase": self.peak_stage,
+                "components": dict(self.components),
+                "stages": {n: {"peak_bytes": b, "components": dict(c)} for n, (b, c) in self.stages.items()},
+                "models": {n: {"peak_bytes": b, "components": dict(c)} for n, (b, c) in self.models.items()}}
 
 
-def measure_rlhf(model, workload: Workload, algorithm: str = "ppo", *, fake: bool = True) -> RLHFMeasurement:
-    """One PPO or DPO update of `model` (a decoder LM spec), colocated on this device."""
+def measure_rlhf(model, workload: Workload, algorithm: str = "ppo", *, placement: str = "colocated",
+                 fake: bool = True) -> RLHFMeasurement:
+    """One PPO or DPO update of `model` (a decoder LM spec). Colocated: every model and optimizer
+    state is registered in every stage (one device). Separate: a stage registers only the models
+    it runs (one device per model; the others' tensors are never touched, so never counted)."""
     if workload.zero or workload.dp > 1 or workload.lora_rank:
         raise WorkloadError("--rlhf: the measure reading runs one process without ZeRO or LoRA; use "
                             "`layerwise memory --rlhf` for those set-ups")
     if workload.device != "cpu":
         raise WorkloadError("--rlhf: the measure reading runs on the CPU (--device cpu)")
+    if placement not in PLACEMENTS:
+        raise WorkloadError(f"--placement must be one of {list(PLACEMENTS)}, got {placement!r}")
     models = rlhf_models(model, algorithm)
     fake_mode = setup_fake() if fake else contextlib.nullcontext()
     with fake_mode:
-        run = _Run(models, workload, fake)
-        stages = run.ppo() if algorithm == "ppo" else run.dpo()
-    name = max(stages, key=lambda n: stages[n][0])
-    return RLHFMeasurement(stages[name][0], name, stages[name][1], stages)
+        run = _Run(models, workload, fake, placement == "separate")
+        run.ppo() if algorithm == "ppo" else run.dpo()
+    top = run.by_model if placement == "separate" else run.stages
+    name = max(top, key=lambda n: top[n][0])
+    return RLHFMeasurement(placement, top[name][0], name, top[name][1], run.stages, run.by_model)
 
 
 def setup_fake():
@@ -66,8 +76,8 @@ def setup_fake():
 
 
 class _Run:
-    def __init__(self, models, workload: Workload, fake: bool):
-        self.workload, self.fake = workload, fake
+    def __init__(self, models, workload: Workload, fake: bool, separate: bool):
+        self.workload, self.fake, self.separate = workload, fake, separate
         torch.manual_seed(0)
         self.modules, self.optimizers = {}, {}
         for name, (spec, trained) in models.items():
@@ -86,16 +96,19 @@ class _Run:
             self.modules[name] = m
         self.spec = models
         self.stages: dict[str, tuple[int, dict[str, int]]] = {}
+        self.by_model: dict[str, tuple[int, dict[str, int]]] = {}
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     @contextlib.contextmanager
-    def stage(self, name: str, buffers, grad: bool):
-        """A tracker over one stage: every model and optimizer state, and `buffers`, registered."""
+    def stage(self, name: str, on: str, buffers, grad: bool):
+        """A tracker over one stage of model `on`: the models and optimizer states on its device
+        (colocated: all of them) and `buffers` registered first."""
         tracker = StorageTracker(fake_scalars=self.fake, count_flops=False)
-        for m in self.modules.values():
-            tracker.register_module(m)
-        for opt in self.optimizers.values():
-            tracker.register_optimizer(opt)
+        here = [on] if self.separate else list(self.modules)
+        for n in here:
+            tracker.register_module(self.modules[n])
+            if n in self.optimizers:
+                tracker.register_optimizer(self.optimizers[n])
         tracker.register([b for b in buffers if b is not None], "inputs")
         gc.disable()
         try:
@@ -104,10 +117,10 @@ class _Run:
         finally:
             gc.enable()
             tracker.remove_hooks()
-        peak = tracker.peak
-        best = self.stages.get(name)
-        if best is None or peak.total > best[0]:
-            self.stages[name] = (peak.total, peak.components())
+        peak = (tracker.peak.total, tracker.peak.components())
+        for table, key in ((self.stages, name), (self.by_model, on)):
+            if key not in table or peak[0] > table[key][0]:
+                table[key] = peak
 
     def autocast(self):
         return setup.autocast(self.workload, "cpu")
@@ -140,26 +153,32 @@ class _Run:
         w = self.workload
         vocab = self.spec["actor"][0].input.vocab_size
         prompt = setup.make_input("tokens", self.spec["actor"][0].input_shape(w.batch, w.seq), vocab, w)
-        with self.stage("rollout", [prompt], grad=False) as tr:
+        with self.stage("rollout", "actor", [prompt], grad=False) as tr:
             with tr.phase("forward"), self.autocast():
                 seq = self._generate(prompt, tr)
         b, s = seq.shape
         targets = seq.roll(-1, dims=1)
-        with self.stage("score", [seq, targets], grad=False) as tr:
+        old = self._score("actor", [seq, targets], lambda: self.logprobs("actor", seq, targets))
+        ref = self._score("reference", [seq, targets, old], lambda: self.logprobs("reference", seq, targets))
+        score = self._score("reward", [seq, targets, old, ref],
+                            lambda: self.modules["reward"](seq)[:, -1, 0].clone())  # (B,)
+        with self.stage("score", "critic", [seq, targets, old, ref, score], grad=False) as tr:
             with tr.phase("forward"):
-                old = self.scored(lambda: self.logprobs("actor", seq, targets))
-                ref = self.scored(lambda: self.logprobs("reference", seq, targets))
-                score = self.scored(lambda: self.modules["reward"](seq)[:, -1, 0].clone())  # (B,)
                 values = self.scored(lambda: self.modules["critic"](seq)[..., 0])  # (B, S)
                 returns = (score[:, None] - KL_COEF * (old - ref).view(b, s)).float()
                 adv = (returns - values).float()
                 del ref, values, score
         buffers = [seq, targets, old, returns, adv]
-        with self.stage("actor_update", buffers, grad=True) as tr:
+        with self.stage("actor_update", "actor", buffers, grad=True) as tr:
             self.update("actor", lambda: _ppo_loss(self.logprobs("actor", seq, targets), old, adv.reshape(-1)), tr)
-        with self.stage("critic_update", buffers, grad=True) as tr:
+        with self.stage("critic_update", "critic", buffers, grad=True) as tr:
             self.update("critic", lambda: (self.modules["critic"](seq)[..., 0] - returns).pow(2).mean(), tr)
-        return self.stages
+
+    def _score(self, on: str, buffers, fn):
+        """One model's no-grad scoring forward, a part of the "score" stage."""
+        with self.stage("score", on, buffers, grad=False) as tr:
+            with tr.phase("forward"):
+                return self.scored(fn)
 
     def _generate(self, prompt, tracker):
         """Greedy decoding of new_tokens through the actor's KV cache -> (B, prompt + new) ids."""
@@ -183,13 +202,12 @@ class _Run:
         vocab = self.spec["policy"][0].input.vocab_size
         ids = setup.make_input("tokens", self.spec["policy"][0].input_shape(2 * w.batch, w.seq), vocab, w)
         targets = ids.roll(-1, dims=1)
-        with self.stage("reference", [ids, targets], grad=False) as tr:
+        with self.stage("reference", "reference", [ids, targets], grad=False) as tr:
             with tr.phase("forward"), self.autocast():
                 ref = self.logprobs("reference", ids, targets).view(ids.shape).sum(-1)  # (2B,)
-        with self.stage("policy_update", [ids, targets, ref], grad=True) as tr:
+        with self.stage("policy_update", "policy", [ids, targets, ref], grad=True) as tr:
             self.update("policy", lambda: _dpo_loss(self.logprobs("policy", ids, targets).view(ids.shape).sum(-1),
                                                     ref), tr)
-        return self.stages
 
 
 def _ppo_loss(new, old, adv):

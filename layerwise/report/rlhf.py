@@ -38,22 +38,26 @@ def render_rlhf(report) -> None:
 
 
 def verify_rlhf_json(analytic, measured) -> dict:
+    """Both readings and the error of each row: the stages when colocated (one device), each
+    model's device when separate."""
     a, m = analytic.to_json(), measured.to_json()
-    stages = {}
-    for name, mb in m["stages"].items():
-        ab = a["stages"][name]["peak_bytes"]
-        stages[name] = {"analytic": ab, "measured": mb["peak_bytes"], "error": _err(ab, mb["peak_bytes"])}
-    return {"analytic": a, "measured": m, "stages": stages,
+    key = "models" if analytic.placement == "separate" else "stages"
+    rows = {}
+    for name, mb in m[key].items():
+        ab = a[key][name]["peak_bytes"]
+        rows[name] = {"analytic": ab, "measured": mb["peak_bytes"], "error": _err(ab, mb["peak_bytes"])}
+    return {"analytic": a, "measured": m, key: rows,
             "error": {"peak_bytes": _err(a["peak_bytes"], m["peak_bytes"])}}
 
 
 def render_verify_rlhf(name: str, analytic, measured) -> None:
     data = verify_rlhf_json(analytic, measured)
-    table = Table(title=f"{name}: {analytic.algorithm.upper()} step, analytic vs measured (fake tensors)",
-                  title_justify="left")
-    for col in ("stage", "analytic", "measured", "error", "error %"):
-        table.add_column(col, justify="left" if col == "stage" else "right")
-    for stage, row in data["stages"].items():
+    key = "models" if analytic.placement == "separate" else "stages"
+    table = Table(title=f"{name}: {analytic.algorithm.upper()} step, {analytic.placement}, analytic vs measured "
+                        f"(fake tensors)", title_justify="left")
+    for col in (key[:-1], "analytic", "measured", "error", "error %"):
+        table.add_column(col, justify="right" if col in ("analytic", "measured", "error", "error %") else "left")
+    for stage, row in data[key].items():
         table.add_row(stage, f"{row['analytic']:,}", f"{row['measured']:,}", f"{row['error']['bytes']:+,}",
                       _pct(row["error"]))
     e = data["error"]["peak_bytes"]

@@ -1,6 +1,7 @@
 """RLHF memory (cost/rlhf.py) against the measured PPO / DPO step (measure/rlhf.py, fake tensors):
-the peak and every stage within 2% on small models over precisions and optimizers; the CLI's JSON
-keys; the placement and the frozen reference's quantization; the flags --rlhf refuses."""
+the peak and every stage (colocated) or every model's device (separate) within 2% on small models
+over precisions and optimizers; the CLI's JSON keys; the frozen reference's quantization; the flags
+--rlhf refuses."""
 from __future__ import annotations
 
 import json
@@ -37,6 +38,20 @@ def test_rlhf_step_matches_measure(preset, overrides, algorithm, fields):
     for stage in analytic.stages:
         got = measured.stages[stage.name][0]
         assert abs(stage.total - got) <= 0.02 * got, (stage.name, stage.total, got)
+
+
+@pytest.mark.parametrize("algorithm,fields", [("ppo", dict(batch=2, seq=32, new_tokens=16)),
+                                              ("dpo", dict(batch=2, seq=48, precision="bf16-mixed"))])
+def test_separate_devices_match_measure(algorithm, fields):
+    # one device per model: each stage registers only the model it runs; every device within 2%
+    model = get_preset("llama-2-7b", **LLAMA)
+    workload = Workload(**fields)
+    analytic = rlhf_memory(model, workload, algorithm, placement="separate")
+    measured = measure_rlhf(model, workload, algorithm, placement="separate")
+    assert set(analytic.models) == set(measured.models)
+    for name, (got, _) in measured.models.items():
+        assert abs(analytic.models[name][0] - got) <= 0.02 * got, (name, analytic.models[name][0], got)
+    assert analytic.peak_stage == measured.peak_stage  # the model whose device peaks
 
 
 def test_ppo_holds_four_models_and_the_rollout_cache():
