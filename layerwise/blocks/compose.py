@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from layerwise.spec.base import Block, Shape, chain_trace, child_out, register
+from layerwise.spec.base import Block, Names, Shape, chain_trace, child_out, register
 from layerwise.spec.counts import FlopCtx, Flops
 from layerwise.spec.errors import SpecError
 from layerwise.spec.shapes import prod
@@ -65,8 +65,24 @@ class Repeat(Block):
     def children(self):
         return tuple((str(i), self.block) for i in range(self.n_layers))
 
+    def child_groups(self):
+        return ((Names("", 0, self.n_layers), self.block),)
+
+    def runs(self, in_shape: Shape):
+        """Copies are traced one by one only until one keeps its input shape: from there on every
+        copy sees the same shape, so the rest is one run (n_layers = 10**6 costs one layer)."""
+        out, shape = [], tuple(in_shape)
+        for i in range(self.n_layers):
+            nxt = child_out(str(i), self.block, shape)
+            if tuple(nxt) == shape:
+                out.append((Names("", i, self.n_layers), self.block, shape))
+                break
+            out.append(((str(i),), self.block, shape))
+            shape = tuple(nxt)
+        return tuple(out)
+
     def trace(self, in_shape: Shape):
-        return chain_trace(self.children(), in_shape)
+        return tuple((name, child, shape) for names, child, shape in self.runs(in_shape) for name in names)
 
     def build(self):
         from torch import nn

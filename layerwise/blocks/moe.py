@@ -39,10 +39,15 @@ from fractions import Fraction
 
 from layerwise.blocks.ffn import FFN, _check_linear
 from layerwise.blocks.linear import Linear
-from layerwise.spec.base import Block, Shape, expect_last, register
+from layerwise.spec.base import Block, Names, Shape, collapse, expect_last, register
 from layerwise.spec.counts import FlopCtx, Flops, Params
 from layerwise.spec.errors import SpecError
 from layerwise.spec.shapes import prod
+
+
+# Experts listed one by one (paths experts.0, experts.1, ... for LoRA, freezing and the built
+# module). Beyond this they stay one derived spec that the cost reading counts n_experts times.
+MAX_LISTED_EXPERTS = 4096
 
 
 @register("moe")
@@ -83,12 +88,15 @@ class MoE(Block):
         expert = FFN(d_model=self.d_model, d_ff=self.d_ff, activation=self.activation, gated=self.gated, bias=self.bias)
         if isinstance(self.experts, list):
             object.__setattr__(self, "experts", tuple(self.experts))
-        if not self.experts:
+        if not self.experts and self.n_experts <= MAX_LISTED_EXPERTS:
             object.__setattr__(self, "experts", (expert,) * self.n_experts)
-        elif len(self.experts) != self.n_experts:
+        elif self.experts and len(self.experts) != self.n_experts:
             raise SpecError(f"moe.experts holds {len(self.experts)} experts, n_experts is {self.n_experts}")
+        checked = set()
         for i, e in enumerate(self.experts):
-            _check_ffn(f"moe.experts.{i}", e, expert)
+            if id(e) not in checked:
+                _check_ffn(f"moe.experts.{i}", e, expert)
+                checked.add(id(e))
         shared = replace(expert, d_ff=self.shared_d_ff, up_proj=None, gate_proj=None, down_proj=None) if self.shared_d_ff else None
         if shared is None and self.shared_expert is not None:
             raise SpecError("moe.shared_expert is given but shared_d_ff is 0")
@@ -133,21 +141,48 @@ class MoE(Block):
     def router_losses(self) -> bool:
         return bool(self.aux_loss_coef or self.z_loss_coef)
 
-    # ---- shapes and params -------------------------------------------------------------------
+    # ---- children, shapes and params ---------------------------------------------------------
+    def _derived_expert(self) -> Block:
+        return FFN(d_model=self.d_model, d_ff=self.d_ff, activation=self.activation, gated=self.gated, bias=self.bias)
+
+    def expert_groups(self) -> tuple[tuple, ...]:
+        """(names, expert) with equal neighbours merged; one entry when the experts are derived."""
+        if self.experts:
+            return collapse((f"experts.{i}", e) for i, e in enumerate(self.experts))
+        return ((Names("experts.", 0, self.n_experts), self._derived_expert()),)
+
+    def children(self):
+        if not self.experts:
+            raise SpecError(f"moe: {self.n_experts} experts are too many to list one by one (at most "
+                            f"{MAX_LISTED_EXPERTS}); the cost reading counts them, building or transforming "
+                            f"them expert by expert is refused")
+        return super().children()
+
+    def child_groups(self):
+        out = [(("router",), self.router), *self.expert_groups()]
+        for name in ("shared_expert", "shared_expert_gate"):
+            if getattr(self, name) is not None:
+                out.append(((name,), getattr(self, name)))
+        return tuple(out)
+
     def _rows(self, in_shape: Shape) -> int:
         return prod(in_shape[:-1])
 
-    def trace(self, in_shape: Shape):
+    def runs(self, in_shape: Shape):
         t = self._rows(in_shape)
-        out = [("router", self.router, (t, self.d_model))]
+        out = [(("router",), self.router, (t, self.d_model))]
         # each expert sees about T * top_k / n_experts tokens (rounded up), or its capacity buffer
         share = self.capacity(t) or -(-t * self.top_k // self.n_experts)
-        out += [(f"experts.{i}", e, (share, self.d_model)) for i, e in enumerate(self.experts)]
+        out += [(names, e, (share, self.d_model)) for names, e in self.expert_groups()]
         if self.shared_expert is not None:
-            out.append(("shared_expert", self.shared_expert, (t, self.d_model)))
+            out.append((("shared_expert",), self.shared_expert, (t, self.d_model)))
         if self.shared_expert_gate is not None:
-            out.append(("shared_expert_gate", self.shared_expert_gate, (t, self.d_model)))
+            out.append((("shared_expert_gate",), self.shared_expert_gate, (t, self.d_model)))
         return tuple(out)
+
+    def trace(self, in_shape: Shape):
+        self.children()  # refuses experts too many to list
+        return tuple((name, child, shape) for names, child, shape in self.runs(in_shape) for name in names)
 
     def out_shape(self, in_shape: Shape) -> Shape:
         expect_last(self, in_shape, self.d_model)
@@ -155,10 +190,12 @@ class MoE(Block):
 
     def active_params(self) -> Params:
         """Router + the top_k largest experts + the shared expert: the weights one token uses."""
-        experts = sorted((e.active_params() for e in self.experts), key=lambda p: p.total, reverse=True)
-        total = self.router.active_params()
-        for p in experts[: self.top_k]:
-            total = total + p
+        groups = sorted(((e.active_params(), len(names)) for names, e in self.expert_groups()),
+                        key=lambda g: g[0].total, reverse=True)
+        total, left = self.router.active_params(), self.top_k
+        for p, count in groups:
+            take = min(count, left)
+            total, left = total + p * take, left - take
         for extra in (self.shared_expert, self.shared_expert_gate):
             if extra is not None:
                 total = total + extra.active_params()
@@ -166,7 +203,7 @@ class MoE(Block):
 
     def depth(self) -> int:
         shared = self.shared_expert.depth() if self.shared_expert is not None else 0
-        return max(self.experts[0].depth(), shared)
+        return max(self.expert_groups()[0][1].depth(), shared)
 
     # ---- FLOPs -------------------------------------------------------------------------------
     def flops(self, in_shape: Shape, ctx: FlopCtx = FlopCtx()) -> Flops:
@@ -175,7 +212,7 @@ class MoE(Block):
         total = self.router.flops((t, d), ctx)
         cap = self.capacity(t)
         # dropless: top_k * T rows over all experts; with capacity: every expert's C-row buffer
-        total = total + self.experts[0].flops((e * cap if cap else t * k, d), ctx)
+        total = total + self.expert_groups()[0][1].flops((e * cap if cap else t * k, d), ctx)
         router_grad = ctx.input_grad or self.router.params().trainable > 0
         fwd = t * e * (5 + 1) + 2 * t * k + 2 * t * k * d
         bwd = (4 * t * e if router_grad else 0) + 3 * t * k * d

@@ -27,6 +27,7 @@ class FlopRow:
     type: str
     level: int
     flops: Flops
+    count: int = 1  # > 1: one row standing for this many equal copies ("blocks.1-79")
 
 
 @dataclass(frozen=True)
@@ -65,15 +66,16 @@ class FlopReport:
         return self.total / self.tokens
 
 
-def checkpointed_units(body: Block, path: str = ""):
-    """(path, block) of each unit that `--checkpointing full` wraps: every copy inside a Repeat
-    (transformer blocks, ResNet blocks), outermost Repeats only — the measure reading wraps the same."""
+def checkpointed_runs(body: Block, in_shape: Shape):
+    """(unit, its input shape, copies) of each unit that `--checkpointing full` wraps: every copy
+    inside a Repeat (transformer blocks, ResNet blocks), outermost Repeats only — the measure reading
+    wraps the same; equal copies on equal shapes come once, with their number."""
     if body.type_name == "repeat":
-        for name, child in body.children():
-            yield (f"{path}.{name}" if path else name), child
+        for names, child, child_in in body.runs(in_shape):
+            yield child, child_in, len(names)
         return
-    for name, child in body.children():
-        yield from checkpointed_units(child, f"{path}.{name}" if path else name)
+    for _, child, child_in in body.runs(in_shape):
+        yield from checkpointed_runs(child, child_in)
 
 
 def _attention_core(block: Block, in_shape: Shape, ctx: FlopCtx) -> Flops:
@@ -88,8 +90,8 @@ def _attention_core(block: Block, in_shape: Shape, ctx: FlopCtx) -> Flops:
         core = block.own_flops(in_shape, ctx)
         eager = block._impl(ctx) == "eager"
         total = total + Flops(fwd_matmul=core.fwd_matmul // 2 if eager else core.fwd_matmul, fwd_other=core.fwd_other)
-    for _, child, child_in in block.trace(in_shape):
-        total = total + _attention_core(child, child_in, ctx)
+    for names, child, child_in in block.runs(in_shape):
+        total = total + _attention_core(child, child_in, ctx) * len(names)
     return total
 
 
@@ -118,25 +120,29 @@ def _unsaved_tail(unit: Block, in_shape: Shape, ctx: FlopCtx) -> Flops:
         return Flops()
     from layerwise.spec.base import walk
 
-    for info in walk(unit, in_shape):
+    for info in walk(unit, in_shape, collapse_over=1):
         if info.path == f"{prefix}.down_proj":
             return info.block.flops(info.in_shape, replace(ctx, input_grad=True))
     return Flops()
 
 
 def _rows(block: Block, in_shape: Shape, ctx: FlopCtx, path: str, level: int, out: list) -> None:
+    """Rows in execution order; a run of more than COLLAPSE_OVER equal copies is its first copy and
+    one row for the others (their FLOPs summed)."""
+    from layerwise.cost.summary import COLLAPSE_OVER
+
     if path:
         out.append(FlopRow(path, block.type_name, level, block.flops(in_shape, ctx)))
     grad = ctx.input_grad
-    for name, child, child_in in block.trace(in_shape):
-        _rows(child, child_in, replace(ctx, input_grad=grad), f"{path}.{name}" if path else name, level + 1, out)
-        grad = grad or child.params().trainable > 0
-
-
-def _shapes_by_path(body: Block, in_shape: Shape) -> dict[str, Shape]:
-    from layerwise.spec.base import walk
-
-    return {info.path: info.in_shape for info in walk(body, in_shape)}
+    for names, child, child_in in block.runs(in_shape):
+        listed = names if len(names) <= COLLAPSE_OVER else names[:1]
+        for name in listed:
+            _rows(child, child_in, replace(ctx, input_grad=grad), f"{path}.{name}" if path else name, level + 1, out)
+            grad = grad or child.params().trainable > 0
+        if len(listed) < len(names):
+            rest = f"{names[1]}-{names[-1].rsplit('.', 1)[-1]}"
+            flops = child.flops(child_in, replace(ctx, input_grad=grad)) * (len(names) - 1)
+            out.append(FlopRow(f"{path}.{rest}" if path else rest, child.type_name, level + 1, flops, len(names) - 1))
 
 
 def model_flops(model: Model, workload: Workload) -> FlopReport:
@@ -157,16 +163,15 @@ def model_flops(model: Model, workload: Workload) -> FlopReport:
     loss = Flops(fwd_other=CE_FWD_PER_LOGIT * prod(out_shape), bwd_other=CE_BWD_PER_LOGIT * prod(out_shape))
     recompute = Flops()
     if workload.mode == "train" and workload.checkpointing != "none":
-        shapes = _shapes_by_path(model.body, in_shape)
-        for path, unit in checkpointed_units(model.body):
+        for unit, unit_in, copies in checkpointed_runs(model.body, in_shape):
             unit_ctx = replace(ctx, input_grad=True)
             if workload.checkpointing == "full":
-                f = unit.flops(shapes[path], unit_ctx)
-                tail = _unsaved_tail(unit, shapes[path], unit_ctx)
+                f = unit.flops(unit_in, unit_ctx)
+                tail = _unsaved_tail(unit, unit_in, unit_ctx)
                 f = Flops(fwd_matmul=f.fwd_matmul - tail.fwd_matmul, fwd_other=f.fwd_other - tail.fwd_other)
             else:  # selective: only the attention core is recomputed (Korthikanti et al. 2022)
-                f = _attention_core(unit, shapes[path], unit_ctx)
-            recompute = recompute + Flops(bwd_matmul=f.fwd_matmul, bwd_other=f.fwd_other)
+                f = _attention_core(unit, unit_in, unit_ctx)
+            recompute = recompute + Flops(bwd_matmul=f.fwd_matmul, bwd_other=f.fwd_other) * copies
     if workload.mode == "infer":
         step = Flops(fwd_matmul=step.fwd_matmul, fwd_other=step.fwd_other, causal_skippable=step.causal_skippable)
         loss = Flops()

@@ -30,7 +30,7 @@ def flops_json(r: FlopReport, compute: TrainingCompute | None = None) -> dict:
         "convention": CONVENTION,
         "per_layer": [{"path": row.path, "type": row.type, "forward": row.flops.forward,
                        "backward": row.flops.backward if r.mode == "train" else 0,
-                       "matmul_forward": row.flops.fwd_matmul} for row in r.rows],
+                       "matmul_forward": row.flops.fwd_matmul, "count": row.count} for row in r.rows],
     }
     if compute is not None:
         data["training_compute"] = {"tokens": compute.tokens, "flops": compute.flops, "six_nd": compute.six_nd,
@@ -48,7 +48,8 @@ def render_flops(r: FlopReport, compute: TrainingCompute | None, max_level: int)
         if row.level > max_level:
             continue
         name = "  " * (row.level - 1) + row.path.rsplit(".", 1)[-1] if row.level > 1 else row.path
-        cells = [name, row.type, count(row.flops.forward), count(row.flops.fwd_matmul)]
+        kind = f"{row.type} x{row.count}" if row.count > 1 else row.type
+        cells = [name, kind, count(row.flops.forward), count(row.flops.fwd_matmul)]
         table.add_row(*cells, *((count(row.flops.backward),) if train else ()))
     out.print(table)
     out.print(f"forward {count(r.forward)} ({r.forward:,}); matmul {count(r.flops.fwd_matmul)}"

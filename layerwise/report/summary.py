@@ -20,7 +20,7 @@ def summary_json(s: Summary) -> dict:
         "depth": s.depth,
         "depth_definition": DEPTH_DEFINITION,
         "layers": [{"path": r.path, "type": r.type, "output_shape": list(r.output_shape), "params": r.params,
-                    "trainable": r.trainable} for r in s.layers],
+                    "trainable": r.trainable, "count": r.count} for r in s.layers],
         "by_type": dict(s.by_type),
         "moe": [dict(m) for m in s.moe],
     }
@@ -39,7 +39,8 @@ def render_summary(s: Summary, max_level: int = 3) -> None:
         if r.level > max_level:
             hidden += 1
             continue
-        table.add_row("  " * (r.level - 1) + r.path.rsplit(".", 1)[-1] if r.level > 1 else r.path, r.type,
+        kind = f"{r.type} x{r.count}" if r.count > 1 else r.type
+        table.add_row("  " * (r.level - 1) + r.path.rsplit(".", 1)[-1] if r.level > 1 else r.path, kind,
                       shape(r.output_shape), count(r.params), count(r.trainable))
     out.print(table)
     if hidden:

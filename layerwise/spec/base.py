@@ -9,6 +9,8 @@ Nothing here imports torch: `build()` imports it locally, so the cost reading ne
 from __future__ import annotations
 
 import difflib
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import ClassVar, Iterator
 
@@ -19,18 +21,109 @@ Shape = tuple[int, ...]
 
 REGISTRY: dict[str, type["Block"]] = {}
 
+# ---- memoisation ----------------------------------------------------------------------------------
+# Specs are frozen values, so a reading of one (its params, depth, output shape, FLOPs for an input
+# shape and context) is a function of the value: computed once per distinct (block, arguments) and
+# reused. A model of 80 equal layers, or a planner trying thousands of set-ups, costs one layer's work.
+_MEMO: dict = {}
+_MEMO_LIMIT = 200_000  # entries; cleared when full (a long fuzz run must not grow without bound)
+MEMOISED = ("params", "active_params", "depth", "out_shape", "flops")
+
+
+def memoised(fn):
+    """`fn(self, *args)` cached by (fn, self, args); unhashable arguments skip the cache."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kw):
+        try:
+            key = (fn, self, args, tuple(sorted(kw.items())))
+            hit = _MEMO.get(key, _MISS)
+        except TypeError:  # a list or dict inside a spec built from Python: computed, not cached
+            return fn(self, *args, **kw)
+        if hit is _MISS:
+            hit = fn(self, *args, **kw)
+            if len(_MEMO) >= _MEMO_LIMIT:
+                _MEMO.clear()
+            _MEMO[key] = hit
+        return hit
+
+    wrapper.memoised = True
+    return wrapper
+
+
+_MISS = object()
+
+
+def _cached_hash(cls) -> None:
+    """A frozen dataclass rehashes its whole subtree on every hash; keep the first result."""
+    plain = cls.__dict__.get("__hash__")
+    if plain is None or getattr(plain, "cached", False):
+        return
+
+    def __hash__(self):
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = plain(self)
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    __hash__.cached = True
+    cls.__hash__ = __hash__
+
 
 def register(type_name: str):
-    """Class decorator: make a block type reachable by name from YAML, JSON and the CLI."""
+    """Class decorator: make a block type reachable by name from YAML, JSON and the CLI, and
+    memoise its readings (MEMOISED) and its hash."""
 
     def deco(cls):
         if type_name in REGISTRY:
             raise RuntimeError(f"block type {type_name!r} registered twice")
         cls.type_name = type_name
         REGISTRY[type_name] = cls
+        for name in MEMOISED:
+            fn = cls.__dict__.get(name)
+            if callable(fn) and not getattr(fn, "memoised", False):
+                setattr(cls, name, memoised(fn))
+        _cached_hash(cls)
         return cls
 
     return deco
+
+
+class Names(Sequence):
+    """The names `prefix + str(i)` for i in [start, stop), without listing them (a Repeat of a
+    million layers names its copies "0".."999999")."""
+
+    def __init__(self, prefix: str, start: int, stop: int):
+        self.prefix, self.start, self.stop = prefix, start, stop
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            r = range(self.start, self.stop)[i]
+            if r.step != 1:
+                return tuple(f"{self.prefix}{k}" for k in r)
+            return Names(self.prefix, r.start, r.stop)
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(i)
+        return f"{self.prefix}{self.start + i}"
+
+
+def collapse(items) -> tuple:
+    """Consecutive equal entries (a child and, for runs, its input shape) merged: each item is
+    (name, *rest) and comes out as (names, *rest), `names` holding every merged copy's name."""
+    out: list = []
+    for name, *rest in items:
+        if out and out[-1][1:] == tuple(rest):  # tuples compare items by identity first
+            out[-1] = (out[-1][0] + (name,), *out[-1][1:])
+        else:
+            out.append(((name,), *rest))
+    return tuple(out)
 
 
 def block_class(type_name: str) -> type["Block"]:
@@ -54,12 +147,19 @@ class Block:
     counts_in_depth: ClassVar[bool] = True
 
     # ---- shapes -----------------------------------------------------------------------------
+    @memoised
     def out_shape(self, in_shape: Shape) -> Shape:
         """Output shape for `in_shape`; raises SpecError naming both shapes on a mismatch."""
         shape = in_shape
-        for name, child, child_in in self.trace(in_shape):
-            shape = child_out(name, child, child_in)
+        for names, child, child_in in self.runs(in_shape):
+            shape = child_out(names[0], child, child_in)
         return shape
+
+    def runs(self, in_shape: Shape) -> tuple[tuple[Sequence[str], "Block", Shape], ...]:
+        """`trace` with consecutive equal copies (same child, same input shape) merged into one
+        entry (names, child, child's input shape): the readings compute a copy once and multiply.
+        A merged run's copies each keep the shape (the first copy's output is the next's input)."""
+        return collapse(self.trace(in_shape))
 
     def trace(self, in_shape: Shape) -> tuple[tuple[str, "Block", Shape], ...]:
         """Composites: (name, child, child's input shape) in execution order. Leaves: ()."""
@@ -76,46 +176,60 @@ class Block:
                 out.extend((f"{f.name}.{i}", v) for i, v in enumerate(value))
         return tuple(out)
 
+    def child_groups(self) -> tuple[tuple[Sequence[str], "Block"], ...]:
+        """`children` with consecutive equal children merged: (names, child)."""
+        return collapse(self.children())
+
     # ---- parameters -------------------------------------------------------------------------
     def own_params(self) -> Params:
         """Parameters and buffers held by this block itself, not by its children."""
         return Params()
 
+    @memoised
     def params(self) -> Params:
         total = self.own_params()
-        for _, child in self.children():
-            total = total + child.params()
+        for names, child in self.child_groups():
+            total = total + child.params() * len(names)
         return total
 
+    @memoised
     def active_params(self) -> Params:
         """Parameters used per token (MoE: only top_k experts). Equal to params() elsewhere."""
         total = self.own_params()
-        for _, child in self.children():
-            total = total + child.active_params()
+        for names, child in self.child_groups():
+            total = total + child.active_params() * len(names)
         return total
 
+    @memoised
     def depth(self) -> int:
         """Parameterised layers (norms excluded) on the longest input-to-output path. Children in
         sequence add; composites with parallel branches override this and take the longest."""
         own = 1 if self.counts_in_depth and self.own_params().total > 0 else 0
-        return own + sum(c.depth() for _, c in self.children())
+        return own + sum(c.depth() * len(names) for names, c in self.child_groups())
 
     # ---- FLOPs ------------------------------------------------------------------------------
     def own_flops(self, in_shape: Shape, ctx: FlopCtx) -> Flops:
         """FLOPs of this block's own work (a leaf's op, a composite's residual add)."""
         return Flops()
 
+    @memoised
     def flops(self, in_shape: Shape, ctx: FlopCtx = FlopCtx()) -> Flops:
         """Forward and backward FLOPs for one call on `in_shape`.
 
         `ctx.input_grad`: whether the input requires grad (backward then computes grad_input too).
         A child's input requires grad if ours does or an earlier child has trainable parameters.
+        A run of equal copies is counted as its first copy plus the others times their number.
         """
         total = self.own_flops(in_shape, ctx)
         grad = ctx.input_grad
-        for _, child, child_in in self.trace(in_shape):
-            total = total + child.flops(child_in, replace(ctx, input_grad=grad))
-            grad = grad or child.params().trainable > 0
+        for names, child, child_in in self.runs(in_shape):
+            first = child.flops(child_in, replace(ctx, input_grad=grad))
+            after = grad or child.params().trainable > 0
+            total = total + first
+            if len(names) > 1:
+                rest = first if after == grad else child.flops(child_in, replace(ctx, input_grad=after))
+                total = total + rest * (len(names) - 1)
+            grad = after
         return total
 
     # ---- build ------------------------------------------------------------------------------
@@ -159,14 +273,15 @@ def expect_last(block: Block, in_shape: Shape, size: int, axis: int = -1) -> Non
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One node of the spec tree as traced on a given input shape."""
+    """One node of the spec tree as traced on a given input shape. `count` > 1: a row standing for
+    that many equal copies (named `path`, e.g. "blocks.1-999999"), whose subtree is not listed."""
 
     path: str
     block: Block
     in_shape: Shape
     out_shape: Shape
     level: int
-
+    count: int = 1
 
 def child_out(name: str, child: Block, in_shape: Shape) -> Shape:
     """`child.out_shape(in_shape)`, with the child's name prepended to any SpecError's path.
@@ -189,13 +304,21 @@ def chain_trace(children, in_shape: Shape) -> tuple[tuple[str, Block, Shape], ..
     return tuple(out)
 
 
-def walk(block: Block, in_shape: Shape, path: str = "", level: int = 0) -> Iterator[LayerInfo]:
+def walk(block: Block, in_shape: Shape, path: str = "", level: int = 0,
+         collapse_over: int | None = None) -> Iterator[LayerInfo]:
     """Every node of the tree in execution order, with the shapes it sees.
 
     The root's `out_shape` runs first and checks the whole tree, so a mismatch is raised before
-    anything is yielded, with the full block path.
+    anything is yielded, with the full block path. `collapse_over`: a run of more equal copies than
+    this is listed as its first copy (with its subtree) and one row for all the others.
     """
     out = block.out_shape(tuple(in_shape))
     yield LayerInfo(path, block, tuple(in_shape), tuple(out), level)
-    for name, child, child_in in block.trace(in_shape):
-        yield from walk(child, child_in, f"{path}.{name}" if path else name, level + 1)
+    for names, child, child_in in block.runs(in_shape):
+        listed = names if collapse_over is None or len(names) <= collapse_over else names[:1]
+        for name in listed:
+            yield from walk(child, child_in, f"{path}.{name}" if path else name, level + 1, collapse_over)
+        if len(listed) < len(names):
+            rest = f"{names[1]}-{names[-1].rsplit('.', 1)[-1]}" if len(names) > 2 else names[1]
+            yield LayerInfo(f"{path}.{rest}" if path else rest, child, tuple(child_in),
+                            child.out_shape(tuple(child_in)), level + 1, len(names) - 1)
