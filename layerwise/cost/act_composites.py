@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from layerwise.cost import act_hf
 from layerwise.cost.act_trace import T, Trace
-from layerwise.cost.activations import act, run
+from layerwise.cost.activations import act, run, run_copies
 
 
 def add(tr: Trace, a: T, b: T) -> T:
@@ -37,12 +37,13 @@ def _residual(b, tr: Trace, x: T) -> T:
 def _repeat(b, tr: Trace, x: T) -> T:
     """Full checkpointing wraps each copy of the outermost repeat (layerwise.measure.setup)."""
     outermost = tr.sink is None and not getattr(tr, "_in_repeat", False)
-    for i in range(b.n_layers):
+
+    def copy(i: int, x: T) -> T:
         if tr.policy.checkpointing == "full" and outermost:
-            x = tr.checkpointed(lambda t, i=i: _item(b, tr, t, i), x)
-        else:
-            x = _item(b, tr, x, i)
-    return x
+            return tr.checkpointed(lambda t: _item(b, tr, t, i), x)
+        return _item(b, tr, x, i)
+
+    return run_copies(tr, b.n_layers, copy, x, str)
 
 
 def _item(b, tr: Trace, x: T, i: int) -> T:

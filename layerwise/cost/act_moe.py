@@ -1,14 +1,15 @@
 """Saved tensors of the MoE layer, mirroring build/moe.py and build/moe_dispatch.py op by op.
 Legend: T tokens, k top_k, E experts, C capacity, d d_model; a pair is a (token, choice).
-Balanced routing (what the measure reading runs under fake tensors): expert e gets
-`_rows_for(T, k, E, e)` pairs, so dropless shapes and capacity overflow follow from T, k, E, C."""
+Balanced routing (what the measure reading runs under fake tensors): expert e gets T*k // E
+pairs, one more if e < T*k % E (`_expert_segments`), so dropless shapes and capacity overflow
+follow from T, k, E, C. Equal experts with equal rows are traced as three and a lump."""
 from __future__ import annotations
 
 from dataclasses import replace
 
 from layerwise.cost.act_leaves import activation_op
 from layerwise.cost.act_trace import T, Trace, promote
-from layerwise.cost.activations import act, run
+from layerwise.cost.activations import act, run, run_copies, run_outputs
 
 
 @act("moe")
@@ -113,22 +114,28 @@ def _dropless(b, tr: Trace, flat: T, weights: T) -> T:
     scaled by its weights (mul saves both) and index_add'ed back (saves the index)."""
     rows, d = flat.shape
     out = tr.new((rows, d), flat.dtype, False)
-    for e, (name, expert) in enumerate(_experts(b)):
-        n_e = _rows_for(rows, b.top_k, b.n_experts, e)
+    for first, count, n_e, expert in _expert_segments(b, rows * b.top_k):
         if n_e == 0:
+            _unrouted(tr, expert, first, count, d)
             continue
-        tr.begin(f".gather{e}")
-        tok = tr.new((n_e,), "int64", False)
-        tr.save(tok)
-        xin = tr.new((n_e, d), flat.dtype, flat.grad)
-        y = run(expert, name, tr, xin)
-        tr.begin(f".combine{e}")
-        w_e = tr.new((n_e, 1), weights.dtype, weights.grad)
-        slot = tr.new((n_e,), "int64", False)
-        tr.save(tok, slot, y, w_e)  # weights[tok, slot]: saves both indices; y * w saves both
-        prod_ = tr.new((n_e, d), promote(y.dtype, w_e.dtype), True)
-        tr.save(prod_)  # index_add keeps its source for backward
-        out = tr.new((rows, d), prod_.dtype, True)
+
+        def copy(i: int, out: T, expert=expert, first=first, n_e=n_e) -> T:
+            e = first + i
+            tr.begin(f".gather{e}")
+            tok = tr.new((n_e,), "int64", False)
+            tr.save(tok)
+            xin = tr.new((n_e, d), flat.dtype, flat.grad)
+            y = run(expert, f"experts.{e}", tr, xin)
+            tr.begin(f".combine{e}")
+            w_e = tr.new((n_e, 1), weights.dtype, weights.grad)
+            slot = tr.new((n_e,), "int64", False)
+            tr.save(tok, slot, y, w_e)  # weights[tok, slot]: saves both indices; y * w saves both
+            prod_ = tr.new((n_e, d), promote(y.dtype, w_e.dtype), True)
+            tr.save(prod_)  # index_add keeps its source for backward
+            return tr.new((rows, d), prod_.dtype, True)
+
+        # a run of equal experts with equal rows: traced as three and a lump (run_copies)
+        out = run_copies(tr, count, copy, out, lambda i, first=first: f"experts.{first + i}")
     return out
 
 
@@ -160,7 +167,12 @@ def _capacity(b, tr: Trace, flat: T, idx: T, weights: T, cap: int) -> T:
         tr.save(tok, dest, picked_rows)
     buf = T(buf.shape, buf.dtype, picked_rows.grad, buf.storage)  # in place: now in the graph
     del picked_rows
-    ys = [run(expert, name, tr, tr.view(buf, (cap, d))) for name, expert in _experts(b)]
+    ys, start = [], 0
+    for names, expert in b.expert_groups():  # equal experts on equal buffers: three and a lump
+        ys += run_outputs(tr, len(names), lambda i, e=expert, s=start: run(e, f"experts.{s + i}", tr,
+                                                                          tr.view(buf, (cap, d))),
+                          lambda i, s=start: f"experts.{s + i}")
+        start += len(names)
     tr.begin(".combine")
     zero = tr.new((1, d), ys[0].dtype, False)
     out_rows = tr.new((n * cap + 1, d), ys[0].dtype, any(y.grad for y in ys))
@@ -181,11 +193,32 @@ def _capacity(b, tr: Trace, flat: T, idx: T, weights: T, cap: int) -> T:
     return out
 
 
-def _experts(b):
-    return [(f"experts.{i}", e) for i, e in enumerate(b.experts)]
+def _expert_segments(b, pairs: int):
+    """(first expert, count, rows each, expert spec): runs of equal experts receiving equal rows
+    under balanced routing (experts below pairs % n_experts get one row more)."""
+    q, r = divmod(pairs, b.n_experts)
+    start = 0
+    for names, expert in b.expert_groups():
+        end = start + len(names)
+        for a, z, n_e in ((start, min(end, r), q + 1), (max(start, r), end, q)):
+            if a < z:
+                yield a, z - a, n_e, expert
+        start = end
 
 
-def _rows_for(tokens: int, k: int, n: int, expert: int) -> int:
-    """Pairs routed to `expert` under balanced routing: slots t*k + j with (t*k + j) % n == e."""
-    total = tokens * k
-    return total // n + (1 if expert < total % n else 0)
+def _unrouted(tr: Trace, expert, first: int, count: int, d: int) -> None:
+    """Experts no token reaches: their weights and optimizer state exist (a steady-state step: other
+    batches reached them), but MoEModule never calls them, so they get no gradient in this step."""
+    sub = Trace(replace(tr.policy, grad=False))
+    sub.path = [*tr.path, f"experts.{first}" if count == 1 else f"experts.{first}-{first + count - 1}"]
+    here, one = ".".join(sub.path), ".".join([*tr.path, f"experts.{first}"])
+    sub.begin()
+    run(expert, "", sub, sub.new((1, d), tr.policy.dtype, False))
+    for key, (numel, dtype, trainable) in sub.params.items():
+        tr.params.setdefault(key, (numel, dtype, trainable))
+        if count > 1:  # the real shape is the first expert's (memory.param_shapes_of)
+            tr.origin[key] = one + sub.origin.get(key, key)[len(here):]
+        tr.idle.add(key)
+        tr.shapes.setdefault(key, sub.shapes[key])
+        tr.counts[key] = count * sub.counts.get(key, 1)
+    tr.buffers += sub.buffers * count

@@ -128,6 +128,22 @@ class Step:
     io: tuple[int, int] | None = None  # leaves: bytes of (input, output), i.e. of their gradients
     extra: int = 0  # autocast: the low-precision weight gradients before their cast to fp32
     op: str = ""  # the block type whose function ran this step (linear, attention, add...)
+    # a lump (Trace.lump) standing for many equal copies: (parameter keys, copies) whose gradients
+    # its copies produce, one group per step of one copy; the backward shows no moment inside it
+    lumped: tuple[tuple[tuple[str, ...], int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What a Trace held at one moment (Trace.mark), to tell what one copy of a block added."""
+
+    steps: int
+    saved: frozenset
+    casts: frozenset
+    params: frozenset
+    live: int
+    buffers: int
+    input_bytes: int
 
 
 @dataclass
@@ -149,6 +165,12 @@ class Trace:
     # of liveness events, and the keys of the storages recomputed for backward -> their step
     recompute_logs: list[tuple[int, int, int, dict]] = field(default_factory=list)
     shared: dict = field(default_factory=dict)  # --impl hf: tensors made once per forward (mask, rotary tables)
+    # equal copies lumped (Trace.lump); off when every op's moment is wanted (the memory timeline,
+    # the CUDA allocator's replay of the allocation sequence)
+    lumping: bool = True
+    counts: dict[str, int] = field(default_factory=dict)  # parameter key -> copies it stands for (lumps)
+    idle: set[str] = field(default_factory=set)  # trainable keys that get no gradient in this step
+    origin: dict[str, str] = field(default_factory=dict)  # lumped key -> the traced copy's key it stands for
 
     # ---- structure -------------------------------------------------------------------------
     def begin(self, extra: str = "") -> Step:
@@ -292,6 +314,67 @@ class Trace:
         """A new tensor shaped like the first input (type promotion: fp32 wins over low dtypes)."""
         dt = dtype or promote(*(t.dtype for t in ts))
         return self.new(ts[0].shape, dt, any(t.grad for t in ts))
+
+    # ---- equal copies --------------------------------------------------------------------------
+    def mark(self) -> Mark:
+        return Mark(len(self.steps), frozenset(self.saved), frozenset(self.casts), frozenset(self.params),
+                    self.liveness.live, self.buffers, self.input_bytes)
+
+    def lump(self, mark: Mark, copies: int, old: str, new: str, kept: int = 0):
+        """Stand `copies` more copies of what ran since `mark` (one copy of a block, named `old`,
+        whose input and output look alike) in by one step named `new`: their saved tensors, cached
+        weight casts, parameters (keys renamed old -> new, with `counts`), buffers and the gradients
+        they produce. False (nothing changed) when the copy is not self-contained.
+
+        Exact for the readings of memory.py: a copy j of a chain of equal copies adds the same bytes,
+        so every moment inside copy j is (that moment in copy 1) + (j - 1) x (one copy's bytes),
+        whose maximum over j is at the first or the last copy, which are traced for real.
+        `kept`: bytes of the copy's output its caller holds on to (a MoE's expert outputs, held
+        until they are concatenated); then the Storage standing for the lumped copies' outputs
+        is returned, for the caller to hold and drop as it does the copies' own (else True).
+        """
+        if self.sink is not None:  # inside a checkpointed region saved tensors are only noted: traced
+            return False
+        old_p, new_p = f"{old}.", f"{new}."
+        new_params = [k for k in self.params if k not in mark.params]
+        saved = [st for key, (st, _) in self.saved.items() if key not in mark.saved]
+        casts = [(k, st) for k, st in self.casts.items() if k not in mark.casts]
+        unsaved = sum(st.nbytes for _, st in casts if id(st) not in self.saved)
+        grown = self.liveness.live - mark.live
+        if (any(not k.startswith(old_p) for k in new_params) or self.input_bytes != mark.input_bytes
+                or grown != sum(st.nbytes for st in saved) + unsaved + kept):
+            return False
+        step = self.begin()
+        step.path = new
+        groups = []
+        for s in self.steps[mark.steps:-1]:
+            for keys, k in (s.lumped or ((s.grad_params, 1),)):
+                if keys:
+                    groups.append((tuple(new_p + key[len(old_p):] for key in keys), k * copies))
+        step.lumped = tuple(groups)
+        for key in new_params:
+            to = new_p + key[len(old_p):]
+            self.params[to], self.shapes[to] = self.params[key], self.shapes[key]
+            self.counts[to] = self.counts.get(key, 1) * copies
+            self.origin[to] = self.origin.get(key, key)
+        by_kind: dict[str, int] = {}
+        for st in saved:
+            by_kind[st.kind] = by_kind.get(st.kind, 0) + st.nbytes
+        for kind, n in by_kind.items():
+            st = self._lumped(Storage(n * copies, kind))
+            self.saved[id(st)] = (st, self.here)
+            if kind == "cast":
+                self.casts[f"{new}.saved casts"] = st
+        if unsaved:
+            self.casts[f"{new}.casts"] = self._lumped(Storage(unsaved * copies, "cast"))
+        self.buffers += (self.buffers - mark.buffers) * copies
+        return self._lumped(Storage(kept * copies)) if kept else True
+
+    def _lumped(self, st: Storage) -> Storage:
+        """Live from now on, without a moment of its own (a lump's bytes arrive between copies)."""
+        self.liveness.live += st.nbytes
+        st.owner = self.liveness
+        return st
 
     # ---- results ---------------------------------------------------------------------------
     def saved_bytes(self, kinds=("act", "cast", "input")) -> int:

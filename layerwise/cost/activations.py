@@ -69,6 +69,50 @@ def run(block: Block, name: str, tr: Trace, x: T) -> T:
             tr.path.pop()
 
 
+# A chain of more equal copies than this runs its first two and its last copy and stands the others
+# in by one lump (Trace.lump), so 80 or 10**6 layers cost three.
+LUMP_OVER = 4
+
+
+def run_copies(tr: Trace, n: int, body, state, name: Callable[[int], str]):
+    """`state = body(i, state)` for i in range(n), copy i named `name(i)` under the current path;
+    the copies must be equal and their states alike (a repeat's layers, a MoE's equal experts)."""
+    if n <= LUMP_OVER or not tr.lumping:
+        for i in range(n):
+            state = body(i, state)
+        return state
+    state = body(0, state)
+    mark = tr.mark()
+    state = body(1, state)
+    here = ".".join(tr.path)
+    full = (lambda i: f"{here}.{name(i)}") if here else name
+    last = name(n - 2).rsplit(".", 1)[-1]
+    if tr.lump(mark, n - 3, full(1), f"{full(2)}-{last}"):
+        return body(n - 1, state)
+    for i in range(2, n):
+        state = body(i, state)
+    return state
+
+
+def run_outputs(tr: Trace, n: int, body, name: Callable[[int], str]) -> list[T]:
+    """[body(i) for i in range(n)], the outputs all held by the caller: n equal copies on the same
+    input (a MoE's experts on their capacity buffers); lumped as run_copies, the lumped copies'
+    outputs standing as one tensor of their bytes."""
+    if n <= LUMP_OVER or not tr.lumping:
+        return [body(i) for i in range(n)]
+    outs = [body(0)]
+    mark = tr.mark()
+    outs.append(body(1))
+    here = ".".join(tr.path)
+    full = (lambda i: f"{here}.{name(i)}") if here else name
+    last = name(n - 2).rsplit(".", 1)[-1]
+    held = tr.lump(mark, n - 3, full(1), f"{full(2)}-{last}", kept=outs[1].storage.nbytes)
+    if held:
+        y = outs[1]
+        return [*outs, T(y.shape, y.dtype, y.grad, held), body(n - 1)]
+    return [*outs, *(body(i) for i in range(2, n))]
+
+
 @dataclass(frozen=True)
 class BlockActs:
     """One block's forward on one input. `saved`: unique bytes autograd keeps (the input too if it

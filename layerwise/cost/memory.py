@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields, replace
 from layerwise.cost.act_trace import ActPolicy, Step, Trace, nbytes
 from layerwise.cost.activations import input_tensor, run
 from layerwise.cost.model_states import ModelStates, torch_model_states
-from layerwise.cost.optimizers import step_temporary_bytes
+from layerwise.cost.optimizers import shared_state_bytes, step_temporary_bytes
 from layerwise.cost.precision import policy as precision_policy
 from layerwise.spec.errors import WorkloadError
 from layerwise.spec.model import Model
@@ -117,12 +117,14 @@ class StepTrace:
     output_dtype: str = "fp32"
 
 
-def trace_step(model: Model, workload: Workload, hf=None) -> StepTrace:
+def trace_step(model: Model, workload: Workload, hf=None, *, lumping: bool = False) -> StepTrace:
+    """The symbolic forward + loss. `lumping`: equal copies (a repeat's layers) traced as three and
+    a lump, exact for the phases and the peak (not for readers of every op's moment)."""
     import layerwise.cost.act_composites  # noqa: F401  (registers the activation functions)
     import layerwise.cost.act_leaves  # noqa: F401
     import layerwise.cost.act_seq  # noqa: F401
 
-    tr = Trace(act_policy(workload, hf))
+    tr = Trace(act_policy(workload, hf), lumping=lumping)
     shape = model.input_shape(workload.batch, workload.seq, workload.image)
     x = input_tensor(tr, shape, tokens=model.input.kind == "tokens", grad=False)
     out = run(model.body, "", tr, x)
@@ -149,31 +151,79 @@ def trace_step(model: Model, workload: Workload, hf=None) -> StepTrace:
 
 
 # ---- the phases ---------------------------------------------------------------------------------
-def _param_bytes(tr: Trace, keys) -> int:
-    return sum(nbytes(tr.params[k][0], tr.params[k][1]) for k in keys if k in tr.params and tr.params[k][2])
+def _param_bytes(tr: Trace, keys, counted: bool = True) -> int:
+    """Bytes of the trainable parameters `keys` (a lumped key counts its copies unless not `counted`)."""
+    return sum(nbytes(tr.params[k][0], tr.params[k][1]) * (tr.counts.get(k, 1) if counted else 1)
+               for k in keys if k in tr.params and tr.params[k][2] and k not in tr.idle)
 
 
-def param_shapes_of(model: Model, tr: Trace, trainable: bool) -> dict[str, tuple[int, ...]]:
-    """The trainable (or frozen) parameters' real shapes, keyed like named_parameters(): Adafactor
-    factors >= 2-D tensors, and a for-loop step's temporaries follow the largest tensor."""
-    from layerwise.cost.param_shapes import param_shapes
+def _by_count(tr: Trace) -> dict[int, list[str]]:
+    """Parameter keys by the copies each stands for (1 for a parameter traced for real)."""
+    out: dict[int, list[str]] = {}
+    for k in tr.params:
+        out.setdefault(tr.counts.get(k, 1), []).append(k)
+    return out
 
-    real = param_shapes(model.body)
-    return {k: real.get(k, tr.shapes[k]) for k, (_, _, t) in tr.params.items() if t == trainable}
+
+def _scaled(states: ModelStates, k: int) -> ModelStates:
+    return ModelStates(*(getattr(states, f.name) * k for f in fields(states)))
+
+
+def param_shapes_of(model: Model, tr: Trace, trainable: bool, keys=None) -> dict[str, tuple[int, ...]]:
+    """The trainable (or frozen) parameters' real shapes (of `keys`, default all), keyed like
+    named_parameters(): Adafactor factors >= 2-D tensors, and a for-loop step's temporaries follow
+    the largest tensor. A lumped key takes the shape of the copy it stands for (Trace.origin)."""
+    from layerwise.cost.param_shapes import param_shape
+
+    keys = tr.params if keys is None else keys
+    return {k: param_shape(model.body, tr.origin.get(k, k)) or tr.shapes[k] for k in keys
+            if tr.params[k][2] == trainable}
 
 
 def _states(model: Model, workload: Workload, tr: Trace) -> ModelStates:
-    trainable, frozen = param_shapes_of(model, tr, True), param_shapes_of(model, tr, False)
+    """Model states summed per group of equal copies (each state is a sum over parameter tensors)."""
+    total = ModelStates()
+    for count, keys in _by_count(tr).items():
+        total = total + _scaled(_group_states(model, workload, tr, keys), count)
+    once = shared_state_bytes(workload.optimizer, param_shapes_of(model, tr, True))  # Adam8bit's qmaps
+    return replace(total, weights=total.weights + tr.buffers,  # + BatchNorm running stats
+                   optimizer_states=total.optimizer_states + once)
+
+
+def _group_states(model: Model, workload: Workload, tr: Trace, keys) -> ModelStates:
+    idle = [k for k in keys if k in tr.idle]
+    if idle:  # weights and optimizer state, no gradient in this step
+        busy = _group_states(model, workload, tr, [k for k in keys if k not in tr.idle])
+        return busy + replace(_group_states(model, workload, replace(tr, idle=set()), idle), gradients=0)
+    params = {k: tr.params[k] for k in keys}
+    trainable, frozen = param_shapes_of(model, tr, True, keys), param_shapes_of(model, tr, False, keys)
     states = torch_model_states(trainable, frozen, precision=workload.precision, optimizer=workload.optimizer)
+    states = replace(states, optimizer_states=states.optimizer_states  # held once: added by _states
+                     - (shared_state_bytes(workload.optimizer, trainable) if trainable else 0))
     if workload.quant != "none":  # QLoRA-style: frozen matrices stored quantized (with their scales)
         from layerwise.cost.inference import QuantConfig, weight_bytes
 
         dtype = precision_policy(workload.precision).weights
-        frozen_shapes = {k: tr.shapes[k] for k, (_, _, t) in tr.params.items() if not t}
-        train_bytes = sum(nbytes(n, dtype) for n, _, t in tr.params.values() if t)
+        frozen_shapes = {k: tr.shapes[k] for k, (_, _, t) in params.items() if not t}
+        train_bytes = sum(nbytes(n, dtype) for n, _, t in params.values() if t)
         states = replace(states, weights=train_bytes + weight_bytes(frozen_shapes, QuantConfig(quant=workload.quant,
                                                                                              dtype=dtype)))
-    return replace(states, weights=states.weights + tr.buffers)  # + BatchNorm running stats
+    return states
+
+
+def _optimizer_temporaries(model: Model, workload: Workload, tr: Trace) -> int:
+    """optimizer.step()'s temporaries: the loop implementation's (and adam-8bit's chunked step's)
+    are per tensor (the largest counts, however many copies), foreach's are sums over tensors."""
+    pol = precision_policy(workload.precision)
+    per_tensor = workload.impl == "loop" or workload.optimizer == "adam-8bit"
+    parts = []
+    for count, keys in _by_count(tr).items():
+        shapes = param_shapes_of(model, tr, True, [k for k in keys if k not in tr.idle])
+        tmp = step_temporary_bytes(workload.optimizer, shapes, impl=workload.impl,
+                                   dtype=pol.grads if workload.optimizer == "adam-8bit" else pol.optimizer_states,
+                                   weight_decay=0.01 if workload.optimizer == "adamw" else 0.0)
+        parts.append(tmp if per_tensor else tmp * count)
+    return max(parts, default=0) if per_tensor else sum(parts)
 
 
 def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: bool,
@@ -202,6 +252,13 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
     recomputed = 0  # checkpointing: the region being back-propagated is recomputed, all at once
     for i in range(len(tr.steps) - 1, -1, -1):
         step = tr.steps[i]
+        if step.lumped:  # equal copies: their gradients and freed tensors, no moment of their own
+            for keys, copies in step.lumped:
+                produced.update(keys)
+                if not accum:
+                    grads += shard(_param_bytes(tr, keys, counted=False)) * copies
+            live -= first.get(i, 0)
+            continue
         new = [k for k in step.grad_params if k not in produced]
         tied = [k for k in step.grad_params if k in produced]  # a second use: grad = grad + new
         produced.update(new)
@@ -248,7 +305,9 @@ def training_memory(model: Model, workload: Workload = Workload(), *, timeline: 
     model = _with_lora(model, workload)
     if workload.checkpointing == "full" and first_repeat(model.body) is None:  # as the measure reading
         raise WorkloadError("--checkpointing full: the model has no repeated blocks (a `repeat`) to checkpoint")
-    st = trace_step(model, workload, hf)
+    # lumped copies only when no reader wants every op's moment, and --impl hf traces every layer
+    per_op = timeline or (workload.device == "cuda" and cuda_allocator)
+    st = trace_step(model, workload, hf, lumping=not per_op and hf is None)
     tr = st.trace
     states = _device_states(_states(model, workload, tr), workload, _step_scalar_bytes(workload, tr))
     accum = workload.grad_accum > 1
@@ -273,10 +332,7 @@ def training_memory(model: Model, workload: Workload = Workload(), *, timeline: 
     full_grads = _param_bytes(tr, tr.params)
     shard = (lambda n: -(-n * states.gradients // full_grads)) if full_grads else (lambda n: n)
     phases += _backward_phases(st, base, states.gradients, accum, shard)
-    pol = precision_policy(workload.precision)
-    opt_tmp = step_temporary_bytes(workload.optimizer, param_shapes_of(model, tr, True), impl=workload.impl,
-                                   dtype=pol.grads if workload.optimizer == "adam-8bit" else pol.optimizer_states,
-                                   weight_decay=0.01 if workload.optimizer == "adamw" else 0.0)
+    opt_tmp = _optimizer_temporaries(model, workload, tr)
     phases.append(Phase("optimizer", "step", replace(base, gradients=states.gradients, temporaries=opt_tmp),
                         workload.optimizer))
     line = None
@@ -384,7 +440,8 @@ def _step_scalar_bytes(workload: Workload, tr: Trace) -> int:
     every rank steps its shard of every parameter and keeps them all (tests/distributed)."""
     from layerwise.cost.optimizers import state_bytes
 
-    return state_bytes(workload.optimizer, [(n,) for n, _, t in tr.params.values() if t]).step
+    return sum(state_bytes(workload.optimizer, [(tr.params[k][0],) for k in keys if tr.params[k][2]]).step * count
+               for count, keys in _by_count(tr).items())
 
 
 def _device_states(states: ModelStates, workload: Workload, step_scalars: int = 0) -> ModelStates:
@@ -427,10 +484,11 @@ def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), 
 
     workload = replace(workload, mode="infer")
     pol = precision_policy(workload.precision)
-    st = trace_step(replace(model, task="none"), workload)
+    st = trace_step(replace(model, task="none"), workload, lumping=not timeline and workload.device != "cuda")
     tr = st.trace
     dtype = pol.weights
-    weights = weight_bytes({k: tr.shapes[k] for k in tr.params}, QuantConfig(quant=workload.quant, dtype=dtype))
+    q = QuantConfig(quant=workload.quant, dtype=dtype)
+    weights = sum(weight_bytes({k: tr.shapes[k] for k in keys}, q) * count for count, keys in _by_count(tr).items())
     weights += tr.buffers
     kv = 0
     cfg = _kv_config(model, workload.kv_dtype or pol.activations)

@@ -98,6 +98,15 @@ def _adam8bit_temporary_bytes(numels: list[int], grad_dtype: str, min_8bit_size:
     return max(per)
 
 
+def shared_state_bytes(optimizer: str, params: Iterable[Shape] | Mapping[str, Shape], *,
+                       min_8bit_size: int = 4096) -> int:
+    """The part of `state_bytes` held once per optimizer, not per tensor (Adam8bit's qmaps): a sum
+    of state_bytes over groups of tensors counts it once per group, so subtract it there."""
+    if optimizer != "adam-8bit":
+        return 0
+    return ADAM8BIT_QMAPS if any(prod(s) >= min_8bit_size for s in as_shapes(params)) else 0
+
+
 def state_bytes(optimizer: str, params: Iterable[Shape] | Mapping[str, Shape], *, dtype: str = "fp32",
                 momentum: float = 0.0, centered: bool = False, amsgrad: bool = False,
                 blocksize: int = 256, min_8bit_size: int = 4096) -> OptimizerStateBytes:

@@ -93,3 +93,34 @@ def param_shapes(block: Block, prefix: str = "") -> Shapes:
     for name, child in block.children():
         out.update(param_shapes(child, f"{prefix}{name}."))
     return out
+
+
+def param_shape(block: Block, key: str) -> tuple[int, ...] | None:
+    """The shape of the one parameter at path `key` (None if no parameter is there), found by
+    walking only the children on its path: a repeat of 10**6 layers or 2**31 experts is not listed."""
+    own = own_param_shapes(block)
+    if key in own:
+        return own[key]
+    for names, child in block.child_groups():
+        rest = _below(names, key)
+        if rest is not None:
+            found = param_shape(child, rest)
+            if found is not None:
+                return found
+    return None
+
+
+def _below(names, key: str) -> str | None:
+    """`key` with the one of `names` it lies under stripped (`names`: a tuple, or base.Names)."""
+    from layerwise.spec.base import Names
+
+    if isinstance(names, Names):
+        if not key.startswith(names.prefix):
+            return None
+        head, _, rest = key[len(names.prefix):].partition(".")
+        ok = head.isdigit() and names.start <= int(head) < names.stop and str(int(head)) == head
+        return rest if ok and rest else None
+    for name in names:
+        if key.startswith(name + "."):
+            return key[len(name) + 1:]
+    return None
