@@ -118,6 +118,10 @@ class ResNetBottleneck(_ResBlock):
                 ("conv3", _conv(self.c_mid, self.c_out, 1, 1, t)), ("bn3", _bn(self.c_out, t)))
 
 
+# A stage's blocks are listed one by one (paths stages.N.0, stages.N.1, ... as torchvision names them)
+MAX_STAGE_BLOCKS = 4096
+
+
 @register("resnet")
 @dataclass(frozen=True, kw_only=True)
 class ResNet(Block):
@@ -135,6 +139,9 @@ class ResNet(Block):
         self._positive("c_in", "stem_width", "n_classes")
         if not self.layers or len(self.layers) != len(self.widths) or any(n <= 0 for n in (*self.layers, *self.widths)):
             raise SpecError(f"resnet.layers {self.layers} and widths {self.widths} must be positive and the same length")
+        if max(self.layers) > MAX_STAGE_BLOCKS:
+            raise SpecError(f"resnet.layers {list(self.layers)}: a stage lists its blocks one by one, at most "
+                            f"{MAX_STAGE_BLOCKS} (ResNet-1001 has 111); got {max(self.layers)}")
 
     def _stage(self, i: int, c_in: int) -> tuple[Block, int]:
         kind = ResNetBottleneck if self.bottleneck else ResNetBasic

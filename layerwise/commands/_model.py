@@ -43,9 +43,10 @@ def _is_hf_config(path: Path) -> bool:
     import json
 
     try:
-        return "model_type" in json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, RecursionError):
         return False
+    return isinstance(data, dict) and "model_type" in data
 
 
 def _wrap(block: Block, name: str, input_shape) -> Model:
@@ -64,8 +65,8 @@ def _wrap(block: Block, name: str, input_shape) -> Model:
 
 
 def _first_leaf(block: Block) -> Block:
-    while block.children():
-        block = block.children()[0][1]
+    while block.child_groups():
+        block = block.child_groups()[0][1]
     return block
 
 

@@ -57,12 +57,13 @@ def run(block: Block, name: str, tr: Trace, x: T) -> T:
                 tr.steps[-1].io = (x.storage.nbytes if x.grad and x.dtype != "int64" else 0,
                                    out.storage.nbytes if out.grad else 0)
             return out
-        kids = block.trace(x.shape)
+        kids = block.runs(x.shape)
         if not kids:
             raise LayerwiseError(f"{'.'.join(tr.path) or block.type_name}: no activation model for block type "
                                  f"{block.type_name!r} (layerwise/cost/activations.py)")
-        for child_name, child, _ in kids:
-            x = run(child, child_name, tr, x)
+        for names, child, _ in kids:  # a run of equal copies: three traced, the rest lumped
+            x = run_copies(tr, len(names), lambda i, t, names=names, child=child: run(child, names[i], tr, t), x,
+                           names.__getitem__)
         return x
     finally:
         if name:

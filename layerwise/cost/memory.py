@@ -126,6 +126,7 @@ def trace_step(model: Model, workload: Workload, hf=None, *, lumping: bool = Fal
 
     tr = Trace(act_policy(workload, hf), lumping=lumping)
     shape = model.input_shape(workload.batch, workload.seq, workload.image)
+    model.body.out_shape(shape)  # every shape checked (a SpecError naming the block) before the trace
     x = input_tensor(tr, shape, tokens=model.input.kind == "tokens", grad=False)
     out = run(model.body, "", tr, x)
     if tr.steps:

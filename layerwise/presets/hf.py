@@ -35,6 +35,7 @@ from pathlib import Path
 
 from layerwise.presets.families import make
 from layerwise.spec.errors import LayerwiseError
+from layerwise.spec.fieldtypes import conforms, describe, shown
 from layerwise.spec.model import Model
 
 _ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
@@ -57,26 +58,34 @@ class _Config:
             raise LayerwiseError(f"{self.where}: model_type {self.model_type!r} needs {key!r}, which is missing")
         return value
 
-    def int(self, key: str, default=_MISSING) -> int:
+    def _typed(self, key: str, default, hint, minimum=None):
+        """The value of `key`, checked against `hint` as spec fields are (spec/fieldtypes.py)."""
         value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise LayerwiseError(f"{self.where}: {key!r} must be a positive integer, got {value!r}")
+        if not conforms(value, hint) or (minimum is not None and value < minimum):
+            what = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, describe(hint))
+            raise LayerwiseError(f"{self.where}: {key!r} must be {what}, got {shown(value)}")
         return value
+
+    def int(self, key: str, default=_MISSING) -> int:
+        return self._typed(key, default, int, minimum=1)
+
+    def index(self, key: str, default=_MISSING) -> int:
+        return self._typed(key, default, int, minimum=0)
 
     def float(self, key: str, default=_MISSING) -> float:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise LayerwiseError(f"{self.where}: {key!r} must be a number, got {value!r}")
-        return float(value)
+        return float(self._typed(key, default, float))
 
     def bool(self, key: str, default=_MISSING) -> bool:
-        value = self.get(key, default)
-        if not isinstance(value, bool):
-            raise LayerwiseError(f"{self.where}: {key!r} must be true or false, got {value!r}")
-        return value
+        return self._typed(key, default, bool)
+
+    def str(self, key: str, default=_MISSING) -> str:
+        return self._typed(key, default, str)
+
+    def strings(self, key: str, default=_MISSING) -> tuple:
+        return tuple(self._typed(key, default, tuple[str, ...]))
 
     def activation(self, key: str, default=_MISSING) -> str:
-        value = self.get(key, default)
+        value = self.str(key, default)
         if value not in _ACTIVATIONS:
             raise LayerwiseError(f"{self.where}: {key!r} {value!r} is not supported (supported: {', '.join(sorted(_ACTIVATIONS))})")
         return _ACTIVATIONS[value]
@@ -167,7 +176,7 @@ def _gemma(c):
     act = c.data.get("hidden_activation") or c.data.get("hidden_act") or "gelu_pytorch_tanh"
     if act == "gelu":  # GemmaConfig: the released configs' "gelu" means the tanh approximation
         act = "gelu_pytorch_tanh"
-    if act not in _ACTIVATIONS:
+    if not isinstance(act, str) or act not in _ACTIVATIONS:
         raise LayerwiseError(f"{c.where}: 'hidden_activation' {act!r} is not supported "
                              f"(supported: {', '.join(sorted(_ACTIVATIONS))})")
     bias = c.bool("attention_bias", False)
@@ -219,7 +228,9 @@ def _falcon(c):
     else:
         kv = 1 if c.bool("multi_query", True) else heads
     parallel = c.bool("parallel_attn", True)
-    n_norms = c.data.get("num_ln_in_parallel_attn") or (2 if new else 1)
+    n_norms = 2 if new else 1  # FalconConfig's default is null
+    if c.data.get("num_ln_in_parallel_attn") is not None:
+        n_norms = c.int("num_ln_in_parallel_attn")
     bias = c.bool("bias", False)
     return "decoder", dict(vocab_size=c.int("vocab_size"), d_model=d, n_layers=c.int("num_hidden_layers"),
                            n_heads=heads, n_kv_heads=0 if kv == heads else kv, d_ff=c.int("ffn_hidden_size", 4 * d),
@@ -234,6 +245,9 @@ def _rope_theta(c) -> float:
     """rope_theta, or (transformers >= 5 configs) rope_parameters.rope_theta; 10000 by default."""
     params = c.data.get("rope_parameters")
     if isinstance(params, dict) and "rope_theta" in params:
+        if not conforms(params["rope_theta"], float):
+            raise LayerwiseError(f"{c.where}: 'rope_parameters.rope_theta' must be a finite number, "
+                                 f"got {shown(params['rope_theta'])}")
         return float(params["rope_theta"])
     return c.float("rope_theta", 10000.0)
 
@@ -290,7 +304,7 @@ def _phi(c):
 
 
 def _bert(c):
-    kind = c.data.get("position_embedding_type", "absolute")
+    kind = c.str("position_embedding_type", "absolute")
     if kind != "absolute":
         raise LayerwiseError(f"{c.where}: position_embedding_type {kind!r} is not supported (only 'absolute')")
     k = dict(vocab_size=c.int("vocab_size"), d_model=c.int("hidden_size"), n_layers=c.int("num_hidden_layers"),
@@ -298,15 +312,17 @@ def _bert(c):
              activation=c.activation("hidden_act", "gelu"), norm_eps=c.float("layer_norm_eps", 1e-12),
              type_vocab_size=c.int("type_vocab_size", 2))
     if c.model_type == "roberta":
-        pad = c.data.get("pad_token_id", 1)
+        pad = c.index("pad_token_id", 1)
         k.update(padding_idx=pad, pos_offset=pad + 1)  # RobertaEmbeddings: positions start at padding_idx + 1
     return "encoder", k
 
 
 def _vit(c):
-    archs = c.data.get("architectures") or []
+    archs = c.strings("architectures", ())
     classify = any("ForImageClassification" in a for a in archs)
     labels = c.data.get("id2label")
+    if labels is not None and not isinstance(labels, dict):
+        raise LayerwiseError(f"{c.where}: 'id2label' must be a mapping of class ids to names, got {shown(labels)}")
     n_classes = (len(labels) if labels else c.int("num_labels", 2)) if classify else 0
     return "vit", dict(image_size=c.int("image_size", 224), patch=c.int("patch_size", 16), c_in=c.int("num_channels", 3),
                        d_model=c.int("hidden_size"), n_layers=c.int("num_hidden_layers"),
@@ -328,7 +344,7 @@ def hf_keywords(data, where: str = "config.json") -> tuple[str, dict]:
     model_type = data.get("model_type")
     if model_type is None:
         raise LayerwiseError(f"{where}: no 'model_type' key; not a Hugging Face config.json")
-    if model_type not in IMPORTERS:
+    if not isinstance(model_type, str) or model_type not in IMPORTERS:
         close = difflib.get_close_matches(str(model_type), sorted(IMPORTERS), n=1, cutoff=0.0)
         nearest = f"; the nearest supported is {close[0]!r}" if close else ""
         raise LayerwiseError(f"{where}: model_type {model_type!r} is not supported{nearest} "
@@ -366,6 +382,8 @@ def read_hf_config(path: str | Path) -> dict:
         raise LayerwiseError(f"{path}: no such file") from None
     except json.JSONDecodeError as err:
         raise LayerwiseError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
+    except (OSError, UnicodeDecodeError, RecursionError) as err:
+        raise LayerwiseError(f"{path}: cannot read the config: {type(err).__name__}") from None
 
 
 def load_hf_config(path: str | Path, **overrides) -> Model:

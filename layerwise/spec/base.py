@@ -16,6 +16,7 @@ from typing import ClassVar, Iterator
 
 from layerwise.spec.counts import FlopCtx, Flops, Params
 from layerwise.spec.errors import SpecError
+from layerwise.spec.fieldtypes import hints, mismatch
 
 Shape = tuple[int, ...]
 
@@ -27,7 +28,9 @@ REGISTRY: dict[str, type["Block"]] = {}
 # reused. A model of 80 equal layers, or a planner trying thousands of set-ups, costs one layer's work.
 _MEMO: dict = {}
 _MEMO_LIMIT = 200_000  # entries; cleared when full (a long fuzz run must not grow without bound)
-MEMOISED = ("params", "active_params", "depth", "out_shape", "flops")
+# and traces (a ResNet's derived blocks made once per distinct block and shape). Not `children`:
+# tree transforms (spec/transform.py) match children to fields by identity.
+MEMOISED = ("params", "active_params", "depth", "out_shape", "flops", "trace", "runs")
 
 
 def memoised(fn):
@@ -71,20 +74,40 @@ def _cached_hash(cls) -> None:
     cls.__hash__ = __hash__
 
 
+def _checked_init(cls) -> None:
+    """Every keyword given to the constructor is checked against its field's declared type first
+    (spec/fieldtypes.py), whoever builds the block: a spec file, an HF config, a preset override.
+    Lists become tuples, so the frozen spec stays hashable and equal to what a spec file loads."""
+    init = cls.__init__
+
+    def __init__(self, **kw):
+        for name, value in kw.items():
+            if isinstance(value, list) and "tuple" in str(hints(cls).get(name, "")):
+                kw[name] = value = tuple(value)
+            problem = mismatch(cls, name, value)
+            if problem:
+                raise SpecError(problem)
+        init(self, **kw)
+
+    __init__.__wrapped__ = init
+    cls.__init__ = __init__
+
+
 def register(type_name: str):
-    """Class decorator: make a block type reachable by name from YAML, JSON and the CLI, and
-    memoise its readings (MEMOISED) and its hash."""
+    """Class decorator: make a block type reachable by name from YAML, JSON and the CLI, check
+    its constructor's keywords against the field types, memoise its readings (MEMOISED) and hash."""
 
     def deco(cls):
         if type_name in REGISTRY:
             raise RuntimeError(f"block type {type_name!r} registered twice")
         cls.type_name = type_name
         REGISTRY[type_name] = cls
-        for name in MEMOISED:
-            fn = cls.__dict__.get(name)
+        for name in MEMOISED:  # defined here or in an unregistered base (ResNet's _ResBlock)
+            fn = getattr(cls, name, None)
             if callable(fn) and not getattr(fn, "memoised", False):
                 setattr(cls, name, memoised(fn))
         _cached_hash(cls)
+        _checked_init(cls)
         return cls
 
     return deco
@@ -119,11 +142,12 @@ def collapse(items) -> tuple:
     (name, *rest) and comes out as (names, *rest), `names` holding every merged copy's name."""
     out: list = []
     for name, *rest in items:
-        if out and out[-1][1:] == tuple(rest):  # tuples compare items by identity first
-            out[-1] = (out[-1][0] + (name,), *out[-1][1:])
+        rest = tuple(rest)
+        if out and out[-1][1] == rest:  # tuples compare items by identity first
+            out[-1][0].append(name)
         else:
-            out.append(((name,), *rest))
-    return tuple(out)
+            out.append(([name], rest))
+    return tuple((tuple(names), *rest) for names, rest in out)
 
 
 def block_class(type_name: str) -> type["Block"]:
@@ -155,12 +179,14 @@ class Block:
             shape = child_out(names[0], child, child_in)
         return shape
 
+    @memoised
     def runs(self, in_shape: Shape) -> tuple[tuple[Sequence[str], "Block", Shape], ...]:
         """`trace` with consecutive equal copies (same child, same input shape) merged into one
         entry (names, child, child's input shape): the readings compute a copy once and multiply.
         A merged run's copies each keep the shape (the first copy's output is the next's input)."""
         return collapse(self.trace(in_shape))
 
+    @memoised
     def trace(self, in_shape: Shape) -> tuple[tuple[str, "Block", Shape], ...]:
         """Composites: (name, child, child's input shape) in execution order. Leaves: ()."""
         return ()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from layerwise.spec.base import Block, Shape
 from layerwise.spec.counts import Params
 from layerwise.spec.errors import SpecError, WorkloadError
+from layerwise.spec.fieldtypes import check_fields
 
 INPUT_KINDS = ("tokens", "image", "features", "sequence")
 TASKS = ("lm", "classify", "regress", "mlm", "none")  # regress: real-valued targets; mlm: masked-token prediction
@@ -26,10 +27,19 @@ class InputSpec:
     patch: int = 0  # image: patch size the height and width must be divisible by (ViT)
 
     def __post_init__(self):
+        if isinstance(self.shape, list):
+            object.__setattr__(self, "shape", tuple(self.shape))
+        check_fields(self)
         if self.kind not in INPUT_KINDS:
             raise SpecError(f"input.kind must be one of {list(INPUT_KINDS)}, got {self.kind!r}")
-        if not self.shape or any((not isinstance(d, int)) or d <= 0 for d in self.shape):
+        if not self.shape or any(d <= 0 for d in self.shape):
             raise SpecError(f"input.shape must be positive integers, got {self.shape!r}")
+        for name in ("vocab_size", "max_seq", "patch"):
+            if getattr(self, name) < 0:
+                raise SpecError(f"input.{name} must be >= 0, got {getattr(self, name)}")
+        rank = {"tokens": 1, "image": 3, "features": 1, "sequence": 2}[self.kind]
+        if len(self.shape) != rank:
+            raise SpecError(f"input.shape of {self.kind} inputs has {rank} size(s) per sample, got {list(self.shape)}")
         if self.kind == "tokens" and self.vocab_size <= 0:
             raise SpecError("input.vocab_size must be positive for token inputs")
 
@@ -69,6 +79,7 @@ class Model:
     defaults: tuple[tuple[str, object], ...] = field(default=())  # preset overrides applied, for display
 
     def __post_init__(self):
+        check_fields(self)
         if self.task not in TASKS:
             raise SpecError(f"model.task must be one of {list(TASKS)}, got {self.task!r}")
 

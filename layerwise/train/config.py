@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from layerwise.spec.errors import LayerwiseError
+from layerwise.spec.fieldtypes import mismatch
 
 OPTIMIZERS = ("sgd", "sgd-momentum", "adagrad", "rmsprop", "adam", "adamw", "adafactor", "lion")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -158,23 +159,31 @@ class TrainConfig:
         return _lists(out)
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "config") -> "TrainConfig":
+    def from_dict(cls, data: dict, where: str = "config", lines: dict | None = None) -> "TrainConfig":
+        """Settings -> TrainConfig; every value is checked against its field's type first.
+        `lines`: {key path: line} of a YAML file, so an error names the line."""
         if not isinstance(data, dict):
             raise LayerwiseError(f"{where}: expected a mapping of training settings, got {type(data).__name__}")
         data = dict(data)
         raw_data = data.pop("data", {})
         if isinstance(raw_data, str):
             raw_data = {"source": raw_data}
-        dc = _construct(DataConfig, raw_data or {}, f"{where}: data")
-        return _construct(cls, {**data, "data": dc}, where)
+        if raw_data is not None and not isinstance(raw_data, dict):
+            raise LayerwiseError(f"{_at(where, lines, ('data',))}: data must be a mapping of data settings or a "
+                                 f"source name, got {type(raw_data).__name__}")
+        dc = _construct(DataConfig, raw_data or {}, where, lines, ("data",))
+        return _construct(cls, {**data, "data": dc}, where, lines)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        from layerwise.spec.io import yaml_lines
+
         path = Path(path)
         if not path.exists():
             raise LayerwiseError(f"{path}: no such config file")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            text = path.read_text()
+            data = yaml.safe_load(text)
         except yaml.YAMLError as err:  # one line: the place and the problem, not PyYAML's snippet
             mark = getattr(err, "problem_mark", None)
             line = f":{mark.line + 1}" if mark else ""
@@ -182,7 +191,7 @@ class TrainConfig:
             raise LayerwiseError(f"{path}{line}: YAML syntax error: {problem}") from None
         except (OSError, UnicodeDecodeError) as err:
             raise LayerwiseError(f"{path}: cannot be read as text: {err}") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict({} if data is None else data, str(path), yaml_lines(text))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -203,13 +212,19 @@ def _lists(obj):
     return obj
 
 
-def _construct(cls, kwargs: dict, where: str):
+def _at(where: str, lines: dict | None, path: tuple) -> str:
+    line = (lines or {}).get(path)
+    return f"{where}:{line}" if line else where
+
+
+def _construct(cls, kwargs: dict, where: str, lines: dict | None = None, prefix: tuple = ()):
     known = {f.name: f for f in fields(cls)}
     for key in kwargs:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
+        if not isinstance(key, str) or key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise LayerwiseError(f"{where}: unknown setting {key!r}{hint}")
+            raise LayerwiseError(f"{_at(where, lines, (*prefix, key))}: unknown setting "
+                                 f"{'.'.join(map(str, (*prefix, key)))!r}{hint}")
     clean = {}
     for key, value in kwargs.items():
         default = known[key].default
@@ -217,10 +232,16 @@ def _construct(cls, kwargs: dict, where: str):
             value = tuple(value)
         if known[key].default_factory is MISSING and isinstance(default, tuple) and isinstance(value, str):
             value = (value,)
+        problem = mismatch(cls, key, value)
+        if problem:  # the declared type, before the config is made
+            setting = ".".join((*prefix, key))
+            raise LayerwiseError(f"{_at(where, lines, (*prefix, key))}: {setting}: {problem.split(' ', 1)[1]}")
         clean[key] = value
     try:
         return cls(**clean)
     except TypeError as err:
+        raise LayerwiseError(f"{where}: {err}") from None
+    except LayerwiseError as err:  # a value of the right type out of range: say which file
         raise LayerwiseError(f"{where}: {err}") from None
 
 

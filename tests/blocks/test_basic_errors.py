@@ -33,7 +33,7 @@ BAD_FIELDS = [
     (AdaptiveAvgPool2d, {"output_size": 0}, "adaptive_avgpool2d.output_size must be a positive integer"),
     (Flatten, {"start_dim": 0}, "flatten.start_dim must be a positive integer"),
     (Dropout, {"p": 1.5}, "dropout.p must be a probability in [0, 1], got 1.5"),
-    (Dropout, {"p": True}, "dropout.p must be a probability"),
+    (Dropout, {"p": True}, "dropout.p must be a finite number, got True (a bool)"),
     (BatchNorm2d, {"n_features": 0}, "batchnorm2d.n_features must be a positive integer"),
     (BatchNorm1d, {"n_features": 4, "eps": 0.0}, "batchnorm1d.eps must be a positive number"),
     (BatchNorm1d, {"n_features": 4, "momentum": 2}, "batchnorm1d.momentum must be in [0, 1] or null"),
@@ -42,7 +42,7 @@ BAD_FIELDS = [
     (Activation, {"kind": "rleu"}, "activation.kind must be one of"),
     (Activation, {"kind": "rleu"}, "did you mean 'relu'?"),
     (Activation, {"kind": "gelu_tan"}, "did you mean 'gelu_tanh'?"),
-    (Activation, {"kind": "leaky_relu", "negative_slope": "big"}, "activation.negative_slope must be a number"),
+    (Activation, {"kind": "leaky_relu", "negative_slope": "big"}, "activation.negative_slope must be a finite number, got 'big'"),
     (Embedding, {"vocab_size": 0, "d_model": 4}, "embedding.vocab_size must be a positive integer"),
     (Embedding, {"vocab_size": 10, "d_model": 4, "padding_idx": 10}, "embedding.padding_idx must be an integer in [-10, 10)"),
     (LearnedPositions, {"max_seq": 0, "d_model": 4}, "learned_positions.max_seq must be a positive integer"),
@@ -52,7 +52,7 @@ BAD_FIELDS = [
     (PatchEmbedding, {"image_size": 32, "patch": 16, "c_in": 3, "d_model": 8, "kind": "lin"}, "did you mean 'linear'?"),
     (PatchEmbedding, {"image_size": 32, "patch": 0, "c_in": 3, "d_model": 8}, "patch_embedding.patch must be a positive integer"),
     (SelectToken, {"index": "max"}, "select_token.index must be one of ['mean'], got 'max'"),
-    (SelectToken, {"index": 1.0}, "select_token.index must be an integer or 'mean'"),
+    (SelectToken, {"index": 1.0}, "select_token.index must be an integer or a string, got 1.0"),
 ]
 
 

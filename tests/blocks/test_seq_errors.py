@@ -45,7 +45,7 @@ CASES = [
     (Attention, dict(ATT, context_len=6), "attention.context_len is set but context_dim is 0"),
     (Attention, dict(ATT, context_dim=6, context_len=3, causal=True), "attention: cross attention (context_dim > 0) cannot be causal, windowed or use rope"),
     (Attention, dict(ATT, rope=Rope(d_head=8)), "attention.rope.d_head (8) must equal the head width 4"),
-    (Attention, dict(ATT, rope=LIN), "attention.rope must be a rope block, got Linear"),
+    (Attention, dict(ATT, rope=LIN), "attention.rope must be a rope block or null, got Linear"),
     (Attention, dict(ATT, q_proj=Linear(d_in=8, d_out=6)), "attention.q_proj must be a linear (or lora) with d_in=8, d_out=8, bias=False"),
     (Attention, dict(ATT, q_norm=LIN), "attention.q_norm is given but qk_norm is 'none'"),
     # ffn
