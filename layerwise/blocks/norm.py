@@ -180,4 +180,4 @@ def _has_batchnorm(block: Block, seen: set) -> bool:
     if id(block) in seen:
         return False
     seen.add(id(block))
-    return isinstance(block, _BatchNormNd) or any(_has_batchnorm(c, seen) for _, c in block.children())
+    return isinstance(block, _BatchNormNd) or any(_has_batchnorm(c, seen) for _, c in block.child_groups())

@@ -14,6 +14,7 @@ from layerwise.commands._moe import capacity_option, with_capacity
 
 from layerwise.commands._options import quiet_option, threads_option
 from layerwise.commands._workload import with_workload
+from layerwise.spec.base import leaf_count
 from layerwise.spec.errors import LayerwiseError, WorkloadError
 from layerwise.workload import Workload
 
@@ -81,6 +82,20 @@ class MemoryAnswer:
     verdicts: tuple | None = None  # cost.verdict.Verdict per GPU of the catalogue
     timeline: object = None  # cost.timeline.Timeline
     explanation: object = None  # cost.explain.Explanation (--explain)
+
+
+# A per-op reading (the timeline, --explain) traces every leaf of every layer (~0.4 ms each);
+# the memory's phases and peak trace equal copies once (cost/activations.run_copies), any size.
+SPARKLINE_LEAVES = 4096  # leaf layers: the console's timeline sparkline is drawn up to this size
+PER_OP_LEAVES = 50_000  # leaf layers: --timeline, --html and --explain are refused beyond this
+
+
+def refuse_per_op(spec, flag: str) -> None:
+    """WorkloadError if `spec` has too many leaf layers for a reading of every op's moment."""
+    n = leaf_count(spec.body)
+    if n > PER_OP_LEAVES:
+        raise WorkloadError(f"{flag}: {spec.name} has {n:,} leaf layers; a reading of every op's moment is "
+                            f"limited to {PER_OP_LEAVES:,} (the phases and the peak have no limit)")
 
 
 def memory_answer(spec, workload: Workload, *, fit: float | None = None, verdict: bool = False,
@@ -165,8 +180,13 @@ def register(app: typer.Typer) -> None:
             return _rlhf.memory_rlhf(with_capacity(spec, capacity_factor), workload, rlhf, placement, ref_quant, json)
         if hf_config is not None and html is not None:
             raise WorkloadError("--html does not apply to --impl hf")
-        answer = memory_answer(spec, workload, fit=fit, verdict=verdict or html is not None, timeline=True,
-                               explain=explain, hf_config=hf_config, capacity_factor=capacity_factor)
+        per_op = timeline is not None or html is not None or explain  # asked for every op's moment
+        if per_op:
+            refuse_per_op(spec, "--timeline" if timeline is not None else "--html" if html is not None else "--explain")
+        sparkline = not json and leaf_count(spec.body) <= SPARKLINE_LEAVES  # drawn for a model of a readable size
+        answer = memory_answer(spec, workload, fit=fit, verdict=verdict or html is not None,
+                               timeline=per_op or sparkline, explain=explain, hf_config=hf_config,
+                               capacity_factor=capacity_factor)
         if timeline is not None:
             write_json(answer.timeline.to_json(), timeline)
         if html is not None:

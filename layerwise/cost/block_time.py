@@ -132,7 +132,7 @@ def _own(block: Block, info, d_model: int, ctx: TimeCtx) -> BlockTime:
         act = (5 if block.gated else 2) * hidden * a  # act(gate) (read, write) x up (read 2, write 1)
         drop = (2 * a + 1) * hidden if block.dropout > 0 else 0
         return _elementwise((act + drop) / ctx.tp, ctx)
-    if block.children():
+    if block.child_groups():
         other = block.flops(info.in_shape, FlopCtx(input_grad=False)).fwd_other - sum(
             c.flops(i, FlopCtx(input_grad=False)).fwd_other for _, c, i in block.trace(info.in_shape))
         return _elementwise(3 * other * a / split, ctx)  # elementwise adds/products: 2 reads, 1 write

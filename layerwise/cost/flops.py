@@ -245,13 +245,14 @@ def training_compute(model: Model, workload: Workload, tokens: int) -> TrainingC
     """token_budget_flops at the workload's sequence length, with the parameter counts."""
     _, flops, six = token_budget_flops(model, tokens, workload.seq)
     n = model.params().total
-    embed = sum(child.params().total for _, child in _embeddings(model.body))
+    embed = sum(count * child.params().total for count, child in _embeddings(model.body))
     return TrainingCompute(tokens=tokens, flops=flops, six_nd=six, params=n, non_embedding_params=n - embed)
 
 
-def _embeddings(block: Block):
-    for _, child in block.children():
+def _embeddings(block: Block, count: int = 1):
+    """(copies, block) of the embedding tables in the tree, equal neighbours walked once."""
+    for names, child in block.child_groups():
         if child.type_name in ("embedding", "learned_positions"):
-            yield "", child
+            yield count * len(names), child
         else:
-            yield from _embeddings(child)
+            yield from _embeddings(child, count * len(names))

@@ -99,13 +99,13 @@ def kv_configs(block, dtype: str = "fp16") -> tuple[KVConfig, ...]:
     caches the context once per request, not per token: not included."""
     groups: dict[tuple[int, int, int], int] = {}
 
-    def visit(b) -> None:
+    def visit(b, copies: int = 1) -> None:
         if b.type_name == "attention" and not getattr(b, "context_dim", 0):
             key = (b.kv_heads, b.head_dim, b.sliding_window)
-            groups[key] = groups.get(key, 0) + 1
+            groups[key] = groups.get(key, 0) + copies
             return
-        for _, child in b.children():
-            visit(child)
+        for names, child in b.child_groups():  # equal neighbours (a repeat's layers) visited once
+            visit(child, copies * len(names))
 
     visit(block)
     return tuple(KVConfig(n, kv, dh, dtype, sliding_window=w) for (kv, dh, w), n in groups.items())

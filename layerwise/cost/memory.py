@@ -395,7 +395,7 @@ def _parallel_activations(model: Model, workload: Workload, phases: list[Phase])
 def first_repeat(block):
     if block.type_name == "repeat":
         return block
-    for _, child in block.children():
+    for _, child in block.child_groups():
         found = first_repeat(child)
         if found is not None:
             return found

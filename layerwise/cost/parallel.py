@@ -201,5 +201,5 @@ def _attention_heads(block, path: str = "", seen=None):
     seen.add(id(block))
     if block.type_name == "attention":
         yield path or "attention", block.n_heads, block.n_kv_heads or block.n_heads
-    for name, child in block.children():
-        yield from _attention_heads(child, f"{path}.{name}" if path else name, seen)
+    for names, child in block.child_groups():
+        yield from _attention_heads(child, f"{path}.{names[0]}" if path else names[0], seen)
