@@ -23,8 +23,10 @@ from layerwise.workload import Workload
 
 def measure_real_subprocess(model, workload: Workload, *, timeout: float = 600.0,
                             threads: int | None = None) -> StepMeasurement:
+    from layerwise.measure.budget import check_run
     from layerwise.spec.io import to_data
 
+    check_run("measure --real", model, workload, real=True)  # before a process is started
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp, "in.json"), Path(tmp, "out.json")
         src.write_text(json.dumps({"model": to_data(model), "workload": asdict(workload)}))

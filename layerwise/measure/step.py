@@ -25,6 +25,7 @@ from torch import nn
 
 from layerwise.build import runtime
 from layerwise.measure import setup
+from layerwise.measure.budget import check_run
 from layerwise.measure.flops import counting_context
 from layerwise.measure.procmem import cuda_peaks, cuda_reset, hwm_bytes, malloc_settings, reset_hwm, rss_bytes
 from layerwise.measure.result import CudaStats, RssStats, StepMeasurement
@@ -104,6 +105,7 @@ def measure_step(model, workload: Workload = Workload(), *, fake: bool = True, i
     device, notes = _device(workload, fake)
     if workload.mode == "infer" and workload.grad_accum != 1:
         raise WorkloadError("--grad-accum applies to training (--mode train)")
+    check_run("measure", model, workload, real=not fake)
     fake_mode = _fake_mode() if fake else contextlib.nullcontext()
     with fake_mode, counting_context():
         module = _build(target, fake_mode if fake else None, device)

@@ -225,6 +225,11 @@ def _max_norm_weights(module: torch.nn.Module, cfg: TrainConfig) -> list[torch.T
 
 def _build(trained: Model, cfg: TrainConfig, dist: dd.Dist, resume_from: Path | None):
     """-> (module, wrapped, optimizer, parameter groups, data), the module on its device."""
+    if not dist.device.startswith("cuda"):  # refused before anything is allocated (measure/budget.py)
+        from layerwise.measure.budget import check_fits
+        from layerwise.workload import Workload
+
+        check_fits("train", trained, Workload(batch=cfg.batch_size), tensor_bytes=predicted_peak(trained, cfg) or 0)
     torch.manual_seed(cfg.seed)  # build() initialises from torch's RNG: same seed, same weights
     module = trained.build().to(dist.device)
     if cfg.init_from and resume_from is None:

@@ -86,3 +86,20 @@ def test_a_million_layers_of_two_billion_experts_answer_exactly():
     report = training_memory(big, Workload(batch=1, seq=16))
     weights = 4 * big.params().total  # fp32
     assert report.components.weights == weights and report.peak_bytes > 4 * weights
+
+
+def test_a_million_layers_summarise_in_a_few_rows_and_count_flops_exactly():
+    from layerwise.cost.flops import model_flops
+    from layerwise.cost.summary import summarize
+
+    big = _mixtral(n_experts=2**31, n_layers=10**6)
+    s = summarize(big.name, big.body, big.input_shape(1, 16))
+    assert len(s.layers) < 40
+    rest = {r.path: r for r in s.layers}["blocks.1-999999"]
+    layer = big.body.block.params().total
+    assert (rest.path, rest.count, rest.params) == ("blocks.1-999999", 999_999, 999_999 * layer)
+    assert sum(r.params for r in s.layers if r.level == 1) == s.params.total == sum(s.by_type.values())
+    # FLOPs are linear in the layer count: F(L) = F(1) + (L - 1) * (F(2) - F(1)), every term exact
+    w = Workload(batch=1, seq=16)
+    f1, f2 = (model_flops(_mixtral(n_experts=2**31, n_layers=n), w).total for n in (1, 2))
+    assert model_flops(big, w).total == f1 + (10**6 - 1) * (f2 - f1)
