@@ -6,8 +6,8 @@ tests/test_fuzz.py, tests/fuzz_specs.py), driven by a seeded random generator in
 A case is one mutated input: a spec or HF config runs summary, flops and memory (main() in
 process, --json); a training config is loaded. Prints the count of cases, how many answered and how
 many were refused (one LayerwiseError line, exit 2), the tracebacks (anything else: must be 0, each
-printed with the input that caused it) and the cases over 5 s (must be 0; a case still running
-after 60 s is stopped and counted there).
+printed with the input that caused it), the cases over 5 s of wall time (must be 0; a case still
+running after 60 s is stopped and counted there) and the longest case's wall and CPU seconds.
 """
 from __future__ import annotations
 
@@ -49,14 +49,14 @@ def _worker(args: tuple[int, int, int]) -> dict:
     pick = fz.Pick(rng.randrange)
     tmp = Path(tempfile.mkdtemp(prefix="layerwise-fuzz-bench-"))
     signal.signal(signal.SIGALRM, _alarm)
-    out = {"cases": 0, "answered": 0, "refused": 0, "tracebacks": [], "slow": [], "seconds": 0.0,
+    out = {"cases": 0, "answered": 0, "refused": 0, "tracebacks": [], "slow": [], "seconds": 0.0, "max": 0.0, "max_cpu": 0.0,
            "by_kind": {}}
     for i in range(count):
         kind, base = pick.one(seeds)
         data = fz.mutate(base, pick, 1 + rng.randrange(3))
         as_json = kind == "hf" or rng.random() < 0.5
         path = fz.write(data, tmp / f"case{kind}", as_json and kind != "train")
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         signal.alarm(STOP)
         try:
             if kind == "train":
@@ -72,6 +72,7 @@ def _worker(args: tuple[int, int, int]) -> dict:
         finally:
             signal.alarm(0)
         dt = time.perf_counter() - t
+        out["max"], out["max_cpu"] = max(out["max"], dt), max(out["max_cpu"], time.process_time() - c)
         out["seconds"] += dt
         if dt > SLOW and not (out["slow"] and out["slow"][-1][1].startswith(">")):
             out["slow"].append((kind, f"{dt:.1f}s", path.read_text()[:2000]))
@@ -99,6 +100,7 @@ def main() -> int:
     total = {k: sum(p[k] for p in parts) for k in ("cases", "answered", "refused", "seconds")}
     tracebacks = [t for p in parts for t in p["tracebacks"]]
     slow = [s for p in parts for s in p["slow"]]
+    longest, longest_cpu = max(p["max"] for p in parts), max(p["max_cpu"] for p in parts)
     kinds: dict[str, int] = {}
     for p in parts:
         for k, n in p["by_kind"].items():
@@ -108,11 +110,12 @@ def main() -> int:
     for kind, took, case in slow[:10]:
         print(f"--- slow ({kind}, {took}) ---\n{case}\n")
     print(f"| cases | specs | HF configs | training configs | answered | refused (exit 2) | tracebacks | over {SLOW:.0f} s "
-          f"| mean per case | wall ({args.workers} workers) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"| mean per case | longest case (wall / CPU) | wall ({args.workers} workers) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {total['cases']:,} | {kinds.get('spec', 0):,} | {kinds.get('hf', 0):,} | {kinds.get('train', 0):,} "
           f"| {total['answered']:,} | {total['refused']:,} | {len(tracebacks)} | {len(slow)} "
-          f"| {1000 * total['seconds'] / max(total['cases'], 1):.1f} ms | {wall:.0f} s |")
+          f"| {1000 * total['seconds'] / max(total['cases'], 1):.1f} ms | {longest:.2f} s / {longest_cpu:.2f} s "
+          f"| {wall:.0f} s |")
     return 1 if tracebacks or slow else 0
 
 

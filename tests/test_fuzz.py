@@ -20,6 +20,14 @@ SPECS, HF, TRAIN = spec_seeds(), hf_seeds(), train_seeds()
 DIR = Path(tempfile.mkdtemp(prefix="layerwise-fuzz-"))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _imports_done():
+    """Each reading's modules imported once before the timed cases: the deadline bounds a case's
+    work, not the first import of the memory reading (a second or more on a loaded machine)."""
+    check_commands(write(SPECS[0], DIR / "warm", as_json=False))
+    check_commands(write(HF[0], DIR / "warm-hf", as_json=True))
+
+
 def fuzz(examples: int):
     return settings(derandomize=True, database=None, deadline=timedelta(seconds=5), max_examples=examples,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
