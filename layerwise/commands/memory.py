@@ -240,6 +240,7 @@ def register(app: typer.Typer) -> None:
             th.use(th.choose(threads, 1))
             with phases(f"verify {spec.name} --rlhf {rlhf} (fake tensors)", quiet=quiet or json):
                 return _rlhf.verify_rlhf(spec, workload, rlhf, placement, ref_quant, json)
+        refuse_per_op(spec, "verify")  # both readings list every op's moment
         report = analytic(spec, workload, True, hf_config)
         th.use(th.choose(threads, 1))  # fake tensors: no arithmetic, one thread
         with phases(f"verify {spec.name} (fake tensors)", quiet=quiet or json):
