@@ -27,6 +27,10 @@ OTHER_PER_UNIT = {"rnn": 2, "lstm": 22, "gru": 17}
 OUTPUTS = ("sequence", "last")
 
 
+# torch's RNN modules name, hold and run every layer apart: the readings list them one by one
+MAX_LAYERS = 1024
+
+
 @register("rnn")
 @dataclass(frozen=True, kw_only=True)
 class RNN(Block):
@@ -43,6 +47,9 @@ class RNN(Block):
     def __post_init__(self):
         self._one_of("kind", tuple(GATES))
         self._positive("d_in", "d_hidden", "n_layers")
+        if self.n_layers > MAX_LAYERS:
+            raise SpecError(f"rnn.n_layers {self.n_layers}: torch's nn.{self.kind.upper()} holds and runs its layers "
+                            f"one by one (weight_ih_l0, weight_ih_l1, ...); at most {MAX_LAYERS}")
         self._one_of("output", OUTPUTS)
         p = self.dropout
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:

@@ -171,6 +171,7 @@ class Trace:
     counts: dict[str, int] = field(default_factory=dict)  # parameter key -> copies it stands for (lumps)
     idle: set[str] = field(default_factory=set)  # trainable keys that get no gradient in this step
     origin: dict[str, str] = field(default_factory=dict)  # lumped key -> the traced copy's key it stands for
+    real_shapes: dict | None = None  # key -> the built module's parameter shape (memory.param_shapes_of)
 
     # ---- structure -------------------------------------------------------------------------
     def begin(self, extra: str = "") -> Step:

@@ -174,11 +174,12 @@ def param_shapes_of(model: Model, tr: Trace, trainable: bool, keys=None) -> dict
     """The trainable (or frozen) parameters' real shapes (of `keys`, default all), keyed like
     named_parameters(): Adafactor factors >= 2-D tensors, and a for-loop step's temporaries follow
     the largest tensor. A lumped key takes the shape of the copy it stands for (Trace.origin)."""
-    from layerwise.cost.param_shapes import param_shape
+    from layerwise.cost.param_shapes import param_shapes_at
 
+    if tr.real_shapes is None:  # found once per trace, for every key (a lumped one: its origin's)
+        tr.real_shapes = param_shapes_at(model.body, sorted({tr.origin.get(k, k) for k in tr.params}))
     keys = tr.params if keys is None else keys
-    return {k: param_shape(model.body, tr.origin.get(k, k)) or tr.shapes[k] for k in keys
-            if tr.params[k][2] == trainable}
+    return {k: tr.real_shapes.get(tr.origin.get(k, k)) or tr.shapes[k] for k in keys if tr.params[k][2] == trainable}
 
 
 def _states(model: Model, workload: Workload, tr: Trace) -> ModelStates:

@@ -95,23 +95,30 @@ def param_shapes(block: Block, prefix: str = "") -> Shapes:
     return out
 
 
-def param_shape(block: Block, key: str) -> tuple[int, ...] | None:
-    """The shape of the one parameter at path `key` (None if no parameter is there), found by
-    walking only the children on its path: a repeat of 10**6 layers or 2**31 experts is not listed."""
+def param_shapes_at(block: Block, keys) -> Shapes:
+    """The shapes of the parameters at paths `keys` (those found), walking only the children on
+    their paths, each once: a repeat of 10**6 layers or 2**31 experts is not listed."""
     own = own_param_shapes(block)
-    if key in own:
-        return own[key]
+    out = {k: own[k] for k in keys if k in own}
+    rest = [k for k in keys if k not in own]
+    if not rest:
+        return out
     for names, child in block.child_groups():
-        rest = _below(names, key)
-        if rest is not None:
-            found = param_shape(child, rest)
-            if found is not None:
-                return found
-    return None
+        below: dict[str, list[str]] = {}
+        for k in rest:
+            sub = _below(names, k)
+            if sub is not None:
+                below.setdefault(sub, []).append(k)
+        if below:
+            for sub, shape in param_shapes_at(child, list(below)).items():
+                for k in below[sub]:
+                    out.setdefault(k, shape)
+    return out
 
 
 def _below(names, key: str) -> str | None:
-    """`key` with the one of `names` it lies under stripped (`names`: a tuple, or base.Names)."""
+    """`key` with the one of `names` it lies under stripped (`names`: a tuple, or base.Names),
+    None if it lies under none of them."""
     from layerwise.spec.base import Names
 
     if isinstance(names, Names):

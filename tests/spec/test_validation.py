@@ -105,3 +105,16 @@ def test_training_config_values_are_typed_with_file_and_line(tmp_path):
     path.write_text("epochs: 2\nbetas: [0.9]\n")
     with pytest.raises(LayerwiseError, match="betas: must be a list of 2"):
         TrainConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"type": "rnn", "kind": "gru", "d_in": 4, "d_hidden": 4, "n_layers": 2**31},
+     "rnn.n_layers 2147483648: torch's nn.GRU holds and runs its layers one by one"),
+    ({"type": "resnet", "layers": [2, 2, 5000, 2]}, "a stage lists its blocks one by one, at most 4096"),
+])
+def test_sizes_listed_one_by_one_have_a_ceiling(data, message):
+    # what torch itself names and runs one by one cannot be read as one copy times n: refused
+    with pytest.raises(SpecError, match=message.replace("(", r"\(")):
+        from_data(data)
+    at_limit = dict(data, **({"n_layers": 1024} if data["type"] == "rnn" else {"layers": [2, 2, 4096, 2]}))
+    assert from_data(at_limit).params().total > 0
