@@ -103,3 +103,19 @@ def test_a_million_layers_summarise_in_a_few_rows_and_count_flops_exactly():
     w = Workload(batch=1, seq=16)
     f1, f2 = (model_flops(_mixtral(n_experts=2**31, n_layers=n), w).total for n in (1, 2))
     assert model_flops(big, w).total == f1 + (10**6 - 1) * (f2 - f1)
+
+
+@pytest.mark.parametrize("routing", [dict(capacity_factor=1.25), dict(capacity_factor=0.5, aux_loss_coef=0.01),
+                                     dict(z_loss_coef=0.001)])
+def test_lumped_experts_with_capacity_buffers_and_router_losses(routing, monkeypatch):
+    # with a capacity every expert runs on its C-row buffer and its output is held until the
+    # concatenation: the lump holds the lumped copies' outputs too (activations.run_outputs)
+    for workload in (Workload(batch=2, seq=8), Workload(batch=1, seq=4, precision="bf16-mixed", checkpointing="full")):
+        model = _mixtral(n_layers=2, n_experts=16, **routing)
+        lumped = _reading(model, workload)
+        monkeypatch.setattr(activations, "LUMP_OVER", 10**9)
+        whole = _reading(model, workload)
+        monkeypatch.setattr(activations, "LUMP_OVER", 4)
+        assert lumped == whole, (routing, workload)
+    big = _mixtral(n_experts=2**31, **routing)
+    assert training_memory(big, Workload(batch=1, seq=4)).components.weights == 4 * big.params().total
