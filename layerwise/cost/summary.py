@@ -84,7 +84,7 @@ def _moe_key(b) -> tuple:
 
 def _moe_row(path: str, b) -> dict:
     return {"path": path, "n_experts": b.n_experts, "top_k": b.top_k,
-            "combinations": math.comb(b.n_experts, b.top_k), "capacity_factor": b.capacity_factor,
+            "combinations": _combinations(b.n_experts, b.top_k), "capacity_factor": b.capacity_factor,
             "aux_loss_coef": b.aux_loss_coef, "z_loss_coef": b.z_loss_coef}
 
 
@@ -100,3 +100,12 @@ def _by_type(block: Block, family: str | None) -> dict[str, int]:
         for kind, n in _by_type(child, family).items():
             out[kind] = out.get(kind, 0) + n * len(names)
     return out
+
+
+COMBINATION_DIGITS = 100  # beyond, C(n_experts, top_k) is named, not written out (it could take minutes)
+
+
+def _combinations(n: int, k: int) -> int | None:
+    """C(n, k) if it has at most COMBINATION_DIGITS digits (estimated from log-gamma), else None."""
+    digits = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(10)
+    return math.comb(n, k) if digits <= COMBINATION_DIGITS else None

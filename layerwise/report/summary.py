@@ -53,7 +53,8 @@ def render_summary(s: Summary, max_level: int = 3) -> None:
                   f"of {count(p.total)} total")
     for m in s.moe:
         cap = f"capacity factor {m['capacity_factor']:g}" if m["capacity_factor"] else "dropless"
-        out.print(f"experts ({m['path']}): top {m['top_k']} of {m['n_experts']} = {m['combinations']:,} expert "
+        combos = f"{m['combinations']:,}" if m["combinations"] is not None else f"C({m['n_experts']}, {m['top_k']})"
+        out.print(f"experts ({m['path']}): top {m['top_k']} of {m['n_experts']} = {combos} expert "
                   f"combinations per token; {cap}")
     out.print(f"depth: {s.depth}  ({DEPTH_DEFINITION})")
     by_type = Table(title="parameters by layer type", title_justify="left")

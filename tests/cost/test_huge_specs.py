@@ -56,3 +56,20 @@ def test_a_million_copies_answer_exactly(tmp_path, preset, kw, key, big, workloa
         step = small[1][name] - small[0][name]
         assert step > 0, name
         assert value == small[0][name] + (big - first) * step, name
+
+
+def test_expert_combinations_too_long_to_write_are_named(tmp_path):
+    # C(2**31, 2**20) has ~4 million digits (minutes to compute, past Python's int-to-text limit)
+    path = tmp_path / "moe.yaml"
+    dump(get_preset("mixtral-8x7b", **dict(MIXTRAL, n_layers=1, n_experts=2**31, top_k=2**20)), path)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["summary", str(path), "--json"]) == 0
+    (row,) = json.loads(buf.getvalue())["moe"]
+    assert row["combinations"] is None and (row["n_experts"], row["top_k"]) == (2**31, 2**20)
+    small = get_preset("mixtral-8x7b", **dict(MIXTRAL, n_layers=1, n_experts=64, top_k=8))
+    dump(small, path)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["summary", str(path), "--json"]) == 0
+    assert json.loads(buf.getvalue())["moe"][0]["combinations"] == 4_426_165_368  # 64 choose 8
