@@ -128,9 +128,9 @@ def register(app: typer.Typer) -> None:
         from layerwise.commands._model import resolve
 
         m = resolve(model)
-        if m.task not in ("lm", "mlm", "classify", "regress"):
+        if m.task not in ("lm", "mlm", "classify", "regress", "seq2seq"):
             raise LayerwiseError(f"{model}: task is {m.task!r}; training needs a model whose task is 'lm', 'mlm', "
-                                 f"'classify' or 'regress'")
+                                 f"'classify', 'regress' or 'seq2seq'")
         run_dir = Path(out) if out else Path("runs") / m.name
         if resume:  # the run's own settings; only a longer --epochs / --max-steps may be given
             if not (run_dir / "config.yaml").exists():

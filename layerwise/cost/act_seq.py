@@ -81,8 +81,8 @@ def _sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
 def _attention(b, tr: Trace, x: T) -> T:
     bsz, s, _ = x.shape
     src = x
-    if b.context_dim:
-        src = tr.input((bsz, b.context_len, b.context_dim), tr.policy.dtype, False)
+    if b.context_dim:  # an encoder-decoder's memory (act_seq2seq), else a context given as input
+        src = getattr(tr, "context", None) or tr.input((bsz, b.context_len, b.context_dim), tr.policy.dtype, False)
     sk = src.shape[1]
     h, g, dh = b.n_heads, b.kv_heads, b.head_dim
     with act_hf.fused(tr, tr.policy.hf is not None and tr.policy.hf.fused_qkv):

@@ -104,7 +104,7 @@ def _unsaved_tail(unit: Block, in_shape: Shape, ctx: FlopCtx) -> Flops:
     in a LayerNorm that saves its input, and residual dropout saves a mask, so those recompute all;
     so does Gemma's sandwich norm after the FFN, and Qwen2-MoE's gate multiply on the shared expert.
     """
-    if (unit.type_name != "transformer_block" or unit.norm_position == "post" or unit.dropout > 0
+    if (unit.type_name not in ("transformer_block", "decoder_block") or unit.norm_position == "post" or unit.dropout > 0
             or getattr(unit, "sandwich", False)):
         return Flops()
     ffn = unit.ffn
@@ -198,6 +198,10 @@ def decode_flops(model: Model, workload: Workload) -> Flops:
         raise WorkloadError(f"--new-tokens: {model.name} has no KV-cache decoding (a causal decoder LM "
                             f"with --mode infer has)")
     n, prompt = workload.new_tokens, model.input_shape(workload.batch, workload.seq, workload.image)[1]
+    if model.body.type_name == "encoder_decoder":
+        from layerwise.cost.seq2seq_flops import seq2seq_decode_flops
+
+        return seq2seq_decode_flops(model.body, workload.batch, prompt, n, workload)
     one = model.input_shape(workload.batch, 1, workload.image)
     ctx = FlopCtx(input_grad=False, attention=workload.attention, device=workload.device)
     step = model.body.flops(one, ctx)

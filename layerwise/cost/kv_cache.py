@@ -109,3 +109,16 @@ def kv_configs(block, dtype: str = "fp16") -> tuple[KVConfig, ...]:
 
     visit(block)
     return tuple(KVConfig(n, kv, dh, dtype, sliding_window=w) for (kv, dh, w), n in groups.items())
+
+
+def seq2seq_kv_bytes(body, *, batch: int, prompt: int, new_tokens: int, dtype: str) -> tuple[int, int]:
+    """An encoder-decoder's two caches (layerwise.blocks.seq2seq) and how many tensors they are:
+    per decoder layer, the self-attention cache over prompt + new tokens, and the cross-attention
+    keys/values of the `prompt`-long memory, projected once per sequence (not per generated token)."""
+    dec = body.dec_block
+    own = KVConfig(n_layers=body.dec_layers, n_kv_heads=dec.self_attn.kv_heads, d_head=dec.self_attn.head_dim,
+                   dtype=dtype)
+    cross = KVConfig(n_layers=body.dec_layers, n_kv_heads=dec.cross_attn.kv_heads, d_head=dec.cross_attn.head_dim,
+                     dtype=dtype)
+    total = kv_cache_bytes(own, batch=batch, prompt=prompt, new_tokens=new_tokens)
+    return total + kv_cache_bytes(cross, batch=batch, prompt=prompt), 4 * body.dec_layers

@@ -123,6 +123,7 @@ def trace_step(model: Model, workload: Workload, hf=None, *, lumping: bool = Fal
     import layerwise.cost.act_composites  # noqa: F401  (registers the activation functions)
     import layerwise.cost.act_leaves  # noqa: F401
     import layerwise.cost.act_seq  # noqa: F401
+    import layerwise.cost.act_seq2seq  # noqa: F401
 
     tr = Trace(act_policy(workload, hf), lumping=lumping)
     shape = model.input_shape(workload.batch, workload.seq, workload.image)
@@ -474,8 +475,9 @@ def _kv_config(model: Model, dtype: str):
 
 
 def has_kv_cache(model: Model) -> bool:
-    """A causal decoder whose built module decodes with a KV cache (layerwise.build.lm)."""
-    return _kv_config(model, "fp32") is not None
+    """A causal decoder whose built module decodes with a KV cache (layerwise.build.lm), or an
+    encoder-decoder (layerwise.build.seq2seq: self- and cross-attention caches)."""
+    return _kv_config(model, "fp32") is not None or model.body.type_name == "encoder_decoder"
 
 
 def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), *, timeline: bool = False) -> MemoryReport:
@@ -492,13 +494,20 @@ def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), 
     q = QuantConfig(quant=workload.quant, dtype=dtype)
     weights = sum(weight_bytes({k: tr.shapes[k] for k in keys}, q) * count for count, keys in _by_count(tr).items())
     weights += tr.buffers
-    kv = 0
+    kv = n_cache = 0
     cfg = _kv_config(model, workload.kv_dtype or pol.activations)
-    if cfg is None and workload.new_tokens:
+    if cfg is None and workload.new_tokens and not has_kv_cache(model):
         raise WorkloadError(f"--new-tokens: {model.name} has no KV-cache decoding (a causal decoder LM has)")
-    if cfg is not None and workload.new_tokens:
+    if workload.new_tokens:
         seq = model.input_shape(workload.batch, workload.seq, workload.image)[1]
-        kv = kv_cache_bytes(cfg, batch=workload.batch, prompt=seq, new_tokens=workload.new_tokens)
+        if cfg is not None:
+            kv = kv_cache_bytes(cfg, batch=workload.batch, prompt=seq, new_tokens=workload.new_tokens)
+            n_cache = 2 * cfg.n_layers
+        else:
+            from layerwise.cost.kv_cache import seq2seq_kv_bytes
+
+            kv, n_cache = seq2seq_kv_bytes(model.body, batch=workload.batch, prompt=seq,
+                                           new_tokens=workload.new_tokens, dtype=workload.kv_dtype or pol.activations)
     live = tr.liveness  # the forward's transient peak (the input batch included)
     split = workload.tp * workload.pp
     comps = Components(weights=-(-weights // split), activations=live.peak, kv_cache=-(-kv // workload.tp))
@@ -511,4 +520,4 @@ def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), 
         return report
     from layerwise.cost.cuda_events import inference_allocator_peaks
 
-    return replace(report, cuda_allocator=inference_allocator_peaks(st, kv, 2 * cfg.n_layers if kv else 0))
+    return replace(report, cuda_allocator=inference_allocator_peaks(st, kv, n_cache))

@@ -424,10 +424,11 @@ def _decode(module: nn.Module, x: torch.Tensor, workload: Workload, tracker: Sto
     if init is None or x.dtype != torch.int64:
         raise WorkloadError("--new-tokens: this built module has no KV cache (init_kv_cache(batch, max_len, "
                             "dtype) and forward(tokens, kv_cache=, start_pos=)); measure with --new-tokens 0")
-    batch, seq = x.shape
+    batch, seq = x.shape[:2]
     dtype = setup.MIXED_DTYPES.get(workload.precision, setup.input_dtype(workload))
     _check_kv_dtype(workload, dtype)
-    cache = init(batch, seq + workload.new_tokens, dtype)
+    # an encoder-decoder's input is (B, S, 2): its cross-attention cache holds the S-long memory
+    cache = init(batch, seq + workload.new_tokens, dtype, *((seq,) if x.dim() == 3 else ()))
     tracker.register(cache, "kv_cache")
     with tracker.phase("forward"):
         out = module(x, kv_cache=cache, start_pos=0)

@@ -114,4 +114,15 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
                    "layerwise demo: a tiny ViT (arXiv 2010.11929) for sklearn.datasets.load_digits"),
     "tiny-gpt": ("decoder", dict(vocab_size=256, d_model=128, n_layers=4, n_heads=4, d_ff=512, max_seq=128),
                  "layerwise demo: a byte-level GPT-2-style LM (nanoGPT-sized)"),
+    # Encoder-decoders (layerwise.blocks.seq2seq). The design notes' example (002 section 4.1.3):
+    # nn.Transformer's encoder and decoder stacks at its defaults (= the base model of Vaswani et al.
+    # 2017, arXiv 1706.03762 Table 3: d_model 512, 8 heads, 6 + 6 layers, d_ff 2048, dropout 0.1),
+    # one embedding for source and target, an output nn.Linear; the paper's sinusoidal positions
+    # (the notes' code has none, which leaves the encoder blind to order); its 37k shared BPE vocabulary
+    "transformer-base": ("seq2seq", dict(vocab_size=37000, d_model=512, n_layers=6, n_heads=8, d_ff=2048, max_seq=512,
+                                         dropout=0.1, attn_dropout=0.1),
+                         "arXiv 1706.03762 Table 3 (base); torch.nn.Transformer defaults; design note 002 section 4.1.3"),
+    "tiny-seq2seq": ("seq2seq", dict(vocab_size=11, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_seq=12,
+                                     norm_position="pre"),
+                     "layerwise demo: a pre-norm nn.Transformer-style encoder-decoder for reverse-digits / sort-digits"),
 }

@@ -191,6 +191,15 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+def _register_seq2seq() -> None:
+    from layerwise.presets.seq2seq import REQUIRED as S2S_REQUIRED, SEQ2SEQ, build_seq2seq
+
+    FAMILIES["seq2seq"] = Family({k: (REQUIRED if v is S2S_REQUIRED else v) for k, v in SEQ2SEQ.items()}, build_seq2seq)
+
+
+_register_seq2seq()
+
+
 def make(family: str, name: str, source: str, keywords: dict) -> Model:
     """Check `keywords` against the family's, fill defaults, build the Model."""
     fam = FAMILIES[family]

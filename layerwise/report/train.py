@@ -69,7 +69,7 @@ class TrainReporter:
 
     def _eval(self, p: dict) -> None:
         r = p["result"]
-        self.last_val = f" | val loss {r['loss']:.4f}" + (f" acc {r['accuracy']:.3f}" if r["task"] == "classify" else
+        self.last_val = f" | val loss {r['loss']:.4f}" + (f" acc {r['accuracy']:.3f}" if r["task"] in ("classify", "seq2seq") else
                                                           f" R2 {r['r2']:.3f}" if r["task"] == "regress" else
                                                           f" ppl {r['perplexity']:.2f}")
         if self.progress:
@@ -118,7 +118,7 @@ def eval_table(name: str, e: dict, class_names: list[str] | None = None) -> None
         out.print(f"[bold]{escape(name)}[/]: {e['n']} samples, loss {e['loss']:.4f} (standardised), MSE {e['mse']:.4g}, "
                   f"MAE {e['mae']:.4g}, R2 {e['r2']:.4f}", highlight=False)
         return
-    out.print(f"[bold]{escape(name)}[/]: {e['n']} {'tokens' if e['task'] in ('lm', 'mlm') else 'samples'}, loss {e['loss']:.4f}, "
+    out.print(f"[bold]{escape(name)}[/]: {e['n']} {'tokens' if e['task'] in ('lm', 'mlm', 'seq2seq') else 'samples'}, loss {e['loss']:.4f}, "
               f"accuracy {e['accuracy']:.4f}" + (f", perplexity {e['perplexity']:.3f}" if e.get("perplexity") else "")
               + (f", macro-F1 {e['macro_f1']:.4f}" if e.get("macro_f1") is not None else ""),
               highlight=False)

@@ -9,7 +9,8 @@ from layerwise.spec.errors import SpecError, WorkloadError
 from layerwise.spec.fieldtypes import check_fields
 
 INPUT_KINDS = ("tokens", "image", "features", "sequence")
-TASKS = ("lm", "classify", "regress", "mlm", "none")  # regress: real-valued targets; mlm: masked-token prediction
+TASKS = ("lm", "classify", "regress", "mlm", "seq2seq", "none")  # regress: real-valued targets; mlm: masked-token
+# prediction; seq2seq: token pairs (S, 2) -> logits per target position (an encoder-decoder)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -131,6 +131,8 @@ def make_data(config: TrainConfig | DataConfig | str, model: Model, *, batch_siz
         (x, y), info = _lm(dc, model)
     elif model.task == "regress":
         (x, y), info = _regress(dc, model)
+    elif model.task == "seq2seq":
+        (x, y), info = _seq2seq(dc, model)
     else:
         (x, y), info = _classify(dc, model)
     loaders = {}
@@ -344,3 +346,19 @@ def _lm(dc: DataConfig, model: Model):
     info = DataInfo(source=dc.source, task=model.task, input_kind="tokens", sizes=sizes, vocab_size=tok.vocab_size,
                     tokenizer=tok.kind, seq_len=seq, tokenizer_json=tok.to_json(), mask_id=tok.vocab_size if mlm else None)
     return (xs, ys), info
+
+
+# ---- sequence to sequence -----------------------------------------------------------------------
+def _seq2seq(dc: DataConfig, model: Model):
+    """A built-in generated task (layerwise.train.seq2seq_data) at the model's sequence length."""
+    from layerwise.train import seq2seq_data
+
+    if dc.source not in seq2seq_data.TASKS:
+        raise LayerwiseError(f"data {dc.source!r}: model {model.name!r} is an encoder-decoder; it trains on a built-in "
+                             f"sequence-to-sequence task ({', '.join(seq2seq_data.TASKS)})")
+    seq = model.input.shape[0]
+    x, y = seq2seq_data.make_pairs(dc.source, seq, model.input.vocab_size, dc.seed)
+    idx = _split_indices(len(y), dc)
+    info = DataInfo(source=dc.source, task="seq2seq", input_kind="tokens", sizes={s: len(i) for s, i in idx.items()},
+                    vocab_size=model.input.vocab_size, seq_len=seq)
+    return ({s: x[i] for s, i in idx.items()}, {s: y[i] for s, i in idx.items()}), info

@@ -16,6 +16,7 @@ _SMALL = {
     "encoder": dict(n_layers=2, d_model=64, n_heads=4, vocab_size=97, max_seq=64),
     "vit": dict(image_size=16, patch=4, d_model=32, n_layers=2, n_heads=4, d_ff=64, n_classes=10),
     "resnet": dict(layers=(1, 1, 1, 1)),
+    "seq2seq": dict(n_layers=2, d_model=64, n_heads=4, d_ff=96, vocab_size=97, max_seq=64),
 }
 
 
@@ -60,7 +61,7 @@ def _cases():
     for name in PRESETS:
         yield pytest.param(name, "sdpa", "none", id=f"{name}-sdpa")
         family = PRESETS[name][0]
-        if family in ("decoder", "encoder", "vit"):
+        if family in ("decoder", "encoder", "vit", "seq2seq"):
             yield pytest.param(name, "eager", "full", id=f"{name}-eager-ckpt")
 
 

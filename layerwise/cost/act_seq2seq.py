@@ -1,0 +1,90 @@
+"""Dataflow of the encoder-decoder (layerwise/build/seq2seq.py) for the saved-activation reading.
+
+The encoder's output (the memory) is one storage read by every decoder layer's cross-attention
+k/v projections: saved once (by the first of them), alive until the encoder's backward, and its
+gradient accumulates over the decoder layers' backward (held from the last decoder layer's
+backward to the encoder's)."""
+from __future__ import annotations
+
+from layerwise.cost.act_composites import _item, residual_add
+from layerwise.cost.act_trace import T, Trace
+from layerwise.cost.activations import act, run
+
+
+@act("encoder_decoder")
+def _encoder_decoder(b, tr: Trace, x: T) -> T:
+    kids = dict(b.children())
+    bsz, s, _ = x.shape
+    src, tgt = tr.view(x, (bsz, s)), tr.view(x, (bsz, s))  # ids[..., 0], ids[..., 1]: views
+
+    def side(name: str, t: T) -> T:
+        return run(kids[name], name, tr, t) if name in kids else t
+
+    h = side("embed", src)
+    for name in ("enc_pos", "pos", "drop", "encoder", "enc_norm"):
+        h = side(name, h)
+    memory = h
+    h = side("tgt_embed" if "tgt_embed" in kids else "embed", tgt)
+    for name in ("dec_pos", "pos", "drop"):
+        h = side(name, h)
+    start = len(tr.steps)
+    outer, tr.memory = getattr(tr, "memory", None), memory
+    tr.path.append("decoder")
+    try:
+        h = _decoder(kids["decoder"], tr, h, memory)
+    finally:
+        tr.memory = outer
+        tr.path.pop()
+    if tr.policy.grad and memory.grad:  # the memory's gradient, summed over the decoder layers
+        tr.holds.append((start, len(tr.steps) - 1, memory.storage.nbytes))
+    del memory
+    h = side("dec_norm", h)
+    if "lm_head" in kids:
+        return run(kids["lm_head"], "lm_head", tr, h)
+    table = "tgt_embed" if "tgt_embed" in kids else "embed"
+    tr.path.append("lm_head")  # tied: F.linear(x, table.weight), the same parameter
+    try:
+        tr.begin()
+        key = ".".join([*tr.path[:-1], f"{table}.weight"])
+        w = tr.param("/" + key, b.vocab_size * b.d_model, b.trainable, (b.vocab_size, b.d_model))
+        return tr.mm(h, w, (*h.shape[:-1], b.vocab_size), b_key=key)
+    finally:
+        tr.path.pop()
+
+
+def _decoder(rep, tr: Trace, h: T, memory: T) -> T:
+    """The decoder's repeat: under full checkpointing each layer is checkpointed with the memory
+    as a second input (DecoderBlockModule.forward(x, memory)), so the memory stays saved."""
+    outermost = tr.sink is None and not getattr(tr, "_in_repeat", False)
+    for i in range(rep.n_layers):
+        if tr.policy.checkpointing == "full" and outermost:
+            h = tr.checkpointed(lambda t, m, i=i: _item(rep, tr, t, i), h, memory)
+        else:
+            h = _item(rep, tr, h, i)
+    return h
+
+
+@act("decoder_block")
+def _decoder_block(b, tr: Trace, x: T) -> T:
+    kids = dict(b.children())
+
+    def branch(name: str, t: T) -> T:
+        if name == "cross_attn":
+            prev, tr.context = getattr(tr, "context", None), tr.memory
+            try:
+                out = run(kids[name], name, tr, t)
+            finally:
+                tr.context = prev
+        else:
+            out = run(kids[name], name, tr, t)
+        drop = f"{name}_dropout"
+        return run(kids[drop], drop, tr, out) if drop in kids else out
+
+    for name in ("self_attn", "cross_attn", "ffn"):
+        norm = f"{name}_norm"
+        start = len(tr.steps)
+        if b.norm_position == "post":
+            x = run(kids[norm], norm, tr, residual_add(tr, x, start, branch(name, x)))
+        else:
+            x = residual_add(tr, x, start, branch(name, run(kids[norm], norm, tr, x)))
+    return x
