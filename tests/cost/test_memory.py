@@ -26,9 +26,11 @@ MODELS = {
     # GShard capacity (overflow at 0.75) with the Switch aux loss and the ST-MoE z-loss
     "mixtral-capacity": (dict(LLAMA, n_kv_heads=2, n_experts=4, top_k=2, capacity_factor=0.75, aux_loss_coef=0.01,
                               z_loss_coef=0.001), dict(batch=2, seq=64)),
+    "seq2seq": (dict(n_layers=2, d_model=128, n_heads=4, d_ff=256, vocab_size=1000, max_seq=64), dict(batch=8, seq=32)),
 }
 PRESET = {"tiny-gpt": "tiny-gpt", "llama": "llama-2-7b", "bert": "bert-base", "vit": "vit-b-16",
-          "resnet": "resnet-18", "cnn": "digits-cnn", "mixtral": "mixtral-8x7b", "mixtral-capacity": "mixtral-8x7b", "gru": "text-gru"}
+          "resnet": "resnet-18", "cnn": "digits-cnn", "mixtral": "mixtral-8x7b", "mixtral-capacity": "mixtral-8x7b", "gru": "text-gru",
+          "seq2seq": "transformer-base"}
 SAMPLE = [  # a representative sample of bench/accuracy.py's suite
     ("tiny-gpt", "fp32", "adamw", "none", "eager"), ("tiny-gpt", "bf16-mixed", "sgd", "none", "sdpa"),
     ("tiny-gpt", "fp32", "sgd", "full", "sdpa"), ("tiny-gpt", "bf16-mixed", "adamw", "full", "eager"),
@@ -42,6 +44,9 @@ SAMPLE = [  # a representative sample of bench/accuracy.py's suite
     # bf16 autocast + full checkpointing with SGD (gradients dominate): the backward peak sits where a
     # recomputed block's saved tensors are released as its fp32 weight gradients attach
     ("vit", "bf16-mixed", "sgd", "full", "sdpa"), ("tiny-gpt", "bf16-mixed", "sgd", "full", "eager"),
+    # encoder-decoder (post-norm, dropout 0.1): the memory alive through the decoder, its gradient held
+    ("seq2seq", "fp32", "adamw", "none", "sdpa"), ("seq2seq", "bf16-mixed", "adamw", "full", "eager"),
+    ("seq2seq", "fp32", "sgd", "selective", "eager"),
 ]
 
 
@@ -66,12 +71,13 @@ def test_training_peak_matches_measure(name, precision, optimizer, ckpt, attenti
     _check(training_memory(model, workload), measured(model, workload))
 
 
-@pytest.mark.parametrize("name,precision", [("tiny-gpt", "fp32"), ("bert", "bf16-mixed"), ("resnet", "fp32"),
-                                            ("llama", "bf16")])
-def test_inference_peak_matches_measure(name, precision):
+@pytest.mark.parametrize("name,precision,new_tokens", [("tiny-gpt", "fp32", 0), ("bert", "bf16-mixed", 0),
+                                                       ("resnet", "fp32", 0), ("llama", "bf16", 0),
+                                                       ("seq2seq", "fp32", 0), ("seq2seq", "bf16-mixed", 4)])
+def test_inference_peak_matches_measure(name, precision, new_tokens):
     overrides, fields = MODELS[name]
     model = get_preset(PRESET[name], **overrides)
-    workload = Workload(mode="infer", precision=precision, **fields)
+    workload = Workload(mode="infer", precision=precision, new_tokens=new_tokens, **fields)
     _check(inference_memory(model, workload), measured(model, workload))
 
 
