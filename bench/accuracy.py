@@ -25,6 +25,7 @@ SMALL = {  # family -> (overrides, workload fields)
     "resnet": ({}, {"batch": 2, "image": (64, 64)}),
     "text_rnn": ({}, {"batch": 4}),
     "cnn": ({}, {"batch": 8}),
+    "seq2seq": ({"n_layers": 2}, {"batch": 2, "seq": 64}),
 }
 FULL = [  # (preset, workload fields), the models at their real size
     ("llama-2-7b", {"batch": 1, "seq": 2048, "precision": "bf16-mixed", "optimizer": "adamw"}),
@@ -65,6 +66,8 @@ def cases(quick: bool, only: list[str]):
         for g in grid(quick):
             yield info.name, overrides, Workload(**fields, **g)
         yield info.name, overrides, Workload(mode="infer", **fields)
+        if info.family == "seq2seq":  # greedy decoding through the self- and cross-attention caches
+            yield info.name, overrides, Workload(mode="infer", new_tokens=16, **fields)
     if not quick:
         for name, fields in FULL:
             if not only or name in only:

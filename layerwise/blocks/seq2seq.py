@@ -3,9 +3,9 @@
 Input: token ids (B, S, 2): [..., 0] the source, [..., 1] the decoder's input (the target shifted
 right behind a start token); both S long. Output: logits (B, S, vocab_size) for the target.
 
-  src -> embed -> [pos] -> [drop] -> encoder (n_layers transformer blocks, bidirectional)
+  src -> embed -> [pos] -> [embed_norm] -> [drop] -> encoder (n_layers transformer blocks, bidirectional)
       -> [enc_norm] = memory (B, S, d_model)
-  tgt -> embed (shared) or tgt_embed -> [pos] -> [drop] -> decoder (n_dec_layers decoder blocks:
+  tgt -> embed (shared) or tgt_embed -> [pos] -> [embed_norm] -> [drop] -> decoder (n_dec_layers decoder blocks:
       causal self-attention, cross-attention over memory, FFN) -> [dec_norm] -> lm_head | tied
 The memory is read by every decoder layer's cross-attention k/v projections, so it stays alive
 until the decoder's backward is done, and its gradient sums over the decoder layers.
@@ -113,6 +113,8 @@ class EncoderDecoder(Block):
     dec_block: Block  # decoder_block
     max_seq: int  # longest source / target (position table rows; cross_attn.context_len of children())
     positions: str = "sinusoidal"  # sinusoidal | learned (one table each side) | none (T5: relative, in attention)
+    pos_rows: int = 0  # learned table rows if not max_seq (BART keeps 2 extra rows: max_seq + 2)
+    embed_norm: bool = False  # a norm after embedding + positions on each side (BART's layernorm_embedding)
     share_embeddings: bool = True  # one token table for source and target
     tie_embeddings: bool = False  # lm_head reuses the target's table
     final_norm: str = "layernorm"  # enc_norm and dec_norm: layernorm | rmsnorm | none
@@ -124,7 +126,9 @@ class EncoderDecoder(Block):
 
     def __post_init__(self):
         self._positive("vocab_size", "d_model", "n_layers", "max_seq")
-        self._non_negative("n_dec_layers")
+        self._non_negative("n_dec_layers", "pos_rows")
+        if self.pos_rows and self.pos_rows < self.max_seq:
+            raise SpecError(f"encoder_decoder.pos_rows {self.pos_rows} is fewer than max_seq {self.max_seq}")
         self._one_of("positions", ("sinusoidal", "learned", "none"))
         self._one_of("final_norm", ("layernorm", "rmsnorm", "none"))
         if self.tie_embeddings and self.head_bias:
@@ -149,7 +153,8 @@ class EncoderDecoder(Block):
 
     def _pos(self) -> Block | None:
         if self.positions == "learned":
-            return block_class("learned_positions")(max_seq=self.max_seq, d_model=self.d_model, trainable=self.trainable)
+            return block_class("learned_positions")(max_seq=self.pos_rows or self.max_seq, d_model=self.d_model,
+                                                    trainable=self.trainable)
         if self.positions == "sinusoidal":
             return block_class("sinusoidal_positions")(max_seq=self.max_seq, d_model=self.d_model)
         return None
@@ -171,6 +176,9 @@ class EncoderDecoder(Block):
         pos = self._pos()
         if pos is not None:
             out.append((f"{side}_pos" if self.positions == "learned" else "pos", pos))
+        if self.embed_norm:
+            out.append((f"{side}_embed_norm", make_norm(self.final_norm if self.final_norm != "none" else "layernorm",
+                                                        self.d_model, self.norm_eps, self.norm_bias, self.trainable)))
         if self.dropout > 0:
             out.append(("drop", block_class("dropout")(p=self.dropout)))
         out.append(("encoder" if side == "enc" else "decoder", Repeat(block=block, n_layers=n)))

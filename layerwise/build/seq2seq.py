@@ -75,6 +75,9 @@ class EncoderDecoderModule(nn.Module):
         pos = getattr(self, f"{side}_pos", None) or getattr(self, "pos", None)
         if pos is not None:
             x = pos(x, start)
+        norm = getattr(self, f"{side}_embed_norm", None)  # BART's layernorm_embedding
+        if norm is not None:
+            x = norm(x)
         return self.drop(x) if hasattr(self, "drop") else x
 
     def encode(self, src: torch.Tensor) -> torch.Tensor:  # (B, S) ids -> memory (B, S, D)

@@ -21,11 +21,11 @@ def _encoder_decoder(b, tr: Trace, x: T) -> T:
         return run(kids[name], name, tr, t) if name in kids else t
 
     h = side("embed", src)
-    for name in ("enc_pos", "pos", "drop", "encoder", "enc_norm"):
+    for name in ("enc_pos", "pos", "enc_embed_norm", "drop", "encoder", "enc_norm"):
         h = side(name, h)
     memory = h
     h = side("tgt_embed" if "tgt_embed" in kids else "embed", tgt)
-    for name in ("dec_pos", "pos", "drop"):
+    for name in ("dec_pos", "pos", "dec_embed_norm", "drop"):
         h = side(name, h)
     start = len(tr.steps)
     outer, tr.memory = getattr(tr, "memory", None), memory

@@ -25,7 +25,7 @@ def seq2seq_decode_flops(body, batch: int, prompt: int, n: int, workload) -> Flo
     step = Flops(fwd_matmul=body.dec_layers * (per_layer.fwd_matmul - projected.fwd_matmul),
                  fwd_other=body.dec_layers * (per_layer.fwd_other - projected.fwd_other))
     step = step + _fwd(kids.get("tgt_embed", kids["embed"]).flops(one, ctx))
-    for name in ("dec_pos", "pos", "drop", "dec_norm"):
+    for name in ("dec_pos", "pos", "dec_embed_norm", "drop", "dec_norm"):
         if name in kids:
             step = step + _fwd(kids[name].flops(hidden, ctx))
     head = kids.get("lm_head") or body._head()

@@ -6,6 +6,9 @@ family default. Sources name where the numbers come from (paper, config.json, re
 from __future__ import annotations
 
 _HF = "https://huggingface.co/{}/blob/main/config.json"
+# BartForConditionalGeneration's wiring at its config.json values (layerwise.presets.hf_seq2seq)
+_BART = dict(vocab_size=50265, max_seq=1024, pos_rows=1026, activation="gelu", norm_position="post", final_norm=False,
+             positions="learned", embed_norm=True, tie_embeddings=True, head_bias=False, dropout=0.1, ffn_dropout=0.0)
 
 # Shared keyword sets (the architecture; sizes are added per preset).
 _GPT2 = dict(vocab_size=50257, max_seq=1024, norm="layernorm", activation="gelu_tanh", tie_embeddings=True)
@@ -122,6 +125,10 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
     "transformer-base": ("seq2seq", dict(vocab_size=37000, d_model=512, n_layers=6, n_heads=8, d_ff=2048, max_seq=512,
                                          dropout=0.1, attn_dropout=0.1),
                          "arXiv 1706.03762 Table 3 (base); torch.nn.Transformer defaults; design note 002 section 4.1.3"),
+    # BART (Lewis et al. 2019, arXiv 1910.13461): post-norm, GELU, learned positions (+2 rows), layernorm_embedding
+    "bart-base": ("seq2seq", dict(_BART, d_model=768, n_layers=6, n_heads=12, d_ff=3072), _HF.format("facebook/bart-base")),
+    "bart-large": ("seq2seq", dict(_BART, d_model=1024, n_layers=12, n_heads=16, d_ff=4096),
+                   _HF.format("facebook/bart-large")),
     "tiny-seq2seq": ("seq2seq", dict(vocab_size=11, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_seq=12,
                                      norm_position="pre"),
                      "layerwise demo: a pre-norm nn.Transformer-style encoder-decoder for reverse-digits / sort-digits"),

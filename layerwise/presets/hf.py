@@ -337,6 +337,15 @@ IMPORTERS = {"llama": _llama, "mistral": _llama, "mixtral": _mixtral, "qwen2": _
              "qwen2_moe": _qwen2_moe, "qwen3_moe": _qwen3_moe, "clip_vision_model": _clip_vision, "clip": _clip_vision}
 
 
+def _add_seq2seq() -> None:
+    from layerwise.presets.hf_seq2seq import IMPORTERS as SEQ2SEQ
+
+    IMPORTERS.update(SEQ2SEQ)
+
+
+_add_seq2seq()
+
+
 def hf_keywords(data, where: str = "config.json") -> tuple[str, dict]:
     """(family, keywords) for an HF config dict."""
     if not isinstance(data, dict):

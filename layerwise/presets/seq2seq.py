@@ -18,8 +18,11 @@ SEQ2SEQ = dict(
     norm="layernorm", norm_eps=1e-5, norm_position="post",  # nn.Transformer's default (norm_first=False)
     final_norm=True,  # nn.Transformer's encoder.norm / decoder.norm
     positions="sinusoidal", share_embeddings=True, tie_embeddings=False, head_bias=True,
+    pos_rows=0,  # learned table rows if not max_seq (BART: max_position_embeddings + 2)
+    embed_norm=False,  # a norm after embedding + positions (BART's layernorm_embedding)
     dropout=0.0,  # residual branches, embeddings and the FFN's hidden activations
     attn_dropout=0.0,  # attention probabilities
+    ffn_dropout=None,  # the FFN's hidden activations if not `dropout` (BART's activation_dropout)
 )
 
 
@@ -35,7 +38,7 @@ def build_seq2seq(name: str, source: str, k: dict) -> Model:
                      dropout=k["attn_dropout"], **extra)
 
     ffn = _leaf("ffn", d_model=d, d_ff=k["d_ff"] or 4 * d, activation=k["activation"], gated=k["gated"],
-                bias=k["bias"], dropout=k["dropout"])
+                bias=k["bias"], dropout=k["dropout"] if k["ffn_dropout"] is None else k["ffn_dropout"])
     norms = dict(norm=k["norm"], norm_eps=k["norm_eps"], norm_bias=k["bias"], norm_position=k["norm_position"],
                  dropout=k["dropout"])
     enc = _leaf("transformer_block", attn=attn(), ffn=ffn, **norms)
@@ -43,7 +46,8 @@ def build_seq2seq(name: str, source: str, k: dict) -> Model:
                 ffn=ffn, **norms)
     body = _leaf("encoder_decoder", vocab_size=k["vocab_size"], d_model=d, n_layers=k["n_layers"],
                  n_dec_layers=k["n_dec_layers"], enc_block=enc, dec_block=dec, max_seq=k["max_seq"],
-                 positions=k["positions"], share_embeddings=k["share_embeddings"],
+                 positions=k["positions"], pos_rows=k["pos_rows"], embed_norm=k["embed_norm"],
+                 share_embeddings=k["share_embeddings"],
                  tie_embeddings=k["tie_embeddings"], final_norm=k["norm"] if k["final_norm"] else "none",
                  norm_eps=k["norm_eps"], norm_bias=k["bias"], head_bias=k["head_bias"], dropout=k["dropout"])
     inp = InputSpec(kind="tokens", shape=(k["max_seq"], 2), vocab_size=k["vocab_size"], max_seq=k["max_seq"])
