@@ -13,8 +13,8 @@ FLOPs (1 MAC = 2 FLOPs). Matmul, per call, with unit = 2*B*H*S*Sk*d_head:
             torch.utils.flop_counter.sdpa_backward_flop_count); on CPU with attention dropout,
             sdpa runs its math path, counted as eager (FlopCtx.device)
   GQA/MQA repeat k and v to H heads before the products, so units count H heads.
-Other, per score element (B*H*S*Sk): scale 1, mask 1 (if causal or windowed), softmax 5, dropout
-2 (if dropout > 0); backward (if q or k needs grad): softmax 4, scale 1, dropout 2.
+Other, per score element (B*H*S*Sk): scale 1, mask 1 (if causal or windowed), bias 1 (score_bias),
+softmax 5, dropout 2 (if dropout > 0); backward (if q or k needs grad): softmax 4, scale 1, dropout 2.
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ class Attention(Block):
     sliding_window: int = 0  # > 0: each query sees at most this many keys (Mistral: i - j < w)
     context_dim: int = 0  # > 0: cross attention; keys/values come from a context of this width
     context_len: int = 0  # cross attention: the context's length (for shapes and FLOPs)
+    score_bias: bool = False  # scores + a (1, H, S, Sk) bias given per call (T5's relative positions)
     # children, derived from the fields above when left out
     q_proj: Block | None = None
     k_proj: Block | None = None
@@ -71,6 +72,8 @@ class Attention(Block):
             raise SpecError("attention.context_len must be > 0 for cross attention (context_dim > 0)")
         if self.context_len and not self.context_dim:
             raise SpecError("attention.context_len is set but context_dim is 0; set context_dim for cross attention")
+        if self.context_dim and self.score_bias:
+            raise SpecError("attention: score_bias is for self attention (T5's relative positions), not cross attention")
         if self.context_dim and (self.causal or self.rope is not None or self.sliding_window):
             raise SpecError("attention: cross attention (context_dim > 0) cannot be causal, windowed or use rope")
         if self.rope is not None:
@@ -185,8 +188,8 @@ class Attention(Block):
     def _impl(self, ctx: FlopCtx) -> str:
         """The kernel PyTorch really runs: on CPU, sdpa with attention dropout (training) has no fused
         kernel and decomposes into the eager matmuls, whose backward is 4 products, not 5."""
-        if ctx.attention == "sdpa" and self.dropout > 0 and ctx.device == "cpu":
-            return "eager"
+        if ctx.attention == "sdpa" and (self.dropout > 0 or self.score_bias) and ctx.device == "cpu":
+            return "eager"  # a score bias that needs grad sends CPU sdpa to the math path too
         return ctx.attention
 
     def core_flops(self, b: int, s: int, sk: int, q_grad: bool, k_grad: bool, v_grad: bool, impl: str) -> Flops:
@@ -202,7 +205,7 @@ class Attention(Block):
         n = b * self.n_heads * s * sk
         masked = self.causal or self.sliding_window > 0
         drop = self.dropout > 0
-        fwd_other = n * (1 + int(masked) + 5 + 2 * int(drop))
+        fwd_other = n * (1 + int(masked) + int(self.score_bias) + 5 + 2 * int(drop))
         bwd_other = n * (4 + 1 + 2 * int(drop)) if (q_grad or k_grad) else 0
         return Flops(fwd_matmul=2 * unit, fwd_other=fwd_other, bwd_matmul=bwd_mm, bwd_other=bwd_other,
                      causal_skippable=skippable)

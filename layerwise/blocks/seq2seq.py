@@ -122,10 +122,13 @@ class EncoderDecoder(Block):
     norm_bias: bool = True
     head_bias: bool = False
     dropout: float = 0.0  # embedding dropout
+    rel_buckets: int = 0  # > 0: T5's relative position bias, one table per stack (enc_rel_bias, dec_rel_bias)
+    rel_max_distance: int = 128
     trainable: bool = True
 
     def __post_init__(self):
         self._positive("vocab_size", "d_model", "n_layers", "max_seq")
+        self._non_negative("rel_buckets")
         self._non_negative("n_dec_layers", "pos_rows")
         if self.pos_rows and self.pos_rows < self.max_seq:
             raise SpecError(f"encoder_decoder.pos_rows {self.pos_rows} is fewer than max_seq {self.max_seq}")
@@ -142,6 +145,14 @@ class EncoderDecoder(Block):
                 raise SpecError(f"encoder_decoder.{name} has d_model {getattr(self, name).d_model}, expected {self.d_model}")
         if self.dec_block.cross_attn.context_dim != self.d_model:
             raise SpecError(f"encoder_decoder.dec_block.cross_attn.context_dim must be d_model {self.d_model}")
+        if self.rel_buckets and (self.enc_block.norm_position != "pre" or self.enc_block.parallel
+                                 or self.enc_block.sandwich):
+            raise SpecError("encoder_decoder: rel_buckets (T5) needs the sequential pre-norm wiring in enc_block")
+        biased = (self.enc_block.attn.score_bias, self.dec_block.self_attn.score_bias)
+        if biased != (bool(self.rel_buckets),) * 2:
+            raise SpecError("encoder_decoder: rel_buckets > 0 needs score_bias on the encoder's attention and the "
+                            f"decoder's self-attention (and rel_buckets 0 none); got rel_buckets {self.rel_buckets}, "
+                            f"score_bias {biased}")
 
     @property
     def dec_layers(self) -> int:
@@ -159,6 +170,12 @@ class EncoderDecoder(Block):
             return block_class("sinusoidal_positions")(max_seq=self.max_seq, d_model=self.d_model)
         return None
 
+    def _rel_bias(self, side: str) -> Block:
+        return block_class("relative_position_bias")(n_buckets=self.rel_buckets, n_heads=self.enc_block.attn.n_heads
+                                                     if side == "enc" else self.dec_block.self_attn.n_heads,
+                                                     max_distance=self.rel_max_distance, bidirectional=side == "enc",
+                                                     trainable=self.trainable)
+
     def _head(self) -> Block:
         return block_class("linear")(d_in=self.d_model, d_out=self.vocab_size, bias=self.head_bias,
                                      init="normal", trainable=self.trainable)
@@ -173,6 +190,8 @@ class EncoderDecoder(Block):
         out = []
         if side == "dec" and not self.share_embeddings:
             out.append(("tgt_embed", self._embed()))
+        if self.rel_buckets:
+            out.append((f"{side}_rel_bias", self._rel_bias(side)))
         pos = self._pos()
         if pos is not None:
             out.append((f"{side}_pos" if self.positions == "learned" else "pos", pos))
@@ -205,11 +224,11 @@ class EncoderDecoder(Block):
             raise SpecError(f"encoder_decoder expects token ids (B, S, 2), got shape {tuple(in_shape)}")
         if s > self.max_seq:
             raise SpecError(f"encoder_decoder: sequence {s} is longer than max_seq {self.max_seq}")
-        enc = chain_trace([("embed", self._embed())] + self._side("enc", self.enc_block, self.n_layers), (b, s))
+        enc = _chain([("embed", self._embed())] + self._side("enc", self.enc_block, self.n_layers), (b, s), s)
         dec_side = self._side("dec", self.dec_block.with_memory(s), self.dec_layers)
         listed = {name for name, _, _ in enc}
         first = (b, s) if dec_side[0][0] == "tgt_embed" else (b, s, self.d_model)
-        dec = [k for k in chain_trace(dec_side, first) if k[0] not in listed]
+        dec = [k for k in _chain(dec_side, first, s) if k[0] not in listed]
         head = [("lm_head", self._head(), (b, s, self.d_model))] if not self.tie_embeddings else []
         return tuple(enc) + tuple(dec) + tuple(head)
 
@@ -247,3 +266,10 @@ class EncoderDecoder(Block):
         from layerwise.build.seq2seq import EncoderDecoderModule
 
         return EncoderDecoderModule({name: child.build() for name, child in self.children()}, self)
+
+
+def _chain(kids, in_shape: Shape, s: int):
+    """chain_trace, except that a relative position bias reads the (S, S) lengths, not the chain."""
+    bias = [(name, child, (s, s)) for name, child in kids if child.type_name == "relative_position_bias"]
+    rest = chain_trace([k for k in kids if k[1].type_name != "relative_position_bias"], in_shape)
+    return tuple(rest[:1]) + tuple(bias) + tuple(rest[1:]) if bias else rest

@@ -87,7 +87,9 @@ class AttentionModule(nn.Module):
         self.rope = spec.rope.build() if spec.rope is not None else None
         self.kv = None  # (k_cache, v_cache, start) while a KV-cached decode runs; set by the LM
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """bias: (1, H, S, Sk) added to the scores (T5's relative positions; spec score_bias)."""
         b, s, _ = x.shape  # (B, S, d_model)
         if self.cross and context is None:
             raise ValueError("cross attention needs a context tensor (B, context_len, context_dim)")
@@ -104,12 +106,30 @@ class AttentionModule(nn.Module):
             cos, sin = self.rope.tables(torch.arange(start, start + s, device=x.device))
             q, k = self.rope.rotate(q, cos, sin), self.rope.rotate(k, cos, sin)
         if self.kv is not None:
-            y = self._cached(q, k, v)
+            y = self._cached(q, k, v, bias)
+        elif bias is not None:
+            y = self._eager_bias(q, k, v, bias) if self.impl == "eager" else self._sdpa_bias(q, k, v, bias)
         else:
             y = self._eager(q, k, v) if self.impl == "eager" else self._sdpa(q, k, v)  # (B, H, S, d_head)
         return self.o_proj(y.transpose(1, 2).reshape(b, s, self.n_heads * self.d_head))
 
-    def _cached(self, q, k, v):
+    def _eager_bias(self, q, k, v, bias):
+        """Eager attention with an additive score bias (no GQA: T5 has none)."""
+        scores = (q @ k.transpose(-2, -1)) * self.d_head ** -0.5 + bias  # (B, H, S, Sk)
+        mask = attention_mask(q.shape[2], k.shape[2], self.causal, self.window, q.device)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        probs = F.dropout(scores.softmax(dim=-1), self.p, self.training)
+        return probs @ v
+
+    def _sdpa_bias(self, q, k, v, bias):
+        """sdpa with the bias as a float mask (causal: -inf above the diagonal, folded in)."""
+        mask = attention_mask(q.shape[2], k.shape[2], self.causal, self.window, q.device)
+        if mask is not None:
+            bias = bias.masked_fill(~mask, float("-inf"))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.p if self.training else 0.0)
+
+    def _cached(self, q, k, v, bias=None):
         """Decode step: write this call's k, v (B, kv_heads, S, d_head) into the cache at `start`,
         attend over everything cached so far. Inference only (the cache is written in place)."""
         k_cache, v_cache, start = self.kv
@@ -118,6 +138,8 @@ class AttentionModule(nn.Module):
         v_cache[:, :, start:end] = v
         k, v = k_cache[:, :, :end], v_cache[:, :, :end]
         mask = attention_mask(q.shape[2], end, self.causal, self.window, q.device, offset=start)
+        if bias is not None:  # (1, H, S, end) for these query positions
+            mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.n_heads)
 
     def _eager(self, q, k, v):

@@ -39,9 +39,9 @@ class DecoderBlockModule(nn.Module):
         self.norm_position = norm_position
         self.cross_cache = None  # (k, v) while a cached decode runs; set by EncoderDecoderModule
 
-    def _branch(self, name: str, x: torch.Tensor, memory: torch.Tensor | None) -> torch.Tensor:
+    def _branch(self, name: str, x: torch.Tensor, memory: torch.Tensor | None, bias=None) -> torch.Tensor:
         if name == "self_attn":
-            y = self.self_attn(x)
+            y = self.self_attn(x) if bias is None else self.self_attn(x, bias=bias)
         elif self.cross_cache is not None:
             y = cross_attend(self.cross_attn, x, *self.cross_cache)
         else:
@@ -49,14 +49,15 @@ class DecoderBlockModule(nn.Module):
         drop = getattr(self, f"{name}_dropout", None)
         return drop(y) if drop is not None else y
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:  # (B, S, D)
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:  # (B, S, D); bias: T5's (1, H, S, S)
         for name in ("self_attn", "cross_attn", "ffn"):
             norm = getattr(self, f"{name}_norm")
             if name == "ffn":
                 drop = getattr(self, "ffn_dropout", None)
                 branch = (lambda h: drop(self.ffn(h))) if drop is not None else self.ffn
             else:
-                branch = (lambda h, n=name: self._branch(n, h, memory))
+                branch = (lambda h, n=name: self._branch(n, h, memory, bias))
             x = norm(x + branch(x)) if self.norm_position == "post" else x + branch(norm(x))
         return x
 
@@ -80,16 +81,25 @@ class EncoderDecoderModule(nn.Module):
             x = norm(x)
         return self.drop(x) if hasattr(self, "drop") else x
 
+    def _bias(self, side: str, s: int, sk: int, start: int = 0) -> torch.Tensor | None:
+        """T5's relative position bias (1, H, s, sk) for queries at start.., or None."""
+        table = getattr(self, f"{side}_rel_bias", None)
+        return table(s, sk, start) if table is not None else None
+
     def encode(self, src: torch.Tensor) -> torch.Tensor:  # (B, S) ids -> memory (B, S, D)
-        x = self.encoder(self._embed(src, "enc"))
+        x = self._embed(src, "enc")
+        bias = self._bias("enc", src.shape[1], src.shape[1])
+        for block in self.encoder:
+            x = block(x) if bias is None else block(x, bias)
         return self.enc_norm(x) if hasattr(self, "enc_norm") else x
 
     def decode(self, tgt: torch.Tensor, memory: torch.Tensor | None, start: int = 0) -> torch.Tensor:
         """(B, S) decoder ids -> logits (B, S, vocab_size). memory None: the blocks read their
         cross caches (set by forward's cached path)."""
         x = self._embed(tgt, "dec", start)
+        bias = self._bias("dec", tgt.shape[1], start + tgt.shape[1], start)
         for block in self.decoder:
-            x = block(x, memory)
+            x = block(x, memory) if bias is None else block(x, memory, bias)
         if hasattr(self, "dec_norm"):
             x = self.dec_norm(x)
         return F.linear(x, self.head_weight()) if self.tied else self.lm_head(x)

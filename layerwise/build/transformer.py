@@ -18,7 +18,10 @@ class TransformerBlockModule(nn.Module):
         drop = getattr(self, name, None)
         return drop(x) if drop is not None else x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, S, D) -> (B, S, D)
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:  # (B, S, D) -> (B, S, D)
+        if bias is not None:  # a score bias for the attention (T5's relative positions): pre-norm only
+            x = x + self._drop("attn_dropout", self.attn(self.attn_norm(x), bias=bias))
+            return x + self._drop("ffn_dropout", self.ffn(self.ffn_norm(x)))
         if self.parallel:
             h = self.attn_norm(x)
             g = self.ffn_norm(x) if hasattr(self, "ffn_norm") else h  # NeoX: its own norm

@@ -7,6 +7,7 @@ from layerwise.cost import act_hf
 from layerwise.cost.act_leaves import activation_op, dropout_op
 from layerwise.cost.act_trace import Storage, T, Trace, promote
 from layerwise.cost.activations import act, run
+from layerwise.spec.errors import WorkloadError
 
 
 def _rope(tr: Trace, t: T, tables: list[T]) -> T:
@@ -63,12 +64,42 @@ def _eager(tr: Trace, b, q: T, k: T, v: T) -> T:
     return tr.new(q.shape, q.dtype, grad)
 
 
+def _math(tr: Trace, b, q: T, k: T, v: T) -> T:
+    """sdpa's math path (attention dropout, or a float mask that needs grad): eager's tensors; on
+    CPU, low-precision q, k, v are first upcast to fp32 (`_to_copy`), so everything it saves (the
+    scaled q and k, the probabilities, the dropout mask, v) is fp32, and the output is cast back."""
+    low = q.dtype in ("bf16", "fp16") and tr.policy.autocast_device == "cpu"
+    if not low:
+        return _eager(tr, b, q, k, v)
+    q32, k32, v32 = (tr.new(t.shape, "fp32", t.grad) for t in (q, k, v))
+    out = _eager(tr, b, q32, k32, v32)
+    del q32, k32, v32
+    return tr.new(out.shape, q.dtype, out.grad)
+
+
+def _biased(tr: Trace, b, q: T, k: T, v: T) -> T:
+    """Scores plus a (1, H, S, Sk) bias (T5's relative positions, `tr.score_bias`): the eager
+    tensors (sdpa takes the bias as a float mask; with grad, CPU runs its math path: the same
+    saved tensors), and the biased scores, or the biased mask, alive during the call."""
+    bias = getattr(tr, "score_bias", None)
+    if bias is None:
+        raise WorkloadError(f"{'.'.join(tr.path)}: attention with score_bias needs its stack's bias "
+                            f"(an encoder_decoder with rel_buckets)")
+    extra = tr.new((q.shape[0], q.shape[1], q.shape[2], k.shape[2]), q.dtype, False)
+    if tr.policy.attention == "eager":
+        out = _eager(tr, b, q, k, v)
+    else:
+        out = _math(tr, b, q, k, v) if tr.policy.grad else _sdpa(tr, b, q, k, v)
+    del extra
+    return out
+
+
 def _sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
     """CPU flash attention saves q, k, v as given (GQA: the G-head k, v), the output (allocated
     (B, S, H, Dh), so the o_proj input is a view of it) and logsumexp (B, H, S) fp32."""
     bsz, h, s, dh = q.shape
-    if b.dropout > 0:  # dropout_p > 0 takes the math path: eager's tensors (an estimate)
-        return _eager(tr, b, q, k, v)
+    if b.dropout > 0:  # dropout_p > 0 takes the math path
+        return _math(tr, b, q, k, v)
     grad = q.grad or k.grad or v.grad
     out = tr.new(q.shape, q.dtype, grad)
     tr.save(q, k, v, out, tr.new((bsz, h, s), "fp32", False))
@@ -100,6 +131,8 @@ def _attention(b, tr: Trace, x: T) -> T:
         tables = [tr.new((s, dh), "fp32", False), tr.new((s, dh), "fp32", False)]
         q, k = _rope(tr, q, tables), _rope(tr, k, tables)
     core = _eager if tr.policy.attention == "eager" else _sdpa
+    if b.score_bias:  # T5: scores + bias (act_seq2seq); a bias that needs grad sends sdpa to the math path
+        core = _biased
     if tr.policy.hf is not None:  # --impl hf: transformers' KV cache and attention functions
         k, v = act_hf.cache_update(tr, k, v)
         core = act_hf.eager if tr.policy.attention == "eager" else act_hf.sdpa

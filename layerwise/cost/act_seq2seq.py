@@ -21,20 +21,19 @@ def _encoder_decoder(b, tr: Trace, x: T) -> T:
         return run(kids[name], name, tr, t) if name in kids else t
 
     h = side("embed", src)
-    for name in ("enc_pos", "pos", "enc_embed_norm", "drop", "encoder", "enc_norm"):
+    for name in ("enc_pos", "pos", "enc_embed_norm", "drop"):
         h = side(name, h)
-    memory = h
+    h = _stack(b, "enc", tr, h, s)
+    memory = side("enc_norm", h)
     h = side("tgt_embed" if "tgt_embed" in kids else "embed", tgt)
     for name in ("dec_pos", "pos", "dec_embed_norm", "drop"):
         h = side(name, h)
     start = len(tr.steps)
     outer, tr.memory = getattr(tr, "memory", None), memory
-    tr.path.append("decoder")
     try:
-        h = _decoder(kids["decoder"], tr, h, memory)
+        h = _stack(b, "dec", tr, h, s, memory)
     finally:
         tr.memory = outer
-        tr.path.pop()
     if tr.policy.grad and memory.grad:  # the memory's gradient, summed over the decoder layers
         tr.holds.append((start, len(tr.steps) - 1, memory.storage.nbytes))
     del memory
@@ -52,16 +51,46 @@ def _encoder_decoder(b, tr: Trace, x: T) -> T:
         tr.path.pop()
 
 
-def _decoder(rep, tr: Trace, h: T, memory: T) -> T:
-    """The decoder's repeat: under full checkpointing each layer is checkpointed with the memory
-    as a second input (DecoderBlockModule.forward(x, memory)), so the memory stays saved."""
-    outermost = tr.sink is None and not getattr(tr, "_in_repeat", False)
-    for i in range(rep.n_layers):
-        if tr.policy.checkpointing == "full" and outermost:
-            h = tr.checkpointed(lambda t, m, i=i: _item(rep, tr, t, i), h, memory)
-        else:
-            h = _item(rep, tr, h, i)
+def _stack(b, side: str, tr: Trace, h: T, s: int, *extra: T) -> T:
+    """One stack's repeat. Its layers also read the memory (decoder) and T5's relative position
+    bias (1, H, S, S), made once per stack: under full checkpointing each layer is checkpointed
+    with them as inputs (block(x, memory, bias)), so they stay saved; the bias's gradient sums
+    over the layers' backward (held from the last layer's to the table's)."""
+    kids = dict(b.children())
+    bias = None
+    if f"{side}_rel_bias" in kids:
+        ids = tr.new((s, s), "int64", False)  # the bucket of each (query, key) pair
+        bias = run(kids[f"{side}_rel_bias"], f"{side}_rel_bias", tr, ids)
+        del ids
+        extra = (*extra, bias)
+    rep = kids["encoder" if side == "enc" else "decoder"]
+    outer, tr.score_bias = getattr(tr, "score_bias", None), bias
+    tr.path.append("encoder" if side == "enc" else "decoder")
+    start = len(tr.steps)
+    try:
+        outermost = tr.sink is None and not getattr(tr, "_in_repeat", False)
+        for i in range(rep.n_layers):
+            if tr.policy.checkpointing == "full" and outermost:
+                h = tr.checkpointed(lambda t, *_, i=i: _item(rep, tr, t, i), h, *extra)
+            else:
+                h = _item(rep, tr, h, i)
+    finally:
+        tr.score_bias = outer
+        tr.path.pop()
+    if bias is not None and tr.policy.grad and bias.grad:
+        tr.holds.append((start, len(tr.steps) - 1, bias.storage.nbytes))
     return h
+
+
+@act("relative_position_bias")
+def _relative_position_bias(b, tr: Trace, ids: T) -> T:
+    """embedding(ids, weight) (S, Sk, H), permuted to (1, H, S, Sk): a view."""
+    tr.begin()
+    tr.param("weight", b.n_buckets * b.n_heads, b.trainable, (b.n_buckets, b.n_heads))
+    out = tr.new((*ids.shape, b.n_heads), tr.policy.dtype, b.trainable)
+    if out.grad:
+        tr.save(ids)  # embedding_backward needs the bucket ids
+    return tr.view(out, (1, b.n_heads, *ids.shape))
 
 
 @act("decoder_block")

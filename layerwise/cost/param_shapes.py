@@ -71,6 +71,7 @@ _LEAVES = {
     "layernorm": _norm,
     "rmsnorm": _norm,
     "rnn": _rnn,
+    "relative_position_bias": lambda b: {"weight": (b.n_buckets, b.n_heads)},
 }
 
 

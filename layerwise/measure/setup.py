@@ -212,6 +212,8 @@ def _checkpoint_attention_cores(module: nn.Module) -> int:
     for attn in cores:
         attn._eager = _checkpointed(attn._eager)
         attn._sdpa = _checkpointed(attn._sdpa)
+        attn._eager_bias = _checkpointed(attn._eager_bias)  # with a score bias (T5)
+        attn._sdpa_bias = _checkpointed(attn._sdpa_bias)
     return len(cores)
 
 

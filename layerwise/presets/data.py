@@ -7,6 +7,9 @@ from __future__ import annotations
 
 _HF = "https://huggingface.co/{}/blob/main/config.json"
 # BartForConditionalGeneration's wiring at its config.json values (layerwise.presets.hf_seq2seq)
+# T5ForConditionalGeneration's wiring (layerwise.presets.hf_seq2seq; transformers 5 ties lm_head to `shared`)
+_T5 = dict(vocab_size=32128, max_seq=512, bias=False, norm="rmsnorm", norm_eps=1e-6, norm_position="pre",
+           positions="none", tie_embeddings=True, head_bias=False, dropout=0.1, rel_buckets=32, activation="relu")
 _BART = dict(vocab_size=50265, max_seq=1024, pos_rows=1026, activation="gelu", norm_position="post", final_norm=False,
              positions="learned", embed_norm=True, tie_embeddings=True, head_bias=False, dropout=0.1, ffn_dropout=0.0)
 
@@ -129,6 +132,11 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
     "bart-base": ("seq2seq", dict(_BART, d_model=768, n_layers=6, n_heads=12, d_ff=3072), _HF.format("facebook/bart-base")),
     "bart-large": ("seq2seq", dict(_BART, d_model=1024, n_layers=12, n_heads=16, d_ff=4096),
                    _HF.format("facebook/bart-large")),
+    # T5 (Raffel et al. 2019, arXiv 1910.10683): pre-norm RMSNorm, no biases, relative position bias (32 buckets)
+    "t5-small": ("seq2seq", dict(_T5, d_model=512, n_layers=6, n_heads=8, d_head=64, d_ff=2048),
+                 _HF.format("google-t5/t5-small")),
+    "flan-t5-base": ("seq2seq", dict(_T5, d_model=768, n_layers=12, n_heads=12, d_head=64, d_ff=2048, gated=True,
+                                     activation="gelu_tanh"), _HF.format("google/flan-t5-base")),
     "tiny-seq2seq": ("seq2seq", dict(vocab_size=11, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_seq=12,
                                      norm_position="pre"),
                      "layerwise demo: a pre-norm nn.Transformer-style encoder-decoder for reverse-digits / sort-digits"),
