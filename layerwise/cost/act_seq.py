@@ -112,6 +112,8 @@ def _sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
 def _attention(b, tr: Trace, x: T) -> T:
     bsz, s, _ = x.shape
     src = x
+    if b.context_dim and getattr(tr, "cross_cached", 0):
+        return _cross_cached(b, tr, x)
     if b.context_dim:  # an encoder-decoder's memory (act_seq2seq), else a context given as input
         src = getattr(tr, "context", None) or tr.input((bsz, b.context_len, b.context_dim), tr.policy.dtype, False)
     sk = src.shape[1]
@@ -144,6 +146,18 @@ def _attention(b, tr: Trace, x: T) -> T:
         y = tr.new((bsz, s, h * dh), y.dtype, y.grad)  # transpose(1, 2).reshape: a copy
     else:
         y = tr.view(y, (bsz, s, h * dh))
+    return run(b.o_proj, "o_proj", tr, y)
+
+
+def _cross_cached(b, tr: Trace, x: T) -> T:
+    """Cross-attention over keys/values already in the cache (layerwise.build.seq2seq.cross_attend,
+    inference): q_proj, sdpa (nothing saved), o_proj on a view of its (B, S, H, Dh) output."""
+    bsz, s, _ = x.shape
+    h, g, dh = b.n_heads, b.kv_heads, b.head_dim
+    q = tr.view(run(b.q_proj, "q_proj", tr, x), (bsz, h, s, dh))
+    tr.begin(".core")
+    kv = T((bsz, g, tr.cross_cached, dh), q.dtype, False, Storage(0, "kv_cache"))  # the cache's own bytes
+    y = tr.view(_sdpa(tr, b, q, kv, kv), (bsz, s, h * dh))
     return run(b.o_proj, "o_proj", tr, y)
 
 

@@ -23,19 +23,28 @@ def _encoder_decoder(b, tr: Trace, x: T) -> T:
     h = side("embed", src)
     for name in ("enc_pos", "pos", "enc_embed_norm", "drop"):
         h = side(name, h)
-    h = _stack(b, "enc", tr, h, s)
-    memory = side("enc_norm", h)
+    box = [h]  # the build loops over the layers itself: the stack's input dies after layer 0
+    del h
+    memory = side("enc_norm", _stack(b, "enc", tr, box, s))
+    born = len(tr.steps)  # the memory's gradient is consumed by the step that made it (enc_norm)
+    if getattr(tr, "prefill_cache", False) and not tr.policy.grad:
+        memory = _fill_cross(b, tr, memory)  # None: the decoder reads the cross caches
     h = side("tgt_embed" if "tgt_embed" in kids else "embed", tgt)
     for name in ("dec_pos", "pos", "dec_embed_norm", "drop"):
         h = side(name, h)
-    start = len(tr.steps)
     outer, tr.memory = getattr(tr, "memory", None), memory
+    box = [h]
+    del h
     try:
-        h = _stack(b, "dec", tr, h, s, memory)
+        h = _stack(b, "dec", tr, box, s, *([memory] if memory is not None else []))
     finally:
         tr.memory = outer
-    if tr.policy.grad and memory.grad:  # the memory's gradient, summed over the decoder layers
-        tr.holds.append((start, len(tr.steps) - 1, memory.storage.nbytes))
+        tr.cross_cached = 0
+    if memory is not None and tr.policy.grad and memory.grad:  # the memory's gradient, summed over the decoder layers:
+        # born in the last layer's cross-attention v_proj backward (counted there as its grad_in),
+        # held from the step before it back to the encoder's last step
+        last = max(i for i, st in enumerate(tr.steps) if st.path.endswith("cross_attn.v_proj"))
+        tr.holds.append((born, last - 1, memory.storage.nbytes))
     del memory
     h = side("dec_norm", h)
     if "lm_head" in kids:
@@ -51,8 +60,25 @@ def _encoder_decoder(b, tr: Trace, x: T) -> T:
         tr.path.pop()
 
 
-def _stack(b, side: str, tr: Trace, h: T, s: int, *extra: T) -> T:
-    """One stack's repeat. Its layers also read the memory (decoder) and T5's relative position
+def _fill_cross(b, tr: Trace, memory: T) -> None:
+    """EncoderDecoderModule.fill_cross: each decoder layer's k_proj and v_proj of the memory, copied
+    into the cross caches (counted as kv_cache) and dropped; then the memory is dropped too."""
+    cross = b.dec_block.cross_attn
+    for i in range(b.dec_layers):
+        tr.path += ["decoder", str(i), "cross_attn"]
+        try:
+            k = run(cross.k_proj, "k_proj", tr, memory)
+            v = run(cross.v_proj, "v_proj", tr, memory)
+            del k, v
+        finally:
+            del tr.path[-3:]
+    tr.cross_cached = memory.shape[1]  # the decoder's cross-attention reads this many cached positions
+    return None
+
+
+def _stack(b, side: str, tr: Trace, box: list[T], s: int, *extra: T) -> T:
+    """One stack's repeat (its input in a one-item list `box`, so no caller keeps it alive: the
+    build loops over the layers itself, unlike nn.Sequential's caller). Its layers also read the memory (decoder) and T5's relative position
     bias (1, H, S, S), made once per stack: under full checkpointing each layer is checkpointed
     with them as inputs (block(x, memory, bias)), so they stay saved; the bias's gradient sums
     over the layers' backward (held from the last layer's to the table's)."""
@@ -67,6 +93,7 @@ def _stack(b, side: str, tr: Trace, h: T, s: int, *extra: T) -> T:
     outer, tr.score_bias = getattr(tr, "score_bias", None), bias
     tr.path.append("encoder" if side == "enc" else "decoder")
     start = len(tr.steps)
+    h = box.pop()  # the only reference: the first layer's output replaces it
     try:
         outermost = tr.sink is None and not getattr(tr, "_in_repeat", False)
         for i in range(rep.n_layers):

@@ -117,15 +117,19 @@ class StepTrace:
     output_dtype: str = "fp32"
 
 
-def trace_step(model: Model, workload: Workload, hf=None, *, lumping: bool = False) -> StepTrace:
+def trace_step(model: Model, workload: Workload, hf=None, *, lumping: bool = False,
+               prefill_cache: bool = False) -> StepTrace:
     """The symbolic forward + loss. `lumping`: equal copies (a repeat's layers) traced as three and
-    a lump, exact for the phases and the peak (not for readers of every op's moment)."""
+    a lump, exact for the phases and the peak (not for readers of every op's moment).
+    prefill_cache: an inference forward that fills a KV cache (an encoder-decoder then projects
+    its memory into the cross-attention caches and drops it before the decoder runs)."""
     import layerwise.cost.act_composites  # noqa: F401  (registers the activation functions)
     import layerwise.cost.act_leaves  # noqa: F401
     import layerwise.cost.act_seq  # noqa: F401
     import layerwise.cost.act_seq2seq  # noqa: F401
 
     tr = Trace(act_policy(workload, hf), lumping=lumping)
+    tr.prefill_cache = prefill_cache
     shape = model.input_shape(workload.batch, workload.seq, workload.image)
     model.body.out_shape(shape)  # every shape checked (a SpecError naming the block) before the trace
     x = input_tensor(tr, shape, tokens=model.input.kind == "tokens", grad=False)
@@ -488,7 +492,8 @@ def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), 
 
     workload = replace(workload, mode="infer")
     pol = precision_policy(workload.precision)
-    st = trace_step(replace(model, task="none"), workload, lumping=not timeline and workload.device != "cuda")
+    st = trace_step(replace(model, task="none"), workload, lumping=not timeline and workload.device != "cuda",
+                    prefill_cache=workload.new_tokens > 0)
     tr = st.trace
     dtype = pol.weights
     q = QuantConfig(quant=workload.quant, dtype=dtype)
