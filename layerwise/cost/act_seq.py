@@ -98,7 +98,7 @@ def _sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
     """CPU flash attention saves q, k, v as given (GQA: the G-head k, v), the output (allocated
     (B, S, H, Dh), so the o_proj input is a view of it) and logsumexp (B, H, S) fp32."""
     bsz, h, s, dh = q.shape
-    if b.dropout > 0:  # dropout_p > 0 takes the math path
+    if b.dropout > 0 and tr.policy.grad:  # dropout_p > 0 (training) takes the math path; eval runs p = 0
         return _math(tr, b, q, k, v)
     grad = q.grad or k.grad or v.grad
     out = tr.new(q.shape, q.dtype, grad)

@@ -45,8 +45,7 @@ def _encoder_decoder(b, tr: Trace, x: T) -> T:
         # held from the step before it back to the encoder's last step
         last = max(i for i, st in enumerate(tr.steps) if st.path.endswith("cross_attn.v_proj"))
         tr.holds.append((born, last - 1, memory.storage.nbytes))
-    del memory
-    h = side("dec_norm", h)
+    h = side("dec_norm", h)  # the memory stays alive to the head: it is an argument of decode()
     if "lm_head" in kids:
         return run(kids["lm_head"], "lm_head", tr, h)
     table = "tgt_embed" if "tgt_embed" in kids else "embed"
