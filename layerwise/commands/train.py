@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         model: str = typer.Argument(..., help="preset name, spec file (.yaml/.yml/.json) or HF config.json"),
-        data: Optional[str] = typer.Option(None, "--data", help="digits, digits-imbalanced, wine, breast-cancer, pystdlib, pystdlib-lines, or a path (image folder, .npz, .csv, .jsonl, .txt)"),
+        data: Optional[str] = typer.Option(None, "--data", help="digits, digits-imbalanced, wine, breast-cancer, pystdlib, pystdlib-lines, reverse-digits, sort-digits, or a path (image folder, .npz, .csv, .jsonl, .txt)"),
         config: Optional[str] = typer.Option(None, "--config", help="YAML file of training settings (TrainConfig fields)"),
         out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/MODEL)"),
         resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its newest good checkpoint"),

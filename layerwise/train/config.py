@@ -30,7 +30,8 @@ BALANCE = ("none", "class-weights", "oversample", "undersample", "smote")
 class DataConfig:
     """Where the data comes from and how it becomes tensors the model's InputSpec accepts."""
 
-    source: str = "digits"  # built-in name (digits, wine, breast-cancer, pystdlib, pystdlib-lines) or a path
+    source: str = "digits"  # built-in name (digits, wine, breast-cancer, pystdlib, pystdlib-lines,
+    # reverse-digits, sort-digits) or a path
     seed: int = 0  # split seed: the same seed gives the same train/val/test split everywhere
     val_fraction: float = 0.1
     test_fraction: float = 0.2
