@@ -18,6 +18,7 @@ TINY = {
     "resnet": dict(widths=(4, 8, 8, 8), stem_width=4, n_classes=5, image_size=32),
     "text_rnn": dict(max_seq=12),
     "cnn": {},
+    "seq2seq": dict(vocab_size=64, d_model=32, n_heads=4, d_ff=48, n_layers=2, max_seq=16),
 }
 
 
