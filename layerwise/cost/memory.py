@@ -127,6 +127,7 @@ def trace_step(model: Model, workload: Workload, hf=None, *, lumping: bool = Fal
     import layerwise.cost.act_leaves  # noqa: F401
     import layerwise.cost.act_seq  # noqa: F401
     import layerwise.cost.act_seq2seq  # noqa: F401
+    import layerwise.cost.act_mamba  # noqa: F401
 
     tr = Trace(act_policy(workload, hf), lumping=lumping)
     tr.prefill_cache = prefill_cache

@@ -81,6 +81,8 @@ def own_param_shapes(block: Block) -> Shapes:
     if fn is not None:
         return fn(block)
     own = block.own_params().total
+    if own and block.type_name == "selective_scan":
+        return {"A_log": (block.d_inner, block.d_state), "D": (block.d_inner,)}
     if own and block.type_name == "encoder":  # the MLM decoder's own bias (its weight is embed.weight)
         return {"mlm_bias": (own,)}
     if own:

@@ -137,6 +137,8 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
                  _HF.format("google-t5/t5-small")),
     "flan-t5-base": ("seq2seq", dict(_T5, d_model=768, n_layers=12, n_heads=12, d_head=64, d_ff=2048, gated=True,
                                      activation="gelu_tanh"), _HF.format("google/flan-t5-base")),
+    # Mamba (Gu and Dao 2023, arXiv 2312.00752): selective state-space blocks, no attention
+    "mamba-130m": ("mamba", dict(vocab_size=50280, d_model=768, n_layers=24), _HF.format("state-spaces/mamba-130m-hf")),
     "tiny-seq2seq": ("seq2seq", dict(vocab_size=11, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_seq=12,
                                      norm_position="pre"),
                      "layerwise demo: a pre-norm nn.Transformer-style encoder-decoder for reverse-digits / sort-digits"),

@@ -194,7 +194,10 @@ FAMILIES: dict[str, Family] = {
 def _register_seq2seq() -> None:
     from layerwise.presets.seq2seq import REQUIRED as S2S_REQUIRED, SEQ2SEQ, build_seq2seq
 
+    from layerwise.presets.mamba import MAMBA, REQUIRED as MAMBA_REQUIRED, build_mamba
+
     FAMILIES["seq2seq"] = Family({k: (REQUIRED if v is S2S_REQUIRED else v) for k, v in SEQ2SEQ.items()}, build_seq2seq)
+    FAMILIES["mamba"] = Family({k: (REQUIRED if v is MAMBA_REQUIRED else v) for k, v in MAMBA.items()}, build_mamba)
 
 
 _register_seq2seq()

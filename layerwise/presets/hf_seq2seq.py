@@ -65,4 +65,10 @@ def _t5(c) -> tuple[str, dict]:
         rel_max_distance=c.int("relative_attention_max_distance", 128))
 
 
-IMPORTERS = {"bart": _bart, "t5": _t5}
+def _mamba(c) -> tuple[str, dict]:
+    from layerwise.presets.mamba import hf_mamba
+
+    return hf_mamba(c)
+
+
+IMPORTERS = {"bart": _bart, "t5": _t5, "mamba": _mamba}  # mamba: not an encoder-decoder (presets/mamba.py)

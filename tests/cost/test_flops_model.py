@@ -17,6 +17,7 @@ _SMALL = {
     "vit": dict(image_size=16, patch=4, d_model=32, n_layers=2, n_heads=4, d_ff=64, n_classes=10),
     "resnet": dict(layers=(1, 1, 1, 1)),
     "seq2seq": dict(n_layers=2, d_model=64, n_heads=4, d_ff=96, vocab_size=97, max_seq=64),
+    "mamba": dict(n_layers=2, d_model=64, vocab_size=97, max_seq=64),
 }
 
 

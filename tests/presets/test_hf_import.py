@@ -118,14 +118,16 @@ def test_every_supported_type_is_tested():
     tested |= {c["model_type"] for c in (*FULL.values(), *TINY.values(), CLIP_B32)} | {"clip"}  # clip: refused
     from test_hf_seq2seq import FULL as S2S_FULL, TINY as S2S_TINY  # the encoder-decoders
 
-    tested |= {c["model_type"] for c in (*S2S_FULL.values(), *S2S_TINY.values())}
+    from test_hf_mamba import TINY as MAMBA_TINY
+
+    tested |= {c["model_type"] for c in (*S2S_FULL.values(), *S2S_TINY.values(), MAMBA_TINY)}
     assert tested == set(IMPORTERS)
 
 
 # ---- errors -----------------------------------------------------------------------------------------
 def test_unsupported_model_type_names_the_supported_ones():
-    with pytest.raises(LayerwiseError, match=r"model_type 'mamba' is not supported; the nearest supported is '.*' \(supported: .*llama.*\)"):
-        from_hf_config({"model_type": "mamba", "d_model": 512})
+    with pytest.raises(LayerwiseError, match=r"model_type 'mamba2' is not supported; the nearest supported is '.*' \(supported: .*llama.*\)"):
+        from_hf_config({"model_type": "mamba2", "d_model": 512})
 
 
 @pytest.mark.parametrize("config,message", [

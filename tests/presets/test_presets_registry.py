@@ -19,6 +19,7 @@ TINY = {
     "text_rnn": dict(max_seq=12),
     "cnn": {},
     "seq2seq": dict(vocab_size=64, d_model=32, n_heads=4, d_ff=48, n_layers=2, max_seq=16),
+    "mamba": dict(vocab_size=64, d_model=32, n_layers=2, max_seq=16),
 }
 
 
