@@ -7,7 +7,7 @@ from layerwise.cost.activations import act
 from layerwise.spec.errors import LayerwiseError
 
 
-@act("mamba_mixer")
-def _mamba_mixer(b, tr: Trace, x: T) -> T:
-    raise LayerwiseError(f"{'.'.join(tr.path) or 'mamba_mixer'}: the memory reading has no model of Mamba's "
+@act("mamba_block", "mamba_mixer", "selective_scan")
+def _mamba(b, tr: Trace, x: T) -> T:
+    raise LayerwiseError(f"{'.'.join(tr.path) or b.type_name}: the memory reading has no model of Mamba's "
                          f"selective scan yet; `layerwise measure` runs the built module")

@@ -61,5 +61,5 @@ def test_matmul_flops_match_flop_counter_and_memory_is_refused():
     truth = measure_step(model, workload)
     flops = model_flops(model, workload).flops
     assert (flops.fwd_matmul, flops.bwd_matmul) == (truth.flops_forward, truth.flops_backward)
-    with pytest.raises(LayerwiseError, match="blocks.0.mixer: the memory reading has no model of Mamba"):
+    with pytest.raises(LayerwiseError, match="blocks.0: the memory reading has no model of Mamba"):
         training_memory(model, workload)
