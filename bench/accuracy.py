@@ -64,6 +64,8 @@ def cases(quick: bool, only: list[str]):
         if only and info.name not in only:
             continue
         overrides, fields = SMALL.get(info.family, ({}, {"batch": 2}))
+        if "seq" in fields:  # no longer than the preset's positions (tiny-seq2seq: 12)
+            fields = dict(fields, seq=min(fields["seq"], get_preset(info.name, **overrides).input.max_seq or fields["seq"]))
         for g in grid(quick):
             yield info.name, overrides, Workload(**fields, **g)
         yield info.name, overrides, Workload(mode="infer", **fields)
