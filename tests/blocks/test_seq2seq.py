@@ -99,7 +99,7 @@ def test_cross_attention_cache_is_counted_once_per_sequence():
     from layerwise.cost.memory import inference_memory
 
     model = get_preset("transformer-base", **SMALL)
-    kv = [inference_memory(model, Workload(mode="infer", batch=2, seq=8, new_tokens=n)).components.kv_cache
+    kv = [inference_memory(model, Workload(mode="infer", batch=2, seq=8, new_tokens=n, precision="fp32")).components.kv_cache
           for n in (1, 2)]
     per_token = 2 * 2 * 2 * 64 * 4  # batch x K,V x dec layers x d_model x fp32
     assert kv[1] - kv[0] == per_token
