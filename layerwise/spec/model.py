@@ -39,8 +39,10 @@ class InputSpec:
             if getattr(self, name) < 0:
                 raise SpecError(f"input.{name} must be >= 0, got {getattr(self, name)}")
         rank = {"tokens": 1, "image": 3, "features": 1, "sequence": 2}[self.kind]
-        if len(self.shape) != rank:
-            raise SpecError(f"input.shape of {self.kind} inputs has {rank} size(s) per sample, got {list(self.shape)}")
+        pairs = self.kind == "tokens" and len(self.shape) == 2 and self.shape[1] == 2  # (S, 2): encoder-decoders
+        if len(self.shape) != rank and not pairs:
+            raise SpecError(f"input.shape of {self.kind} inputs has {rank} size(s) per sample (or (S, 2): source and "
+                            f"decoder ids of an encoder-decoder), got {list(self.shape)}")
         if self.kind == "tokens" and self.vocab_size <= 0:
             raise SpecError("input.vocab_size must be positive for token inputs")
 
