@@ -71,12 +71,19 @@ def test_resamplers_even_out_the_train_split_only(how):
             assert (new_x[new_y == c] <= own.max(0).values + 1e-6).all()
 
 
-def test_a_smote_run_resumes_bitwise_after_a_kill(tmp_path):
-    cfg = config(data=IMB, balance="smote", max_steps=8, checkpoint_every=3, optimizer="adamw", eval_every=4)
+@pytest.mark.parametrize("how", ["class-weights", "oversample", "undersample", "smote"])
+def test_a_balanced_run_resumes_bitwise_after_a_kill(tmp_path, how):
+    cfg = config(data=IMB, balance=how, max_steps=8, checkpoint_every=3, optimizer="adamw", eval_every=4,
+                 batch_size=8 if how == "undersample" else 16)  # undersampling leaves ~50 samples
     _, same = resumed_equals_uninterrupted(mlp(), cfg, tmp_path, kill_step=5)
     assert same
     info = json.loads((tmp_path / "full" / "data.json").read_text())
-    assert info["class_counts"]["train_balanced"] == [max(info["class_counts"]["train"])] * 10
+    counts = info["class_counts"]
+    if how == "class-weights":  # the loss is weighted, the split is left as it is
+        assert "train_balanced" not in counts
+    else:
+        target = min(counts["train"]) if how == "undersample" else max(counts["train"])
+        assert counts["train_balanced"] == [target] * 10
 
 
 def _token_classifier() -> Model:
