@@ -86,6 +86,50 @@ def workload_from_options(**values) -> Workload:
     return Workload(**values)
 
 
+# A flag accepted and ignored is a defect (DESIGN.md "Bad input"): workload flags a command cannot
+# honour are refused, one line, exit 2, when given a value other than the default.
+# tests/test_cli_flags.py holds every (command, flag) pair of the CLI to this table.
+NOT_APPLYING: dict[str, dict[str, str]] = {
+    "flops": {
+        "precision": "FLOPs do not depend on the dtype",
+        "optimizer": "optimizer.step() is not a matmul and is not counted",
+        "optimizer_impl": "optimizer.step() is not counted",
+        "grad_accum": "FLOPs are per micro-batch; multiply by --grad-accum",
+        "zero": "sharding does not change the FLOPs of a step",
+        "dp": "FLOPs are per replica",
+        "tp": "FLOPs are of the whole model",
+        "pp": "FLOPs are of the whole model",
+        "quant": "quantized weights are dequantized to the same matmuls",
+    },
+}
+_ONE_PROCESS = "the measure reading runs one process on one device; use `layerwise memory`"
+for _cmd in ("measure", "verify"):
+    NOT_APPLYING[_cmd] = NOT_APPLYING.get(_cmd, {}) | {"zero": _ONE_PROCESS, "dp": _ONE_PROCESS, "tp": _ONE_PROCESS, "pp": _ONE_PROCESS,
+                          "quant": "quantized weights are not measured yet; use `layerwise memory`"}
+_HF_COST = "the cost reading of transformers' code is not available yet; `layerwise measure CONFIG.json --impl hf`"
+for _cmd in ("flops", "memory", "verify"):
+    NOT_APPLYING.setdefault(_cmd, {})["reference"] = _HF_COST
+# Flags that mean nothing in the other mode, for every command with workload flags.
+TRAIN_ONLY = ("optimizer", "optimizer_impl", "checkpointing", "grad_accum", "zero", "dp", "lora_rank")
+INFER_ONLY = ("new_tokens",)
+
+
+def refuse_not_applying(command: str, values: dict) -> None:
+    """WorkloadError naming the first flag given (not at its default) that `command` cannot honour."""
+    infer = values.get("mode", _D.mode) == "infer"
+    for name, value in values.items():
+        if value == WORKLOAD_OPTIONS[name][1].default:
+            continue
+        flag = WORKLOAD_OPTIONS[name][1].param_decls[0]
+        why = NOT_APPLYING.get(command, {}).get(name)
+        if why is None and infer and name in TRAIN_ONLY:
+            why = "it applies to training (--mode train)"
+        if why is None and not infer and name in INFER_ONLY:
+            why = "it applies to inference (--mode infer)"
+        if why is not None:
+            raise WorkloadError(f"{flag} does not apply to `layerwise {command}`: {why}")
+
+
 def with_workload(fn):
     """Decorator for a typer command with a keyword-only `workload: Workload` parameter: adds
     every workload flag to its signature and builds the Workload from them."""
@@ -100,7 +144,9 @@ def with_workload(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         values = {name: kwargs.pop(name) for name in WORKLOAD_OPTIONS if name in kwargs}
-        return fn(*args, **kwargs, workload=workload_from_options(**values))
+        workload = workload_from_options(**dict(values))  # bad values first: "--precision must be one of"
+        refuse_not_applying(fn.__name__, values)
+        return fn(*args, **kwargs, workload=workload)
 
     hints = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if k != "workload"}
     wrapper.__annotations__ = {**_resolved(fn, hints), **{n: a for n, (a, _) in WORKLOAD_OPTIONS.items()}}
