@@ -68,9 +68,11 @@ def test_every_float_flag_refuses_nan_and_infinity(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["memory", "llama-2-7b", "--tp", "1000"], "--tp 1000 does not divide blocks.0.attn's 32 heads"),
-    (["flops", "llama-2-7b", "--tp", "3"], "tensor parallelism gives each rank whole heads"),
+    (["memory", "llama-2-7b", "--tp", "3"], "tensor parallelism gives each rank whole heads"),
+    (["flops", "llama-2-7b", "--tp", "3"], "--tp does not apply to `layerwise flops`"),
     (["memory", "mistral-7b", "--tp", "16"], "8 key/value heads"),
-    (["measure", "tiny-gpt", "--pp", "3"], "--pp 3 does not divide the model's 4 repeated layers"),
+    (["memory", "tiny-gpt", "--pp", "3"], "--pp 3 does not divide the model's 4 repeated layers"),
+    (["measure", "tiny-gpt", "--pp", "3"], "--pp does not apply to `layerwise measure`"),
     (["memory", "digits-cnn", "--pp", "2"], "no repeated layers"),
     (["memory", "tiny-gpt", "--lora-rank", "100000"], "lora rank 100000 is larger than the layer's width"),
     (["memory", "tiny-gpt", "--threads", "0"], "No such option"),  # memory computes nothing: no --threads

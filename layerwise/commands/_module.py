@@ -33,9 +33,11 @@ def given(name: str) -> bool:
 
 
 def refuse(names, why: str) -> None:
+    """WorkloadError naming the first of `names` typed on the command line, and the command."""
     for name in names:
         if given(name):
-            raise WorkloadError(f"--{name.replace('_', '-')}: {why}")
+            ctx = click.get_current_context(silent=True)
+            raise WorkloadError(f"{ctx.command_path if ctx else 'layerwise'} --{name.replace('_', '-')}: {why}")
 
 
 def is_module_ref(model: str) -> bool:

@@ -86,47 +86,56 @@ def workload_from_options(**values) -> Workload:
     return Workload(**values)
 
 
-# A flag accepted and ignored is a defect (DESIGN.md "Bad input"): workload flags a command cannot
-# honour are refused, one line, exit 2, when given a value other than the default.
-# tests/test_cli_flags.py holds every (command, flag) pair of the CLI to this table.
+# A flag accepted and ignored is a defect (DESIGN.md "Bad input"): a workload flag a command cannot
+# honour is refused, one line naming the flag and the command, exit 2, when given a value other than
+# its default. tests/test_cli_flags.py holds every (command, flag) pair of the CLI to this table: a
+# flag is either shown by the command's output (declared in the test) or refused here with a reason.
+# Adding a workload flag or a command with @with_workload? Declare here what it cannot honour.
+_ONE_PROCESS = "the measure reading runs one process on one device; `layerwise memory` sizes parallel set-ups"
+_NOT_MEASURED = "quantized weights are not measured; `layerwise memory` sizes them"
 NOT_APPLYING: dict[str, dict[str, str]] = {
     "flops": {
         "precision": "FLOPs do not depend on the dtype",
         "optimizer": "optimizer.step() is not a matmul and is not counted",
         "optimizer_impl": "optimizer.step() is not counted",
-        "grad_accum": "FLOPs are per micro-batch; multiply by --grad-accum",
+        "grad_accum": "FLOPs are per micro-batch (`layerwise flops --tokens D` gives a run's total)",
         "zero": "sharding does not change the FLOPs of a step",
         "dp": "FLOPs are per replica",
-        "tp": "FLOPs are of the whole model",
-        "pp": "FLOPs are of the whole model",
+        "tp": "FLOPs are of the whole model (`layerwise time` splits them over ranks)",
+        "pp": "FLOPs are of the whole model (`layerwise time` splits them over stages)",
         "quant": "quantized weights are dequantized to the same matmuls",
+        "reference": "it counts our build's FLOPs; `layerwise measure CONFIG.json --impl hf` counts transformers'",
     },
+    "measure": {"zero": _ONE_PROCESS, "dp": _ONE_PROCESS, "tp": _ONE_PROCESS, "pp": _ONE_PROCESS,
+                "quant": _NOT_MEASURED},
 }
-_ONE_PROCESS = "the measure reading runs one process on one device; use `layerwise memory`"
-for _cmd in ("measure", "verify"):
-    NOT_APPLYING[_cmd] = NOT_APPLYING.get(_cmd, {}) | {"zero": _ONE_PROCESS, "dp": _ONE_PROCESS, "tp": _ONE_PROCESS, "pp": _ONE_PROCESS,
-                          "quant": "quantized weights are not measured yet; use `layerwise memory`"}
-_HF_COST = "the cost reading of transformers' code is not available yet; `layerwise measure CONFIG.json --impl hf`"
-for _cmd in ("flops", "memory", "verify"):
-    NOT_APPLYING.setdefault(_cmd, {})["reference"] = _HF_COST
+NOT_APPLYING["verify"] = dict(NOT_APPLYING["measure"])  # verify runs the measure reading
 # Flags that mean nothing in the other mode, for every command with workload flags.
-TRAIN_ONLY = ("optimizer", "optimizer_impl", "checkpointing", "grad_accum", "zero", "dp", "lora_rank")
+TRAIN_ONLY = ("optimizer", "optimizer_impl", "checkpointing", "grad_accum", "zero", "dp")
 INFER_ONLY = ("new_tokens",)
+
+
+def _why_not(command: str, name: str, values: dict) -> str | None:
+    """Why `command` cannot honour workload flag `name` with these values (None: it can)."""
+    why = NOT_APPLYING.get(command, {}).get(name)
+    infer = values.get("mode", _D.mode) == "infer"
+    if why is None and infer and name in TRAIN_ONLY:
+        why = "it applies to training (--mode train)"
+    if why is None and not infer and name in INFER_ONLY:
+        why = "it applies to inference (--mode infer)"
+    if why is None and name == "quant" and not infer and not values.get("lora_rank", _D.lora_rank):
+        why = "a trained model's weights are not quantized; it applies to inference or a frozen LoRA base (--lora-rank)"
+    return why
 
 
 def refuse_not_applying(command: str, values: dict) -> None:
     """WorkloadError naming the first flag given (not at its default) that `command` cannot honour."""
-    infer = values.get("mode", _D.mode) == "infer"
     for name, value in values.items():
         if value == WORKLOAD_OPTIONS[name][1].default:
             continue
-        flag = WORKLOAD_OPTIONS[name][1].param_decls[0]
-        why = NOT_APPLYING.get(command, {}).get(name)
-        if why is None and infer and name in TRAIN_ONLY:
-            why = "it applies to training (--mode train)"
-        if why is None and not infer and name in INFER_ONLY:
-            why = "it applies to inference (--mode infer)"
+        why = _why_not(command, name, values)
         if why is not None:
+            flag = WORKLOAD_OPTIONS[name][1].param_decls[0]
             raise WorkloadError(f"{flag} does not apply to `layerwise {command}`: {why}")
 
 

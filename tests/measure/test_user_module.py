@@ -120,7 +120,7 @@ def test_real_run_agrees_with_the_fake_one(capsys):
     (["measure", f"{MODELS}:stack", "--input", "64", "--seq", "128"], "--seq: does not apply to your own module"),
     (["measure", f"{MODELS}:stack", "--input", "64", "--attention", "sdpa"], "--attention: does not apply"),
     (["measure", "tiny-gpt", "--vocab", "10"], "--vocab: applies to FILE.py:factory"),
-    (["flops", f"{MODELS}:stack", "--input", "64", "--precision", "bf16"], "--precision: does not change the FLOPs"),
+    (["flops", f"{MODELS}:stack", "--input", "64", "--precision", "bf16"], "--precision does not apply to `layerwise flops`"),
 ])
 def test_errors_are_one_line_naming_the_place(capsys, argv, expected):
     message = fails(capsys, *argv)
