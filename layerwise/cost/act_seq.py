@@ -94,11 +94,17 @@ def _biased(tr: Trace, b, q: T, k: T, v: T) -> T:
     return out
 
 
+def _math_path(tr: Trace, b) -> bool:
+    """CPU's sdpa with dropout_p > 0 in training runs its math path; CUDA's flash and memory-efficient
+    kernels apply dropout inside the kernel (the measure reading emulates them: measure/cuda_conventions.py)."""
+    return b.dropout > 0 and tr.policy.grad and tr.policy.autocast_device != "cuda"
+
+
 def _sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
     """CPU flash attention saves q, k, v as given (GQA: the G-head k, v), the output (allocated
     (B, S, H, Dh), so the o_proj input is a view of it) and logsumexp (B, H, S) fp32."""
     bsz, h, s, dh = q.shape
-    if b.dropout > 0 and tr.policy.grad:  # dropout_p > 0 (training) takes the math path; eval runs p = 0
+    if _math_path(tr, b):  # dropout_p > 0 (training) takes the math path on CPU; eval runs p = 0
         return _math(tr, b, q, k, v)
     grad = q.grad or k.grad or v.grad
     out = tr.new(q.shape, q.dtype, grad)
@@ -142,7 +148,7 @@ def _attention(b, tr: Trace, x: T) -> T:
         y = tr.checkpointed(lambda q_, k_, v_: core(tr, b, q_, k_, v_), q, k, v)
     else:
         y = core(tr, b, q, k, v)  # (B, H, S, d_head)
-    if tr.policy.attention == "eager" or b.dropout > 0 or act_hf.contiguous_query(tr, b):
+    if tr.policy.attention == "eager" or _math_path(tr, b) or act_hf.contiguous_query(tr, b):
         y = tr.new((bsz, s, h * dh), y.dtype, y.grad)  # transpose(1, 2).reshape: a copy
     else:
         y = tr.view(y, (bsz, s, h * dh))

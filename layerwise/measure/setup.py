@@ -191,9 +191,11 @@ def _checkpoint_forward(block: nn.Module) -> None:
 def _checkpointed(fn):
     from torch.utils.checkpoint import checkpoint
 
+    from layerwise.measure.cuda_conventions import in_recompute
+
     @wraps(fn)
     def run(*args, **kwargs):
-        return checkpoint(fn, *args, use_reentrant=False, **kwargs)
+        return checkpoint(in_recompute(fn), *args, use_reentrant=False, **kwargs)
 
     return run
 

@@ -107,7 +107,9 @@ def measure_step(model, workload: Workload = Workload(), *, fake: bool = True, i
         raise WorkloadError("--grad-accum applies to training (--mode train)")
     check_run("measure", model, workload, real=not fake)
     fake_mode = _fake_mode() if fake else contextlib.nullcontext()
-    with fake_mode, counting_context():
+    from layerwise.measure.cuda_conventions import cuda_conventions
+
+    with fake_mode, counting_context(), cuda_conventions(workload.device == "cuda" and device == "cpu"):
         module = _build(target, fake_mode if fake else None, device)
         setup.apply_precision(module, workload)
         setup.apply_runtime(module, workload, fake=fake)
@@ -180,8 +182,9 @@ def _device(workload: Workload, fake: bool) -> tuple[str, tuple[str, ...]]:
     if not fake:
         raise WorkloadError("--device cuda with --real needs a GPU; without --real the fake step runs on "
                             "the CPU with CUDA's implementation defaults")
-    return "cpu", ("--device cuda emulated on the CPU: CUDA's optimizer default (foreach) is used; "
-                   "autocast follows the CPU policy and dropout keeps CPU's full-precision masks",)
+    return "cpu", ("--device cuda emulated on the CPU: CUDA's optimizer default (foreach), 1-byte dropout "
+                   "masks, in-kernel attention dropout and fp32 layer_norm under autocast "
+                   "(layerwise/measure/cuda_conventions.py); the rest of autocast follows the CPU policy",)
 
 
 def _build(target: Target, fake_mode, device: str) -> nn.Module:
