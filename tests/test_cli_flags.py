@@ -27,6 +27,8 @@ import pytest
 import typer
 
 from layerwise.cli import _register_commands, app, main
+from layerwise.presets import get_preset
+from layerwise.spec import io as spec_io
 from layerwise.commands._workload import INFER_ONLY, NOT_APPLYING, TRAIN_ONLY, WORKLOAD_OPTIONS, _why_not
 from layerwise.spec.errors import LayerwiseError
 
@@ -36,7 +38,7 @@ GPT2 = str(HF_CONFIGS / "gpt2.json")  # attn_pdrop 0.1: CPU sdpa's math path (--
 USER = str(Path(__file__).parent / "measure" / "_user_models.py")  # FILE.py:factory models (--input-dtype, --vocab, --checkpoint-modules)
 RUN = "{run}"  # replaced by a real run directory of `layerwise train` (the `run_dir` fixture)
 TMP = "{tmp}"  # replaced by a fresh directory of the run's own
-FILES = "{files}"  # replaced by the test's tmp_path (digits.npz, cfg.yaml)
+FILES = "{files}"  # replaced by the test's tmp_path (digits.npz, cfg.yaml, moe.yaml: a small Mixtral)
 
 # command -> the reference run (arguments after the command words)
 BASE = {
@@ -58,6 +60,7 @@ BASE = {
     "compress prune": [RUN],
     "compress distill": [RUN, "--student", "digits-cnn"],
     "export onnx": [RUN],
+    "diagnose": ["digits-cnn", "--json"],
 }
 # command -> (function where the work starts: recorded, then the run stops there)
 STOP_AT = {
@@ -135,14 +138,28 @@ ADDED = {
     ("compress distill", "--epochs"): ["--epochs", "2"], ("compress distill", "--student"): ["--student", "tiny-gpt"],
     ("export onnx", "--out"): ["--out", f"{TMP}/m.onnx"], ("export onnx", "--batch"): ["--batch", "2"],
     ("export onnx", "--latency"): ["--latency"], ("export onnx", "--exporter"): ["--exporter", "dynamo"],
-    ("summary", "--batch"): ["--batch", "3"], ("flops", "--input"): ["--input", "8x64"],
+    ("summary", "--batch"): ["--batch", "3"], "--capacity-factor": ["--capacity-factor", "1.0"],
+    "--rlhf": ["--rlhf", "dpo"], "--placement": ["--placement", "separate"], "--ref-quant": ["--ref-quant", "int8"],
+    ("diagnose", "--init"): ["--init", "xavier_uniform"], ("diagnose", "--norm-position"): ["--norm-position", "post"],
+    ("diagnose", "--data"): ["--data", "digits"], ("diagnose", "--html"): ["--html", f"{TMP}/d.html"], ("flops", "--input"): ["--input", "8x64"],
     ("measure", "--input"): ["--input", "8x64"], ("summary", "--input"): ["--input", "8x64"],
 }
 # (command, flag) -> the reference run that flag is compared with, when the command's is not it
 IMPL_BASE = ["tiny-gpt", "--seq", "16", "--json"]  # peak in optimizer.step(): its implementation shows
 INFER_BASE = ["tiny-gpt", "--seq", "16", "--mode", "infer", "--json"]
 USER_LM = [f"{USER}:TinyLM", "--input", "16", "--input-dtype", "long", "--vocab", "100", "--json"]
+MOE = f"{FILES}/moe.yaml"
+RLHF = ["tiny-gpt", "--seq", "16", "--rlhf", "ppo", "--new-tokens", "4", "--json"]
 BASE_FOR = {
+    ("memory", "--capacity-factor"): [MOE, "--seq", "16", "--batch", "4", "--json"],
+    ("verify", "--capacity-factor"): [MOE, "--seq", "16", "--batch", "4", "--json"],
+    ("measure", "--capacity-factor"): [MOE, "--seq", "16", "--batch", "4", "--json"],
+    ("flops", "--capacity-factor"): [MOE, "--seq", "16", "--batch", "4", "--json"],
+    ("summary", "--capacity-factor"): [MOE, "--batch", "4", "--json"],
+    ("memory", "--placement"): RLHF, ("memory", "--ref-quant"): RLHF,
+    ("verify", "--placement"): RLHF, ("verify", "--ref-quant"): RLHF,
+    ("memory", "--rlhf"): ["tiny-gpt", "--seq", "16", "--json"], ("verify", "--rlhf"): ["tiny-gpt", "--seq", "16", "--json"],
+    ("diagnose", "--norm-position"): ["tiny-gpt", "--batch", "2", "--json"], ("diagnose", "--which"): [RUN, "--json"],
     ("flops", "--device"): [GPT2, "--seq", "16", "--json"], ("measure", "--impl"): [GPT2, "--seq", "16", "--json"],
     ("memory", "--impl"): [GPT2, "--seq", "512", "--batch", "4", "--json"], ("verify", "--impl"): [GPT2, "--seq", "16", "--json"],
     ("memory", "--optimizer-impl"): IMPL_BASE, ("verify", "--optimizer-impl"): IMPL_BASE,
@@ -179,6 +196,10 @@ WITHOUT = {
     ("measure", "--vocab"): USER_LM, ("summary", "--vocab"): USER_LM, ("flops", "--vocab"): USER_LM,
     ("measure", "--checkpoint-modules"): [f"{USER}:stack", "--input", "64", "--batch", "8", "--json",
                                           "--checkpointing", "full", "--checkpoint-modules", "Sequential"],
+}
+# (command, flag) -> refused by the command itself, not by NOT_APPLYING: (the reference run, where)
+REFUSED = {
+    ("verify", "--ref-quant"): (RLHF, "commands/_rlhf.py verify_rlhf: quantized weights are not measured"),
 }
 # (command, flag) -> a flag that is the command's default spelled out, with the reason it exists.
 DEFAULT_SPELLED = {
@@ -283,6 +304,8 @@ def run(capfd, recorder, tmp_path, run_dir):
     digits = load_digits()
     np.savez(tmp_path / "digits.npz", x=digits.images[:200].astype("float32") / 16, y=digits.target[:200])
     (tmp_path / "cfg.yaml").write_text("epochs: 3\ndata:\n  source: digits\n")
+    spec_io.dump(get_preset("mixtral-8x7b", vocab_size=256, d_model=64, n_layers=1, n_heads=4, n_kv_heads=2,
+                            d_ff=128, n_experts=4, top_k=2, max_seq=64), tmp_path / "moe.yaml")
 
     def invoke(command, args):
         key = (command, tuple(args))
@@ -331,11 +354,14 @@ def _refusal(command: str, flag: str) -> str | None:
 @pytest.mark.parametrize("command,flag", PAIRS, ids=[f"{c}-{f}" for c, f in PAIRS])
 def test_flag_changes_what_the_command_does_or_is_refused(command, flag, run):
     added = ADDED.get((command, flag)) or ADDED.get(flag) or _typed(OPTIONS[command, flag])
-    if _refusal(command, flag) is not None:
-        code, text, _, _ = run(command, [*BASE[command], *added])
+    if _refusal(command, flag) is not None or (command, flag) in REFUSED:
+        base = REFUSED[command, flag][0] if (command, flag) in REFUSED else BASE[command]
+        assert run(command, base)[0] == 0
+        code, text, _, _ = run(command, [*base, *added])
         lines = [line for line in text.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1, text
-        assert flag in lines[0] and f"layerwise {command}" in lines[0] and _refusal(command, flag) in lines[0], text
+        assert flag in lines[0] and f"layerwise {command}" in lines[0], text
+        assert (command, flag) in REFUSED or _refusal(command, flag) in lines[0], text
         return
     if (command, flag) in DEFAULT_SPELLED:
         base = BASE_FOR.get((command, flag), BASE[command])

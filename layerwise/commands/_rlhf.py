@@ -48,7 +48,8 @@ def verify_rlhf(spec, workload, rlhf: str, placement, ref_quant, json: bool) -> 
     from layerwise.report.rlhf import render_verify_rlhf, verify_rlhf_json
 
     if ref_quant not in (None, "none"):
-        raise WorkloadError("verify --rlhf: quantized weights are not measured; use `layerwise memory --rlhf`")
+        raise WorkloadError(f"--ref-quant {ref_quant} does not apply to `layerwise verify --rlhf`: quantized "
+                            f"weights are not measured; use `layerwise memory --rlhf`")
     placement = placement or "colocated"
     analytic = rlhf_memory(spec, workload, rlhf, placement=placement)
     try:

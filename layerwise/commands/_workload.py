@@ -115,25 +115,27 @@ TRAIN_ONLY = ("optimizer", "optimizer_impl", "checkpointing", "grad_accum", "zer
 INFER_ONLY = ("new_tokens",)
 
 
-def _why_not(command: str, name: str, values: dict) -> str | None:
-    """Why `command` cannot honour workload flag `name` with these values (None: it can)."""
+def _why_not(command: str, name: str, values: dict, others: dict | None = None) -> str | None:
+    """Why `command` cannot honour workload flag `name` with these values and the command's other
+    arguments (None: it can)."""
     why = NOT_APPLYING.get(command, {}).get(name)
     infer = values.get("mode", _D.mode) == "infer"
+    generates = infer or bool((others or {}).get("rlhf"))  # PPO's rollouts generate in a training step
     if why is None and infer and name in TRAIN_ONLY:
         why = "it applies to training (--mode train)"
-    if why is None and not infer and name in INFER_ONLY:
-        why = "it applies to inference (--mode infer)"
+    if why is None and not generates and name in INFER_ONLY:
+        why = "it applies to inference (--mode infer) and to --rlhf ppo's rollouts"
     if why is None and name == "quant" and not infer and not values.get("lora_rank", _D.lora_rank):
         why = "a trained model's weights are not quantized; it applies to inference or a frozen LoRA base (--lora-rank)"
     return why
 
 
-def refuse_not_applying(command: str, values: dict) -> None:
+def refuse_not_applying(command: str, values: dict, others: dict | None = None) -> None:
     """WorkloadError naming the first flag given (not at its default) that `command` cannot honour."""
     for name, value in values.items():
         if value == WORKLOAD_OPTIONS[name][1].default:
             continue
-        why = _why_not(command, name, values)
+        why = _why_not(command, name, values, others)
         if why is not None:
             flag = WORKLOAD_OPTIONS[name][1].param_decls[0]
             raise WorkloadError(f"{flag} does not apply to `layerwise {command}`: {why}")
@@ -154,7 +156,7 @@ def with_workload(fn):
     def wrapper(*args, **kwargs):
         values = {name: kwargs.pop(name) for name in WORKLOAD_OPTIONS if name in kwargs}
         workload = workload_from_options(**dict(values))  # bad values first: "--precision must be one of"
-        refuse_not_applying(fn.__name__, values)
+        refuse_not_applying(fn.__name__, values, kwargs)
         return fn(*args, **kwargs, workload=workload)
 
     hints = {k: v for k, v in getattr(fn, "__annotations__", {}).items() if k != "workload"}
