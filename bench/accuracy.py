@@ -3,6 +3,7 @@
 bf16-mixed} x {adamw, sgd} x {checkpointing none, full} x {eager, sdpa}, plus full-size runs.
 
     .venv/bin/python bench/accuracy.py [--quick] [--only NAME ...]
+    .venv/bin/python bench/accuracy.py --random N [--seed S]   (accuracy suite II: bench/random_cases.py)
 
 Prints one row per case (peak error, worst component error relative to the peak) and a summary
 (median and max of |peak error|). Not a test; it takes minutes.
@@ -77,11 +78,49 @@ def cases(quick: bool, only: list[str]):
                 yield name + " (full size)", {}, Workload(**fields)
 
 
+def random_suite(n: int, seed: int) -> int:
+    """Seeded random combinations of every workload setting (bench/random_cases.py)."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from random_cases import cases, compare as compare_case
+
+    errors, comp_errors, failed = [], [], []
+    start = time.time()
+    for i, case in enumerate(cases(n, seed)):
+        try:
+            truth, report, peak_err, worst, comp_err = compare_case(case)
+        except Exception as exc:  # listed, not fatal
+            failed.append((case.label(), f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"))
+            continue
+        errors.append(abs(peak_err))
+        comp_errors.append(abs(comp_err))
+        miss = "" if abs(peak_err) <= 0.02 and abs(comp_err) <= 0.05 else "  MISS"
+        print(f"{i:5} {100 * peak_err:+7.2f}% {worst:>16} {100 * comp_err:+7.2f}%  {case.label()}{miss}", flush=True)
+    _summary(errors, comp_errors, start)
+    for label, why in failed:
+        print(f"not measured: {label}: {why}")
+    return 0
+
+
+def _summary(errors, comp_errors, start) -> None:
+    print()
+    if not errors:
+        return
+    print(f"{len(errors)} cases in {time.time() - start:.0f} s: |peak error| median "
+          f"{100 * statistics.median(errors):.2f}%, max {100 * max(errors):.2f}%; "
+          f"within 2%: {sum(e <= 0.02 for e in errors)}/{len(errors)}")
+    print(f"|worst component error| (of the peak): median {100 * statistics.median(comp_errors):.2f}%, "
+          f"max {100 * max(comp_errors):.2f}%; within 5%: {sum(e <= 0.05 for e in comp_errors)}/{len(comp_errors)}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer combinations, no full-size runs")
     parser.add_argument("--only", nargs="*", default=[], help="preset names")
+    parser.add_argument("--random", type=int, default=0, metavar="N", help="N seeded random cases (suite II)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --random")
     args = parser.parse_args(argv)
+    if args.random:
+        return random_suite(args.random, args.seed)
     errors, comp_errors, failed = [], [], []
     header = f"{'model':28} {'mode':5} {'precision':10} {'opt':5} {'ckpt':4} {'attn':5} " \
              f"{'measured':>14} {'analytic':>14} {'peak err':>9} {'worst component':>28}"
@@ -100,13 +139,7 @@ def main(argv=None) -> int:
         print(f"{name:28} {w.mode:5} {w.precision:10} {w.optimizer:5} {w.checkpointing:4} {w.attention:5} "
               f"{truth.peak_bytes:14,} {report.peak_bytes:14,} {100 * peak_err:+8.2f}% "
               f"{worst:>17} {100 * comp_err:+8.2f}%", flush=True)
-    print()
-    if errors:
-        print(f"{len(errors)} cases in {time.time() - start:.0f} s: |peak error| median "
-              f"{100 * statistics.median(errors):.2f}%, max {100 * max(errors):.2f}%; "
-              f"within 2%: {sum(e <= 0.02 for e in errors)}/{len(errors)}")
-        print(f"|worst component error| (of the peak): median {100 * statistics.median(comp_errors):.2f}%, "
-              f"max {100 * max(comp_errors):.2f}%; within 5%: {sum(e <= 0.05 for e in comp_errors)}/{len(comp_errors)}")
+    _summary(errors, comp_errors, start)
     for name, w, why in failed:
         print(f"not measured: {name} {w.mode} {w.precision} {w.optimizer} ckpt={w.checkpointing}: {why}")
     return 0
