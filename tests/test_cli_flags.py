@@ -61,6 +61,8 @@ BASE = {
     "compress distill": [RUN, "--student", "digits-cnn"],
     "export onnx": [RUN],
     "diagnose": ["digits-cnn", "--json"],
+    "compress qat": [RUN],
+    "generate": [RUN, "--prompt", "def f"],
 }
 # command -> (function where the work starts: recorded, then the run stops there)
 STOP_AT = {
@@ -68,7 +70,12 @@ STOP_AT = {
     "train": "layerwise.train.trainer.train",
     "train-parallel": "layerwise.train.parallel.train_parallel",
     "compress quantize": "layerwise.compress.quantize.quantize",
+    "compress qat": "layerwise.compress.qat.qat",
+    "generate": "layerwise.generate.run.generate",
 }
+# (command, flag) -> where it is shown instead, for output flags of a command that stops before its
+# output (STOP_AT): the test file must run the command with the flag
+SHOWN_IN = {("generate", "--json"): "tests/generate/test_generate_cli.py"}
 # command -> functions recorded and replaced by a no-op (minutes of fine-tuning, exporting, timing)
 _LATENCY = "layerwise.export.latency.measure_latency"
 FAKE = {
@@ -141,7 +148,13 @@ ADDED = {
     ("summary", "--batch"): ["--batch", "3"], "--capacity-factor": ["--capacity-factor", "1.0"],
     "--rlhf": ["--rlhf", "dpo"], "--placement": ["--placement", "separate"], "--ref-quant": ["--ref-quant", "int8"],
     ("diagnose", "--init"): ["--init", "xavier_uniform"], ("diagnose", "--norm-position"): ["--norm-position", "post"],
-    ("diagnose", "--data"): ["--data", "digits"], ("diagnose", "--html"): ["--html", f"{TMP}/d.html"], ("flops", "--input"): ["--input", "8x64"],
+    ("diagnose", "--data"): ["--data", "digits"], "--kv-dtype": ["--kv-dtype", "fp8"],
+    ("time", "--quant"): ["--quant", "int8"], ("compress qat", "--epochs"): ["--epochs", "3"],
+    ("time", "--mode"): ["--mode", "infer", "--new-tokens", "4"], ("train", "--balance"): ["--balance", "oversample"],
+    ("train", "--augment"): ["--augment", "flip"], ("train", "--resize-mode"): ["--resize-mode", "shorter-side"],
+    ("generate", "--prompt"): ["--prompt", "import os"], ("generate", "--draft"): ["--draft", RUN],
+    ("generate", "--lookahead"): ["--lookahead", "2", "--draft", RUN], ("generate", "--seed"): ["--seed", "3"],
+    ("generate", "--temperature"): ["--temperature", "0.7"], ("diagnose", "--html"): ["--html", f"{TMP}/d.html"], ("flops", "--input"): ["--input", "8x64"],
     ("measure", "--input"): ["--input", "8x64"], ("summary", "--input"): ["--input", "8x64"],
 }
 # (command, flag) -> the reference run that flag is compared with, when the command's is not it
@@ -149,6 +162,7 @@ IMPL_BASE = ["tiny-gpt", "--seq", "16", "--json"]  # peak in optimizer.step(): i
 INFER_BASE = ["tiny-gpt", "--seq", "16", "--mode", "infer", "--json"]
 USER_LM = [f"{USER}:TinyLM", "--input", "16", "--input-dtype", "long", "--vocab", "100", "--json"]
 MOE = f"{FILES}/moe.yaml"
+INFER_TIME = ["tiny-gpt", "--gpu", "a100", "--mode", "infer", "--new-tokens", "4", "--json"]
 RLHF = ["tiny-gpt", "--seq", "16", "--rlhf", "ppo", "--new-tokens", "4", "--json"]
 BASE_FOR = {
     ("memory", "--capacity-factor"): [MOE, "--seq", "16", "--batch", "4", "--json"],
@@ -158,6 +172,14 @@ BASE_FOR = {
     ("summary", "--capacity-factor"): [MOE, "--batch", "4", "--json"],
     ("memory", "--placement"): RLHF, ("memory", "--ref-quant"): RLHF,
     ("verify", "--placement"): RLHF, ("verify", "--ref-quant"): RLHF,
+    ("memory", "--kv-dtype"): [*INFER_BASE, "--new-tokens", "4"],
+    ("time", "--quant"): INFER_TIME, ("time", "--kv-dtype"): INFER_TIME,
+    ("time", "--mode"): ["tiny-gpt", "--gpu", "a100", "--json"],
+    ("flops", "--kv-dtype"): [*INFER_BASE, "--new-tokens", "4"],
+    ("measure", "--kv-dtype"): [*INFER_BASE, "--new-tokens", "4"], ("verify", "--kv-dtype"): [*INFER_BASE, "--new-tokens", "4"],
+    ("generate", "--seed"): [RUN, "--prompt", "def f", "--temperature", "0.7"],
+    ("generate", "--top-k"): [RUN, "--prompt", "def f", "--temperature", "0.7"],
+    ("generate", "--top-p"): [RUN, "--prompt", "def f", "--temperature", "0.7"],
     ("memory", "--rlhf"): ["tiny-gpt", "--seq", "16", "--json"], ("verify", "--rlhf"): ["tiny-gpt", "--seq", "16", "--json"],
     ("diagnose", "--norm-position"): ["tiny-gpt", "--batch", "2", "--json"], ("diagnose", "--which"): [RUN, "--json"],
     ("flops", "--device"): [GPT2, "--seq", "16", "--json"], ("measure", "--impl"): [GPT2, "--seq", "16", "--json"],
@@ -191,6 +213,7 @@ BASE_FOR = {
 # (command, flag) -> a run that needs the flag (a required one: the command's reference run), compared
 # with the same run without the flag and its value (an input description such as --vocab)
 WITHOUT = {
+    ("time", "--new-tokens"): INFER_TIME,
     ("time", "--samples"): ["digits-cnn", "--gpu", "a100", "--samples", "1e6", "--json"],
     ("measure", "--input-dtype"): USER_LM, ("summary", "--input-dtype"): USER_LM, ("flops", "--input-dtype"): USER_LM,
     ("measure", "--vocab"): USER_LM, ("summary", "--vocab"): USER_LM, ("flops", "--vocab"): USER_LM,
@@ -355,13 +378,16 @@ def _refusal(command: str, flag: str) -> str | None:
 def test_flag_changes_what_the_command_does_or_is_refused(command, flag, run):
     added = ADDED.get((command, flag)) or ADDED.get(flag) or _typed(OPTIONS[command, flag])
     if _refusal(command, flag) is not None or (command, flag) in REFUSED:
-        base = REFUSED[command, flag][0] if (command, flag) in REFUSED else BASE[command]
+        base = REFUSED[command, flag][0] if (command, flag) in REFUSED else BASE_FOR.get((command, flag), BASE[command])
         assert run(command, base)[0] == 0
         code, text, _, _ = run(command, [*base, *added])
         lines = [line for line in text.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1, text
         assert flag in lines[0] and f"layerwise {command}" in lines[0], text
         assert (command, flag) in REFUSED or _refusal(command, flag) in lines[0], text
+        return
+    if (command, flag) in SHOWN_IN:
+        assert f'"{flag}"' in (Path(__file__).parent.parent / SHOWN_IN[command, flag]).read_text()
         return
     if (command, flag) in DEFAULT_SPELLED:
         base = BASE_FOR.get((command, flag), BASE[command])

@@ -105,14 +105,16 @@ NOT_APPLYING: dict[str, dict[str, str]] = {
         "pp": "FLOPs are of the whole model (`layerwise time` splits them over stages)",
         "quant": "quantized weights are dequantized to the same matmuls",
         "reference": "it counts our build's FLOPs; `layerwise measure CONFIG.json --impl hf` counts transformers'",
+        "kv_dtype": "FLOPs do not depend on the cache's dtype",
     },
     "measure": {"zero": _ONE_PROCESS, "dp": _ONE_PROCESS, "tp": _ONE_PROCESS, "pp": _ONE_PROCESS,
-                "quant": _NOT_MEASURED},
+                "quant": _NOT_MEASURED, "kv_dtype": "the built model caches keys and values in its compute dtype; "
+                                                    "`layerwise memory` sizes another cache dtype"},
 }
 NOT_APPLYING["verify"] = dict(NOT_APPLYING["measure"])  # verify runs the measure reading
 # Flags that mean nothing in the other mode, for every command with workload flags.
 TRAIN_ONLY = ("optimizer", "optimizer_impl", "checkpointing", "grad_accum", "zero", "dp")
-INFER_ONLY = ("new_tokens",)
+INFER_ONLY = ("new_tokens", "kv_dtype")
 
 
 def _why_not(command: str, name: str, values: dict, others: dict | None = None) -> str | None:
