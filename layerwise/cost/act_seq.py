@@ -148,7 +148,8 @@ def _attention(b, tr: Trace, x: T) -> T:
         y = tr.checkpointed(lambda q_, k_, v_: core(tr, b, q_, k_, v_), q, k, v)
     else:
         y = core(tr, b, q, k, v)  # (B, H, S, d_head)
-    if tr.policy.attention == "eager" or _math_path(tr, b) or act_hf.contiguous_query(tr, b):
+    if tr.policy.attention == "eager" or (b.dropout > 0 and tr.policy.autocast_device != "cuda") \
+            or act_hf.contiguous_query(tr, b):
         y = tr.new((bsz, s, h * dh), y.dtype, y.grad)  # transpose(1, 2).reshape: a copy
     else:
         y = tr.view(y, (bsz, s, h * dh))
