@@ -25,29 +25,10 @@ from dataclasses import dataclass, replace
 
 from layerwise.cost.efficiency import Efficiency
 from layerwise.cost.hardware import GPU
+from layerwise.cost.time import Roofline
 from layerwise.spec.errors import WorkloadError
 from layerwise.spec.model import Model
 from layerwise.workload import Workload
-
-
-@dataclass(frozen=True)
-class Roofline:
-    flops: int  # matmul FLOPs
-    bytes: int  # bytes moved to or from HBM
-    compute_seconds: float
-    memory_seconds: float
-
-    @property
-    def seconds(self) -> float:
-        return max(self.compute_seconds, self.memory_seconds)
-
-    @property
-    def bound(self) -> str:
-        return "compute" if self.compute_seconds >= self.memory_seconds else "bandwidth"
-
-    def __add__(self, o: "Roofline") -> "Roofline":
-        return Roofline(self.flops + o.flops, self.bytes + o.bytes, self.compute_seconds + o.compute_seconds,
-                        self.memory_seconds + o.memory_seconds)
 
 
 @dataclass(frozen=True)

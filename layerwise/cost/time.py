@@ -71,6 +71,11 @@ class Roofline:
         """Which limit sets the time: 'compute' or 'bandwidth'."""
         return "compute" if self.compute_seconds >= self.memory_seconds else "bandwidth"
 
+    def __add__(self, o: "Roofline") -> "Roofline":
+        """Two phases one after the other (cost/infer_time.py sums a decode's steps)."""
+        return Roofline(self.flops + o.flops, self.bytes_moved + o.bytes_moved,
+                        self.compute_seconds + o.compute_seconds, self.memory_seconds + o.memory_seconds)
+
 
 def roofline(flops: int, bytes_moved: int, gpu: GPU, *, dtype: str = "bf16", compute_eff: float = 1.0,
              bandwidth_eff: float = 1.0) -> Roofline:

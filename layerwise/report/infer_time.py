@@ -9,7 +9,7 @@ from layerwise.report.fmt import nbytes
 
 
 def _roof(r) -> dict:
-    return {"seconds": r.seconds, "bound": r.bound, "flops": r.flops, "bytes": r.bytes,
+    return {"seconds": r.seconds, "bound": r.bound, "flops": r.flops, "bytes": r.bytes_moved,
             "compute_seconds": r.compute_seconds, "memory_seconds": r.memory_seconds}
 
 

@@ -34,9 +34,9 @@ def test_batch_one_decode_reads_every_weight_and_the_cache_per_token(llama):
     t = infer(llama, batch=1, seq=128, new_tokens=1)
     step = t.first_step
     # bf16 weights (2 bytes each) + the 129 cached tokens read + the new token's K/V written
-    assert step.bytes == 2 * LLAMA_PARAMS + (129 + 1) * KV_TOKEN_BF16
+    assert step.bytes_moved == 2 * LLAMA_PARAMS + (129 + 1) * KV_TOKEN_BF16
     assert step.bound == "bandwidth" and t.decode_bound == "bandwidth"
-    assert step.memory_seconds == pytest.approx(step.bytes / (2.039e12 * EFF.bandwidth))
+    assert step.memory_seconds == pytest.approx(step.bytes_moved / (2.039e12 * EFF.bandwidth))
     # 2 FLOPs per matmul weight (not the embedding, a lookup, nor the 2 x 32 + 1 RMSNorm gains) +
     # QK^T and PV over 129 keys
     matmul_weights = LLAMA_PARAMS - VOCAB * D_MODEL - (2 * LAYERS + 1) * D_MODEL
@@ -67,7 +67,7 @@ def test_an_fp8_cache_halves_the_cache_traffic(llama):
     bf16 = infer(llama, batch=16, seq=4096, new_tokens=2)
     fp8 = infer(llama, batch=16, seq=4096, new_tokens=2, kv_dtype="fp8")
     tokens = 16 * (4097 + 1)  # the first step reads 4097 keys per sequence and writes one
-    assert bf16.first_step.bytes - fp8.first_step.bytes == tokens * KV_TOKEN_BF16 // 2
+    assert bf16.first_step.bytes_moved - fp8.first_step.bytes_moved == tokens * KV_TOKEN_BF16 // 2
     assert fp8.kv_dtype == "fp8" and bf16.kv_dtype == "bf16"
     assert fp8.decode_tokens_per_s > bf16.decode_tokens_per_s
 
@@ -76,12 +76,12 @@ def test_int4_weights_cut_the_batch_one_decode_time(llama):
     bf16 = infer(llama, batch=1, seq=64, new_tokens=1)
     int4 = infer(llama, batch=1, seq=64, new_tokens=1, quant="int4")
     # GPTQ int4: half a byte per matrix weight + scales/zeros; embeddings and head stay bf16
-    assert 0.25 < int4.first_step.bytes / bf16.first_step.bytes < 0.35
+    assert 0.25 < int4.first_step.bytes_moved / bf16.first_step.bytes_moved < 0.35
 
 
 def test_the_decode_sums_its_steps_as_the_context_grows(llama):
     t = infer(llama, batch=32, seq=1024, new_tokens=64)
-    assert t.last_step.bytes - t.first_step.bytes == 32 * 63 * KV_TOKEN_BF16
+    assert t.last_step.bytes_moved - t.first_step.bytes_moved == 32 * 63 * KV_TOKEN_BF16
     assert t.first_step.seconds * 64 < t.decode_seconds < t.last_step.seconds * 64
 
 
