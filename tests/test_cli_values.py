@@ -160,3 +160,11 @@ def test_text_gru_learns_from_the_cli_with_the_presets_sequence_length(tmp_path,
                  "--grad-clip", "1.0", "--out", str(tmp_path / "gru"), "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["val"]["accuracy"] > 0.6 and result["test"]["accuracy"] > 0.6
+
+
+@pytest.mark.parametrize("command", ["flops", "memory", "measure"])
+def test_seq_and_input_both_giving_the_sequence_length_are_refused(command, capsys):
+    """--input 32 and --seq 16 on a token model: one used to win silently; now one line, exit 2."""
+    assert main([command, "tiny-gpt", "--input", "32", "--seq", "16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seq 16" in err[0] and "--input 32" in err[0]

@@ -15,7 +15,17 @@ from layerwise.spec.model import InputSpec, Model
 _KIND_BY_RANK = {1: "features", 2: "sequence", 3: "image"}
 
 
-def resolve(name: str, input_shape: tuple[int, ...] | None = None) -> Model:
+def resolve(name: str, input_shape: tuple[int, ...] | None = None, seq: int | None = None) -> Model:
+    """The model `name` names, its sample shape set by --input if given. `seq` (--seq) is passed so
+    that the two ways of giving a sequence length are not both accepted with one silently winning."""
+    spec = _resolve(name, input_shape)
+    if input_shape is not None and seq is not None and spec.input.kind in ("tokens", "sequence"):
+        raise LayerwiseError(f"--seq {seq} and --input {'x'.join(map(str, input_shape))} both give the sequence "
+                             f"length of {name}; give one of them")
+    return spec
+
+
+def _resolve(name: str, input_shape: tuple[int, ...] | None) -> Model:
     from layerwise.commands._module import is_module_ref
 
     if is_module_ref(name):  # the commands that read modules handle them before calling resolve

@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         if _module.is_module_ref(model):
             _module_flops(model, input, input_dtype, vocab, tokens, max_level, json, workload)
             return
-        report, compute = flops_answer(resolve(model, parse_shape(input) if input else None), workload, tokens=tokens,
+        report, compute = flops_answer(resolve(model, parse_shape(input) if input else None, workload.seq), workload, tokens=tokens,
                                        capacity_factor=capacity_factor)
         print_json(flops_json(report, compute)) if json else render_flops(report, compute, max_level)
 

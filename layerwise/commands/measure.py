@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         from layerwise.commands.memory import _check_batchnorm
         from layerwise.cost.parallel import check_split
 
-        spec = with_capacity(_resolve(model, input), capacity_factor)
+        spec = with_capacity(_resolve(model, input, workload.seq), capacity_factor)
         check_split(spec, workload.tp, workload.pp)
         _check_batchnorm(spec, workload)
         n = th.choose(threads, th.model_step_flops(spec, workload.batch) if real else 1)
@@ -86,12 +86,12 @@ def register(app: typer.Typer) -> None:
         print_json(result.to_json()) if json else render(spec.name, workload, result)
 
 
-def _resolve(model: str, input: str | None):
+def _resolve(model: str, input: str | None, seq: int | None):
     from layerwise.commands._model import resolve
     from layerwise.commands.summary import parse_shape
 
     try:
-        return resolve(model, parse_shape(input) if input else None)
+        return resolve(model, parse_shape(input) if input else None, seq)
     except ImportError as exc:  # presets not installed yet in this tree
         raise LayerwiseError(f"{model}: cannot resolve this model here ({exc}); pass a spec file (.yaml/.json)") from None
 

@@ -139,7 +139,7 @@ def _resolve(model: str, input: str | None, workload: Workload):
             raise WorkloadError("--input does not apply to --impl hf (the config.json says what the model eats)")
         data, spec = hf_reference(model)
         return spec, data
-    return resolve(model, parse_shape(input) if input else None), None
+    return resolve(model, parse_shape(input) if input else None, workload.seq), None
 
 
 def register(app: typer.Typer) -> None:
