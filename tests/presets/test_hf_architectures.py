@@ -98,18 +98,30 @@ def transformers_count(config: dict) -> int:
 
 @pytest.mark.parametrize("name", sorted(FULL))
 def test_preset_and_import_count_what_transformers_counts(name):
-    expected = transformers_count(FULL[name])
+    check_full_count(name, FULL[name], transformers_count)
+
+
+def check_full_count(name: str, config: dict, count) -> None:
+    """The preset and the import of its config.json count what transformers' class (`count`) counts."""
+    expected = count(config)
     assert get_preset(name).params().total == expected
-    assert from_hf_config(FULL[name]).params().total == expected
+    assert from_hf_config(config).params().total == expected
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_tiny_configs_count_and_build_like_transformers(name):
-    model = from_hf_config(TINY[name], name=name)
-    expected = transformers_count(TINY[name])
+    check_tiny_count(name, TINY[name], transformers_count)
+
+
+def check_tiny_count(name: str, config: dict, count):
+    """A tiny config's import counts, and its built module holds, what transformers' class counts;
+    returns the built module."""
+    model = from_hf_config(config, name=name)
+    expected = count(config)
     assert model.params().total == expected
     module = model.build()
     assert sum(p.numel() for p in module.parameters()) == expected
+    return module
     x = torch.randint(0, 96, (2, 8))
     with torch.no_grad():
         assert tuple(module(x).shape) == (2, 8, 96)

@@ -9,6 +9,7 @@ import torch
 from layerwise.presets import get_preset
 from layerwise.presets.hf import from_hf_config
 from layerwise.spec.errors import LayerwiseError
+from tests.presets.test_hf_architectures import check_full_count, check_tiny_count
 
 transformers = pytest.importorskip("transformers", reason="transformers comes with the test extra")
 
@@ -51,18 +52,12 @@ def transformers_count(config: dict) -> int:
 
 @pytest.mark.parametrize("name", sorted(FULL))
 def test_preset_and_import_count_what_transformers_counts(name):
-    expected = transformers_count(FULL[name])
-    assert get_preset(name).params().total == expected
-    assert from_hf_config(FULL[name]).params().total == expected
+    check_full_count(name, FULL[name], transformers_count)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_tiny_configs_count_and_build_like_transformers(name):
-    model = from_hf_config(TINY[name], name=name)
-    expected = transformers_count(TINY[name])
-    assert model.params().total == expected
-    module = model.build()
-    assert sum(p.numel() for p in module.parameters()) == expected
+    module = check_tiny_count(name, TINY[name], transformers_count)
     with torch.no_grad():
         assert tuple(module(torch.randint(0, 96, (2, 8, 2))).shape) == (2, 8, 96)
 
