@@ -46,11 +46,18 @@ CONFIGS = {
     "bert-base": (REFDATA / "bert-base-uncased.json", 512, (8, 32)),
     "roberta-base": (BENCH / "roberta-base.json", 512, (8, 32)),
     "vit-base": (REFDATA / "vit-base-patch16-224.json", None, (8, 64)),
+    "qwen3-0.6b": (REFDATA / "qwen3-0.6b.json", 2048, (1, 4)),
+    "gemma-2b": (REFDATA / "gemma-2b.json", 2048, (1, 2)),
+    "gemma-2-2b": (REFDATA / "gemma-2-2b.json", 2048, (1, 2)),  # eager only: transformers' Gemma 2 has no sdpa
+    "gemma-3-1b": (REFDATA / "gemma-3-1b-pt.json", 2048, (1, 4)),  # 512-token window: sdpa gets its mask
+    "falcon-7b": (REFDATA / "falcon-7b.json", 2048, (1, 2)),  # multi-query: its sdpa call takes the math path
 }
+EAGER_ONLY = ("gemma-2-2b",)
 
 
-def workloads(seq, batches):
-    """fp32 / bf16-mixed x eager / sdpa x checkpointing x batch > 1 (AdamW, the default optimizer)."""
+def workloads(seq, batches, eager_only=False):
+    """fp32 / bf16-mixed x eager / sdpa x checkpointing x batch > 1 (AdamW, the default optimizer);
+    eager in place of sdpa for a model transformers runs eagerly only."""
     small, large = batches
     grid = [dict(precision="fp32", attention="sdpa", batch=small),
             dict(precision="bf16-mixed", attention="eager", batch=small),
@@ -58,7 +65,7 @@ def workloads(seq, batches):
             dict(precision="bf16-mixed", attention="sdpa", batch=large),
             dict(precision="bf16-mixed", attention="sdpa", batch=large, checkpointing="full"),
             dict(precision="fp32", attention="eager", batch=large, checkpointing="full")]
-    return [Workload(seq=seq, **w) for w in grid]
+    return [Workload(seq=seq, **dict(w, attention="eager") if eager_only else w) for w in grid]
 
 
 def label(w: Workload) -> str:
@@ -90,7 +97,7 @@ def main(argv=None) -> int:
     for name in names:
         path, seq, batches = CONFIGS[name]
         data = json.loads(path.read_text())
-        for w in workloads(seq, batches):
+        for w in workloads(seq, batches, name in EAGER_ONLY):
             r = case(data, str(path), w)
             rows.append(r)
             print(f"| {name} | {label(w)} | {r['peak'] / 2**30:.2f} GiB | {r['phase']} | {r['hf']:+.2%} | "

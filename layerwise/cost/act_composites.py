@@ -95,6 +95,7 @@ def _decoder_lm(b, tr: Trace, x: T) -> T:
         if name == "lm_head":
             if tr.policy.hf is not None:
                 act_hf.hold_hidden(tr, x)
+                return act_hf.softcap_logits(tr, run(child, name, tr, x))
             return run(child, name, tr, x)
         if name == "blocks" and tr.policy.hf is not None:  # --impl hf: mask and rotary tables
             act_hf.before_layers(tr, b.block.attn, x)
@@ -107,9 +108,10 @@ def _decoder_lm(b, tr: Trace, x: T) -> T:
     try:
         tr.begin()
         w = tr.param("/" + _join(tr, "embed.weight"), b.vocab_size * b.d_model, b.trainable, (b.vocab_size, b.d_model))
-        return tr.mm(x, w, (*x.shape[:-1], b.vocab_size), b_key=_join(tr, "embed.weight"))
+        logits = tr.mm(x, w, (*x.shape[:-1], b.vocab_size), b_key=_join(tr, "embed.weight"))
     finally:
         tr.path.pop()
+    return logits if tr.policy.hf is None else act_hf.softcap_logits(tr, logits)
 
 
 def _join(tr: Trace, name: str) -> str:

@@ -38,6 +38,14 @@ class HFOps:
     fused_qkv: bool = False  # one projection for q, k, v (GPT-2's c_attn, NeoX's query_key_value, Phi-3)
     fused_gate_up: bool = False  # Phi-3's gate_up_proj
     rope_cat: bool = False  # Phi-3's apply_rotary_pos_emb concatenates even with the whole head rotated
+    llama_rmsnorm: bool = False  # LlamaRMSNorm-style Python norm (weight * x.to(input_dtype)), not Gemma's
+    attn_softcap: float = 0.0  # Gemma 2's attn_logit_softcapping: tanh(scores / cap) * cap in eager
+    logit_softcap: float = 0.0  # Gemma 2's final_logit_softcapping on the logits
+    window: int = 0  # the config's sliding_window, for the layers `sliding` marks (Gemma 2/3's layer_types)
+    sliding: tuple[bool, ...] = ()  # per layer: a sliding_attention layer; () = every layer as its spec says
+    rope_per_type: bool = False  # Gemma 3: one pair of rotary tables per layer type (local and global bases)
+    falcon: bool = False  # FalconAttention: sdpa called directly (k, v heads broadcast, no enable_gqa)
+    kv_broadcast: bool = False  # Falcon's new_decoder_architecture: k, v broadcast to every query head
 
 
 def _low(tr: Trace, t: T) -> str:
@@ -45,11 +53,31 @@ def _low(tr: Trace, t: T) -> str:
     return tr.policy.autocast or t.dtype
 
 
-def causal_mask(tr: Trace, bsz: int, s: int, sk: int) -> T:
-    """The (B, 1, S, Sk) additive mask, made once per forward (the trace holds it until the head)."""
-    key = ("mask", bsz, s, sk)
-    if key not in tr.shared:
-        tr.shared[key] = tr.new((bsz, 1, s, sk), tr.policy.dtype, False)
+def _layer_sliding(tr: Trace) -> bool:
+    """This layer is one of HFOps.sliding's sliding_attention layers (its index follows "blocks")."""
+    hf = tr.policy.hf
+    if not hf.sliding or "blocks" not in tr.path:
+        return False
+    i = tr.path.index("blocks") + 1
+    return i < len(tr.path) and tr.path[i].isdigit() and hf.sliding[int(tr.path[i]) % len(hf.sliding)]
+
+
+def _windowed(tr: Trace, b, sk: int) -> bool:
+    """sdpa gets an explicit mask: the window reaches into the keys (masking_utils'
+    _ignore_causal_mask_sdpa: kv_length >= the window); Gemma's full layers get none."""
+    hf = tr.policy.hf
+    if hf.sliding:
+        return _layer_sliding(tr) and sk >= hf.window
+    return bool(b.sliding_window) and sk > b.sliding_window
+
+
+def causal_mask(tr: Trace, bsz: int, s: int, sk: int, kind: str = "full") -> T:
+    """The (B, 1, S, Sk) additive mask, made once per forward (the trace holds it until the head);
+    Gemma 2/3 make a full and a sliding one (kind)."""
+    key = ("mask", bsz, s, sk, kind)
+    if key not in tr.shared:  # sdpa_mask makes a bool one, eager_mask an additive one
+        dtype = "bool" if tr.policy.attention == "sdpa" else tr.policy.dtype
+        tr.shared[key] = tr.new((bsz, 1, s, sk), dtype, False)
     return tr.shared[key]
 
 
@@ -81,6 +109,19 @@ def fused(tr: Trace, on: bool):
         yield
     finally:
         del tr.shared[("fused",)]
+
+
+def falcon_kv(tr: Trace, k: T, v: T, h: int) -> tuple[T, T]:
+    """FalconAttention._split_heads (new_decoder_architecture): key and value broadcast_to every query
+    head and flatten(2, 3): (B, S, H, Dh) copies, transposed and reshaped into (B, H, S, Dh) copies."""
+    if not tr.policy.hf.kv_broadcast or k.shape[1] == h:
+        return k, v
+    out = []
+    for t in (k, v):
+        flat = tr.new((t.shape[0], h, t.shape[2], t.shape[3]), t.dtype, t.grad)
+        out.append(tr.new(flat.shape, t.dtype, t.grad))
+        del flat
+    return out[0], out[1]
 
 
 def contiguous_query(tr: Trace, b) -> bool:
@@ -139,8 +180,16 @@ def eager(tr: Trace, b, q: T, k: T, v: T) -> T:
     scores = tr.new((bsz, h, s, sk), low, grad)
     scaled = tr.new(scores.shape, low, grad)  # * scaling
     del scores
+    if hf.attn_softcap:  # / softcap, tanh (saves its output), * softcap
+        capped = tr.new(scaled.shape, low, grad)
+        del scaled
+        th = tr.new(capped.shape, low, grad)
+        del capped
+        tr.save(th)
+        scaled = tr.new(th.shape, low, grad)
+        del th
     if hf.causal_mask:
-        mask = causal_mask(tr, bsz, s, sk)
+        mask = causal_mask(tr, bsz, s, sk, "sliding" if _layer_sliding(tr) else "full")
         scaled = tr.new(scaled.shape, promote(low, mask.dtype), grad)  # + attention_mask
     probs = tr.new(scaled.shape, "fp32" if hf.softmax_fp32 else scaled.dtype, grad)
     del scaled
@@ -165,14 +214,14 @@ def sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
     bsz, h, s, dh = q.shape
     sk = k.shape[2]
     q, k, v = (tr.low(t) for t in (q, k, v))
-    if b.dropout > 0:
+    if b.dropout > 0 or (tr.policy.hf.falcon and k.shape[1] != h):
+        # Falcon passes multi-query k, v of one head as they are: CPU sdpa broadcasts them on its math path
         return _math(tr, b, q, k, v)
     grad = q.grad or k.grad or v.grad
-    windowed = bool(b.sliding_window) and sk > b.sliding_window
-    if windowed:
-        mask = causal_mask(tr, bsz, s, sk)
+    if _windowed(tr, b, sk):  # the bool mask, made once, becomes an additive one in q's dtype per call
+        causal_mask(tr, bsz, s, sk, "sliding" if _layer_sliding(tr) else "full")
         k, v = (tr.new((bsz, h, sk, dh), t.dtype, t.grad) if t.shape[1] != h else t for t in (k, v))
-        tr.save(mask)
+        tr.save(tr.new((bsz, 1, s, sk), q.dtype, False))
     out = tr.new(q.shape, q.dtype, grad)
     tr.save(q, k, v, out, tr.new((bsz, h, s), "fp32", False))
     return out
@@ -229,16 +278,38 @@ def before_layers(tr: Trace, attn, x: T) -> None:
     """The base model's forward makes the rotary tables and the mask before its first layer; with
     activation checkpointing every layer's checkpoint keeps them (they are its arguments)."""
     bsz, s = x.shape[0], x.shape[1]
+    hf = tr.policy.hf
     made = []
     if attn.rope is not None:
         key = ("rope", s, attn.rope.rotated)
         tr.shared[key] = [tr.new((1, s, attn.rope.rotated), tr.policy.dtype, False) for _ in range(2)]
         made += tr.shared[key]
-    windowed = bool(attn.sliding_window) and s > attn.sliding_window
-    if tr.policy.hf.causal_mask and (tr.policy.attention == "eager" or windowed):
+        if hf.rope_per_type and len(set(hf.sliding)) == 2:  # Gemma 3: the local layers' tables too
+            tr.shared[("rope_local",)] = [tr.new((1, s, attn.rope.rotated), tr.policy.dtype, False) for _ in range(2)]
+            made += tr.shared[("rope_local",)]
+    if hf.sliding:  # Gemma 2/3: both masks made, whichever layers use them; sdpa: the window's only
+        if tr.policy.attention == "eager":
+            made.append(causal_mask(tr, bsz, s, s))
+        if tr.policy.attention == "eager" or s >= hf.window:
+            made.append(causal_mask(tr, bsz, s, s, "sliding"))
+    elif hf.causal_mask and (tr.policy.attention == "eager" or (bool(attn.sliding_window) and s > attn.sliding_window)):
         made.append(causal_mask(tr, bsz, s, s))
     if tr.policy.checkpointing == "full":
         tr.save(*made)
+
+
+def softcap_logits(tr: Trace, logits: T) -> T:
+    """Gemma2ForCausalLM: logits / cap, tanh (saves its output), * cap, before the loss."""
+    if not tr.policy.hf.logit_softcap:
+        return logits
+    tr.begin(".softcap")
+    capped = tr.new(logits.shape, logits.dtype, logits.grad)
+    del logits
+    th = tr.new(capped.shape, capped.dtype, capped.grad)
+    del capped
+    if th.grad:
+        tr.save(th)
+    return tr.new(th.shape, th.dtype, th.grad)
 
 
 def after_layers(tr: Trace) -> None:

@@ -199,12 +199,15 @@ def rmsnorm_op(tr: Trace, x: T, d: int, trainable: bool, prefix: str = "") -> T:
     rstd (R, 1) fp32, and, only when the weight trains, x * rstd (fp32, x's shape) for the
     weight's gradient (a frozen norm under LoRA keeps no x * rstd: measured in tests/cost)."""
     w = tr.param(prefix + "weight", d, trainable)
-    out = tr.new(x.shape, x.dtype, x.grad or w.grad)
+    # --impl hf, LlamaRMSNorm in Python ops: weight * normed.to(input_dtype) saves the normalised x
+    # in x's dtype and promotes the result to the weight's fp32 (low only for Qwen3's q/k norms)
+    python = tr.policy.hf is not None and tr.policy.hf.llama_rmsnorm
+    out = tr.new(x.shape, "fp32" if python else x.dtype, x.grad or w.grad)
     if out.grad:
         src = x if x.dtype == "fp32" else tr.new(x.shape, "fp32", x.grad)
         tr.save(src, tr.new((x.numel // d, 1), "fp32", False))
         if w.grad:
-            tr.save(tr.new(x.shape, "fp32", False))
+            tr.save(tr.new(x.shape, x.dtype if python else "fp32", False))
     return out
 
 

@@ -133,6 +133,8 @@ def _attention(b, tr: Trace, x: T) -> T:
         q, k = run(b.q_norm, "q_norm", tr, q), run(b.k_norm, "k_norm", tr, k)
         tr.begin(".core")
     q, k, v = (tr.view(t, (t.shape[0], t.shape[2], t.shape[1], t.shape[3])) for t in (q, k, v))
+    if tr.policy.hf is not None:  # Falcon's new architecture: k, v broadcast to every head
+        k, v = act_hf.falcon_kv(tr, k, v, h)
     if b.rope is not None and tr.policy.hf is not None:
         q, k = act_hf.rope(tr, b, q, k)
     elif b.rope is not None:

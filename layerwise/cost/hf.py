@@ -36,6 +36,14 @@ DROPOUT_KEYS = {
     "llama": (None, None, "attention_dropout"),
     "mistral": (None, None, "attention_dropout"),
     "qwen2": (None, None, "attention_dropout"),
+    "qwen3": (None, None, "attention_dropout"),
+    "gemma": (None, None, "attention_dropout"),
+    "gemma2": (None, None, "attention_dropout"),
+    "gemma3_text": (None, None, "attention_dropout"),
+    "mixtral": (None, None, "attention_dropout"),
+    "qwen2_moe": (None, None, "attention_dropout"),
+    "qwen3_moe": (None, None, "attention_dropout"),
+    "falcon": (None, "hidden_dropout", None),  # dropout_add after the MLP; the rotary attention applies none
 }
 # transformers' config defaults for those keys (configuration_<type>.py)
 _DEFAULTS = {"embd_pdrop": 0.1, "resid_pdrop": 0.1, "attn_pdrop": 0.1, "hidden_dropout_prob": 0.1,
@@ -46,7 +54,10 @@ _MODEL_DEFAULTS = {("phi", "resid_pdrop"): 0.0, ("phi", "embd_pdrop"): 0.0, ("ph
 _SOFTMAX_IN_SCORES_DTYPE = ("gpt2", "bert", "roberta")
 _ENCODERS = ("bert", "roberta", "vit")
 # one matmul for q, k and v: GPT2Attention.c_attn, GPTNeoXAttention.query_key_value, Phi3Attention.qkv_proj
-_FUSED_QKV = ("gpt2", "gpt_neox", "phi3")
+_FUSED_QKV = ("gpt2", "gpt_neox", "phi3", "falcon")
+# *RMSNorm.forward as LlamaRMSNorm: `self.weight * hidden_states.to(input_dtype)` (Gemma's computes
+# `output * (1.0 + self.weight.float())` in fp32 and casts back, as torch.rms_norm does)
+_LLAMA_RMSNORM = ("llama", "mistral", "qwen2", "phi3", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe")
 
 
 def _rate(data: dict, model_type: str, key: str | None) -> float:
@@ -74,9 +85,44 @@ def hf_ops(data: dict) -> HFOps:
     act = data.get("activation_function" if model_type == "gpt2" else "hidden_act")
     if act is None:
         act = {"gpt2": "gelu_new", "phi": "gelu_new"}.get(model_type)
-    return HFOps(softmax_fp32=model_type not in _SOFTMAX_IN_SCORES_DTYPE, causal_mask=model_type not in _ENCODERS,
-                 python_gelu=act == "gelu_new", fused_qkv=model_type in _FUSED_QKV,
-                 fused_gate_up=model_type == "phi3", rope_cat=model_type == "phi3")
+    ops = HFOps(softmax_fp32=model_type not in _SOFTMAX_IN_SCORES_DTYPE, causal_mask=model_type not in _ENCODERS,
+                python_gelu=act == "gelu_new", fused_qkv=model_type in _FUSED_QKV,
+                fused_gate_up=model_type == "phi3", rope_cat=model_type in ("phi3", "falcon"),
+                llama_rmsnorm=model_type in _LLAMA_RMSNORM)
+    if model_type == "falcon":
+        return replace(ops, falcon=True, kv_broadcast=data.get("new_decoder_architecture") is True)
+    return replace(ops, **_gemma_ops(data)) if model_type in ("gemma2", "gemma3_text") else ops
+
+
+def _cap(data: dict, key: str, default: float | None) -> float:
+    value = data.get(key, default)
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise LayerwiseError(f"config.json: {key!r} must be a positive number or null, got {value!r}")
+    return float(value)
+
+
+def _gemma_ops(data: dict) -> dict:
+    """Gemma 2/3 (configuration_gemma2.py, configuration_gemma3.py, transformers 5.23): soft-capping
+    (Gemma 2's defaults 50 and 30; Gemma 3 none), and layer_types: Gemma 2 alternates sliding and
+    full from layer 0, Gemma 3 has a full layer every sliding_window_pattern (6)."""
+    gemma2 = data["model_type"] == "gemma2"
+    n = data.get("num_hidden_layers")
+    types = data.get("layer_types")
+    if types is None and isinstance(n, int):
+        pattern = 2 if gemma2 else data.get("sliding_window_pattern", 6)
+        if isinstance(pattern, bool) or not isinstance(pattern, int) or pattern < 1:
+            raise LayerwiseError(f"config.json: 'sliding_window_pattern' must be a positive integer, got {pattern!r}")
+        types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n)]
+    if not isinstance(types, list) or not all(t in ("sliding_attention", "full_attention") for t in types):
+        raise LayerwiseError(f"config.json: 'layer_types' must list 'sliding_attention' / 'full_attention', got {types!r}")
+    window = data.get("sliding_window", 4096 if gemma2 else 512)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise LayerwiseError(f"config.json: 'sliding_window' must be a positive integer, got {window!r}")
+    return dict(attn_softcap=_cap(data, "attn_logit_softcapping", 50.0 if gemma2 else None),
+                logit_softcap=_cap(data, "final_logit_softcapping", 30.0 if gemma2 else None),
+                window=window, sliding=tuple(t == "sliding_attention" for t in types), rope_per_type=not gemma2)
 
 
 def hf_spec(model: Model, data: dict) -> Model:
@@ -102,6 +148,16 @@ def _with(node: Block, **changes) -> Block:
     return node if all(getattr(node, k) == v for k, v in changes.items()) else replace(node, **changes)
 
 
+def check_hf_attention(data: dict, workload: Workload) -> None:
+    """Gemma2PreTrainedModel._supports_sdpa is False (sdpa cannot soft-cap the scores): transformers
+    refuses attn_implementation="sdpa", so --attention sdpa has no HF step to describe."""
+    from layerwise.spec.errors import WorkloadError
+
+    if data.get("model_type") == "gemma2" and workload.attention == "sdpa":
+        raise WorkloadError("--attention sdpa does not apply to --impl hf for model_type 'gemma2' (transformers' "
+                            "Gemma 2 runs eager attention only: sdpa cannot soft-cap the scores); use --attention eager")
+
+
 def hf_training_memory(model: Model, data: dict, workload: Workload, *, timeline: bool = False):
     """The cost reading of transformers' training step for `data` (model: our import of it)."""
     from layerwise.cost.memory import training_memory
@@ -109,6 +165,7 @@ def hf_training_memory(model: Model, data: dict, workload: Workload, *, timeline
 
     if workload.mode != "train":
         raise WorkloadError(f"--mode {workload.mode} does not apply to --impl hf (a training step is modelled)")
+    check_hf_attention(data, workload)
     ops = hf_ops(data)
     if ops.causal_mask and data.get("use_cache", True) and workload.checkpointing == "none":
         ops = replace(ops, cache=True)  # checkpointing: transformers turns use_cache off

@@ -21,12 +21,14 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
+from layerwise.cost.hf import check_hf_attention
 from layerwise.spec.errors import LayerwiseError, WorkloadError
 from layerwise.workload import Workload
 
 # mixtral is left out: transformers 5.23 runs its experts through torch._grouped_mm (bf16 only on CPU)
 # or a data-dependent torch.where over the routing, neither of which fake tensors can run
-DECODERS = ("llama", "mistral", "qwen2", "phi3", "phi", "gpt2", "gpt_neox", "opt")
+DECODERS = ("llama", "mistral", "qwen2", "phi3", "phi", "gpt2", "gpt_neox", "opt", "qwen3", "gemma", "gemma2",
+            "gemma3_text", "mixtral", "qwen2_moe", "qwen3_moe", "falcon")
 ENCODERS = ("bert", "roberta")
 
 
@@ -90,6 +92,7 @@ def hf_model(data: dict, where: str, workload: Workload, spec) -> HFModel:
     """The HF model for `data`, fed the same input as our reading of it (`spec`: the importer's Model)."""
     transformers = require_transformers()
     check_hf_workload(workload)
+    check_hf_attention(data, workload)
     config = hf_config(data, where)
     config._attn_implementation = workload.attention  # what attn_implementation= sets
     if workload.checkpointing == "full" and hasattr(config, "use_cache"):

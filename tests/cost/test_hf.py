@@ -8,11 +8,12 @@ import json
 import pytest
 
 from layerwise.cli import main
-from layerwise.cost.hf import hf_dropouts, hf_training_memory
+from layerwise.cost.hf import hf_dropouts, hf_ops, hf_training_memory
 from layerwise.cost.memory import training_memory
 from layerwise.measure.hf import hf_model
 from layerwise.measure.step import measure_step
 from layerwise.presets.hf import from_hf_config
+from layerwise.spec.errors import WorkloadError
 from layerwise.workload import Workload
 
 D = {"hidden_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 352,
@@ -33,6 +34,17 @@ CONFIGS = {
     "vit": {"model_type": "vit", "image_size": 48, "patch_size": 4, "hidden_size": 128, "intermediate_size": 352,
             "num_hidden_layers": 2, "num_attention_heads": 4, "architectures": ["ViTForImageClassification"],
             "id2label": {"0": "a", "1": "b", "2": "c"}},
+    # Qwen3's q/k RMSNorm runs on the low q_proj output under autocast (LlamaRMSNorm saves it low)
+    "qwen3": dict(D, model_type="qwen3", num_key_value_heads=2, head_dim=32),
+    "gemma": dict(D, model_type="gemma", num_key_value_heads=1, head_dim=32),
+    # a 64-token window under seq 160: sdpa gets the sliding layers' mask (pattern 2: one of each)
+    # Falcon-7B's wiring (multi-query: sdpa's math path) and Falcon-40B's (k, v broadcast to every head)
+    "falcon": {"model_type": "falcon", "hidden_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2,
+               "vocab_size": 1024},
+    "falcon_new": {"model_type": "falcon", "hidden_size": 128, "num_attention_heads": 4, "num_kv_heads": 2,
+                   "new_decoder_architecture": True, "num_hidden_layers": 2, "vocab_size": 1024},
+    "gemma3_text": dict(D, model_type="gemma3_text", num_key_value_heads=2, head_dim=32, sliding_window=64,
+                        sliding_window_pattern=2),
 }
 WORKLOADS = {
     "fp32-sdpa": dict(precision="fp32", attention="sdpa", batch=2),
@@ -63,6 +75,40 @@ def _check(cost, measured):
     forward = max((p for p in cost.phases if p.name == "forward"), key=lambda p: p.total)
     gap = forward.components.activations - measured.phase_components["forward"]["activations"]
     assert abs(gap) <= 0.02 * measured.peak_bytes
+
+
+# Gemma 2: eager attention only (transformers refuses sdpa); scores and logits soft-capped,
+# sliding and full layers alternating, each with its own mask
+GEMMA2 = {"gemma2": dict(D, model_type="gemma2", num_key_value_heads=2, head_dim=32, sliding_window=64)}
+EAGER = {k: w for k, w in WORKLOADS.items() if w["attention"] == "eager"}
+EAGER["bf16mixed-eager-b4"] = dict(precision="bf16-mixed", attention="eager", batch=4)
+
+
+@pytest.mark.parametrize("workload", EAGER.values(), ids=EAGER.keys())
+def test_gemma2_soft_capping_and_both_masks(workload):
+    spec, data, w, measured = _both("gemma2", configs=GEMMA2, **workload)
+    _check(hf_training_memory(spec, data, w), measured)
+    # our build has no soft-capping: the tanh outputs of every layer's scores and of the logits are missing
+    assert training_memory(spec, w).peak_bytes < 0.9 * measured.peak_bytes
+
+
+def test_gemma2_sdpa_is_refused_by_both_readings():
+    data = GEMMA2["gemma2"]
+    w = Workload(seq=32, attention="sdpa")
+    with pytest.raises(WorkloadError, match="--attention sdpa"):
+        hf_training_memory(from_hf_config(data), data, w)
+    with pytest.raises(WorkloadError, match="--attention sdpa"):
+        hf_model(data, "config.json", w, from_hf_config(data))
+
+
+def test_gemma_layer_types_come_from_the_config():
+    """Gemma 2 alternates from a sliding layer 0; Gemma 3 has a full layer every 6th; layer_types wins."""
+    assert hf_ops(dict(GEMMA2["gemma2"], num_hidden_layers=4)).sliding == (True, False, True, False)
+    gemma3 = dict(D, model_type="gemma3_text", num_hidden_layers=7)
+    assert hf_ops(gemma3).sliding == (True,) * 5 + (False, True)
+    assert (hf_ops(gemma3).attn_softcap, hf_ops(gemma3).logit_softcap, hf_ops(gemma3).window) == (0.0, 0.0, 512)
+    assert (hf_ops(GEMMA2["gemma2"]).attn_softcap, hf_ops(GEMMA2["gemma2"]).logit_softcap) == (50.0, 30.0)
+    assert hf_ops(dict(gemma3, layer_types=["full_attention"] * 7)).sliding == (False,) * 7
 
 
 # checkpointing at wider sizes: one recomputed layer of a 2-layer toy is half its activations, and
