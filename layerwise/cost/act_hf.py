@@ -220,7 +220,10 @@ def sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
     grad = q.grad or k.grad or v.grad
     if _windowed(tr, b, sk):  # the bool mask, made once, becomes an additive one in q's dtype per call
         causal_mask(tr, bsz, s, sk, "sliding" if _layer_sliding(tr) else "full")
-        k, v = (tr.new((bsz, h, sk, dh), t.dtype, t.grad) if t.shape[1] != h else t for t in (k, v))
+        # repeat_kv: a copy, except one kv head (multi-query) in the dtype it already had, whose
+        # expand(.., H, ..).reshape is a stride-0 view (autocast then casts that view to H heads)
+        k, v = (tr.new((bsz, h, sk, dh), t.dtype, t.grad)
+                if t.shape[1] != h and (t.shape[1] != 1 or tr.policy.autocast) else t for t in (k, v))
         tr.save(tr.new((bsz, 1, s, sk), q.dtype, False))
     out = tr.new(q.shape, q.dtype, grad)
     tr.save(q, k, v, out, tr.new((bsz, h, s), "fp32", False))

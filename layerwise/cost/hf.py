@@ -40,9 +40,6 @@ DROPOUT_KEYS = {
     "gemma": (None, None, "attention_dropout"),
     "gemma2": (None, None, "attention_dropout"),
     "gemma3_text": (None, None, "attention_dropout"),
-    "mixtral": (None, None, "attention_dropout"),
-    "qwen2_moe": (None, None, "attention_dropout"),
-    "qwen3_moe": (None, None, "attention_dropout"),
     "falcon": (None, "hidden_dropout", None),  # dropout_add after the MLP; the rotary attention applies none
 }
 # transformers' config defaults for those keys (configuration_<type>.py)

@@ -28,7 +28,7 @@ from layerwise.workload import Workload
 # mixtral is left out: transformers 5.23 runs its experts through torch._grouped_mm (bf16 only on CPU)
 # or a data-dependent torch.where over the routing, neither of which fake tensors can run
 DECODERS = ("llama", "mistral", "qwen2", "phi3", "phi", "gpt2", "gpt_neox", "opt", "qwen3", "gemma", "gemma2",
-            "gemma3_text", "mixtral", "qwen2_moe", "qwen3_moe", "falcon")
+            "gemma3_text", "falcon")
 ENCODERS = ("bert", "roberta")
 
 
