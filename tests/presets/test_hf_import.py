@@ -16,7 +16,8 @@ from layerwise.spec.model import Model
 from refdata import HF_CONFIGS as CONFIGS
 AS_PRESET = {"gpt2": "gpt2", "gpt2-medium": "gpt2-medium", "llama-2-7b": "llama-2-7b", "llama-2-13b": "llama-2-13b",
              "mistral-7b-v0.1": "mistral-7b", "mixtral-8x7b-v0.1": "mixtral-8x7b", "bert-base-uncased": "bert-base",
-             "vit-base-patch16-224": "vit-b-16"}
+             "vit-base-patch16-224": "vit-b-16", "qwen3-0.6b": "qwen3-0.6b", "gemma-2b": "gemma-2b",
+             "gemma-2-2b": "gemma-2-2b", "gemma-3-1b-pt": "gemma-3-1b", "falcon-7b": "falcon-7b"}
 
 
 def test_every_refdata_config_is_covered():
