@@ -137,17 +137,20 @@ class AttentionModule(nn.Module):
         k_cache[:, :, start:end] = k
         v_cache[:, :, start:end] = v
         k, v = k_cache[:, :, :end], v_cache[:, :, :end]
+        if self.impl == "eager" and bias is None:  # --attention eager decodes eagerly too
+            return self._eager(q, k, v, offset=start)
         mask = attention_mask(q.shape[2], end, self.causal, self.window, q.device, offset=start)
         if bias is not None:  # (1, H, S, end) for these query positions
             mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.n_heads)
 
-    def _eager(self, q, k, v):
+    def _eager(self, q, k, v, offset: int = 0):
+        """offset: the queries' first position (a KV-cached decode step's)."""
         group = self.n_heads // self.kv_heads
         if group > 1:  # GQA/MQA: each kv head serves `group` query heads
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         scores = (q @ k.transpose(-2, -1)) * self.d_head ** -0.5  # (B, H, S, Sk)
-        mask = attention_mask(q.shape[2], k.shape[2], self.causal, self.window, q.device)
+        mask = attention_mask(q.shape[2], k.shape[2], self.causal, self.window, q.device, offset=offset)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         probs = F.dropout(scores.softmax(dim=-1), self.p, self.training)

@@ -11,6 +11,19 @@ from layerwise.spec.errors import WorkloadError
 
 
 def _rope(tr: Trace, t: T, tables: list[T]) -> T:
+    """build/attention.py's RotaryEmbedding.rotate. Partial rotary (tables narrower than the head:
+    Phi-2, GPT-NeoX): the leading dims (a view) are rotated and concatenated with the rest, a new
+    full-width tensor; the rotated part dies with the cat."""
+    rot = tables[0].shape[-1]
+    if rot == t.shape[-1]:
+        return _rope_whole(tr, t, tables)
+    part = _rope_whole(tr, tr.view(t, (*t.shape[:-1], rot)), tables)
+    out = tr.new(t.shape, t.dtype, t.grad)
+    del part
+    return out
+
+
+def _rope_whole(tr: Trace, t: T, tables: list[T]) -> T:
     """x * cos + rotate_half(x) * sin: the muls save cos and sin (cast to x's dtype: `.to()` is
     a new tensor per call unless x is fp32, where it is the fp32 table itself)."""
     cos, sin = tables
@@ -44,7 +57,8 @@ def _rope_no_grad(tr: Trace, t: T, cos: T, sin: T) -> T:
 
 def _eager(tr: Trace, b, q: T, k: T, v: T) -> T:
     """matmul reshapes the transposed q, k^T, v into (B*H, ., .) copies and saves them; masked_fill
-    saves the (S, Sk) bool mask; softmax saves its output, which the second bmm saves too."""
+    saves the (S, Sk) bool mask; softmax saves its output, which the second bmm saves too. The mask
+    is a local of build/attention.py's _eager: alive to its return even when nothing is saved."""
     bsz, h, s, dh = q.shape
     sk = k.shape[2]
     grad = q.grad or k.grad or v.grad
@@ -53,8 +67,9 @@ def _eager(tr: Trace, b, q: T, k: T, v: T) -> T:
     scores = tr.new((bsz, h, s, sk), q.dtype, grad)
     tr.save(q_c, k_c)
     del q_c, k_c  # matmul's internal copies: alive only if saved
-    if b.causal or b.sliding_window:
-        tr.save(tr.new((s, sk), "bool", False))
+    mask = tr.new((s, sk), "bool", False) if b.causal or b.sliding_window else None
+    if mask is not None:
+        tr.save(mask)
     probs = tr.new(scores.shape, scores.dtype, grad)
     tr.save(probs)
     probs = dropout_op(tr, probs, b.dropout)
@@ -114,6 +129,41 @@ def _sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
     return out
 
 
+def _cache_mask(tr: Trace, b, s: int, sk: int) -> T | None:
+    """build/attention.py's attention_mask for a KV-cached call: the query and key positions
+    (int64 aranges), the (S, Sk) bool `keep`, and its transient comparisons (causal: j <= i; a
+    window: (i - j) and its abs in int64, then < window)."""
+    if not b.causal and not b.sliding_window:
+        return None
+    i, j = tr.new((s,), "int64", False), tr.new((sk,), "int64", False)
+    keep = tr.new((s, sk), "bool", False)
+    if b.causal:
+        le = tr.new((s, sk), "bool", False)
+        del le
+    if b.sliding_window:
+        diff = tr.new((s, sk), "int64", False)
+        dist = tr.new((s, sk), "int64", False)
+        del diff
+        near = tr.new((s, sk), "bool", False)
+        del dist, near
+    del i, j
+    return keep
+
+
+def _sdpa_cached(tr: Trace, b, q: T, k: T, v: T) -> T:
+    """build/attention.py's _cached under sdpa (inference): k, v go into the cache (an in-place copy;
+    sdpa reads the cache's first Sk positions), the bool mask is made explicitly, and CPU sdpa turns
+    it into an additive (S, Sk) mask in q's dtype (`where`) for its flash kernel: output and
+    logsumexp as _sdpa's; the additive mask dies when sdpa returns, the bool one when _cached does."""
+    bsz, h, s, dh = q.shape
+    keep = _cache_mask(tr, b, s, k.shape[2])
+    additive = tr.new((s, k.shape[2]), q.dtype, False) if keep is not None else None
+    out = tr.new(q.shape, q.dtype, False)
+    lse = tr.new((bsz, h, s), "fp32", False)
+    del lse, additive, keep
+    return out
+
+
 @act("attention")
 def _attention(b, tr: Trace, x: T) -> T:
     bsz, s, _ = x.shape
@@ -138,9 +188,12 @@ def _attention(b, tr: Trace, x: T) -> T:
     if b.rope is not None and tr.policy.hf is not None:
         q, k = act_hf.rope(tr, b, q, k)
     elif b.rope is not None:
-        tables = [tr.new((s, dh), "fp32", False), tr.new((s, dh), "fp32", False)]
+        rot = b.rope.rotated  # cos, sin (S, rotated) fp32
+        tables = [tr.new((s, rot), "fp32", False), tr.new((s, rot), "fp32", False)]
         q, k = _rope(tr, q, tables), _rope(tr, k, tables)
     core = _eager if tr.policy.attention == "eager" else _sdpa
+    if getattr(tr, "prefill_cache", False) and not tr.policy.grad and core is _sdpa:
+        core = _sdpa_cached  # a prefill through the KV cache (build/attention.py's _cached)
     if b.score_bias:  # T5: scores + bias (act_seq2seq); a bias that needs grad sends sdpa to the math path
         core = _biased
     if tr.policy.hf is not None:  # --impl hf: transformers' KV cache and attention functions
@@ -150,12 +203,20 @@ def _attention(b, tr: Trace, x: T) -> T:
         y = tr.checkpointed(lambda q_, k_, v_: core(tr, b, q_, k_, v_), q, k, v)
     else:
         y = core(tr, b, q, k, v)  # (B, H, S, d_head)
+    # sdpa's output takes the query's layout (empty_like(query)): a view of the (B, S, H, Dh)
+    # projection unless a partial rotary's cat made the query contiguous (B, H, S, Dh)
+    partial_rope = b.rope is not None and b.rope.rotated < b.rope.d_head
     if tr.policy.attention == "eager" or (b.dropout > 0 and tr.policy.autocast_device != "cuda") \
-            or act_hf.contiguous_query(tr, b):
-        y = tr.new((bsz, s, h * dh), y.dtype, y.grad)  # transpose(1, 2).reshape: a copy
+            or act_hf.contiguous_query(tr, b) or partial_rope:
+        # transpose(1, 2).reshape: a copy; our forward's `y` stays alive through o_proj
+        # (transformers' attention functions rebind theirs: it dies with the copy)
+        core_out = y if tr.policy.hf is None else None
+        y = tr.new((bsz, s, h * dh), y.dtype, y.grad)
     else:
         y = tr.view(y, (bsz, s, h * dh))
-    return run(b.o_proj, "o_proj", tr, y)
+    out = run(b.o_proj, "o_proj", tr, y)
+    del y
+    return out
 
 
 def _cross_cached(b, tr: Trace, x: T) -> T:

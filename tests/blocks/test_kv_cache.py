@@ -15,9 +15,18 @@ SMALL = dict(n_layers=2, d_model=64, n_heads=8, d_ff=96, vocab_size=97)
     ("llama-2-7b", dict(SMALL, n_kv_heads=2)),  # RoPE, GQA
     ("mistral-7b", dict(SMALL, n_kv_heads=2, sliding_window=5)),  # window shorter than the text
 ])
-def test_incremental_decode_equals_full_forward(name, over):
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_incremental_decode_equals_full_forward(name, over, impl, monkeypatch):
+    from layerwise.build.runtime import set_attention_impl
+
     torch.manual_seed(0)
     module = get_preset(name, **over).build().eval()
+    set_attention_impl(module, impl)
+    if impl == "eager":  # --attention eager decodes eagerly too (it once ran sdpa through the cache)
+        def refuse(*args, **kwargs):
+            raise AssertionError("sdpa called with --attention eager")
+
+        monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", refuse)
     ids = torch.randint(0, 97, (2, 12))
     with torch.no_grad():
         full = module(ids)
