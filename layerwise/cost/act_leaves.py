@@ -202,12 +202,32 @@ def rmsnorm_op(tr: Trace, x: T, d: int, trainable: bool, prefix: str = "") -> T:
     # --impl hf, LlamaRMSNorm in Python ops: weight * normed.to(input_dtype) saves the normalised x
     # in x's dtype and promotes the result to the weight's fp32 (low only for Qwen3's q/k norms)
     python = tr.policy.hf is not None and tr.policy.hf.llama_rmsnorm
+    if not (x.grad or w.grad) and not python:
+        return _rmsnorm_no_grad(tr, x, d)
     out = tr.new(x.shape, "fp32" if python else x.dtype, x.grad or w.grad)
     if out.grad:
         src = x if x.dtype == "fp32" else tr.new(x.shape, "fp32", x.grad)
         tr.save(src, tr.new((x.numel // d, 1), "fp32", False))
         if w.grad:
             tr.save(tr.new(x.shape, x.dtype if python else "fp32", False))
+    return out
+
+
+def _rmsnorm_no_grad(tr: Trace, x: T, d: int) -> T:
+    """Without grad (inference) torch.rms_norm runs as its composite (aten rms_norm, in fp32):
+    upcast = x.to(fp32); rstd = rsqrt(upcast.pow(2).mean(-1, keepdim).add_(eps)), the pow and mean
+    dying after it; upcast * rstd, then times the weight (the first product dies), then
+    .type_as(x). Most alive: the upcast, both products and rstd (measured op by op)."""
+    rows = x.numel // d
+    up = x if x.dtype == "fp32" else tr.new(x.shape, "fp32", False)
+    sq, ms = tr.new(x.shape, "fp32", False), tr.new((rows, 1), "fp32", False)
+    rstd = tr.new((rows, 1), "fp32", False)
+    del sq, ms
+    normed = tr.new(x.shape, "fp32", False)
+    scaled = tr.new(x.shape, "fp32", False)  # * weight
+    del normed, up
+    out = scaled if x.dtype == "fp32" else tr.new(x.shape, x.dtype, False)
+    del rstd, scaled
     return out
 
 

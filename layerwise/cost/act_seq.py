@@ -56,27 +56,43 @@ def _rope_no_grad(tr: Trace, t: T, cos: T, sin: T) -> T:
 
 
 def _eager(tr: Trace, b, q: T, k: T, v: T) -> T:
-    """matmul reshapes the transposed q, k^T, v into (B*H, ., .) copies and saves them; masked_fill
-    saves the (S, Sk) bool mask; softmax saves its output, which the second bmm saves too. The mask
-    is a local of build/attention.py's _eager: alive to its return even when nothing is saved."""
+    """build/attention.py's _eager, op by op. GQA/MQA: repeat_interleave'd k, v, contiguous
+    (B, H, Sk, Dh) copies alive to the return, which matmul reads as they are; MHA: matmul copies
+    the transposed q, k^T and v into (B*H, ., .) and saves the copies. q @ k^T, then * scale (the
+    product dies), masked_fill (the scaled scores die; it saves the bool mask, made by
+    attention_mask with ~mask alive during the fill); softmax saves its output, which the second
+    bmm saves too. The mask is a local of _eager: alive to its return even without grad."""
     bsz, h, s, dh = q.shape
     sk = k.shape[2]
     grad = q.grad or k.grad or v.grad
-    q_c = tr.new(q.shape, q.dtype, q.grad)
-    k_c = tr.new((bsz, h, sk, dh), k.dtype, k.grad)  # GQA: repeat_interleave'd, same size
-    scores = tr.new((bsz, h, s, sk), q.dtype, grad)
+    k_rep = v_rep = None
+    if k.shape[1] != h:
+        k_rep, v_rep = tr.new((bsz, h, sk, dh), k.dtype, k.grad), tr.new((bsz, h, sk, dh), v.dtype, v.grad)
+    # the (B, S, H, Dh) layout of the projections folds (B, H) into one batch dim as a view only
+    # when B or S is 1; a partial rotary's cat made q and k contiguous (B, H, S, Dh) already
+    cat = b.rope is not None and b.rope.rotated < b.rope.d_head
+    q_c = q if cat or bsz == 1 or s == 1 else tr.new(q.shape, q.dtype, q.grad)
+    k_c = k_rep if k_rep is not None else k if cat or bsz == 1 or sk == 1 else \
+        tr.new((bsz, h, sk, dh), k.dtype, k.grad)
+    product = tr.new((bsz, h, s, sk), q.dtype, grad)
     tr.save(q_c, k_c)
     del q_c, k_c  # matmul's internal copies: alive only if saved
-    mask = tr.new((s, sk), "bool", False) if b.causal or b.sliding_window else None
+    scores = tr.new(product.shape, q.dtype, grad)  # * d_head ** -0.5
+    del product
+    mask = _mask(tr, b, s, sk)
     if mask is not None:
         tr.save(mask)
+        inverted = tr.new((s, sk), "bool", False)
+        scores = tr.new(scores.shape, scores.dtype, grad)  # masked_fill
+        del inverted
     probs = tr.new(scores.shape, scores.dtype, grad)
     tr.save(probs)
     probs = dropout_op(tr, probs, b.dropout)
-    v_c = tr.new((bsz, h, sk, dh), v.dtype, v.grad)
+    v_c = v_rep if v_rep is not None else v if bsz == 1 or sk == 1 else tr.new((bsz, h, sk, dh), v.dtype, v.grad)
     tr.save(probs, v_c)
+    out = tr.new(q.shape, q.dtype, grad)  # the bmm reads the copy of v: it dies after
     del v_c
-    return tr.new(q.shape, q.dtype, grad)
+    return out
 
 
 def _math(tr: Trace, b, q: T, k: T, v: T) -> T:
@@ -129,8 +145,8 @@ def _sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
     return out
 
 
-def _cache_mask(tr: Trace, b, s: int, sk: int) -> T | None:
-    """build/attention.py's attention_mask for a KV-cached call: the query and key positions
+def _mask(tr: Trace, b, s: int, sk: int) -> T | None:
+    """build/attention.py's attention_mask (eager, and sdpa through the KV cache): the query and key positions
     (int64 aranges), the (S, Sk) bool `keep`, and its transient comparisons (causal: j <= i; a
     window: (i - j) and its abs in int64, then < window)."""
     if not b.causal and not b.sliding_window:
@@ -156,7 +172,7 @@ def _sdpa_cached(tr: Trace, b, q: T, k: T, v: T) -> T:
     it into an additive (S, Sk) mask in q's dtype (`where`) for its flash kernel: output and
     logsumexp as _sdpa's; the additive mask dies when sdpa returns, the bool one when _cached does."""
     bsz, h, s, dh = q.shape
-    keep = _cache_mask(tr, b, s, k.shape[2])
+    keep = _mask(tr, b, s, k.shape[2])
     additive = tr.new((s, k.shape[2]), q.dtype, False) if keep is not None else None
     out = tr.new(q.shape, q.dtype, False)
     lse = tr.new((bsz, h, s), "fp32", False)
@@ -206,7 +222,7 @@ def _attention(b, tr: Trace, x: T) -> T:
     # sdpa's output takes the query's layout (empty_like(query)): a view of the (B, S, H, Dh)
     # projection unless a partial rotary's cat made the query contiguous (B, H, S, Dh)
     partial_rope = b.rope is not None and b.rope.rotated < b.rope.d_head
-    if tr.policy.attention == "eager" or (b.dropout > 0 and tr.policy.autocast_device != "cuda") \
+    if tr.policy.attention == "eager" or _math_path(tr, b) \
             or act_hf.contiguous_query(tr, b) or partial_rope:
         # transpose(1, 2).reshape: a copy; our forward's `y` stays alive through o_proj
         # (transformers' attention functions rebind theirs: it dies with the copy)

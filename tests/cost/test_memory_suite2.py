@@ -28,6 +28,18 @@ CASES = {
     "pythia-sdpa-infer-fp16": ("pythia-1b", SMALL, dict(INFER, batch=4, seq=32, precision="fp16")),
     "pythia-sdpa-new16-fp16": ("pythia-1b", SMALL, dict(INFER, batch=4, seq=32, precision="fp16", new_tokens=16)),
     "phi-2-sdpa-infer-bf16-mixed": ("phi-2", SMALL, dict(INFER, batch=4, seq=64, precision="bf16-mixed")),
+    # attention dropout does not apply in eval: sdpa's flash output is a view for o_proj, not a copy
+    "gpt2-attn-dropout-infer-fp16": ("gpt2", dict(SMALL, attn_dropout=0.1), dict(INFER, batch=4, seq=64,
+                                                                                  precision="fp16")),
+    # no grad: torch.rms_norm's fp32 composite (upcast, x * rstd, * weight alive together); Qwen3's
+    # per-head q/k norms on (B, S, H, 128) made it -15.7%
+    "qwen3-eager-infer-bf16": ("qwen3-0.6b", dict(SMALL, n_kv_heads=1), dict(INFER, batch=2, seq=128,
+                                                                             precision="bf16", attention="eager")),
+    # eager without grad: the copy of v lives through the second bmm (-4.3%); GQA's repeat_interleave'd
+    # k, v and the sliding window's int64 (i - j) and abs while the mask is made (-4.7%)
+    "gpt2-eager-infer-b4": ("gpt2", SMALL, dict(INFER, batch=4, seq=32, precision="fp32", attention="eager")),
+    "mistral-eager-infer-window": ("mistral-7b", dict(SMALL, n_kv_heads=2, sliding_window=8),
+                                   dict(INFER, batch=1, seq=64, precision="fp32", attention="eager", device="cuda")),
 }
 
 
