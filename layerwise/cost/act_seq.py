@@ -55,13 +55,14 @@ def _rope_no_grad(tr: Trace, t: T, cos: T, sin: T) -> T:
     return out
 
 
-def _eager(tr: Trace, b, q: T, k: T, v: T) -> T:
+def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False) -> T:
     """build/attention.py's _eager, op by op. GQA/MQA: repeat_interleave'd k, v, contiguous
     (B, H, Sk, Dh) copies alive to the return, which matmul reads as they are; MHA: matmul copies
     the transposed q, k^T and v into (B*H, ., .) and saves the copies. q @ k^T, then * scale (the
     product dies), masked_fill (the scaled scores die; it saves the bool mask, made by
     attention_mask with ~mask alive during the fill); softmax saves its output, which the second
-    bmm saves too. The mask is a local of _eager: alive to its return even without grad."""
+    bmm saves too. The mask is a local of _eager: alive to its return even without grad.
+    `cached`: k, v are slices of the contiguous KV cache (a prefill through it), which fold as views."""
     bsz, h, s, dh = q.shape
     sk = k.shape[2]
     grad = q.grad or k.grad or v.grad
@@ -72,7 +73,7 @@ def _eager(tr: Trace, b, q: T, k: T, v: T) -> T:
     # when B or S is 1; a partial rotary's cat made q and k contiguous (B, H, S, Dh) already
     cat = b.rope is not None and b.rope.rotated < b.rope.d_head
     q_c = q if cat or bsz == 1 or s == 1 else tr.new(q.shape, q.dtype, q.grad)
-    k_c = k_rep if k_rep is not None else k if cat or bsz == 1 or sk == 1 else \
+    k_c = k_rep if k_rep is not None else k if cat or cached or bsz == 1 or sk == 1 else \
         tr.new((bsz, h, sk, dh), k.dtype, k.grad)
     product = tr.new((bsz, h, s, sk), q.dtype, grad)
     tr.save(q_c, k_c)
@@ -88,7 +89,8 @@ def _eager(tr: Trace, b, q: T, k: T, v: T) -> T:
     probs = tr.new(scores.shape, scores.dtype, grad)
     tr.save(probs)
     probs = dropout_op(tr, probs, b.dropout)
-    v_c = v_rep if v_rep is not None else v if bsz == 1 or sk == 1 else tr.new((bsz, h, sk, dh), v.dtype, v.grad)
+    v_c = v_rep if v_rep is not None else v if cached or bsz == 1 or sk == 1 else \
+        tr.new((bsz, h, sk, dh), v.dtype, v.grad)
     tr.save(probs, v_c)
     out = tr.new(q.shape, q.dtype, grad)  # the bmm reads the copy of v: it dies after
     del v_c
@@ -208,8 +210,9 @@ def _attention(b, tr: Trace, x: T) -> T:
         tables = [tr.new((s, rot), "fp32", False), tr.new((s, rot), "fp32", False)]
         q, k = _rope(tr, q, tables), _rope(tr, k, tables)
     core = _eager if tr.policy.attention == "eager" else _sdpa
-    if getattr(tr, "prefill_cache", False) and not tr.policy.grad and core is _sdpa:
-        core = _sdpa_cached  # a prefill through the KV cache (build/attention.py's _cached)
+    if getattr(tr, "prefill_cache", False) and not tr.policy.grad and not b.context_dim:
+        # a prefill through the KV cache (build/attention.py's _cached)
+        core = _sdpa_cached if core is _sdpa else (lambda tr_, b_, q_, k_, v_: _eager(tr_, b_, q_, k_, v_, cached=True))
     if b.score_bias:  # T5: scores + bias (act_seq2seq); a bias that needs grad sends sdpa to the math path
         core = _biased
     if tr.policy.hf is not None:  # --impl hf: transformers' KV cache and attention functions

@@ -281,8 +281,12 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         tied_b = _param_bytes(tr, tied)  # tied: the new gradient, then old + new summed
         # (fresh fp32 gradients are born as the .grad itself: the tracker counts them as gradients)
         own = 0 if step.extra or accum else fresh
-        computing = g_in + g_out + carry + step.extra + tied_b
-        attaching = g_in + carry + step.extra + 2 * tied_b
+        # gradient accumulation: .grad exists, so each new gradient is a temporary until
+        # AccumulateGrad adds it in place (torch/csrc/autograd/functions/accumulate_grad.h); under
+        # autocast it is the fp32 cast of the low gradient, made after the node's saved tensors go
+        acc = shard(_param_bytes(tr, new)) if accum else 0
+        computing = g_in + g_out + carry + step.extra + tied_b + (0 if step.extra else acc)
+        attaching = g_in + carry + step.extra + 2 * tied_b + (acc if step.extra else 0)
         # the step's own saved tensors are released when its node has run, before the attach
         acts = live
         if i in region_at:

@@ -40,6 +40,17 @@ CASES = {
     "gpt2-eager-infer-b4": ("gpt2", SMALL, dict(INFER, batch=4, seq=32, precision="fp32", attention="eager")),
     "mistral-eager-infer-window": ("mistral-7b", dict(SMALL, n_kv_heads=2, sliding_window=8),
                                    dict(INFER, batch=1, seq=64, precision="fp32", attention="eager", device="cuda")),
+    # eager through the KV cache: k and v are slices of the contiguous cache, which matmul folds
+    # as views (no copies of them; q's is made): +3.5%
+    "gpt2-eager-new16-b4": ("gpt2", SMALL, dict(INFER, batch=4, seq=32, precision="fp32", attention="eager",
+                                                new_tokens=16)),
+    # gradient accumulation: .grad exists, so each new gradient is a temporary until AccumulateGrad
+    # adds it (the head of a 1,000-class ViT: -10%); under autocast, the fp32 cast of the low one
+    "vit-fp16-grad-accum": ("vit-l-16", dict(n_layers=2, d_model=64, n_heads=4, d_ff=128, image_size=32, patch=8),
+                            dict(batch=1, precision="fp16", optimizer="adagrad", grad_accum=2)),
+    "resnet-bf16-mixed-grad-accum": ("resnet-34", dict(layers=(1, 1, 1, 1)),
+                                     dict(batch=4, image=(64, 64), precision="bf16-mixed", optimizer="sgd",
+                                          optimizer_impl="fused", grad_accum=2, device="cuda")),
 }
 
 
