@@ -14,7 +14,10 @@ FLOPs (1 MAC = 2 FLOPs). Matmul, per call, with unit = 2*B*H*S*Sk*d_head:
             sdpa runs its math path, counted as eager (FlopCtx.device)
   GQA/MQA repeat k and v to H heads before the products, so units count H heads.
 Other, per score element (B*H*S*Sk): scale 1, mask 1 (if causal or windowed), bias 1 (score_bias),
-softmax 5, dropout 2 (if dropout > 0); backward (if q or k needs grad): softmax 4, scale 1, dropout 2.
+softmax 5, dropout 2 (if dropout > 0), soft-capping 3 (divide, tanh, multiply: Gemma 2); backward (if
+q or k needs grad): softmax 4, scale 1, dropout 2, soft-capping 4 (the two scalings, tanh's 1 - y^2
+times the gradient). Soft-capping has no sdpa kernel: the built module computes the scores
+explicitly, so `sdpa` runs (and is counted as) eager there.
 """
 from __future__ import annotations
 
@@ -48,6 +51,8 @@ class Attention(Block):
     context_dim: int = 0  # > 0: cross attention; keys/values come from a context of this width
     context_len: int = 0  # cross attention: the context's length (for shapes and FLOPs)
     score_bias: bool = False  # scores + a (1, H, S, Sk) bias given per call (T5's relative positions)
+    scale: float = 0.0  # the scores' factor; 0: d_head ** -0.5 (Gemma 2/3: query_pre_attn_scalar ** -0.5)
+    softcap: float = 0.0  # > 0: scores -> softcap * tanh(scores / softcap) before the mask (Gemma 2)
     # children, derived from the fields above when left out
     q_proj: Block | None = None
     k_proj: Block | None = None
@@ -65,6 +70,10 @@ class Attention(Block):
         if self.n_heads % self.kv_heads:
             raise SpecError(f"attention.n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})")
         self._one_of("qk_norm", QK_NORMS)
+        for name in ("scale", "softcap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise SpecError(f"attention.{name} must be a finite number >= 0 (0: off), got {value!r}")
         p = self.dropout
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
             raise SpecError(f"attention.dropout must be in [0, 1), got {p!r}")
@@ -91,6 +100,10 @@ class Attention(Block):
     @property
     def head_dim(self) -> int:
         return self.d_head or self.d_model // self.n_heads
+
+    @property
+    def score_scale(self) -> float:
+        return self.scale or self.head_dim ** -0.5
 
     @property
     def kv_dim(self) -> int:
@@ -190,7 +203,7 @@ class Attention(Block):
         kernel and decomposes into the eager matmuls, whose backward is 4 products, not 5."""
         if ctx.attention == "sdpa" and (self.dropout > 0 or self.score_bias) and ctx.device == "cpu":
             return "eager"  # a score bias that needs grad sends CPU sdpa to the math path too
-        return ctx.attention
+        return "eager" if self.softcap else ctx.attention
 
     def core_flops(self, b: int, s: int, sk: int, q_grad: bool, k_grad: bool, v_grad: bool, impl: str) -> Flops:
         """Scores, softmax and probabilities @ v for H query heads (see the module docstring)."""
@@ -205,8 +218,9 @@ class Attention(Block):
         n = b * self.n_heads * s * sk
         masked = self.causal or self.sliding_window > 0
         drop = self.dropout > 0
-        fwd_other = n * (1 + int(masked) + int(self.score_bias) + 5 + 2 * int(drop))
-        bwd_other = n * (4 + 1 + 2 * int(drop)) if (q_grad or k_grad) else 0
+        cap = self.softcap > 0
+        fwd_other = n * (1 + int(masked) + int(self.score_bias) + 5 + 2 * int(drop) + 3 * int(cap))
+        bwd_other = n * (4 + 1 + 2 * int(drop) + 4 * int(cap)) if (q_grad or k_grad) else 0
         return Flops(fwd_matmul=2 * unit, fwd_other=fwd_other, bwd_matmul=bwd_mm, bwd_other=bwd_other,
                      causal_skippable=skippable)
 

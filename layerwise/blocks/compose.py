@@ -54,23 +54,40 @@ class Sequential(Block):
 @register("repeat")
 @dataclass(frozen=True, kw_only=True)
 class Repeat(Block):
-    """`n_layers` independent copies of one block (a transformer's or a ResNet stage's stack)."""
+    """`n_layers` independent copies of one block (a transformer's or a ResNet stage's stack).
+
+    With `other`, two kinds alternate: copy i is `block` when (i + 1) % every == 0, else `other`
+    (Gemma 2: every 2nd layer global attention, the rest sliding-window; Gemma 3: every 6th)."""
 
     block: Block
     n_layers: int
+    other: Block | None = None  # the block of the layers between every `every`-th one
+    every: int = 0  # with `other`: copy i is `block` iff (i + 1) % every == 0
 
     def __post_init__(self):
         self._positive("n_layers")
+        self._non_negative("every")
+        if (self.other is None) != (self.every == 0):
+            raise SpecError("repeat.other and repeat.every go together (every >= 1 with another block)")
+
+    def block_at(self, i: int) -> Block:
+        if self.other is None or (i + 1) % self.every == 0:
+            return self.block
+        return self.other
 
     def children(self):
-        return tuple((str(i), self.block) for i in range(self.n_layers))
+        return tuple((str(i), self.block_at(i)) for i in range(self.n_layers))
 
     def child_groups(self):
+        if self.other is not None:
+            return super().child_groups()
         return ((Names("", 0, self.n_layers), self.block),)
 
     def runs(self, in_shape: Shape):
         """Copies are traced one by one only until one keeps its input shape: from there on every
         copy sees the same shape, so the rest is one run (n_layers = 10**6 costs one layer)."""
+        if self.other is not None:
+            return super().runs(in_shape)
         out, shape = [], tuple(in_shape)
         for i in range(self.n_layers):
             nxt = child_out(str(i), self.block, shape)
@@ -82,12 +99,18 @@ class Repeat(Block):
         return tuple(out)
 
     def trace(self, in_shape: Shape):
+        if self.other is not None:  # two kinds of layers: each must keep the shape
+            shape = tuple(in_shape)
+            for name, child in (("0", self.block_at(0)), (str(self.every - 1), self.block)):
+                if tuple(child_out(name, child, shape)) != shape:
+                    raise SpecError(f"repeat with alternating blocks: {name} must keep the shape {shape}")
+            return tuple((name, child, shape) for name, child in self.children())
         return tuple((name, child, shape) for names, child, shape in self.runs(in_shape) for name in names)
 
     def build(self):
         from torch import nn
 
-        return nn.Sequential(*[self.block.build() for _ in range(self.n_layers)])
+        return nn.Sequential(*[self.block_at(i).build() for i in range(self.n_layers)])
 
 
 @register("residual")

@@ -1,6 +1,10 @@
 """Decoder-only language model: token ids (B, S) -> logits (B, S, vocab_size).
 
-  embed -> [pos] -> [drop] -> blocks (n_layers copies of `block`) -> [final_norm] -> lm_head
+  embed [* sqrt(d_model)] -> [pos] -> [drop] -> blocks (n_layers copies of `block`) -> [final_norm]
+  -> lm_head [-> logit_softcap * tanh(logits / logit_softcap)]
+Gemma scales the embeddings by sqrt(d_model) (`scale_embeddings`); Gemma 2 soft-caps the logits
+(`logit_softcap`); Gemma 2/3 alternate two blocks: `local_block` (sliding-window attention, its own
+rope base) on every layer but each `global_every`-th, which is `block` (global attention).
 Positions: "learned" adds a (max_seq, d_model) table (GPT-2, OPT), "sinusoidal" a fixed one,
 "rope"/"none" add nothing here (RoPE lives inside the attention spec). A tied head
 (`tie_embeddings`) has no child and no parameters of its own: the logits are x @ embed.weight^T,
@@ -38,6 +42,10 @@ class DecoderLM(Block):
     padding_idx: int | None = None
     trainable: bool = True  # the embeddings, final norm and head made here
     head_out: int = 0  # > 0: the head's width instead of vocab_size (1: a reward model's / critic's scalar head)
+    scale_embeddings: bool = False  # x = embed(ids) * sqrt(d_model), rounded to the weights' dtype (Gemma)
+    logit_softcap: float = 0.0  # > 0: logits -> cap * tanh(logits / cap) (Gemma 2: final_logit_softcapping 30)
+    local_block: Block | None = None  # Gemma 2/3: the sliding-window layers' block (same parameters)
+    global_every: int = 0  # with local_block: layer i is `block` iff (i + 1) % global_every == 0
 
     def __post_init__(self):
         self._positive("vocab_size", "d_model", "n_layers", "max_seq")
@@ -53,6 +61,17 @@ class DecoderLM(Block):
         width = getattr(self.block, "d_model", self.d_model)
         if width != self.d_model:
             raise SpecError(f"decoder_lm.block has d_model {width}, expected {self.d_model}")
+        self._non_negative("global_every")
+        if (self.local_block is None) != (self.global_every == 0):
+            raise SpecError("decoder_lm.local_block and decoder_lm.global_every go together "
+                            "(global_every >= 1 with a local block)")
+        if self.local_block is not None and getattr(self.local_block, "d_model", self.d_model) != self.d_model:
+            raise SpecError(f"decoder_lm.local_block has d_model {self.local_block.d_model}, expected {self.d_model}")
+        cap = self.logit_softcap
+        if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 <= cap < float("inf"):
+            raise SpecError(f"decoder_lm.logit_softcap must be a finite number >= 0 (0: off), got {cap!r}")
+        if cap and self.head_out:
+            raise SpecError("decoder_lm.logit_softcap caps a language model's logits; a head_out head has none")
 
     # ---- children -------------------------------------------------------------------------------
     def _head(self) -> Block:
@@ -69,7 +88,8 @@ class DecoderLM(Block):
             out.append(("pos", block_class("sinusoidal_positions")(max_seq=self.max_seq, d_model=self.d_model)))
         if self.dropout > 0:
             out.append(("drop", block_class("dropout")(p=self.dropout)))
-        out.append(("blocks", Repeat(block=self.block, n_layers=self.n_layers)))
+        out.append(("blocks", Repeat(block=self.block, n_layers=self.n_layers, other=self.local_block,
+                                     every=self.global_every)))
         if self.final_norm != "none":
             out.append(("final_norm", make_norm(self.final_norm, self.d_model, self.norm_eps, self.norm_bias, self.trainable)))
         if not self.tie_embeddings:
@@ -94,6 +114,15 @@ class DecoderLM(Block):
     def depth(self) -> int:
         return super().depth() + (1 if self.tie_embeddings else 0)  # the tied projection is a layer
 
+    def own_flops(self, in_shape: Shape, ctx: FlopCtx) -> Flops:
+        """The embedding scale (1 per element, its backward 1) and the logits' soft-capping (3 per
+        logit: divide, tanh, multiply; backward 4: the scalings, tanh's 1 - y^2 times the gradient)."""
+        grad = ctx.input_grad or self.params().trainable > 0
+        rows = in_shape[0] * in_shape[1]
+        scale = rows * self.d_model if self.scale_embeddings else 0
+        cap = rows * self.vocab_size if self.logit_softcap else 0
+        return Flops(fwd_other=scale + 3 * cap, bwd_other=(scale + 4 * cap) if grad else 0)
+
     def flops(self, in_shape: Shape, ctx: FlopCtx = FlopCtx()) -> Flops:
         total = super().flops(in_shape, ctx)
         if not self.tie_embeddings:
@@ -108,4 +137,6 @@ class DecoderLM(Block):
     def build(self):
         from layerwise.build.lm import DecoderLMModule
 
-        return DecoderLMModule({name: child.build() for name, child in self.children()}, self.tie_embeddings)
+        return DecoderLMModule({name: child.build() for name, child in self.children()}, self.tie_embeddings,
+                               embed_scale=self.d_model ** 0.5 if self.scale_embeddings else 0.0,
+                               logit_softcap=float(self.logit_softcap))

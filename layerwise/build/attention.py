@@ -74,6 +74,8 @@ class AttentionModule(nn.Module):
         super().__init__()
         self.n_heads, self.kv_heads, self.d_head = spec.n_heads, spec.kv_heads, spec.head_dim
         self.causal, self.window, self.p = spec.causal, spec.sliding_window, float(spec.dropout)
+        self.scale, self.softcap = spec.score_scale, float(spec.softcap)
+        self.sdpa_scale = spec.scale or None  # None: sdpa's own d_head ** -0.5
         self.cross = spec.context_dim > 0
         self.impl = "sdpa"  # set_attention_impl changes it
         for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
@@ -105,7 +107,9 @@ class AttentionModule(nn.Module):
         if self.rope is not None:
             cos, sin = self.rope.tables(torch.arange(start, start + s, device=x.device))
             q, k = self.rope.rotate(q, cos, sin), self.rope.rotate(k, cos, sin)
-        if self.kv is not None:
+        if self.kv is not None and self.window and self.kv[0].shape[2] < start + s:  # a full rolling buffer
+            y = self._rolling(q, k, v)
+        elif self.kv is not None:
             y = self._cached(q, k, v, bias)
         elif bias is not None:
             y = self._eager_bias(q, k, v, bias) if self.impl == "eager" else self._sdpa_bias(q, k, v, bias)
@@ -115,7 +119,7 @@ class AttentionModule(nn.Module):
 
     def _eager_bias(self, q, k, v, bias):
         """Eager attention with an additive score bias (no GQA: T5 has none)."""
-        scores = (q @ k.transpose(-2, -1)) * self.d_head ** -0.5 + bias  # (B, H, S, Sk)
+        scores = self._capped((q @ k.transpose(-2, -1)) * self.scale) + bias  # (B, H, S, Sk)
         mask = attention_mask(q.shape[2], k.shape[2], self.causal, self.window, q.device)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
@@ -124,10 +128,13 @@ class AttentionModule(nn.Module):
 
     def _sdpa_bias(self, q, k, v, bias):
         """sdpa with the bias as a float mask (causal: -inf above the diagonal, folded in)."""
+        if self.softcap:
+            return self._eager_bias(q, k, v, bias)
         mask = attention_mask(q.shape[2], k.shape[2], self.causal, self.window, q.device)
         if mask is not None:
             bias = bias.masked_fill(~mask, float("-inf"))
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.p if self.training else 0.0)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.p if self.training else 0.0,
+                                              scale=self.sdpa_scale)
 
     def _cached(self, q, k, v, bias=None):
         """Decode step: write this call's k, v (B, kv_heads, S, d_head) into the cache at `start`,
@@ -140,26 +147,66 @@ class AttentionModule(nn.Module):
         if self.impl == "eager" and bias is None:  # --attention eager decodes eagerly too
             return self._eager(q, k, v, offset=start)
         mask = attention_mask(q.shape[2], end, self.causal, self.window, q.device, offset=start)
+        if self.softcap:  # no sdpa kernel soft-caps the scores
+            return self._eager(q, k, v, mask)
         if bias is not None:  # (1, H, S, end) for these query positions
             mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.n_heads)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.n_heads,
+                                              scale=self.sdpa_scale)
 
-    def _eager(self, q, k, v, offset: int = 0):
-        """offset: the queries' first position (a KV-cached decode step's)."""
+    def _rolling(self, q, k, v):
+        """A sliding-window layer whose cache holds only the last `window` positions (init_kv_cache
+        with rolling=True): position p lives in slot p % window. The prefill (start 0) attends over
+        its own keys with the window mask, then keeps its last `window` keys; a decode step (one
+        token) writes its slot and attends over the whole buffer, which holds exactly the positions
+        p - window + 1 .. p its window lets it see (order does not matter to attention)."""
+        k_cache, v_cache, start = self.kv
+        size, s = k_cache.shape[2], q.shape[2]
+        if size < self.window:
+            raise ValueError(f"{start + s} positions exceed the KV cache of {size} (a rolling window cache "
+                             f"holds the window, {self.window})")
+        if start == 0:
+            keep = torch.arange(s - size, s, device=q.device)  # the last `size` positions
+            k_cache[:, :, keep % size], v_cache[:, :, keep % size] = k[:, :, -size:], v[:, :, -size:]
+            return self._eager(q, k, v) if self.impl == "eager" or self.softcap else self._sdpa(q, k, v)
+        if s != 1:
+            raise ValueError(f"a rolling window cache takes a prefill at position 0 or one token at a time, "
+                             f"got {s} tokens at position {start}")
+        slot = start % size
+        k_cache[:, :, slot:slot + 1], v_cache[:, :, slot:slot + 1] = k, v
+        if self.softcap or self.impl == "eager":
+            return self._eager(q, k_cache, v_cache, None)
+        return F.scaled_dot_product_attention(q, k_cache, v_cache, enable_gqa=self.kv_heads != self.n_heads,
+                                              scale=self.sdpa_scale)
+
+    def _capped(self, scores):
+        """Gemma 2's soft-capping: softcap * tanh(scores / softcap), bounded in (-softcap, softcap)."""
+        if not self.softcap:
+            return scores
+        return torch.tanh(scores / self.softcap) * self.softcap
+
+    def _eager(self, q, k, v, mask=False, offset: int = 0):
+        """mask: a boolean (S, Sk) one (True = attend), None (none), or False: the layer's own for
+        queries from position `offset` (a KV-cached decode step's)."""
         group = self.n_heads // self.kv_heads
         if group > 1:  # GQA/MQA: each kv head serves `group` query heads
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        scores = (q @ k.transpose(-2, -1)) * self.d_head ** -0.5  # (B, H, S, Sk)
-        mask = attention_mask(q.shape[2], k.shape[2], self.causal, self.window, q.device, offset=offset)
+        scores = self._capped((q @ k.transpose(-2, -1)) * self.scale)  # (B, H, S, Sk)
+        if mask is False:
+            mask = attention_mask(q.shape[2], k.shape[2], self.causal, self.window, q.device, offset=offset)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         probs = F.dropout(scores.softmax(dim=-1), self.p, self.training)
         return probs @ v
 
     def _sdpa(self, q, k, v):
+        """A sliding window goes in as an explicit boolean mask, which CPU sdpa turns into an
+        additive one in q's dtype (and saves for backward). Soft-capped scores run eager."""
+        if self.softcap:
+            return self._eager(q, k, v)
         p = self.p if self.training else 0.0
-        gqa = self.kv_heads != self.n_heads
+        gqa, scale = self.kv_heads != self.n_heads, self.sdpa_scale
         if self.causal and not self.window:
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, enable_gqa=gqa)
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, enable_gqa=gqa, scale=scale)
         mask = attention_mask(q.shape[2], k.shape[2], self.causal, self.window, q.device)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, enable_gqa=gqa, scale=scale)

@@ -43,6 +43,10 @@ def _repeat(b, tr: Trace, x: T) -> T:
             return tr.checkpointed(lambda t: _item(b, tr, t, i), x)
         return _item(b, tr, x, i)
 
+    if b.other is not None:  # two kinds of layers (Gemma 2/3): each traced, none lumped
+        for i in range(b.n_layers):
+            x = copy(i, x)
+        return x
     return run_copies(tr, b.n_layers, copy, x, str)
 
 
@@ -50,7 +54,7 @@ def _item(b, tr: Trace, x: T, i: int) -> T:
     prev = getattr(tr, "_in_repeat", False)
     tr._in_repeat = True
     try:
-        return run(b.block, str(i), tr, x)
+        return run(b.block_at(i), str(i), tr, x)
     finally:
         tr._in_repeat = prev
 
@@ -96,10 +100,13 @@ def _decoder_lm(b, tr: Trace, x: T) -> T:
             if tr.policy.hf is not None:
                 act_hf.hold_hidden(tr, x)
                 return act_hf.softcap_logits(tr, run(child, name, tr, x))
-            return run(child, name, tr, x)
+            return _softcap(b, tr, run(child, name, tr, x))
         if name == "blocks" and tr.policy.hf is not None:  # --impl hf: mask and rotary tables
             act_hf.before_layers(tr, b.block.attn, x)
         x = run(child, name, tr, x)
+        if name == "embed" and b.scale_embeddings:  # x * sqrt(d_model): a new tensor, nothing saved
+            tr.begin(".scale")
+            x = tr.new(x.shape, x.dtype, x.grad)
         if name == "blocks" and tr.policy.hf is not None:
             act_hf.after_layers(tr)
     if tr.policy.hf is not None:
@@ -111,7 +118,21 @@ def _decoder_lm(b, tr: Trace, x: T) -> T:
         logits = tr.mm(x, w, (*x.shape[:-1], b.vocab_size), b_key=_join(tr, "embed.weight"))
     finally:
         tr.path.pop()
-    return logits if tr.policy.hf is None else act_hf.softcap_logits(tr, logits)
+    return _softcap(b, tr, logits) if tr.policy.hf is None else act_hf.softcap_logits(tr, logits)
+
+
+def _softcap(b, tr: Trace, logits: T) -> T:
+    """Gemma 2's cap * tanh(logits / cap): the division and the product save nothing, tanh saves
+    its output (a logits-sized tensor kept for backward). The uncapped logits live until the
+    module's forward rebinds them (after the product)."""
+    if not b.logit_softcap:
+        return logits
+    tr.begin(".softcap")
+    divided = tr.new(logits.shape, logits.dtype, logits.grad)
+    capped = tr.new(divided.shape, divided.dtype, divided.grad)
+    tr.save(capped)
+    del divided
+    return tr.new(capped.shape, capped.dtype, capped.grad)
 
 
 def _join(tr: Trace, name: str) -> str:

@@ -80,6 +80,14 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False) -> T:
     del q_c, k_c  # matmul's internal copies: alive only if saved
     scores = tr.new(product.shape, q.dtype, grad)  # * d_head ** -0.5
     del product
+    if b.softcap:  # scores / cap (saves nothing), tanh (saves its output), * cap (nothing)
+        divided = tr.new(scores.shape, scores.dtype, grad)
+        del scores
+        capped = tr.new(divided.shape, divided.dtype, grad)
+        tr.save(capped)
+        del divided
+        scores = tr.new(capped.shape, capped.dtype, grad)
+        del capped
     mask = _mask(tr, b, s, sk)
     if mask is not None:
         tr.save(mask)
@@ -209,8 +217,11 @@ def _attention(b, tr: Trace, x: T) -> T:
         rot = b.rope.rotated  # cos, sin (S, rotated) fp32
         tables = [tr.new((s, rot), "fp32", False), tr.new((s, rot), "fp32", False)]
         q, k = _rope(tr, q, tables), _rope(tr, k, tables)
-    core = _eager if tr.policy.attention == "eager" else _sdpa
-    if getattr(tr, "prefill_cache", False) and not tr.policy.grad and not b.context_dim:
+    # soft-capped scores have no sdpa kernel: our build runs them eager (HF's own: act_hf below)
+    eager = tr.policy.attention == "eager" or (b.softcap > 0 and tr.policy.hf is None)
+    core = _eager if eager else _sdpa
+    rolling = b.sliding_window and s > b.sliding_window  # the window's buffer: the prefill runs uncached
+    if getattr(tr, "prefill_cache", False) and not tr.policy.grad and not b.context_dim and not rolling:
         # a prefill through the KV cache (build/attention.py's _cached)
         core = _sdpa_cached if core is _sdpa else (lambda tr_, b_, q_, k_, v_: _eager(tr_, b_, q_, k_, v_, cached=True))
     if b.score_bias:  # T5: scores + bias (act_seq2seq); a bias that needs grad sends sdpa to the math path
@@ -225,8 +236,7 @@ def _attention(b, tr: Trace, x: T) -> T:
     # sdpa's output takes the query's layout (empty_like(query)): a view of the (B, S, H, Dh)
     # projection unless a partial rotary's cat made the query contiguous (B, H, S, Dh)
     partial_rope = b.rope is not None and b.rope.rotated < b.rope.d_head
-    if tr.policy.attention == "eager" or _math_path(tr, b) \
-            or act_hf.contiguous_query(tr, b) or partial_rope:
+    if eager or _math_path(tr, b) or act_hf.contiguous_query(tr, b) or partial_rope:
         # transpose(1, 2).reshape: a copy; our forward's `y` stays alive through o_proj
         # (transformers' attention functions rebind theirs: it dies with the copy)
         core_out = y if tr.policy.hf is None else None

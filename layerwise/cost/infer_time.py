@@ -74,7 +74,7 @@ def peak_dtype(gpu: GPU, precision: str) -> str:
 
 def inference_time(model: Model, workload: Workload, gpu: GPU, eff: Efficiency = Efficiency()) -> InferenceTime:
     from layerwise.cost.flops import decode_flops, model_flops
-    from layerwise.cost.memory import _kv_config, inference_memory
+    from layerwise.cost.memory import _kv_config, inference_memory, kv_groups
     from layerwise.cost.kv_cache import cached_tokens, kv_bytes_per_token
     from layerwise.cost.precision import policy
 
@@ -85,18 +85,22 @@ def inference_time(model: Model, workload: Workload, gpu: GPU, eff: Efficiency =
     weights = mem.components.weights
     cfg = _kv_config(model, workload.kv_dtype or policy(workload.precision).activations)
     b, s, n = workload.batch, model.input_shape(workload.batch, workload.seq)[1], workload.new_tokens
-    kv_token = kv_bytes_per_token(cfg)
+    groups = kv_groups(model, cfg.dtype)  # Gemma 2/3: global and sliding-window layers apart
+
+    def cache(new: int = 0, extra: int = 0) -> int:  # bytes of the caches read, each group capped
+        return sum((cached_tokens(g, s, new) + extra) * kv_bytes_per_token(g) for g in groups)
+
     peak, bw = gpu.peak_flops(dtype) * eff.matmul, gpu.bandwidth * eff.bandwidth
 
     def roof(flops: int, nbytes: int) -> Roofline:
         return Roofline(flops, nbytes, flops / peak, nbytes / bw)
 
     prefill = roof(model_flops(model, replace(workload, new_tokens=0, kv_dtype=None)).flops.fwd_matmul,
-                   weights + b * cached_tokens(cfg, s) * kv_token)
+                   weights + b * cache())
     one = replace(workload, new_tokens=1)
     f0 = decode_flops(model, one).fwd_matmul  # the step at L = s + 1 keys
     per_key = decode_flops(model, replace(one, new_tokens=2)).fwd_matmul - 2 * f0  # step 2 attends one key more
-    steps = [roof(f0 + per_key * i, weights + b * (cached_tokens(cfg, s, i + 1) + 1) * kv_token) for i in range(n)]
+    steps = [roof(f0 + per_key * i, weights + b * cache(i + 1, 1)) for i in range(n)]
     bandwidth_steps = sum(st.bound == "bandwidth" for st in steps)
     return InferenceTime(gpu=gpu, peak_dtype=dtype, kv_dtype=cfg.dtype, batch=b, prompt=s, new_tokens=n, prefill=prefill,
                          first_step=steps[0], last_step=steps[-1], decode_seconds=sum(st.seconds for st in steps),

@@ -483,6 +483,17 @@ def _kv_config(model: Model, dtype: str):
                     sliding_window=attn.sliding_window)
 
 
+def kv_groups(model: Model, dtype: str) -> tuple:
+    """The decoder's caches by kind of layer (cost/kv_cache.kv_configs): one group, or Gemma 2/3's
+    global layers (every position) and sliding-window layers (the window: our build's rolling
+    buffer, build/lm.py init_kv_cache), or () for a model without a KV cache."""
+    from layerwise.cost.kv_cache import kv_configs
+
+    if _kv_config(model, dtype) is None:
+        return ()
+    return kv_configs(model.body, dtype)
+
+
 def has_kv_cache(model: Model) -> bool:
     """A causal decoder whose built module decodes with a KV cache (layerwise.build.lm), or an
     encoder-decoder (layerwise.build.seq2seq: self- and cross-attention caches)."""
@@ -511,8 +522,10 @@ def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), 
     if workload.new_tokens:
         seq = model.input_shape(workload.batch, workload.seq, workload.image)[1]
         if cfg is not None:
-            kv = kv_cache_bytes(cfg, batch=workload.batch, prompt=seq, new_tokens=workload.new_tokens)
-            n_cache = 2 * cfg.n_layers
+            groups = kv_groups(model, cfg.dtype)
+            kv = sum(kv_cache_bytes(g, batch=workload.batch, prompt=seq, new_tokens=workload.new_tokens)
+                     for g in groups)
+            n_cache = 2 * sum(g.n_layers for g in groups)
         else:
             from layerwise.cost.kv_cache import seq2seq_kv_bytes
 

@@ -16,7 +16,8 @@ class CachedLM:
             raise LayerwiseError(f"{where}: not a decoder language model with a KV cache (a decoder_lm spec has one)")
         dtype = next(module.parameters()).dtype
         self.module, self.where = module, where
-        self.cache = module.init_kv_cache(1, max_len, dtype)
+        # every position kept in order (no rolling window buffer), so `rewind` can step back
+        self.cache = module.init_kv_cache(1, max_len, dtype, rolling=False)
         self.max_len = max_len
         self.length = 0  # positions whose keys/values are in the cache
         self.calls = 0  # forward passes run

@@ -79,7 +79,7 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
     # Gemma 1 (Gemma Team 2024): GeGLU, head_dim 256, multi-query at 2B, tied 256k-token embedding
     "gemma-2b": ("decoder", dict(_LLAMA, vocab_size=256000, d_model=2048, n_layers=18, n_heads=8, n_kv_heads=1,
                                  d_head=256, d_ff=16384, max_seq=8192, norm_eps=1e-6, activation="gelu_tanh",
-                                 tie_embeddings=True), _HF.format("google/gemma-2b")),
+                                 tie_embeddings=True, scale_embeddings=True), _HF.format("google/gemma-2b")),
     # Qwen MoE: many small experts; Qwen1.5-MoE adds a sigmoid-gated shared expert, Qwen3-MoE has none
     "qwen1.5-moe-a2.7b": ("decoder", dict(_LLAMA, vocab_size=151936, d_model=2048, n_layers=24, n_heads=16, d_ff=1408,
                                           max_seq=8192, norm_eps=1e-6, rope_base=1e6, qkv_bias=True, n_experts=60,
@@ -89,14 +89,18 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
                                       d_head=128, d_ff=768, max_seq=40960, norm_eps=1e-6, rope_base=1e6,
                                       qk_norm="rmsnorm", n_experts=128, top_k=8), _HF.format("Qwen/Qwen3-30B-A3B")),
     # Gemma 2 / 3 (Gemma Team 2024, 2025): + a norm on each branch's output ("sandwich"); Gemma 3 + q/k norm.
-    # Their logit soft-capping and sliding-window layers have no parameters and are built as global attention.
+    # Gemma 2: scores and logits soft-capped (50, 30), every 2nd layer global, the others a 4096 window;
+    # Gemma 3: every 6th layer global (rope 1e6), the others a 512 window (rope 1e4).
     "gemma-2-2b": ("decoder", dict(_LLAMA, vocab_size=256000, d_model=2304, n_layers=26, n_heads=8, n_kv_heads=4,
                                    d_head=256, d_ff=9216, max_seq=8192, norm_eps=1e-6, activation="gelu_tanh",
-                                   sandwich=True, tie_embeddings=True), _HF.format("google/gemma-2-2b")),
+                                   sandwich=True, tie_embeddings=True, scale_embeddings=True, query_scale=256,
+                                   attn_softcap=50.0, logit_softcap=30.0, sliding_window=4096, global_every=2),
+                   _HF.format("google/gemma-2-2b")),
     "gemma-3-1b": ("decoder", dict(_LLAMA, vocab_size=262144, d_model=1152, n_layers=26, n_heads=4, n_kv_heads=1,
                                    d_head=256, d_ff=6912, max_seq=32768, norm_eps=1e-6, activation="gelu_tanh",
-                                   qk_norm="rmsnorm", sandwich=True, rope_base=1e6, tie_embeddings=True),
-                   _HF.format("google/gemma-3-1b-pt")),
+                                   qk_norm="rmsnorm", sandwich=True, rope_base=1e6, tie_embeddings=True,
+                                   scale_embeddings=True, query_scale=256, sliding_window=512, global_every=6,
+                                   local_rope_base=10000.0), _HF.format("google/gemma-3-1b-pt")),
     "bert-base": ("encoder", dict(_BERT, d_model=768, n_layers=12, n_heads=12), _HF.format("google-bert/bert-base-uncased")),
     "bert-large": ("encoder", dict(_BERT, d_model=1024, n_layers=24, n_heads=16), _HF.format("google-bert/bert-large-uncased")),
     # ViT (Dosovitskiy et al. 2020, arXiv 2010.11929, Table 1); torchvision vit_b_16 / vit_l_16

@@ -44,20 +44,37 @@ DECODER = dict(
     sliding_window=0, dropout=0.0,
     sandwich=False,  # Gemma 2/3: a second norm on each branch's output
     attn_dropout=0.0,  # on the attention probabilities (HF: attn_pdrop, attention_dropout)
+    # Gemma: the embeddings times sqrt(d_model); Gemma 2: tanh soft-capping of the attention scores and
+    # of the logits (0: off); Gemma 2/3: scores scaled by query_scale ** -0.5 (0: d_head's)
+    scale_embeddings=False, attn_softcap=0.0, logit_softcap=0.0, query_scale=0,
+    # Gemma 2/3: every global_every-th layer global, the rest sliding_window layers with their own rope
+    # base (local_rope_base, 0: rope_base); 0: every layer alike (sliding_window then applies to all)
+    global_every=0, local_rope_base=0.0,
 )
 
 
 def build_decoder(name: str, source: str, k: dict) -> Model:
     d_head = k["d_head"] or k["d_model"] // k["n_heads"]
-    rope = None
-    if k["positions"] == "rope":
-        # rotary_dim: Phi-2 and GPT-NeoX rotate only the first dims of each head (0: all of them)
-        # A share, not a width, so overrides of d_model/n_heads keep it valid; rounded down to pairs.
-        rotary = int(d_head * k["rotary_pct"]) // 2 * 2
-        rope = _leaf("rope", d_head=d_head, rotary_dim=0 if rotary == d_head else rotary, base=float(k["rope_base"]))
-    attn = _leaf("attention", d_model=k["d_model"], n_heads=k["n_heads"], n_kv_heads=k["n_kv_heads"],
-                 d_head=k["d_head"], causal=True, qkv_bias=k["qkv_bias"], o_bias=k["o_bias"], qk_norm=k["qk_norm"],
-                 rope=rope, sliding_window=k["sliding_window"], dropout=k["attn_dropout"])
+    if k["global_every"] and not k["sliding_window"]:
+        raise LayerwiseError(f"{name}: global_every {k['global_every']} alternates global and sliding-window "
+                             f"layers; set sliding_window too")
+    if k["query_scale"] < 0:
+        raise LayerwiseError(f"{name}: query_scale must be >= 0 (0: d_head), got {k['query_scale']}")
+
+    def attention(window: int, base: float) -> Block:
+        rope = None
+        if k["positions"] == "rope":
+            # rotary_dim: Phi-2 and GPT-NeoX rotate only the first dims of each head (0: all of them)
+            # A share, not a width, so overrides of d_model/n_heads keep it valid; rounded down to pairs.
+            rotary = int(d_head * k["rotary_pct"]) // 2 * 2
+            rope = _leaf("rope", d_head=d_head, rotary_dim=0 if rotary == d_head else rotary, base=float(base))
+        return _leaf("attention", d_model=k["d_model"], n_heads=k["n_heads"], n_kv_heads=k["n_kv_heads"],
+                     d_head=k["d_head"], causal=True, qkv_bias=k["qkv_bias"], o_bias=k["o_bias"],
+                     qk_norm=k["qk_norm"], rope=rope, sliding_window=window, dropout=k["attn_dropout"],
+                     scale=k["query_scale"] ** -0.5 if k["query_scale"] else 0.0, softcap=float(k["attn_softcap"]))
+
+    attn = attention(0 if k["global_every"] else k["sliding_window"], k["rope_base"])
+    local = attention(k["sliding_window"], k["local_rope_base"] or k["rope_base"]) if k["global_every"] else None
     d_ff = k["d_ff"] or 4 * k["d_model"]
     if k["n_experts"]:
         ffn = _leaf("moe", d_model=k["d_model"], d_ff=d_ff, n_experts=k["n_experts"], top_k=k["top_k"],
@@ -66,13 +83,17 @@ def build_decoder(name: str, source: str, k: dict) -> Model:
                     aux_loss_coef=k["aux_loss_coef"], z_loss_coef=k["z_loss_coef"])
     else:
         ffn = _leaf("ffn", d_model=k["d_model"], d_ff=d_ff, activation=k["activation"], gated=k["gated"], bias=k["ffn_bias"])
-    block = _leaf("transformer_block", attn=attn, ffn=ffn, norm=k["norm"], norm_eps=k["norm_eps"],
-                  norm_bias=k["norm_bias"], norm_position=k["norm_position"], parallel=k["parallel"],
-                  shared_norm=k["shared_norm"], dropout=k["dropout"], sandwich=k["sandwich"])
+    wiring = dict(ffn=ffn, norm=k["norm"], norm_eps=k["norm_eps"], norm_bias=k["norm_bias"],
+                  norm_position=k["norm_position"], parallel=k["parallel"], shared_norm=k["shared_norm"],
+                  dropout=k["dropout"], sandwich=k["sandwich"])
+    block = _leaf("transformer_block", attn=attn, **wiring)
+    local_block = _leaf("transformer_block", attn=local, **wiring) if local is not None else None
     body = _leaf("decoder_lm", vocab_size=k["vocab_size"], d_model=k["d_model"], n_layers=k["n_layers"], block=block,
                  max_seq=k["max_seq"], positions=k["positions"], pos_rows=k["pos_rows"],
                  tie_embeddings=k["tie_embeddings"], final_norm=k["norm"] if k["final_norm"] else "none",
-                 norm_eps=k["norm_eps"], norm_bias=k["norm_bias"], head_bias=k["head_bias"], dropout=k["dropout"])
+                 norm_eps=k["norm_eps"], norm_bias=k["norm_bias"], head_bias=k["head_bias"], dropout=k["dropout"],
+                 scale_embeddings=k["scale_embeddings"], logit_softcap=float(k["logit_softcap"]),
+                 local_block=local_block, global_every=k["global_every"])
     inp = InputSpec(kind="tokens", shape=(k["max_seq"],), vocab_size=k["vocab_size"], max_seq=k["max_seq"])
     return Model(name=name, body=body, input=inp, task="lm", source=source)
 

@@ -16,10 +16,11 @@ adding what the transformers implementation implies but the config does not say:
   vit       ViTForImageClassification (head, no pooler) if the architectures say so, else ViTModel
             (pooler, no head)
   qwen3     llama-like with RMSNorm on each head's q and k (q_norm, k_norm), explicit head_dim
-  gemma     llama-like, GeGLU, head_dim 256, tied head ((1 + w) RMSNorm: the same parameters; the
-            sqrt(hidden_size) embedding scale has none, and our build does not apply it)
-  gemma2, gemma3_text   + sandwich norms (4 per layer), gemma3: + q/k norm; soft-capping and the
-            sliding/global alternation are not built (no parameters; see _gemma2)
+  gemma     llama-like, GeGLU, head_dim 256, tied head, embeddings times sqrt(hidden_size)
+            ((1 + w) RMSNorm: the same parameters, stored as w here, 1 + w there)
+  gemma2, gemma3_text   + sandwich norms (4 per layer), query_pre_attn_scalar, soft-capping of the
+            scores and logits, sliding/global layers (layer_types); gemma3: + q/k norm and a local
+            rope base (see _gemma2)
   qwen2_moe all-MoE layers of small experts + a sigmoid-gated shared expert; qwen3_moe: + q/k norm,
             no shared expert; mixed dense/MoE layers (mlp_only_layers) refused
   clip_vision_model   ViT with no patch bias, pre_layrnorm, quick_gelu, post_layernorm on CLS only
@@ -170,8 +171,8 @@ def _qwen3_moe(c):
 
 
 def _gemma(c):
-    """GemmaForCausalLM: GeGLU (gelu_pytorch_tanh gate), head_dim 256, tied head, RMSNorm stored as
-    (1 + w) (the same parameters). Its embedding scale sqrt(hidden_size) has no parameters."""
+    """GemmaForCausalLM: GeGLU (gelu_pytorch_tanh gate), head_dim 256, tied head, the embeddings
+    times sqrt(hidden_size) (GemmaModel's normalizer); RMSNorm as (1 + w): the same parameters."""
     k = _llama_like(c)
     act = c.data.get("hidden_activation") or c.data.get("hidden_act") or "gelu_pytorch_tanh"
     if act == "gelu":  # GemmaConfig: the released configs' "gelu" means the tanh approximation
@@ -181,20 +182,88 @@ def _gemma(c):
                              f"(supported: {', '.join(sorted(_ACTIVATIONS))})")
     bias = c.bool("attention_bias", False)
     return "decoder", dict(k, activation=_ACTIVATIONS[act], tie_embeddings=c.bool("tie_word_embeddings", True),
-                           qkv_bias=bias, o_bias=bias)
+                           qkv_bias=bias, o_bias=bias, scale_embeddings=True, rope_base=_rope_theta(c))
+
+
+# Gemma2Config / Gemma3TextConfig defaults (transformers 5.23) for keys a config may leave out
+_GEMMA_DEFAULTS = {"gemma2": dict(attn_logit_softcapping=50.0, final_logit_softcapping=30.0, pattern=2),
+                   "gemma3_text": dict(attn_logit_softcapping=None, final_logit_softcapping=None, pattern=6)}
 
 
 def _gemma2(c):
     """Gemma2/Gemma3 text: Gemma's wiring plus a norm on each branch's output (post_attention_ and
-    post_feedforward_layernorm: 4 RMSNorms a layer); gemma3_text adds q_norm/k_norm. Not in our
-    build (no parameters, so the counts stay exact): the tanh soft-capping of attention scores and
-    logits, and the sliding-window layers, which are built as global attention (the same FLOPs
-    under FlopCounterMode; the window's mask is the only memory they leave out)."""
+    post_feedforward_layernorm: 4 RMSNorms a layer); gemma3_text adds q_norm/k_norm. Scores scaled
+    by query_pre_attn_scalar ** -0.5; tanh soft-capping of the scores (attn_logit_softcapping) and
+    the logits (final_logit_softcapping), null: none; layer_types (default: gemma2 every 2nd,
+    gemma3 every sliding_window_pattern-th layer "full_attention", the others "sliding_attention"
+    over sliding_window keys). gemma3: global layers rotate with rope_theta, local ones with
+    rope_local_base_freq (or rope_parameters' full_attention / sliding_attention rope_theta)."""
     family, k = _gemma(c)
-    k = dict(k, sandwich=True)
+    defaults = _GEMMA_DEFAULTS[c.model_type]
+    if c.data.get("use_bidirectional_attention"):
+        raise LayerwiseError(f"{c.where}: 'use_bidirectional_attention' true (an embedding model) is not "
+                             f"supported; causal Gemma configs are")
+    k = dict(k, sandwich=True, query_scale=c.int("query_pre_attn_scalar", 256),
+             attn_softcap=_optional_float(c, "attn_logit_softcapping", defaults["attn_logit_softcapping"]),
+             logit_softcap=_optional_float(c, "final_logit_softcapping", defaults["final_logit_softcapping"]))
+    k.update(_layer_types(c, defaults["pattern"]))
     if c.model_type == "gemma3_text":
         k["qk_norm"] = "rmsnorm"
+        k.update(_gemma3_rope(c))
+        if not k.get("global_every") and k["sliding_window"]:  # every layer local
+            k["rope_base"] = k["local_rope_base"]
     return family, k
+
+
+def _optional_float(c: _Config, key: str, default) -> float:
+    """A positive number, or null (or left out with a null default): 0.0, off."""
+    value = c.data.get(key, default)
+    return 0.0 if value is None else c.float(key, default)
+
+
+def _layer_types(c: _Config, pattern: int) -> dict:
+    """{sliding_window, global_every} from layer_types: every layer global -> no window; every layer
+    sliding -> the window on all; else "full_attention" exactly on every k-th layer."""
+    n = c.int("num_hidden_layers")
+    types = c.data.get("layer_types")
+    if types is None:
+        pattern = c.int("sliding_window_pattern", pattern)
+        types = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n)]
+    if (not isinstance(types, list) or len(types) != n
+            or any(t not in ("full_attention", "sliding_attention") for t in types)):
+        raise LayerwiseError(f"{c.where}: 'layer_types' must list 'full_attention' or 'sliding_attention' for each "
+                             f"of the {n} layers, got {shown(types)}")
+        
+    full = [i for i, t in enumerate(types) if t == "full_attention"]
+    if len(full) == n:
+        return {"sliding_window": 0}
+    window = c.int("sliding_window", 4096)
+    if not full:
+        return {"sliding_window": window}
+    every = full[0] + 1
+    if full != list(range(every - 1, n, every)):
+        raise LayerwiseError(f"{c.where}: 'layer_types' puts full attention on layers {full}; only every k-th "
+                             f"layer global (the others sliding) is supported")
+    if every > n:
+        return {"sliding_window": window}
+    return {"sliding_window": window, "global_every": every}
+
+
+def _gemma3_rope(c: _Config) -> dict:
+    """rope bases of the global and the local layers: rope_parameters' full_attention /
+    sliding_attention entries (transformers 5), else rope_theta and rope_local_base_freq."""
+    params = c.data.get("rope_parameters")
+    if isinstance(params, dict) and ("full_attention" in params or "sliding_attention" in params):
+        bases = {}
+        for kind, default in (("full_attention", 1e6), ("sliding_attention", 1e4)):
+            entry = params.get(kind) or {}
+            theta = entry.get("rope_theta", default) if isinstance(entry, dict) else None
+            if not conforms(theta, float) or theta <= 0:
+                raise LayerwiseError(f"{c.where}: 'rope_parameters.{kind}.rope_theta' must be a positive number, "
+                                     f"got {shown(theta)}")
+            bases[kind] = float(theta)
+        return {"rope_base": bases["full_attention"], "local_rope_base": bases["sliding_attention"]}
+    return {"rope_base": c.float("rope_theta", 1e6), "local_rope_base": c.float("rope_local_base_freq", 1e4)}
 
 
 def _clip_vision(c):
