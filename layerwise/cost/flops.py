@@ -186,10 +186,10 @@ def model_flops(model: Model, workload: Workload) -> FlopReport:
 def decode_flops(model: Model, workload: Workload) -> Flops:
     """Forward FLOPs of `new_tokens` decode steps after a prompt of `seq` tokens, with a KV cache
     (layerwise.build.lm's `forward(ids, kv_cache=, start_pos=)`): step i runs the model on one token
-    per sequence, and each self-attention scores it against the L_i = seq + i + 1 cached keys (all
-    of them: the cache is attended through a mask, so a sliding window saves no matmul). The core is
-    linear in the key count, so the steps sum to one core over sum_i L_i keys; the rest of the model
-    is the one-token forward, new_tokens times."""
+    per sequence, and each self-attention scores it against the L_i = seq + i + 1 cached keys, or
+    min(L_i, window) on a sliding-window layer (its cache is a rolling buffer of the window: build/
+    attention.py `_rolling`). The core is linear in the key count, so the steps sum to one core over
+    sum_i L_i keys; the rest of the model is the one-token forward, new_tokens times."""
     from layerwise.cost.memory import has_kv_cache
     from layerwise.spec.base import walk
     from layerwise.spec.errors import WorkloadError
@@ -205,11 +205,12 @@ def decode_flops(model: Model, workload: Workload) -> Flops:
     one = model.input_shape(workload.batch, 1, workload.image)
     ctx = FlopCtx(input_grad=False, attention=workload.attention, device=workload.device)
     step = model.body.flops(one, ctx)
-    keys = n * prompt + n * (n + 1) // 2  # sum over i < n of (prompt + i + 1)
     extra = Flops()
     for info in walk(model.body, one):
         if info.block.type_name == "attention":
-            b = info.in_shape[0]
+            b, w = info.in_shape[0], info.block.sliding_window
+            grow = min(n, max(0, w - prompt)) if w else n  # steps before the window is full
+            keys = grow * prompt + grow * (grow + 1) // 2 + (n - grow) * w  # sum_i min(prompt + i + 1, w)
             core = info.block.core_flops(b, 1, keys, False, False, False, "sdpa")
             own = info.block.core_flops(b, 1, 1, False, False, False, "sdpa")
             extra = extra + Flops(fwd_matmul=core.fwd_matmul - n * own.fwd_matmul,

@@ -183,3 +183,12 @@ def test_rewindable_cache_keeps_every_position():
     module = get_preset("gemma-2-2b", **SMALL).build()
     cache = module.init_kv_cache(1, 20, torch.float32, rolling=False)
     assert {t.shape[2] for t in cache} == {20}
+
+
+def test_decode_flops_match_flop_counter():
+    """Prefill longer than the window, then decode steps over the rolling buffers (eager: the
+    scores are soft-capped): the cost reading's keys per step are min(L, window) there."""
+    model = get_preset("gemma-2-2b", **SMALL)
+    workload = Workload(mode="infer", batch=2, seq=12, new_tokens=7)
+    report, truth = model_flops(model, workload), measure_step(model, workload)
+    assert report.flops.fwd_matmul + report.decode.fwd_matmul == truth.flops_forward
