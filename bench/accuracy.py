@@ -3,7 +3,8 @@
 bf16-mixed} x {adamw, sgd} x {checkpointing none, full} x {eager, sdpa}, plus full-size runs.
 
     .venv/bin/python bench/accuracy.py [--quick] [--only NAME ...]
-    .venv/bin/python bench/accuracy.py --random N [--seed S]   (accuracy suite II: bench/random_cases.py)
+    .venv/bin/python bench/accuracy.py --random N [--seed S] [--only NAME ...]   (accuracy suite II:
+        bench/random_cases.py; --only keeps the drawn cases of those presets)
 
 Prints one row per case (peak error, worst component error relative to the peak) and a summary
 (median and max of |peak error|). Not a test; it takes minutes.
@@ -27,7 +28,7 @@ SMALL = {  # family -> (overrides, workload fields)
     "text_rnn": ({}, {"batch": 4}),
     "cnn": ({}, {"batch": 8}),
     "seq2seq": ({"n_layers": 2}, {"batch": 2, "seq": 64}),
-    "mamba": ({"n_layers": 2}, {"batch": 2, "seq": 64}),  # refused by the memory reading: listed as not measured
+    "mamba": ({"n_layers": 2}, {"batch": 2, "seq": 64}),
 }
 FULL = [  # (preset, workload fields), the models at their real size
     ("llama-2-7b", {"batch": 1, "seq": 2048, "precision": "bf16-mixed", "optimizer": "adamw"}),
@@ -78,14 +79,17 @@ def cases(quick: bool, only: list[str]):
                 yield name + " (full size)", {}, Workload(**fields)
 
 
-def random_suite(n: int, seed: int) -> int:
-    """Seeded random combinations of every workload setting (bench/random_cases.py)."""
+def random_suite(n: int, seed: int, only: list[str] = ()) -> int:
+    """Seeded random combinations of every workload setting (bench/random_cases.py); `only`: the
+    cases of these presets among the n drawn (the same draws as the whole suite's)."""
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from random_cases import cases, compare as compare_case
 
     errors, comp_errors, failed = [], [], []
     start = time.time()
     for i, case in enumerate(cases(n, seed)):
+        if only and case.preset not in only:
+            continue
         try:
             truth, report, peak_err, worst, comp_err = compare_case(case)
         except Exception as exc:  # listed, not fatal
@@ -120,7 +124,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of --random")
     args = parser.parse_args(argv)
     if args.random:
-        return random_suite(args.random, args.seed)
+        return random_suite(args.random, args.seed, args.only)
     errors, comp_errors, failed = [], [], []
     header = f"{'model':28} {'mode':5} {'precision':10} {'opt':5} {'ckpt':4} {'attn':5} " \
              f"{'measured':>14} {'analytic':>14} {'peak err':>9} {'worst component':>28}"

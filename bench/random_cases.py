@@ -29,6 +29,7 @@ _SMALL = {
     "resnet": dict(layers=(1, 1, 1, 1)),
     "text_rnn": dict(vocab_size=256, d_embed=32, d_hidden=32, max_seq=64),
     "cnn": {},
+    "mamba": dict(n_layers=2, d_model=64, vocab_size=256, max_seq=128),
 }
 FULL = [  # the models at their real size (fake tensors: no memory is allocated)
     "llama-2-7b", "mistral-7b", "gpt2-xl", "bert-large", "vit-l-16", "resnet-50", "phi-2", "qwen2-7b",
@@ -88,7 +89,7 @@ def _workload(rng: random.Random, family: str, infer: bool, full: bool) -> Workl
                   checkpointing=rng.choice(["none", "full", "selective"]), attention=rng.choice(["eager", "sdpa"]),
                   grad_accum=rng.choice([1, 1, 2]), device=rng.choice(["cpu", "cuda"]),
                   batch=rng.choice([1, 2, 4]) if not full else 1)
-    if family in ("decoder", "encoder"):
+    if family in ("decoder", "encoder", "mamba"):
         fields["seq"] = rng.choice([16, 32, 64, 128]) if not full else rng.choice([512, 1024])
     elif family in ("vit", "resnet"):
         size = rng.choice([32, 64]) if family == "resnet" else 32
