@@ -35,8 +35,9 @@ class DecoderLMModule(nn.Module):
         return self.embed.weight if self.tied else self.lm_head.weight
 
     def attentions(self) -> list[nn.Module]:
-        """Each block's self-attention module, in layer order."""
-        return [block.attn for block in self.blocks]
+        """Each block's cached layer, in layer order: its self-attention, or Mamba's mixer (whose
+        cache is its conv and scan states)."""
+        return [block.attn if hasattr(block, "attn") else block.mixer for block in self.blocks]
 
     def init_kv_cache(self, batch: int, max_len: int, dtype: torch.dtype, rolling: bool = True) -> list[torch.Tensor]:
         """[k_0, v_0, k_1, v_1, ...], each (batch, n_kv_heads, length, d_head): what a decode keeps
@@ -47,6 +48,9 @@ class DecoderLMModule(nn.Module):
         device = self.embed.weight.device
         out = []
         for attn in self.attentions():
+            if hasattr(attn, "init_state"):  # Mamba: (conv state, scan state) instead of K and V
+                out += attn.init_state(batch, dtype, device)
+                continue
             length = min(max_len, attn.window) if rolling and attn.window else max_len
             shape = (batch, attn.kv_heads, length, attn.d_head)
             out += [torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)]

@@ -23,6 +23,7 @@ from layerwise.cost.act_composites import residual_add
 from layerwise.cost.act_leaves import activation_op
 from layerwise.cost.act_trace import T, Trace, promote
 from layerwise.cost.activations import act, run
+from layerwise.spec.errors import LayerwiseError
 
 
 @act("mamba_block")
@@ -66,6 +67,13 @@ def _mixer(b, tr: Trace, h: T) -> T:
     tr.save(y, gate)
     del gate
     return run(kids["out_proj"], "out_proj", tr, gated)
+
+
+@act("selective_scan")
+def _scan_alone(b, tr: Trace, x: T) -> T:
+    """The scan's module takes dt, Bm and Cm from its mixer's projections: it runs inside a mixer."""
+    raise LayerwiseError(f"{'.'.join(tr.path) or b.type_name}: a selective_scan runs inside a mamba_mixer "
+                         f"(dt, Bm, Cm come from the mixer's projections); size the mixer or the block")
 
 
 def _scan(b, tr: Trace, x: T, dt: T, bm: T, cm: T) -> T:

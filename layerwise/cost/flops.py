@@ -207,6 +207,8 @@ def decode_flops(model: Model, workload: Workload) -> Flops:
     step = model.body.flops(one, ctx)
     extra = Flops()
     for info in walk(model.body, one):
+        if info.block.type_name == "mamba_mixer":  # its step convolves one position over the state
+            extra = extra + _mamba_conv_step(info.block, info.in_shape[0], ctx) * n
         if info.block.type_name == "attention":
             b, w = info.in_shape[0], info.block.sliding_window
             grow = min(n, max(0, w - prompt)) if w else n  # steps before the window is full
@@ -216,6 +218,16 @@ def decode_flops(model: Model, workload: Workload) -> Flops:
             extra = extra + Flops(fwd_matmul=core.fwd_matmul - n * own.fwd_matmul,
                                   fwd_other=core.fwd_other - n * own.fwd_other)
     return Flops(fwd_matmul=n * step.fwd_matmul + extra.fwd_matmul, fwd_other=n * step.fwd_other + extra.fwd_other)
+
+
+def _mamba_conv_step(mixer, b: int, ctx: FlopCtx) -> Flops:
+    """A Mamba decode step (build/mamba.py `_conv_cached`) convolves its conv state (B, Di, K) into
+    one output position; the one-token forward pads the token to K outputs. The difference."""
+    conv = dict(mixer.children())["conv1d"]
+    k = conv.kernel if isinstance(conv.kernel, int) else conv.kernel[0]
+    padded = conv.flops((b, conv.c_in, 1), ctx)
+    step = replace(conv, padding=0).flops((b, conv.c_in, k), ctx)
+    return Flops(fwd_matmul=step.fwd_matmul - padded.fwd_matmul, fwd_other=step.fwd_other - padded.fwd_other)
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def peak_dtype(gpu: GPU, precision: str) -> str:
 
 def inference_time(model: Model, workload: Workload, gpu: GPU, eff: Efficiency = Efficiency()) -> InferenceTime:
     from layerwise.cost.flops import decode_flops, model_flops
-    from layerwise.cost.memory import _kv_config, inference_memory, kv_groups
+    from layerwise.cost.memory import _kv_config, inference_memory, kv_groups, mamba_mixer, state_bytes
     from layerwise.cost.kv_cache import cached_tokens, kv_bytes_per_token
     from layerwise.cost.precision import policy
 
@@ -83,11 +83,16 @@ def inference_time(model: Model, workload: Workload, gpu: GPU, eff: Efficiency =
     dtype = peak_dtype(gpu, workload.precision)
     mem = inference_memory(model, workload)
     weights = mem.components.weights
-    cfg = _kv_config(model, workload.kv_dtype or policy(workload.precision).activations)
+    kv_dtype = workload.kv_dtype or policy(workload.precision).activations
+    if _kv_config(model, kv_dtype) is None and mamba_mixer(model) is None:
+        raise WorkloadError(f"time --mode infer: {model.name} decodes through two caches (an encoder-decoder); "
+                            f"only decoder LMs (a KV cache, or Mamba's states) are timed")
     b, s, n = workload.batch, model.input_shape(workload.batch, workload.seq)[1], workload.new_tokens
-    groups = kv_groups(model, cfg.dtype)  # Gemma 2/3: global and sliding-window layers apart
+    groups = kv_groups(model, kv_dtype)  # Gemma 2/3: global and sliding-window layers apart
 
     def cache(new: int = 0, extra: int = 0) -> int:  # bytes of the caches read, each group capped
+        if mamba_mixer(model) is not None:  # Mamba: its states, the same size at every step
+            return state_bytes(model, 1, kv_dtype)[0]
         return sum((cached_tokens(g, s, new) + extra) * kv_bytes_per_token(g) for g in groups)
 
     peak, bw = gpu.peak_flops(dtype) * eff.matmul, gpu.bandwidth * eff.bandwidth
@@ -102,7 +107,7 @@ def inference_time(model: Model, workload: Workload, gpu: GPU, eff: Efficiency =
     per_key = decode_flops(model, replace(one, new_tokens=2)).fwd_matmul - 2 * f0  # step 2 attends one key more
     steps = [roof(f0 + per_key * i, weights + b * cache(i + 1, 1)) for i in range(n)]
     bandwidth_steps = sum(st.bound == "bandwidth" for st in steps)
-    return InferenceTime(gpu=gpu, peak_dtype=dtype, kv_dtype=cfg.dtype, batch=b, prompt=s, new_tokens=n, prefill=prefill,
+    return InferenceTime(gpu=gpu, peak_dtype=dtype, kv_dtype=kv_dtype, batch=b, prompt=s, new_tokens=n, prefill=prefill,
                          first_step=steps[0], last_step=steps[-1], decode_seconds=sum(st.seconds for st in steps),
                          decode_bound="bandwidth" if 2 * bandwidth_steps >= n else "compute",
                          memory_peak_bytes=mem.peak_bytes)

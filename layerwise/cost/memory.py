@@ -495,9 +495,25 @@ def kv_groups(model: Model, dtype: str) -> tuple:
 
 
 def has_kv_cache(model: Model) -> bool:
-    """A causal decoder whose built module decodes with a KV cache (layerwise.build.lm), or an
-    encoder-decoder (layerwise.build.seq2seq: self- and cross-attention caches)."""
-    return _kv_config(model, "fp32") is not None or model.body.type_name == "encoder_decoder"
+    """A causal decoder whose built module decodes with a KV cache (layerwise.build.lm), an
+    encoder-decoder (layerwise.build.seq2seq: self- and cross-attention caches), or a Mamba LM (its
+    states in the cache's role)."""
+    return (_kv_config(model, "fp32") is not None or model.body.type_name == "encoder_decoder"
+            or mamba_mixer(model) is not None)
+
+
+def mamba_mixer(model: Model):
+    """The mixer spec of a Mamba LM's repeated block, else None."""
+    block = getattr(model.body, "block", None)
+    return block.mixer if getattr(block, "type_name", "") == "mamba_block" else None
+
+
+def state_bytes(model: Model, batch: int, dtype: str) -> tuple[int, int]:
+    """A Mamba LM's decode state (build/mamba.py init_state), in the KV cache's role: per layer the
+    conv state (B, d_inner, d_conv) and the scan state (B, d_inner, d_state), whatever the length
+    (HF MambaCache's conv_states and ssm_states); (bytes, tensors)."""
+    mixer, n = mamba_mixer(model), model.body.n_layers
+    return nbytes(batch * n * mixer.d_inner * (mixer.d_conv + mixer.d_state), dtype), 2 * n
 
 
 def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), *, timeline: bool = False) -> MemoryReport:
@@ -526,6 +542,8 @@ def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), 
             kv = sum(kv_cache_bytes(g, batch=workload.batch, prompt=seq, new_tokens=workload.new_tokens)
                      for g in groups)
             n_cache = 2 * sum(g.n_layers for g in groups)
+        elif mamba_mixer(model) is not None:
+            kv, n_cache = state_bytes(model, workload.batch, workload.kv_dtype or pol.activations)
         else:
             from layerwise.cost.kv_cache import seq2seq_kv_bytes
 

@@ -19,6 +19,8 @@ class CachedLM:
         # every position kept in order (no rolling window buffer), so `rewind` can step back
         self.cache = module.init_kv_cache(1, max_len, dtype, rolling=False)
         self.max_len = max_len
+        # Mamba's states hold the past folded in: they cannot step back, nor take several tokens at once
+        self.recurrent = any(hasattr(m, "init_state") for m in module.modules())
         self.length = 0  # positions whose keys/values are in the cache
         self.calls = 0  # forward passes run
 
@@ -27,6 +29,9 @@ class CachedLM:
         logits (len(ids), vocab_size): row i predicts the token after ids[i]."""
         if self.length + len(ids) > self.max_len:
             raise LayerwiseError(f"{self.where}: {self.length + len(ids)} positions exceed the cache of {self.max_len}")
+        if self.recurrent and self.length and len(ids) > 1:
+            raise LayerwiseError(f"{self.where}: a recurrent state (Mamba) takes one token at a time after the prompt, "
+                                 f"got {len(ids)}; speculative decoding needs an attention model's KV cache")
         x = torch.tensor([ids], dtype=torch.long)
         logits = self.module(x, kv_cache=self.cache, start_pos=self.length)[0]
         self.length += len(ids)
@@ -38,4 +43,7 @@ class CachedLM:
         return self.feed(list(tokens[self.length:]) + list(extra))
 
     def rewind(self, length: int) -> None:
+        if self.recurrent and length < self.length:
+            raise LayerwiseError(f"{self.where}: a recurrent state (Mamba) cannot step back to position {length}; "
+                                 f"speculative decoding needs an attention model's KV cache")
         self.length = min(self.length, length)

@@ -104,3 +104,65 @@ def test_a_block_saves_what_autograd_saves(seq, autocast):
     truth = measured_saved(block.build(), block_input(shape), autocast=autocast)
     ours = activations(block, shape, ActPolicy(autocast=autocast))
     assert ours.saved == truth
+
+
+def _tiny_module():
+    torch.manual_seed(0)
+    return get_preset("mamba-130m", n_layers=2, d_model=32, vocab_size=96, d_state=8).build().eval()
+
+
+@pytest.mark.parametrize("prompt", [2, 9])  # shorter and longer than the conv kernel (4)
+def test_decoding_through_the_states_equals_recomputing_the_sequence(prompt):
+    """Greedy decoding with the conv and scan states (build/mamba.py) gives, step by step, the
+    logits of running the whole sequence again; and `layerwise.generate`'s plain decoding, which
+    steps the same states, the same tokens."""
+    from layerwise.generate.decode import plain
+    from layerwise.generate.sampling import Sampling
+
+    module = _tiny_module()
+    ids = torch.randint(0, 96, (2, prompt))
+    with torch.no_grad():
+        cache = module.init_kv_cache(2, prompt + 8, torch.float32)
+        assert [tuple(t.shape) for t in cache[:2]] == [(2, 64, 4), (2, 64, 8)]  # (B, Di, K), (B, Di, N)
+        out, seq = module(ids, kv_cache=cache, start_pos=0), ids
+        for _ in range(8):
+            torch.testing.assert_close(out[:, -1], module(seq)[:, -1], atol=1e-5, rtol=1e-5)
+            seq = torch.cat([seq, out[:, -1:].argmax(-1)], dim=1)
+            out = module(seq[:, -1:], kv_cache=cache, start_pos=seq.shape[1] - 1)
+    generated = plain(module, ids[0].tolist(), 8, Sampling())
+    assert list(generated.tokens) == seq[0, prompt:].tolist()
+
+
+def test_states_cannot_step_back_or_take_several_tokens():
+    from layerwise.generate.cache import CachedLM
+
+    lm = CachedLM(_tiny_module(), 12, "target")
+    lm.feed([1, 2, 3])
+    with pytest.raises(LayerwiseError, match="one token at a time"):
+        lm.feed([4, 5])
+    with pytest.raises(LayerwiseError, match="cannot step back"):
+        lm.rewind(2)
+
+
+@pytest.mark.parametrize("workload", [Workload(mode="infer", batch=2, seq=12, new_tokens=7),
+                                      Workload(mode="infer", batch=3, seq=2, new_tokens=5, precision="fp32")])
+def test_inference_memory_and_decode_flops_read_the_states(workload):
+    """--new-tokens: the states (B, Di, K + N) per layer in the KV cache's place, to the byte, and
+    the decode steps' FLOPs (the conv as one output position) as FlopCounterMode counts them."""
+    model = get_preset("mamba-130m", n_layers=2, d_model=32, vocab_size=96, d_state=8)
+    measured = measure_step(model, workload)
+    analytic = inference_memory(model, workload)
+    dtype_bytes = 4 if workload.precision == "fp32" else 2
+    assert analytic.components.kv_cache == measured.components["kv_cache"] == \
+        workload.batch * 2 * 64 * (4 + 8) * dtype_bytes
+    assert analytic.peak_bytes == measured.peak_bytes
+    flops = model_flops(model, workload)
+    assert flops.flops.fwd_matmul + flops.decode.fwd_matmul == measured.flops_forward
+
+
+def test_the_scan_alone_is_refused_by_name():
+    from layerwise.cost.activations import activations
+
+    scan = dict(get_preset("mamba-130m", n_layers=1, d_model=32, vocab_size=96).body.block.mixer.children())["scan"]
+    with pytest.raises(LayerwiseError, match="selective_scan runs inside a mamba_mixer"):
+        activations(scan, (2, 8, 64))
