@@ -88,8 +88,11 @@ EAGER["bf16mixed-eager-b4"] = dict(precision="bf16-mixed", attention="eager", ba
 def test_gemma2_soft_capping_and_both_masks(workload):
     spec, data, w, measured = _both("gemma2", configs=GEMMA2, **workload)
     _check(hf_training_memory(spec, data, w), measured)
-    # our build has no soft-capping: the tanh outputs of every layer's scores and of the logits are missing
-    assert training_memory(spec, w).peak_bytes < 0.9 * measured.peak_bytes
+    # our build soft-caps too (issue 10): the tanh outputs of every layer's scores and of the logits are in
+    # its reading, which lands on HF's in fp32; under bf16-mixed HF's fp32 softmax and its low copies keep
+    # HF ~10% above ours
+    ratio = training_memory(spec, w).peak_bytes / measured.peak_bytes
+    assert abs(ratio - 1) < 0.01 if w.precision == "fp32" else 0.85 < ratio < 0.95
 
 
 def test_gemma2_sdpa_is_refused_by_both_readings():
