@@ -29,6 +29,11 @@ SMALL = {  # family -> (overrides, workload fields)
     "cnn": ({}, {"batch": 8}),
     "seq2seq": ({"n_layers": 2}, {"batch": 2, "seq": 64}),
     "mamba": ({"n_layers": 2}, {"batch": 2, "seq": 64}),
+    # DeepSeek (MLA + experts): 4 layers so V3's 3 dense layers are followed by a MoE one; 16 experts keep V3's
+    # 8 groups of 2 whole
+    "deepseek": ({"n_layers": 4, "d_model": 64, "n_heads": 4, "d_ff": 128, "vocab_size": 256, "max_seq": 128,
+                  "kv_rank": 32, "d_nope": 16, "d_rope": 8, "d_v": 16, "d_expert": 32, "n_experts": 16},
+                 {"batch": 2, "seq": 128}),
 }
 FULL = [  # (preset, workload fields), the models at their real size
     ("llama-2-7b", {"batch": 1, "seq": 2048, "precision": "bf16-mixed", "optimizer": "adamw"}),
@@ -66,12 +71,14 @@ def cases(quick: bool, only: list[str]):
         if only and info.name not in only:
             continue
         overrides, fields = SMALL.get(info.family, ({}, {"batch": 2}))
+        if info.family == "deepseek" and get_preset(info.name).body.block.attn.q_rank:
+            overrides = dict(overrides, q_rank=48)  # V3's 1536-wide query bottleneck at d_model 64
         if "seq" in fields:  # no longer than the preset's positions (tiny-seq2seq: 12)
             fields = dict(fields, seq=min(fields["seq"], get_preset(info.name, **overrides).input.max_seq or fields["seq"]))
         for g in grid(quick):
             yield info.name, overrides, Workload(**fields, **g)
         yield info.name, overrides, Workload(mode="infer", **fields)
-        if info.family == "seq2seq":  # greedy decoding through the self- and cross-attention caches
+        if info.family in ("seq2seq", "deepseek"):  # greedy decoding through the caches (MLA: its latents)
             yield info.name, overrides, Workload(mode="infer", new_tokens=16, **fields)
     if not quick:
         for name, fields in FULL:

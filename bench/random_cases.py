@@ -30,6 +30,8 @@ _SMALL = {
     "text_rnn": dict(vocab_size=256, d_embed=32, d_hidden=32, max_seq=64),
     "cnn": {},
     "mamba": dict(n_layers=2, d_model=64, vocab_size=256, max_seq=128),
+    "deepseek": dict(n_layers=4, d_model=64, n_heads=4, d_ff=128, vocab_size=256, max_seq=128, kv_rank=32, d_nope=16,
+                     d_rope=8, d_v=16, d_expert=32, n_experts=16),  # V3's 8 groups of 2 experts stay whole
 }
 FULL = [  # the models at their real size (fake tensors: no memory is allocated)
     "llama-2-7b", "mistral-7b", "gpt2-xl", "bert-large", "vit-l-16", "resnet-50", "phi-2", "qwen2-7b",
@@ -71,7 +73,9 @@ def small_overrides(name: str, rng: random.Random) -> dict:
         over = {"n_layers": 2}
     if "n_kv_heads" in keywords:
         over["n_kv_heads"] = rng.choice([1, 2])
-    if "n_experts" in keywords:
+    if keywords.get("q_rank"):  # DeepSeek-V3's query bottleneck, narrower than the small d_model
+        over["q_rank"] = 48
+    if "n_experts" in keywords and family != "deepseek":
         over.update(n_experts=4, top_k=2)
     if "sliding_window" in keywords:
         over["sliding_window"] = rng.choice([8, 16])
@@ -89,7 +93,7 @@ def _workload(rng: random.Random, family: str, infer: bool, full: bool) -> Workl
                   checkpointing=rng.choice(["none", "full", "selective"]), attention=rng.choice(["eager", "sdpa"]),
                   grad_accum=rng.choice([1, 1, 2]), device=rng.choice(["cpu", "cuda"]),
                   batch=rng.choice([1, 2, 4]) if not full else 1)
-    if family in ("decoder", "encoder", "mamba"):
+    if family in ("decoder", "encoder", "mamba", "deepseek"):
         fields["seq"] = rng.choice([16, 32, 64, 128]) if not full else rng.choice([512, 1024])
     elif family in ("vit", "resnet"):
         size = rng.choice([32, 64]) if family == "resnet" else 32
@@ -98,7 +102,7 @@ def _workload(rng: random.Random, family: str, infer: bool, full: bool) -> Workl
         fields["batch"] = 2  # BatchNorm in training needs more than one value per channel
     if infer:
         fields.update(mode="infer", optimizer="adamw", optimizer_impl=None, checkpointing="none", grad_accum=1)
-        if family in ("decoder", "mamba"):
+        if family in ("decoder", "mamba", "deepseek"):
             fields["new_tokens"] = rng.choice([0, 4, 16])
     return Workload(**fields)
 
@@ -109,7 +113,7 @@ def _runnable(model, family: str, w: Workload) -> bool:
 
     if w.checkpointing == "full" and first_repeat(model.body) is None:
         return False
-    if w.checkpointing == "selective" and family not in ("decoder", "encoder", "vit"):
+    if w.checkpointing == "selective" and family not in ("decoder", "encoder", "vit", "deepseek"):
         return False
     if w.precision in ("fp16", "fp16-mixed") and family == "text_rnn":
         return False  # CPU GRU kernels have no fp16

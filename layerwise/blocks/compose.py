@@ -57,20 +57,32 @@ class Repeat(Block):
     """`n_layers` independent copies of one block (a transformer's or a ResNet stage's stack).
 
     With `other`, two kinds alternate: copy i is `block` when (i + 1) % every == 0, else `other`
-    (Gemma 2: every 2nd layer global attention, the rest sliding-window; Gemma 3: every 6th)."""
+    (Gemma 2: every 2nd layer global attention, the rest sliding-window; Gemma 3: every 6th).
+    With `first`, the first `n_first` copies are that block (DeepSeek's first_k_dense_replace dense
+    layers, then MoE layers). The copies keep one numbering ("0".."n_layers-1", as transformers'
+    `layers.i`), and every reading that treats a Repeat's copies as the layer stack (checkpointing,
+    FSDP units, KV caches) sees all of them."""
 
     block: Block
     n_layers: int
     other: Block | None = None  # the block of the layers between every `every`-th one
     every: int = 0  # with `other`: copy i is `block` iff (i + 1) % every == 0
+    first: Block | None = None  # the first n_first copies are this block instead
+    n_first: int = 0
 
     def __post_init__(self):
         self._positive("n_layers")
-        self._non_negative("every")
+        self._non_negative("every", "n_first")
         if (self.other is None) != (self.every == 0):
             raise SpecError("repeat.other and repeat.every go together (every >= 1 with another block)")
+        if self.n_first > self.n_layers:
+            raise SpecError(f"repeat.n_first ({self.n_first}) exceeds n_layers ({self.n_layers})")
+        if (self.first is None) != (self.n_first == 0):
+            raise SpecError("repeat.first and repeat.n_first > 0 go together")
 
     def block_at(self, i: int) -> Block:
+        if i < self.n_first:
+            return self.first
         if self.other is None or (i + 1) % self.every == 0:
             return self.block
         return self.other
@@ -81,21 +93,25 @@ class Repeat(Block):
     def child_groups(self):
         if self.other is not None:
             return super().child_groups()
-        return ((Names("", 0, self.n_layers), self.block),)
+        head = ((Names("", 0, self.n_first), self.first),) if self.n_first else ()
+        rest = ((Names("", self.n_first, self.n_layers), self.block),) if self.n_layers > self.n_first else ()
+        return head + rest
 
     def runs(self, in_shape: Shape):
         """Copies are traced one by one only until one keeps its input shape: from there on every
-        copy sees the same shape, so the rest is one run (n_layers = 10**6 costs one layer)."""
+        copy of the same block sees the same shape, so the rest is one run (n_layers = 10**6
+        costs one layer)."""
         if self.other is not None:
             return super().runs(in_shape)
         out, shape = [], tuple(in_shape)
-        for i in range(self.n_layers):
-            nxt = child_out(str(i), self.block, shape)
-            if tuple(nxt) == shape:
-                out.append((Names("", i, self.n_layers), self.block, shape))
-                break
-            out.append(((str(i),), self.block, shape))
-            shape = tuple(nxt)
+        for lo, hi, block in ((0, self.n_first, self.first), (self.n_first, self.n_layers, self.block)):
+            for i in range(lo, hi):
+                nxt = child_out(str(i), block, shape)
+                if tuple(nxt) == shape:
+                    out.append((Names("", i, hi), block, shape))
+                    break
+                out.append(((str(i),), block, shape))
+                shape = tuple(nxt)
         return tuple(out)
 
     def trace(self, in_shape: Shape):

@@ -5,6 +5,7 @@
 Gemma scales the embeddings by sqrt(d_model) (`scale_embeddings`); Gemma 2 soft-caps the logits
 (`logit_softcap`); Gemma 2/3 alternate two blocks: `local_block` (sliding-window attention, its own
 rope base) on every layer but each `global_every`-th, which is `block` (global attention).
+(the first n_first of the copies may be another block, `first_block`: DeepSeek's dense layers)
 Positions: "learned" adds a (max_seq, d_model) table (GPT-2, OPT), "sinusoidal" a fixed one,
 "rope"/"none" add nothing here (RoPE lives inside the attention spec). A tied head
 (`tie_embeddings`) has no child and no parameters of its own: the logits are x @ embed.weight^T,
@@ -46,6 +47,8 @@ class DecoderLM(Block):
     logit_softcap: float = 0.0  # > 0: logits -> cap * tanh(logits / cap) (Gemma 2: final_logit_softcapping 30)
     local_block: Block | None = None  # Gemma 2/3: the sliding-window layers' block (same parameters)
     global_every: int = 0  # with local_block: layer i is `block` iff (i + 1) % global_every == 0
+    first_block: Block | None = None  # the first n_first layers are this block (DeepSeek's dense layers before MoE)
+    n_first: int = 0
 
     def __post_init__(self):
         self._positive("vocab_size", "d_model", "n_layers", "max_seq")
@@ -58,9 +61,15 @@ class DecoderLM(Block):
             raise SpecError("decoder_lm: a tied head has no bias of its own; set head_bias=False or tie_embeddings=False")
         if self.pos_rows and self.pos_rows < self.max_seq:
             raise SpecError(f"decoder_lm.pos_rows {self.pos_rows} is fewer than max_seq {self.max_seq}")
-        width = getattr(self.block, "d_model", self.d_model)
-        if width != self.d_model:
-            raise SpecError(f"decoder_lm.block has d_model {width}, expected {self.d_model}")
+        for name in ("block", "first_block"):
+            width = getattr(getattr(self, name), "d_model", self.d_model)
+            if width != self.d_model:
+                raise SpecError(f"decoder_lm.{name} has d_model {width}, expected {self.d_model}")
+        self._non_negative("n_first")
+        if (self.first_block is None) != (self.n_first == 0):
+            raise SpecError("decoder_lm.first_block and decoder_lm.n_first > 0 go together")
+        if self.n_first > self.n_layers:
+            raise SpecError(f"decoder_lm.n_first ({self.n_first}) exceeds n_layers ({self.n_layers})")
         self._non_negative("global_every")
         if (self.local_block is None) != (self.global_every == 0):
             raise SpecError("decoder_lm.local_block and decoder_lm.global_every go together "
@@ -89,7 +98,7 @@ class DecoderLM(Block):
         if self.dropout > 0:
             out.append(("drop", block_class("dropout")(p=self.dropout)))
         out.append(("blocks", Repeat(block=self.block, n_layers=self.n_layers, other=self.local_block,
-                                     every=self.global_every)))
+                                     every=self.global_every, first=self.first_block, n_first=self.n_first)))
         if self.final_norm != "none":
             out.append(("final_norm", make_norm(self.final_norm, self.d_model, self.norm_eps, self.norm_bias, self.trainable)))
         if not self.tie_embeddings:

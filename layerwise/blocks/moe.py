@@ -4,6 +4,12 @@ x (..., d_model) -> T = prod(...) tokens. router: Linear d_model -> n_experts (n
 softmax(logits), the top_k kept and renormalised to sum 1 (Mixtral); each expert (an ffn) runs only
 on its routed tokens; optional shared expert (an ffn of width shared_d_ff) on every token, scaled
 by sigmoid(shared_expert_gate(x)) with `shared_gate` (Qwen2-MoE).
+DeepSeek's routers (transformers' DeepseekV2TopkRouter / DeepseekV3TopkRouter): `scoring` sigmoid
+(V3) scores sigmoid(logits) and chooses by scores + e_score_correction_bias (a buffer; it steers the
+choice, not the weights); `n_groups` > 1 splits the experts into equal groups, scores each group
+(softmax: its best expert, V2; sigmoid: the sum of its best 2, V3) and chooses only within the best
+`topk_groups`; `norm_topk` renormalises the chosen weights (V2 does not); `routed_scale` multiplies
+them (routed_scaling_factor).
 
 Expert capacity (GShard, arXiv 2006.16668; Switch Transformer, arXiv 2101.03961): with
 capacity_factor > 0 each expert takes at most C = ceil(capacity_factor * top_k * T / n_experts)
@@ -25,8 +31,8 @@ the shared expert.
 
 FLOPs: every token makes exactly top_k assignments, and an ffn's FLOPs are linear in its rows, so
 the experts' total is one expert's FLOPs on top_k * T rows whatever the routing (the experts are
-assumed alike: expert 0 stands for all). Other, stated per element: routing softmax 5 and top-k 1
-per (token, expert), renormalising 2 per (token, k); combining 2 per (token, k, d_model); backward:
+assumed alike: expert 0 stands for all). Other, stated per element: routing softmax 5 (or as `_score_other`) and
+top-k 1 per (token, expert), renormalising 2 per (token, k) (`_weights_other`); combining 2 per (token, k, d_model); backward:
 softmax 4 per (token, expert), combine 3 per (token, k, d_model); the shared expert's add 1 per
 output element. With capacity, the experts' rows are n_experts * C, and the dispatch/combine
 bookkeeping is counted per element too (`_capacity_other`); the router losses per `_loss_other`.
@@ -48,6 +54,7 @@ from layerwise.spec.shapes import prod
 # Experts listed one by one (paths experts.0, experts.1, ... for LoRA, freezing and the built
 # module). Beyond this they stay one derived spec that the cost reading counts n_experts times.
 MAX_LISTED_EXPERTS = 4096
+SCORINGS = ("softmax", "sigmoid")
 
 
 @register("moe")
@@ -65,6 +72,11 @@ class MoE(Block):
     capacity_factor: float = 0.0  # > 0: each expert takes at most ceil(cf * top_k * T / n_experts) pairs (GShard)
     aux_loss_coef: float = 0.0  # Switch load-balancing loss weight (Switch used 0.01, Mixtral's HF config 0.02)
     z_loss_coef: float = 0.0  # ST-MoE router z-loss weight (ST-MoE used 0.001)
+    scoring: str = "softmax"  # softmax | sigmoid (DeepSeek-V3: + a bias buffer steering the choice only)
+    norm_topk: bool = True  # renormalise the top_k weights to sum 1 (Mixtral, DeepSeek-V3; not V2)
+    routed_scale: float = 1.0  # the routed experts' weights times this (DeepSeek routed_scaling_factor)
+    n_groups: int = 0  # > 1: group-limited routing over n_groups equal groups of experts (DeepSeek)
+    topk_groups: int = 0  # ... choosing experts only in the best topk_groups groups
     # children, derived from the fields above when left out
     router: Block | None = None
     experts: tuple[Block, ...] = ()
@@ -80,6 +92,7 @@ class MoE(Block):
                 raise SpecError(f"moe.{name} must be a number >= 0, got {value!r}")
         if self.top_k > self.n_experts:
             raise SpecError(f"moe.top_k ({self.top_k}) must be <= n_experts ({self.n_experts})")
+        self._check_routing()
         router = Linear(d_in=self.d_model, d_out=self.n_experts, bias=False)
         if self.router is None:
             object.__setattr__(self, "router", router)
@@ -106,6 +119,29 @@ class MoE(Block):
             else:
                 _check_ffn("moe.shared_expert", self.shared_expert, shared)
         self._init_gate()
+
+    def _check_routing(self) -> None:
+        self._one_of("scoring", SCORINGS)
+        self._non_negative("n_groups", "topk_groups")
+        r = self.routed_scale
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < math.inf:
+            raise SpecError(f"moe.routed_scale must be a number > 0, got {r!r}")
+        if self.n_groups > 1:
+            if self.n_experts % self.n_groups:
+                raise SpecError(f"moe.n_experts ({self.n_experts}) must be divisible by n_groups ({self.n_groups})")
+            if not 0 < self.topk_groups <= self.n_groups:
+                raise SpecError(f"moe.topk_groups must be in [1, n_groups={self.n_groups}], got {self.topk_groups}")
+            if self.top_k > self.topk_groups * (self.n_experts // self.n_groups):
+                raise SpecError(f"moe.top_k ({self.top_k}) exceeds the experts of the topk_groups "
+                                f"({self.topk_groups} x {self.n_experts // self.n_groups})")
+            if self.scoring == "sigmoid" and self.n_experts // self.n_groups < 2:
+                raise SpecError("moe: sigmoid group scores sum each group's best 2 experts; groups need >= 2")
+        elif self.topk_groups > 1:
+            raise SpecError(f"moe.topk_groups is {self.topk_groups} but n_groups is {self.n_groups}")
+
+    def own_params(self) -> Params:
+        """sigmoid scoring: DeepSeek-V3's e_score_correction_bias, a buffer of n_experts."""
+        return Params(buffers=self.n_experts if self.scoring == "sigmoid" else 0)
 
     def _init_gate(self) -> None:
         if self.shared_gate and not self.shared_d_ff:
@@ -214,8 +250,8 @@ class MoE(Block):
         # dropless: top_k * T rows over all experts; with capacity: every expert's C-row buffer
         total = total + self.expert_groups()[0][1].flops((e * cap if cap else t * k, d), ctx)
         router_grad = ctx.input_grad or self.router.params().trainable > 0
-        fwd = t * e * (5 + 1) + 2 * t * k + 2 * t * k * d
-        bwd = (4 * t * e if router_grad else 0) + 3 * t * k * d
+        fwd = t * e * (self._score_other() + 1) + self._weights_other(t) + 2 * t * k * d
+        bwd = ((4 if self.scoring == "softmax" else 3) * t * e if router_grad else 0) + 3 * t * k * d
         total = total + Flops(fwd_other=fwd, bwd_other=bwd) + self._capacity_other(t) + self._loss_other(t)
         if self.shared_expert is not None:
             total = total + self.shared_expert.flops((t, d), ctx) + Flops(fwd_other=t * d)
@@ -224,6 +260,17 @@ class MoE(Block):
             total = total + self.shared_expert_gate.flops((t, d), ctx) + Flops(fwd_other=4 * t + t * d,
                                                                                 bwd_other=3 * t + 2 * t * d)
         return total
+
+    def _score_other(self) -> int:
+        """Per (token, expert): softmax 5, or sigmoid 4 + the correction bias 1; group-limited
+        routing: the group score and the mask 2 more."""
+        score = 5 if self.scoring == "softmax" else 4 + 1
+        return score + (2 if self.n_groups > 1 else 0)
+
+    def _weights_other(self, t: int) -> int:
+        """Per (token, choice): renormalising 2 (sum, divide), the routed scale 1."""
+        k = self.top_k
+        return (2 * t * k if self.norm_topk else 0) + (t * k if self.routed_scale != 1 else 0)
 
     def _capacity_other(self, t: int) -> Flops:
         """Dispatch bookkeeping per (token, choice) pair and expert: one-hot 1 and cumsum 1 per

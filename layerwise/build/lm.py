@@ -51,6 +51,9 @@ class DecoderLMModule(nn.Module):
             if hasattr(attn, "init_state"):  # Mamba: (conv state, scan state) instead of K and V
                 out += attn.init_state(batch, dtype, device)
                 continue
+            if hasattr(attn, "cache_shapes"):  # MLA: its latents and rotary keys (build/mla.py)
+                out += [torch.zeros(shape, dtype=dtype, device=device) for shape in attn.cache_shapes(batch, max_len)]
+                continue
             length = min(max_len, attn.window) if rolling and attn.window else max_len
             shape = (batch, attn.kv_heads, length, attn.d_head)
             out += [torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)]

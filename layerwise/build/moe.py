@@ -1,7 +1,8 @@
 """The mixture-of-experts module built from a `moe` spec: real token-choice top-k routing.
 
 Routing is a run-time setting (`build.runtime.set_moe_routing`), never part of the spec:
-  learned   softmax(router logits), top_k, renormalised (Mixtral)
+  learned   softmax(router logits), top_k, renormalised (Mixtral); or the spec's DeepSeek routing
+            (sigmoid scores, correction bias, group-limited choice, norm_topk, routed_scale)
   balanced  token t goes to experts (t*top_k + j) % n_experts, j < top_k, weighted by the same
             renormalised router probabilities at those experts. Data-independent shapes, so it runs
             under FakeTensorMode / on the meta device, and every expert gets an equal share.
@@ -36,6 +37,8 @@ class MoEModule(nn.Module):
         self.shared_expert = spec.shared_expert.build() if spec.shared_expert is not None else None
         gate = spec.shared_expert_gate
         self.shared_expert_gate = build_linear(gate, None) if gate is not None else None
+        if spec.scoring == "sigmoid":  # DeepSeek-V3: steers the choice (trained by a bias update, not SGD)
+            self.e_score_correction_bias = nn.Buffer(torch.zeros(spec.n_experts))
         self.router_loss = None  # the last forward's weighted aux + z loss (0-dim fp32), or None
         self.record_stats = False
         self.stats = None  # (counts (E,) int64, dropped pairs 0-dim int64) of the last forward
@@ -43,15 +46,22 @@ class MoEModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., d_model)
         flat = x.reshape(-1, x.shape[-1])  # (T, d)
         logits = self._logits(flat)  # (T, E) fp32
-        probs = logits.softmax(dim=-1)
-        slots = None
-        if self.routing == "balanced":
-            slots = _balanced(flat.shape[0], self.top_k, self.n_experts)
-            idx = torch.tensor(slots, dtype=torch.long, device=x.device).view(-1, self.top_k)
+        spec = self.spec
+        probs = logits.softmax(dim=-1) if spec.scoring == "softmax" else logits.sigmoid()
+        balanced = self.routing == "balanced"
+        if balanced:
+            idx = _balanced(flat.shape[0], self.top_k, self.n_experts, x.device)
             weights = probs.gather(1, idx)
-        else:
+        elif spec.scoring == "softmax" and spec.n_groups <= 1:
             weights, idx = probs.topk(self.top_k, dim=-1)  # (T, k)
-        weights = (weights / weights.sum(dim=-1, keepdim=True)).to(x.dtype)
+        else:
+            idx = self._choose(probs.detach())
+            weights = probs.gather(1, idx)
+        if spec.norm_topk:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        if spec.routed_scale != 1:
+            weights = weights * spec.routed_scale
+        weights = weights.to(x.dtype)
         loss = self._router_loss(logits, probs, idx)
         # a checkpointed forward recomputed inside backward must not keep its loss: that graph would
         # hold the whole recomputed layer until the next forward (-1: not inside a backward pass)
@@ -61,7 +71,7 @@ class MoEModule(nn.Module):
         if cap:
             out, dropped = capacity_combine(self.experts, flat, idx, weights, cap, self.record_stats)
         else:
-            out, dropped = self._dropless(flat, idx, weights, slots), None
+            out, dropped = self._dropless(flat, idx, weights, balanced), None
         if self.record_stats:
             counts = torch.bincount(idx.detach().reshape(-1), minlength=self.n_experts)
             self.stats = (counts, dropped if dropped is not None else torch.zeros((), dtype=torch.long))
@@ -71,6 +81,21 @@ class MoEModule(nn.Module):
                 shared = torch.sigmoid(self.shared_expert_gate(flat)) * shared
             out = out + shared
         return out.view_as(x)
+
+    def _choose(self, scores: torch.Tensor) -> torch.Tensor:
+        """(T, k) expert ids: top_k of the scores (+ the correction bias under sigmoid scoring),
+        within the best topk_groups groups when n_groups > 1 (transformers' DeepSeek routers)."""
+        spec = self.spec
+        if spec.scoring == "sigmoid":
+            scores = scores + self.e_score_correction_bias
+        if spec.n_groups > 1:
+            t, g = scores.shape[0], spec.n_groups
+            grouped = scores.view(t, g, -1)  # (T, G, E/G)
+            best = grouped.max(dim=-1).values if spec.scoring == "softmax" else grouped.topk(2, dim=-1)[0].sum(-1)
+            keep = torch.zeros_like(best).scatter_(1, best.topk(spec.topk_groups, dim=-1)[1], 1.0).bool()
+            keep = keep[:, :, None].expand_as(grouped).reshape(t, -1)
+            scores = scores.masked_fill(~keep, 0.0 if spec.scoring == "softmax" else float("-inf"))
+        return scores.topk(self.top_k, dim=-1)[1]
 
     def _logits(self, flat: torch.Tensor) -> torch.Tensor:
         """(T, E) fp32. Under autocast the router runs in fp32 (autocast off, fp32 input)."""
@@ -94,11 +119,11 @@ class MoEModule(nn.Module):
             loss = z if loss is None else loss + z
         return loss
 
-    def _dropless(self, flat, idx, weights, slots):
+    def _dropless(self, flat, idx, weights, balanced: bool):
         out = torch.zeros_like(flat)
         for e, expert in enumerate(self.experts):
-            if slots is not None:
-                tok, slot = _rows_of(slots, e, self.top_k, flat.device)
+            if balanced:
+                tok, slot = _rows_of(flat.shape[0], e, self.top_k, self.n_experts, flat.device)
             else:
                 tok, slot = (idx == e).nonzero(as_tuple=True)
             if tok.numel() == 0:
@@ -108,14 +133,15 @@ class MoEModule(nn.Module):
         return out
 
 
-def _balanced(tokens: int, k: int, n: int) -> list[int]:
-    """Expert ids, token-major (T*k,): distinct within a token because k <= n."""
-    return [(t * k + j) % n for t in range(tokens) for j in range(k)]
+def _balanced(tokens: int, k: int, n: int, device) -> torch.Tensor:
+    """(T, k) expert ids: pair t*k + j goes to expert (t*k + j) % n, distinct within a token because
+    k <= n. Made by tensor ops (not from a Python list), so the measure reading's tracker sees them
+    born and freed like any activation."""
+    return (torch.arange(tokens * k, device=device) % n).view(tokens, k)
 
 
-def _rows_of(slots: list[int], expert: int, k: int, device):
-    """(token, slot) index tensors of the pairs routed to `expert`, computed in Python."""
-    pairs = [divmod(i, k) for i, e in enumerate(slots) if e == expert]
-    tok = torch.tensor([p[0] for p in pairs], dtype=torch.long, device=device)
-    slot = torch.tensor([p[1] for p in pairs], dtype=torch.long, device=device)
-    return tok, slot
+def _rows_of(tokens: int, expert: int, k: int, n: int, device):
+    """(token, slot) index tensors of the pairs routed to `expert` under balanced routing: the pairs
+    p = expert, expert + n, ... below T*k, i.e. token p // k, slot p % k."""
+    pair = torch.arange(expert, max(expert, tokens * k), n, device=device)  # empty if no pair reaches it
+    return pair // k, pair % k

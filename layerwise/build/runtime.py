@@ -13,9 +13,11 @@ def set_attention_impl(module: nn.Module, impl: str) -> int:
     Returns how many attention modules were switched (0 for a model without attention)."""
     if impl not in IMPLS:
         raise WorkloadError(f"--attention must be one of {list(IMPLS)}, got {impl!r}")
+    from layerwise.build.mla import MLAModule
+
     n = 0
     for sub in module.modules():
-        if isinstance(sub, AttentionModule):
+        if isinstance(sub, (AttentionModule, MLAModule)):
             sub.impl = impl
             n += 1
     return n

@@ -38,16 +38,27 @@ def _repeat(b, tr: Trace, x: T) -> T:
     """Full checkpointing wraps each copy of the outermost repeat (layerwise.measure.setup)."""
     outermost = tr.sink is None and not getattr(tr, "_in_repeat", False)
 
-    def copy(i: int, x: T) -> T:
-        if tr.policy.checkpointing == "full" and outermost:
-            return tr.checkpointed(lambda t: _item(b, tr, t, i), x)
-        return _item(b, tr, x, i)
+    def copies_from(lo: int):  # copy lo + i of a run of equal copies
+        def copy(i: int, x: T) -> T:
+            if tr.policy.checkpointing == "full" and outermost:
+                return tr.checkpointed(lambda t: _item(b, tr, t, lo + i), x)
+            return _item(b, tr, x, lo + i)
 
-    if b.other is not None:  # two kinds of layers (Gemma 2/3): each traced, none lumped
+        return copy
+
+    if b.other is not None:  # two kinds of layers alternating (Gemma 2/3): each traced, none lumped
+        copy = copies_from(0)
         for i in range(b.n_layers):
             x = copy(i, x)
         return x
-    return run_copies(tr, b.n_layers, copy, x, str)
+    # a stack of two kinds in sequence (DeepSeek) runs the first n_first copies, then the rest; the
+    # state is handed over through `box` so no frame here holds a run's input (nn.Sequential's loop does not)
+    box = [x]
+    del x
+    for lo, hi in ((0, b.n_first), (b.n_first, b.n_layers)):
+        if hi > lo:
+            box.append(run_copies(tr, hi - lo, copies_from(lo), box.pop(), lambda i, lo=lo: str(lo + i)))
+    return box.pop()
 
 
 def _item(b, tr: Trace, x: T, i: int) -> T:

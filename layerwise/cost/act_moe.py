@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from layerwise.cost.act_leaves import activation_op
+from layerwise.cost.precision import nbytes
 from layerwise.cost.act_trace import T, Trace, promote
 from layerwise.cost.activations import act, run, run_copies, run_outputs
 
@@ -24,13 +25,22 @@ def _moe(b, tr: Trace, x: T) -> T:
     probs = tr.new(logits.shape, "fp32", logits.grad)
     tr.save(probs)  # softmax result
     k = b.top_k
+    pairs = tr.new((rows * k,), "int64", False)  # balanced routing: arange(T*k) % E
     idx = tr.new((rows, k), "int64", False)
+    del pairs
     topw = tr.new((rows, k), "fp32", probs.grad)
     tr.save(idx)  # gather/topk backward: the indices
-    ssum = tr.new((rows, 1), "fp32", probs.grad)
-    tr.save(topw, ssum)  # weights / sum: div saves both
-    weights = tr.new((rows, k), x.dtype, topw.grad) if x.dtype != "fp32" else tr.new((rows, k), "fp32", topw.grad)
-    del topw, ssum
+    if b.norm_topk:
+        ssum = tr.new((rows, 1), "fp32", probs.grad)
+        tr.save(topw, ssum)  # weights / sum: div saves both
+        topw = tr.new((rows, k), "fp32", topw.grad)
+        del ssum
+    if b.routed_scale != 1:  # times a Python number: nothing saved
+        topw = tr.new((rows, k), "fp32", topw.grad)
+    weights = tr.new((rows, k), x.dtype, topw.grad) if x.dtype != "fp32" else topw
+    del topw
+    if b.scoring == "sigmoid":  # e_score_correction_bias, in the parameters' dtype
+        tr.buffers += nbytes(b.n_experts, tr.policy.dtype)
     loss = _router_loss(b, tr, logits, probs, idx)
     del logits
     cap = b.capacity(rows)
@@ -122,13 +132,14 @@ def _dropless(b, tr: Trace, flat: T, weights: T) -> T:
         def copy(i: int, out: T, expert=expert, first=first, n_e=n_e) -> T:
             e = first + i
             tr.begin(f".gather{e}")
-            tok = tr.new((n_e,), "int64", False)
+            pair = tr.new((n_e,), "int64", False)  # the expert's pairs: arange, then // k and % k
+            tok, slot = tr.new((n_e,), "int64", False), tr.new((n_e,), "int64", False)
+            del pair
             tr.save(tok)
             xin = tr.new((n_e, d), flat.dtype, flat.grad)
             y = run(expert, f"experts.{e}", tr, xin)
             tr.begin(f".combine{e}")
             w_e = tr.new((n_e, 1), weights.dtype, weights.grad)
-            slot = tr.new((n_e,), "int64", False)
             tr.save(tok, slot, y, w_e)  # weights[tok, slot]: saves both indices; y * w saves both
             prod_ = tr.new((n_e, d), promote(y.dtype, w_e.dtype), True)
             tr.save(prod_)  # index_add keeps its source for backward

@@ -43,7 +43,8 @@ def _encoder_decoder(b, tr: Trace, x: T) -> T:
     if memory is not None and tr.policy.grad and memory.grad:  # the memory's gradient, summed over the decoder layers:
         # born in the last layer's cross-attention v_proj backward (counted there as its grad_in),
         # held from the step before it back to the encoder's last step
-        last = max(i for i, st in enumerate(tr.steps) if st.path.endswith("cross_attn.v_proj"))
+        # (under LoRA the projection is a wrapper: its steps are cross_attn.v_proj.base, .lora_a, ...)
+        last = max(i for i, st in enumerate(tr.steps) if f".cross_attn.v_proj." in f".{st.path}.")
         tr.holds.append((born, last - 1, memory.storage.nbytes))
     h = side("dec_norm", h)  # the memory stays alive to the head: it is an argument of decode()
     if "lm_head" in kids:

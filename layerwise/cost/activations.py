@@ -140,6 +140,7 @@ def activations(block: Block, in_shape: Shape, policy: ActPolicy = ActPolicy(), 
     import layerwise.cost.act_seq  # noqa: F401
     import layerwise.cost.act_seq2seq  # noqa: F401
     import layerwise.cost.act_mamba  # noqa: F401
+    import layerwise.cost.act_mla  # noqa: F401
 
     tr = Trace(policy)
     x = input_tensor(tr, in_shape, tokens=tokens, grad=input_grad)

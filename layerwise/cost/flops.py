@@ -90,6 +90,11 @@ def _attention_core(block: Block, in_shape: Shape, ctx: FlopCtx) -> Flops:
         core = block.own_flops(in_shape, ctx)
         eager = block._impl(ctx) == "eager"
         total = total + Flops(fwd_matmul=core.fwd_matmul // 2 if eager else core.fwd_matmul, fwd_other=core.fwd_other)
+    if block.type_name == "mla":  # q @ k^T is its own width (d_nope + d_rope), not half of the core
+        core = block.own_flops(in_shape, ctx)
+        scores = 2 * in_shape[0] * block.n_heads * in_shape[1] ** 2 * block.d_qk
+        eager = block._impl(ctx) == "eager"
+        total = total + Flops(fwd_matmul=scores if eager else core.fwd_matmul, fwd_other=core.fwd_other)
     for names, child, child_in in block.runs(in_shape):
         total = total + _attention_core(child, child_in, ctx) * len(names)
     return total
@@ -217,6 +222,8 @@ def decode_flops(model: Model, workload: Workload) -> Flops:
             own = info.block.core_flops(b, 1, 1, False, False, False, "sdpa")
             extra = extra + Flops(fwd_matmul=core.fwd_matmul - n * own.fwd_matmul,
                                   fwd_other=core.fwd_other - n * own.fwd_other)
+        elif info.block.type_name == "mla":
+            extra = extra + info.block.decode_extra(info.in_shape[0], n, prompt)
     return Flops(fwd_matmul=n * step.fwd_matmul + extra.fwd_matmul, fwd_other=n * step.fwd_other + extra.fwd_other)
 
 

@@ -1,7 +1,9 @@
 """KV cache bytes for MHA / MQA / GQA decoders, and what fits in a memory budget.
 
 bytes/token = 2 (K and V) x n_layers x n_kv_heads x d_head x bytes/elem (vLLM paper §3;
-memory_flops_facts.md §7). GQA/MQA use n_kv_heads, not n_heads. A sliding window (Mistral) caps
+memory_flops_facts.md §7). GQA/MQA use n_kv_heads, not n_heads. Multi-head latent attention
+(DeepSeek-V2, arXiv 2405.04434 sec. 2.1.2, Table 1: (d_c + d_h^R) x l elements per token) caches
+one latent of kv_rank plus the shared rotary key of d_rope per token and layer (`latent`). A sliding window (Mistral) caps
 the cached tokens per sequence at the window (a rolling buffer). An 8-bit cache (fp8 e4m3 or int8)
 also keeps one fp32 scale for K and one for V per layer (vLLM's per-tensor `k_scale`/`v_scale` of
 its `--kv-cache-dtype fp8`; TensorRT-LLM's INT8/FP8 KV cache likewise scales per tensor).
@@ -23,6 +25,7 @@ class KVConfig:
     d_head: int
     dtype: str = "fp16"
     sliding_window: int = 0  # 0: no window; > 0: at most this many tokens cached per sequence
+    latent: bool = False  # MLA: one compressed row per token and layer (d_head = kv_rank + d_rope), not K and V
 
     def __post_init__(self):
         for name in ("n_layers", "n_kv_heads", "d_head"):
@@ -33,8 +36,9 @@ class KVConfig:
 
 
 def kv_bytes_per_token(cfg: KVConfig) -> int:
-    """One token of one sequence: 2 x L x n_kv_heads x d_head elements."""
-    return nbytes(2 * cfg.n_layers * cfg.n_kv_heads * cfg.d_head, cfg.dtype)
+    """One token of one sequence: 2 x L x n_kv_heads x d_head elements (MLA: L x (kv_rank + d_rope))."""
+    per_layer = cfg.n_kv_heads * cfg.d_head * (1 if cfg.latent else 2)
+    return nbytes(cfg.n_layers * per_layer, cfg.dtype)
 
 
 def cached_tokens(cfg: KVConfig, prompt: int, new_tokens: int = 0) -> int:
@@ -97,18 +101,22 @@ def kv_configs(block, dtype: str = "fp16") -> tuple[KVConfig, ...]:
     sliding_window), one KVConfig per group with n_layers = the group's size. Walks every child
     (a Repeat lists its copies), so mixed layer types each count. Cross-attention (context_dim > 0)
     caches the context once per request, not per token: not included."""
-    groups: dict[tuple[int, int, int], int] = {}
+    groups: dict[tuple[int, int, int, bool], int] = {}
 
     def visit(b, copies: int = 1) -> None:
         if b.type_name == "attention" and not getattr(b, "context_dim", 0):
-            key = (b.kv_heads, b.head_dim, b.sliding_window)
+            key = (b.kv_heads, b.head_dim, b.sliding_window, False)
+            groups[key] = groups.get(key, 0) + copies
+            return
+        if b.type_name == "mla":  # the latent and the shared rotary key (layerwise.blocks.mla)
+            key = (1, b.cache_width, 0, True)
             groups[key] = groups.get(key, 0) + copies
             return
         for names, child in b.child_groups():  # equal neighbours (a repeat's layers) visited once
             visit(child, copies * len(names))
 
     visit(block)
-    return tuple(KVConfig(n, kv, dh, dtype, sliding_window=w) for (kv, dh, w), n in groups.items())
+    return tuple(KVConfig(n, kv, dh, dtype, sliding_window=w, latent=lat) for (kv, dh, w, lat), n in groups.items())
 
 
 def seq2seq_kv_bytes(body, *, batch: int, prompt: int, new_tokens: int, dtype: str) -> tuple[int, int]:

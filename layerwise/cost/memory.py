@@ -128,6 +128,7 @@ def trace_step(model: Model, workload: Workload, hf=None, *, lumping: bool = Fal
     import layerwise.cost.act_seq  # noqa: F401
     import layerwise.cost.act_seq2seq  # noqa: F401
     import layerwise.cost.act_mamba  # noqa: F401
+    import layerwise.cost.act_mla  # noqa: F401
 
     tr = Trace(act_policy(workload, hf), lumping=lumping)
     tr.prefill_cache = prefill_cache
@@ -479,6 +480,8 @@ def _kv_config(model: Model, dtype: str):
     attn = getattr(block, "attn", None)
     if attn is None or not getattr(attn, "causal", False):
         return None
+    if attn.type_name == "mla":  # its compressed cache: kv_rank + d_rope per token and layer
+        return KVConfig(n_layers=body.n_layers, n_kv_heads=1, d_head=attn.cache_width, dtype=dtype, latent=True)
     return KVConfig(n_layers=body.n_layers, n_kv_heads=attn.kv_heads, d_head=attn.head_dim, dtype=dtype,
                     sliding_window=attn.sliding_window)
 

@@ -166,8 +166,9 @@ def model_parts(model: Model, micro_batch: int, seq: int | None, ctx: TimeCtx) -
     shape = model.input_shape(micro_batch, seq, None)
     n_layers = getattr(model.body, "n_layers", 0)
     short = model  # the same shapes with one copy of the repeated block: tracing 80 layers is slow
-    if n_layers > 1 and hasattr(model.body, "block"):
-        short = replace(model, body=replace(model.body, n_layers=1))
+    first, n_first = getattr(model.body, "first_block", None), getattr(model.body, "n_first", 0)
+    if (n_layers > 1 or first is not None) and hasattr(model.body, "block"):
+        short = replace(model, body=replace(model.body, n_layers=1, first_block=None, n_first=0))
     before, rep, after = _cut(short, shape)
     pre = sum((block_time(b, s, ctx) for b, s in before), BlockTime())
     post = sum((block_time(b, s, ctx) for b, s in after), BlockTime())
@@ -180,9 +181,22 @@ def model_parts(model: Model, micro_batch: int, seq: int | None, ctx: TimeCtx) -
     moe = getattr(block, "ffn", None)
     top_k = moe.top_k if getattr(moe, "type_name", "") == "moe" else 0
     experts = sum(e.params().total for e in moe.experts) if top_k else 0
-    return Parts(pre, layer, post, n, block.params().total, sum(b.params().total for b, _ in before),
+    layer_params = block.params().total
+    if first is not None:  # a stack of two kinds (DeepSeek's dense layers first): timed as its mean layer,
+        # so the stack's total is exact and pipeline stages split it evenly (an estimate)
+        layer = _mean_layer(block_time(first, rep[1], ctx), n_first, layer, n - n_first)
+        layer_params = (n_first * first.params().total + (n - n_first) * layer_params) // n
+        experts = experts * (n - n_first) // n  # the dense layers have none for ep to split
+    return Parts(pre, layer, post, n, layer_params, sum(b.params().total for b, _ in before),
                  sum(b.params().total for b, _ in after), 2 if block.type_name == "transformer_block" else 0,
                  _column_sites(block, rep[1], ctx), top_k, experts)
+
+
+def _mean_layer(a: BlockTime, n_a: int, b: BlockTime, n_b: int) -> BlockTime:
+    n = n_a + n_b
+    return BlockTime((a.fwd * n_a + b.fwd * n_b) / n, (a.bwd * n_a + b.bwd * n_b) / n,
+                     (a.attention_core_fwd * n_a + b.attention_core_fwd * n_b) / n,
+                     (a.matmul_flops_fwd * n_a + b.matmul_flops_fwd * n_b) // n)
 
 
 # The column-parallel projections of a transformer block (Megatron-LM's split, train/parallel.py's
@@ -402,9 +416,10 @@ def _sample_flops(model: Model, seq: int | None, checkpointing: str) -> tuple[in
         return model_f, model_f + recompute
 
     body = model.body
-    if not (hasattr(body, "n_layers") and hasattr(body, "block")) or body.n_layers < 3:
+    first = getattr(body, "n_first", 0)  # a stack of two kinds: linear in the second kind's number
+    if not (hasattr(body, "n_layers") and hasattr(body, "block")) or body.n_layers < first + 3:
         return count(model)
     # identical layers: the count is linear in their number, so two small models give it exactly
-    (m1, h1), (m2, h2) = (count(replace(model, body=replace(body, n_layers=k))) for k in (1, 2))
-    n = body.n_layers - 1
+    (m1, h1), (m2, h2) = (count(replace(model, body=replace(body, n_layers=first + k))) for k in (1, 2))
+    n = body.n_layers - first - 1
     return m1 + n * (m2 - m1), h1 + n * (h2 - h1)

@@ -208,14 +208,17 @@ def _checkpoint_attention_cores(module: nn.Module) -> int:
         from layerwise.build.attention import AttentionModule
     except ImportError:
         AttentionModule = None
-    cores = [m for m in module.modules() if AttentionModule is not None and isinstance(m, AttentionModule)]
+    from layerwise.build.mla import MLAModule  # latent attention: its _eager / _sdpa likewise
+
+    cores = [m for m in module.modules() if AttentionModule is not None and isinstance(m, (AttentionModule, MLAModule))]
     if not cores:
         raise WorkloadError("--checkpointing selective recomputes the attention core; this model has no attention")
     for attn in cores:
         attn._eager = _checkpointed(attn._eager)
         attn._sdpa = _checkpointed(attn._sdpa)
-        attn._eager_bias = _checkpointed(attn._eager_bias)  # with a score bias (T5)
-        attn._sdpa_bias = _checkpointed(attn._sdpa_bias)
+        if isinstance(attn, AttentionModule):
+            attn._eager_bias = _checkpointed(attn._eager_bias)  # with a score bias (T5)
+            attn._sdpa_bias = _checkpointed(attn._sdpa_bias)
     return len(cores)
 
 

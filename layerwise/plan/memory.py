@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from layerwise.cost.memory import training_memory
+from layerwise.spec.errors import WorkloadError
 from layerwise.spec.model import Model
 from layerwise.workload import Workload
 
@@ -112,6 +113,7 @@ def memory_parts(model: Model, workload: Workload) -> MemoryParts:
 def _parts(model: Model, base: Workload) -> MemoryParts:
     if not (hasattr(model.body, "n_layers") and hasattr(model.body, "block")):
         return _flat_parts(model, base)
+    check_identical_layers(model)
     runs = {(n, b): _phases(_with_layers(model, n), base.with_(batch=b)) for n in (2, 3) for b in (1, 2)}
     (s2, r21), (s3, r31) = runs[(2, 1)], runs[(3, 1)]
     r22, r32 = runs[(2, 2)][1], runs[(3, 2)][1]
@@ -134,6 +136,13 @@ def _parts(model: Model, base: Workload) -> MemoryParts:
     return MemoryParts(states["weights"], states["master_weights"], states["gradients"],
                        states["optimizer_states"], states["temporaries"], tuple(cands), pre / max(rest, 1),
                        experts, round(states["weights"].d))
+
+
+def check_identical_layers(model: Model) -> None:
+    if getattr(model.body, "n_first", 0):
+        raise WorkloadError(f"{model.name}: the planner's memory model takes identical layers; this stack has "
+                            f"{model.body.n_first} layers of another kind first (DeepSeek's dense layers): size "
+                            f"its set-ups with `memory` and `time`")
 
 
 def _flat_parts(model: Model, base: Workload) -> MemoryParts:

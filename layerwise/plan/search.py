@@ -25,7 +25,7 @@ from layerwise.cost.memory import first_repeat
 from layerwise.cost.overhead import device_overhead_bytes
 from layerwise.cost.parallel import layers_per_stage
 from layerwise.cost.step_time import Layout, StepTime, step_time
-from layerwise.plan.memory import memory_parts, per_device_bytes
+from layerwise.plan.memory import check_identical_layers, memory_parts, per_device_bytes
 from layerwise.spec.errors import WorkloadError
 from layerwise.spec.model import Model
 from layerwise.workload import Workload
@@ -74,8 +74,8 @@ def _powers(limit: int) -> list[int]:
 
 def _tp_options(model: Model, gpu: GPU, n_gpus: int) -> list[int]:
     block = getattr(model.body, "block", None)
-    if getattr(block, "type_name", "") != "transformer_block":
-        return [1]
+    if getattr(block, "type_name", "") != "transformer_block" or block.attn.type_name != "attention":
+        return [1]  # latent attention (mla) has no tensor-parallel split here
     attn, ffn = block.attn, block.ffn
     node = gpu.links.gpus_per_node if gpu.links else 8
     return [t for t in _powers(min(node, n_gpus)) if n_gpus % t == 0 and attn.n_heads % t == 0
@@ -136,6 +136,7 @@ def plan(model: Model, gpu: GPU, *, n_gpus: int = 1, seq: int | None = None, glo
         raise WorkloadError(f"--gpus must be a positive integer, got {n_gpus}")
     if top < 1:
         raise WorkloadError(f"--top must be a positive integer, got {top}")
+    check_identical_layers(model)
     precision = "bf16-mixed" if "bf16" in gpu.dtypes else "fp16-mixed"
     s = model.input_shape(1, seq, None)[1] if model.input.kind == "tokens" else 1
     tokens = model.input.kind == "tokens"

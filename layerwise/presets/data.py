@@ -143,6 +143,25 @@ PRESETS: dict[str, tuple[str, dict, str]] = {
                                      activation="gelu_tanh"), _HF.format("google/flan-t5-base")),
     # Mamba (Gu and Dao 2023, arXiv 2312.00752): selective state-space blocks, no attention
     "mamba-130m": ("mamba", dict(vocab_size=50280, d_model=768, n_layers=24), _HF.format("state-spaces/mamba-130m-hf")),
+    # DeepSeek-V2-Lite (arXiv 2405.04434, appendix B; refdata/hf-configs/deepseek-v2-lite.json): MLA without a
+    # query bottleneck, 64 routed experts (top 6) + 2 shared, the first layer dense; 15.7B parameters
+    "deepseek-v2-lite": ("deepseek", dict(vocab_size=102400, d_model=2048, n_layers=27, n_heads=16, max_seq=163840,
+                                          d_ff=10944, n_experts=64, top_k=6, d_expert=1408, n_shared=2, n_dense=1,
+                                          scale=0.1147213867929261), _HF.format("deepseek-ai/DeepSeek-V2-Lite")),
+    # DeepSeek-V3 (arXiv 2412.19437, sec. 4.2; refdata/hf-configs/deepseek-v3.json): MLA with a 1536-wide query
+    # bottleneck, 256 routed experts (top 8 within the best 4 of 8 groups, sigmoid scores) + 1 shared, 3 dense
+    # layers first; 671B parameters (the multi-token-prediction module not included, as in transformers)
+    "deepseek-v3": ("deepseek", dict(vocab_size=129280, d_model=7168, n_layers=61, n_heads=128, max_seq=163840,
+                                     d_ff=18432, q_rank=1536, n_experts=256, top_k=8, d_expert=2048, n_shared=1,
+                                     n_dense=3, scoring="sigmoid", norm_topk=True, routed_scale=2.5, n_groups=8,
+                                     topk_groups=4, scale=0.1352337788608801), _HF.format("deepseek-ai/DeepSeek-V3")),
+    # A tiny DeepSeek-V3-shaped model for tests and the accuracy suites: q bottleneck, 8 experts in 4 groups,
+    # sigmoid routing, one shared expert, one dense layer
+    "tiny-deepseek": ("deepseek", dict(vocab_size=256, d_model=64, n_layers=3, n_heads=4, max_seq=256, d_ff=128,
+                                       kv_rank=32, q_rank=48, d_nope=16, d_rope=8, d_v=16, n_experts=8, top_k=2,
+                                       d_expert=32, n_shared=1, n_dense=1, scoring="sigmoid", norm_topk=True,
+                                       routed_scale=2.5, n_groups=4, topk_groups=2),
+                      "layerwise: DeepSeek-V3's wiring (refdata/hf-configs/deepseek-v3.json) at a test size"),
     "tiny-seq2seq": ("seq2seq", dict(vocab_size=11, d_model=64, n_layers=2, n_heads=4, d_ff=256, max_seq=12,
                                      norm_position="pre"),
                      "layerwise demo: a pre-norm nn.Transformer-style encoder-decoder for reverse-digits / sort-digits"),

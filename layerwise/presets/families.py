@@ -219,6 +219,9 @@ def _register_seq2seq() -> None:
 
     FAMILIES["seq2seq"] = Family({k: (REQUIRED if v is S2S_REQUIRED else v) for k, v in SEQ2SEQ.items()}, build_seq2seq)
     FAMILIES["mamba"] = Family({k: (REQUIRED if v is MAMBA_REQUIRED else v) for k, v in MAMBA.items()}, build_mamba)
+    from layerwise.presets.deepseek import DEEPSEEK, REQUIRED as DS_REQUIRED, build_deepseek
+
+    FAMILIES["deepseek"] = Family({k: (REQUIRED if v is DS_REQUIRED else v) for k, v in DEEPSEEK.items()}, build_deepseek)
 
 
 _register_seq2seq()

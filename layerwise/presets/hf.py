@@ -26,6 +26,8 @@ adding what the transformers implementation implies but the config does not say:
   clip_vision_model   ViT with no patch bias, pre_layrnorm, quick_gelu, post_layernorm on CLS only
   falcon    parallel attention + MLP behind one LayerNorm (7B) or two (new_decoder_architecture),
             multi-query or grouped keys/values, `bias` on every linear, tied head; ALiBi refused
+  deepseek_v2, deepseek_v3   multi-head latent attention, fine-grained + shared experts after
+            first_k_dense_replace dense layers (layerwise/presets/deepseek.py)
 rope_scaling does not change parameters or matmul FLOPs and is not imported.
 """
 from __future__ import annotations
@@ -410,6 +412,9 @@ def _add_seq2seq() -> None:
     from layerwise.presets.hf_seq2seq import IMPORTERS as SEQ2SEQ
 
     IMPORTERS.update(SEQ2SEQ)
+    from layerwise.presets.deepseek import hf_deepseek
+
+    IMPORTERS.update(deepseek_v2=hf_deepseek, deepseek_v3=hf_deepseek)
 
 
 _add_seq2seq()

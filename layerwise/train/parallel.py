@@ -78,6 +78,8 @@ class ParallelConfig:
 # ---- layouts ------------------------------------------------------------------------------------
 def _check_tp(spec_block, tp: int) -> None:
     attn, ffn = spec_block.attn, spec_block.ffn
+    if attn.type_name != "attention":
+        raise LayerwiseError(f"--tp {tp}: only multi-head attention is split (this one is {attn.type_name})")
     if ffn.type_name != "ffn":
         raise LayerwiseError(f"--tp {tp}: only dense FFN blocks are split (this one is {ffn.type_name})")
     for name, value in (("n_heads", attn.n_heads), ("n_kv_heads", attn.kv_heads), ("d_ff", ffn.d_ff)):

@@ -18,6 +18,8 @@ _SMALL = {
     "resnet": dict(layers=(1, 1, 1, 1)),
     "seq2seq": dict(n_layers=2, d_model=64, n_heads=4, d_ff=96, vocab_size=97, max_seq=64),
     "mamba": dict(n_layers=2, d_model=64, vocab_size=97, max_seq=64),
+    "deepseek": dict(n_layers=4, d_model=64, n_heads=4, d_ff=96, vocab_size=97, max_seq=64, kv_rank=32, d_nope=16,
+                     d_rope=8, d_v=16, d_expert=32, n_experts=16),  # V3's 8 groups of 2 experts stay whole
 }
 
 
@@ -26,7 +28,7 @@ def small(name):
     over = dict(_SMALL.get(family, {}))
     if "n_kv_heads" in keywords:
         over["n_kv_heads"] = 2
-    if "n_experts" in keywords:
+    if "n_experts" in keywords and family != "deepseek":
         over.update(n_experts=4, top_k=2)
     if "sliding_window" in keywords:
         over["sliding_window"] = 8

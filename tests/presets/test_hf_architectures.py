@@ -144,8 +144,9 @@ def test_the_wiring_each_config_implies():
 
 
 def test_unknown_model_type_names_the_nearest_supported_one():
-    with pytest.raises(LayerwiseError, match=r"model_type 'deepseek_v3' is not supported; the nearest supported is"):
-        from_hf_config({"model_type": "deepseek_v3"})
+    with pytest.raises(LayerwiseError, match=r"model_type 'deepseek_v4' is not supported; the nearest supported is "
+                                             r"'deepseek_v3'"):
+        from_hf_config({"model_type": "deepseek_v4"})
     with pytest.raises(LayerwiseError, match=r"'mlp_only_layers'"):
         from_hf_config(dict(FULL["qwen3-30b-a3b"], mlp_only_layers=[0]))
     with pytest.raises(LayerwiseError, match=r"'alibi' true"):

@@ -17,7 +17,8 @@ from refdata import HF_CONFIGS as CONFIGS
 AS_PRESET = {"gpt2": "gpt2", "gpt2-medium": "gpt2-medium", "llama-2-7b": "llama-2-7b", "llama-2-13b": "llama-2-13b",
              "mistral-7b-v0.1": "mistral-7b", "mixtral-8x7b-v0.1": "mixtral-8x7b", "bert-base-uncased": "bert-base",
              "vit-base-patch16-224": "vit-b-16", "qwen3-0.6b": "qwen3-0.6b", "gemma-2b": "gemma-2b",
-             "gemma-2-2b": "gemma-2-2b", "gemma-3-1b-pt": "gemma-3-1b", "falcon-7b": "falcon-7b"}
+             "gemma-2-2b": "gemma-2-2b", "gemma-3-1b-pt": "gemma-3-1b", "falcon-7b": "falcon-7b",
+             "deepseek-v2-lite": "deepseek-v2-lite", "deepseek-v3": "deepseek-v3"}
 
 
 def test_every_refdata_config_is_covered():
@@ -122,6 +123,9 @@ def test_every_supported_type_is_tested():
     from test_hf_mamba import TINY as MAMBA_TINY
 
     tested |= {c["model_type"] for c in (*S2S_FULL.values(), *S2S_TINY.values(), MAMBA_TINY)}
+    from test_hf_deepseek import TINY as DEEPSEEK_TINY
+
+    tested |= {c["model_type"] for c in DEEPSEEK_TINY.values()}
     assert tested == set(IMPORTERS)
 
 

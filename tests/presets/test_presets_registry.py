@@ -20,6 +20,8 @@ TINY = {
     "cnn": {},
     "seq2seq": dict(vocab_size=64, d_model=32, n_heads=4, d_ff=48, n_layers=2, max_seq=16),
     "mamba": dict(vocab_size=64, d_model=32, n_layers=2, max_seq=16),
+    "deepseek": dict(vocab_size=64, d_model=32, n_heads=4, d_ff=48, n_layers=4, max_seq=16, kv_rank=16, d_nope=8,
+                     d_rope=4, d_v=8, d_expert=8, n_experts=16),  # 4 layers: V3's 3 dense ones, then MoE
 }
 
 
