@@ -116,7 +116,9 @@ def _decoder_lm(b, tr: Trace, x: T) -> T:
             act_hf.before_layers(tr, b.block.attn, x)
         x = run(child, name, tr, x)
         if name == "embed" and b.scale_embeddings:  # x * sqrt(d_model): a new tensor, nothing saved
+            tr.path.append("embed")
             tr.begin(".scale")
+            tr.path.pop()
             x = tr.new(x.shape, x.dtype, x.grad)
         if name == "blocks" and tr.policy.hf is not None:
             act_hf.after_layers(tr)
@@ -138,7 +140,9 @@ def _softcap(b, tr: Trace, logits: T) -> T:
     module's forward rebinds them (after the product)."""
     if not b.logit_softcap:
         return logits
+    tr.path.append("lm_head")
     tr.begin(".softcap")
+    tr.path.pop()
     divided = tr.new(logits.shape, logits.dtype, logits.grad)
     capped = tr.new(divided.shape, divided.dtype, divided.grad)
     tr.save(capped)
