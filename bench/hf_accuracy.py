@@ -5,7 +5,8 @@ For each case: HF measured (`layerwise measure CONFIG.json --impl hf`: transform
 from the config, one steady-state AdamW step under FakeTensorMode with the live-storage tracker),
 the `--impl hf` cost reading's error (peak; activations at the peak, relative and as a share of the
 peak), and the default convention's (`--impl layerwise`, our build) error against the same HF step.
-Target: every `--impl hf` peak within 2%.
+Target: every `--impl hf` peak within 2% (the exit status); the activations at the forward's peak are
+printed beside it (where the peak sits in optimizer.step(), the activations at the peak are ~0).
 
     .venv/bin/python bench/hf_accuracy.py                 # the whole table (a few minutes)
     .venv/bin/python bench/hf_accuracy.py --only gpt2-xl  # one config
@@ -51,6 +52,10 @@ CONFIGS = {
     "gemma-2-2b": (REFDATA / "gemma-2-2b.json", 2048, (1, 2)),  # eager only: transformers' Gemma 2 has no sdpa
     "gemma-3-1b": (REFDATA / "gemma-3-1b-pt.json", 2048, (1, 4)),  # 512-token window: sdpa gets its mask
     "falcon-7b": (REFDATA / "falcon-7b.json", 2048, (1, 2)),  # multi-query: its sdpa call takes the math path
+    "mixtral-8x7b": (REFDATA / "mixtral-8x7b-v0.1.json", 2048, (1, 2)),
+    "qwen1.5-moe-a2.7b": (REFDATA / "qwen1.5-moe-a2.7b.json", 2048, (1, 2)),
+    "qwen3-30b-a3b": (REFDATA / "qwen3-30b-a3b.json", 2048, (1, 2)),
+    "clip-vit-b-32": (REFDATA / "clip-vit-base-patch32-vision.json", None, (8, 64)),  # CLIPVisionModel
 }
 EAGER_ONLY = ("gemma-2-2b",)
 
@@ -79,10 +84,15 @@ def case(data: dict, where: str, w: Workload) -> dict:
     hf = hf_training_memory(spec, data, w)
     ours = training_memory(spec, w)
     peak, act = measured.peak_bytes, measured.components["activations"]
+    # the activations at the forward's own peak (all saved, at the loss): where the step's peak sits
+    # in optimizer.step() (model states dominate), the activations at the peak are ~0 on both sides
+    fwd = max((p for p in hf.phases if p.name == "forward"), key=lambda p: p.total).components.activations
+    fwd_measured = measured.phase_components["forward"]["activations"]
     return {"peak": peak, "phase": measured.peak_phase,
             "hf": hf.peak_bytes / peak - 1, "default": ours.peak_bytes / peak - 1,
             "act": (hf.components.activations - act) / act if act else 0.0,
-            "act_share": (hf.components.activations - act) / peak}
+            "act_share": (hf.components.activations - act) / peak,
+            "fwd": fwd / fwd_measured - 1}
 
 
 def main(argv=None) -> int:
@@ -92,8 +102,8 @@ def main(argv=None) -> int:
     names = args.only or list(CONFIGS)
     rows, start = [], time.time()
     print("| config | workload | HF measured peak | phase | `--impl hf` peak | activations (share of peak) "
-          "| `--impl layerwise` peak |")
-    print("|---|---|---|---|---|---|---|")
+          "| forward's activations | `--impl layerwise` peak |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in names:
         path, seq, batches = CONFIGS[name]
         data = json.loads(path.read_text())
@@ -101,14 +111,17 @@ def main(argv=None) -> int:
             r = case(data, str(path), w)
             rows.append(r)
             print(f"| {name} | {label(w)} | {r['peak'] / 2**30:.2f} GiB | {r['phase']} | {r['hf']:+.2%} | "
-                  f"{r['act']:+.2%} ({r['act_share']:+.2%}) | {r['default']:+.2%} |", flush=True)
+                  f"{r['act']:+.2%} ({r['act_share']:+.2%}) | {r['fwd']:+.2%} | {r['default']:+.2%} |", flush=True)
     hf_err = [abs(r["hf"]) for r in rows]
     share = [abs(r["act_share"]) for r in rows]
+    fwd = [abs(r["fwd"]) for r in rows]
     default = [abs(r["default"]) for r in rows]
     print(f"\n{len(rows)} cases in {time.time() - start:.0f} s")
     print(f"--impl hf peak: median {statistics.median(hf_err):.2%}, max {max(hf_err):.2%}, "
           f"within {TARGET:.0%}: {sum(e <= TARGET for e in hf_err)} / {len(rows)}")
     print(f"--impl hf activations as a share of the peak: median {statistics.median(share):.2%}, max {max(share):.2%}")
+    print(f"--impl hf activations at the forward's peak: median {statistics.median(fwd):.2%}, max {max(fwd):.2%}, "
+          f"within {TARGET:.0%}: {sum(e <= TARGET for e in fwd)} / {len(rows)}")
     print(f"--impl layerwise (default) peak against HF: median {statistics.median(default):.2%}, "
           f"max {max(default):.2%}, within {TARGET:.0%}: {sum(e <= TARGET for e in default)} / {len(rows)}")
     return 0 if all(e <= TARGET for e in hf_err) else 1

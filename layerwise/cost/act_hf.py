@@ -46,6 +46,8 @@ class HFOps:
     rope_per_type: bool = False  # Gemma 3: one pair of rotary tables per layer type (local and global bases)
     falcon: bool = False  # FalconAttention: sdpa called directly (k, v heads broadcast, no enable_gqa)
     kv_broadcast: bool = False  # Falcon's new_decoder_architecture: k, v broadcast to every query head
+    moe: str = ""  # mixtral | qwen: transformers' MoE router and grouped experts (cost/act_hf_moe.py)
+    moe_renormalise: bool = False  # the top-k weights divided by their sum (Mixtral; Qwen's norm_topk_prob)
 
 
 def _low(tr: Trace, t: T) -> str:

@@ -17,6 +17,11 @@ from layerwise.cost.activations import act, run, run_copies, run_outputs
 def _moe(b, tr: Trace, x: T) -> T:
     """Router logits (fp32) -> softmax (saved) -> top-k weights renormalised; router losses; then
     the experts, dropless or through the capacity buffers; the shared expert on every token."""
+    hf = tr.policy.hf
+    if hf is not None and hf.moe:  # --impl hf: transformers' router and grouped experts
+        from layerwise.cost.act_hf_moe import moe
+
+        return moe(b, tr, x, renormalise=hf.moe_renormalise, float_logits=hf.moe == "mixtral")
     d = x.shape[-1]
     rows = x.numel // d
     flat = tr.view(x, (rows, d))

@@ -285,8 +285,10 @@ def _ffn(b, tr: Trace, x: T) -> T:
         u = run(b.up_proj, "up_proj", tr, x)
         tr.begin(".act")
         hid = activation_op(tr, u, b.activation)
-        # its backward holds the gradients of its input and output at once (as a leaf's)
-        tr.steps[-1].io = (u.storage.nbytes if u.grad else 0, hid.storage.nbytes if hid.grad else 0)
+        # its backward holds the gradients of its input and output at once (as a leaf's); quick_gelu's
+        # product rule (x * sigmoid(1.702 x)) holds both factors' gradients next to the output's
+        grads = 2 if b.activation == "quick_gelu" else 1
+        tr.steps[-1].io = (grads * u.storage.nbytes if u.grad else 0, hid.storage.nbytes if hid.grad else 0)
     del u  # the module keeps only h: the projections die unless saved
     hid = dropout_op(tr, hid, b.dropout)
     return run(b.down_proj, "down_proj", tr, hid)

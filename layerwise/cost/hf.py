@@ -40,7 +40,11 @@ DROPOUT_KEYS = {
     "gemma": (None, None, "attention_dropout"),
     "gemma2": (None, None, "attention_dropout"),
     "gemma3_text": (None, None, "attention_dropout"),
-    "falcon": (None, "hidden_dropout", None),  # dropout_add after the MLP; the rotary attention applies none
+    "mixtral": (None, None, "attention_dropout"),
+    "qwen2_moe": (None, None, "attention_dropout"),
+    "qwen3_moe": (None, None, "attention_dropout"),
+    "falcon": (None, "hidden_dropout", None),
+    "clip_vision_model": (None, None, "attention_dropout"),  # CLIPAttention; no hidden dropout  # dropout_add after the MLP; the rotary attention applies none
 }
 # transformers' config defaults for those keys (configuration_<type>.py)
 _DEFAULTS = {"embd_pdrop": 0.1, "resid_pdrop": 0.1, "attn_pdrop": 0.1, "hidden_dropout_prob": 0.1,
@@ -49,7 +53,7 @@ _MODEL_DEFAULTS = {("phi", "resid_pdrop"): 0.0, ("phi", "embd_pdrop"): 0.0, ("ph
                    ("vit", "hidden_dropout_prob"): 0.0, ("vit", "attention_probs_dropout_prob"): 0.0}
 # eager_attention_forward without softmax(..., dtype=torch.float32): the scores' own dtype
 _SOFTMAX_IN_SCORES_DTYPE = ("gpt2", "bert", "roberta")
-_ENCODERS = ("bert", "roberta", "vit")
+_ENCODERS = ("bert", "roberta", "vit", "clip_vision_model")
 # one matmul for q, k and v: GPT2Attention.c_attn, GPTNeoXAttention.query_key_value, Phi3Attention.qkv_proj
 _FUSED_QKV = ("gpt2", "gpt_neox", "phi3", "falcon")
 # *RMSNorm.forward as LlamaRMSNorm: `self.weight * hidden_states.to(input_dtype)` (Gemma's computes
@@ -86,6 +90,13 @@ def hf_ops(data: dict) -> HFOps:
                 python_gelu=act == "gelu_new", fused_qkv=model_type in _FUSED_QKV,
                 fused_gate_up=model_type == "phi3", rope_cat=model_type in ("phi3", "falcon"),
                 llama_rmsnorm=model_type in _LLAMA_RMSNORM)
+    if model_type == "mixtral":
+        return replace(ops, moe="mixtral", moe_renormalise=True)
+    if model_type in ("qwen2_moe", "qwen3_moe"):
+        norm = data.get("norm_topk_prob", False)
+        if not isinstance(norm, bool):
+            raise LayerwiseError(f"config.json: 'norm_topk_prob' must be true or false, got {norm!r}")
+        return replace(ops, moe="qwen", moe_renormalise=norm)
     if model_type == "falcon":
         return replace(ops, falcon=True, kv_broadcast=data.get("new_decoder_architecture") is True)
     return replace(ops, **_gemma_ops(data)) if model_type in ("gemma2", "gemma3_text") else ops

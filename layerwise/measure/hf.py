@@ -3,7 +3,8 @@ config.json (the code most people train), with the same tracker and workload as 
 
 The class is the one whose structure the importer (layerwise/presets/hf.py) reads, so both
 conventions describe the same parameters:
-  decoders (llama, mistral, qwen2, phi3, phi, gpt2, gpt_neox, opt)  AutoModelForCausalLM,
+  decoders (llama, mistral, qwen2, qwen3, phi3, phi, gpt2, gpt_neox, opt, gemma, gemma2, gemma3_text,
+      falcon, mixtral, qwen2_moe, qwen3_moe)  AutoModelForCausalLM,
       loss = model(input_ids, labels=labels).loss (HF's ForCausalLMLoss: fp32 logits, shifted labels)
   bert, roberta   AutoModel (the pooler included), loss = pooler_output.sum()
   vit             AutoModelForImageClassification (loss = model(pixels, labels=labels).loss) when the
@@ -25,11 +26,13 @@ from layerwise.cost.hf import check_hf_attention
 from layerwise.spec.errors import LayerwiseError, WorkloadError
 from layerwise.workload import Workload
 
-# mixtral is left out: transformers 5.23 runs its experts through torch._grouped_mm (bf16 only on CPU)
-# or a data-dependent torch.where over the routing, neither of which fake tensors can run
+# mixtral, qwen2_moe, qwen3_moe: transformers 5.23 runs their experts through torch._grouped_mm in fp32,
+# whose meta function (fake tensors) accepts bf16 only: the tracker allocates its output instead
+# (measure/tracker.py, `_grouped_mm_output`)
 DECODERS = ("llama", "mistral", "qwen2", "phi3", "phi", "gpt2", "gpt_neox", "opt", "qwen3", "gemma", "gemma2",
-            "gemma3_text", "falcon")
+            "gemma3_text", "falcon", "mixtral", "qwen2_moe", "qwen3_moe")
 ENCODERS = ("bert", "roberta")
+VISION = ("vit", "clip_vision_model")
 
 
 def require_transformers():
@@ -58,9 +61,9 @@ def hf_config(data: dict, where: str):
     """transformers' config object for a config.json dict; one line naming the file if it refuses."""
     transformers = require_transformers()
     model_type = data.get("model_type") if isinstance(data, dict) else None
-    if model_type not in (*DECODERS, *ENCODERS, "vit"):
+    if model_type not in (*DECODERS, *ENCODERS, *VISION):
         raise LayerwiseError(f"{where}: model_type {model_type!r} is not supported by --impl hf "
-                             f"(supported: {', '.join(sorted((*DECODERS, *ENCODERS, 'vit')))})")
+                             f"(supported: {', '.join(sorted((*DECODERS, *ENCODERS, *VISION)))})")
     keys = copy.deepcopy({k: v for k, v in data.items() if k != "model_type"})  # transformers edits nested dicts
     try:
         with warnings.catch_warnings(), _quiet(transformers):

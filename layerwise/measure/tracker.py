@@ -298,7 +298,10 @@ class StorageTracker(TorchDispatchMode):
                 self._preexisting(st)
         if self.fake_scalars and func is aten._local_scalar_dense.default:
             return _placeholder_scalar(args[0].dtype)
-        out = func(*args, **kwargs)
+        if self.fake_scalars and func is aten._grouped_mm.default and args[0].dtype != torch.bfloat16:
+            out = _grouped_mm_output(*args, **kwargs)
+        else:
+            out = func(*args, **kwargs)
         self._ops += 1
         if self.count_flops:
             self._count(func, args, kwargs, out)
@@ -332,6 +335,15 @@ def _dtensor_type():
     it here would cost seconds on every measure)."""
     mod = sys.modules.get("torch.distributed.tensor")
     return getattr(mod, "DTensor", None)
+
+
+def _grouped_mm_output(mat_a, mat_b, offs=None, bias=None, out_dtype=None):
+    """torch._grouped_mm under fake tensors for fp32/fp16 inputs: its meta function accepts bf16
+    only, the CPU kernel any float (transformers' MoE experts run it in fp32 on the CPU). The
+    output as the meta function would allocate it, in the inputs' dtype."""
+    from torch._meta_registrations import _create_grouped_mm_output_tensor
+
+    return _create_grouped_mm_output_tensor(mat_a, mat_b, offs, out_dtype or mat_a.dtype)
 
 
 def _placeholder_scalar(dtype: torch.dtype):

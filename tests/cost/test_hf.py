@@ -43,6 +43,16 @@ CONFIGS = {
                "vocab_size": 1024},
     "falcon_new": {"model_type": "falcon", "hidden_size": 128, "num_attention_heads": 4, "num_kv_heads": 2,
                    "new_decoder_architecture": True, "num_hidden_layers": 2, "vocab_size": 1024},
+    # transformers' MoE: router, sorted pairs, two grouped matmuls over stacked expert weights (fp32 under
+    # autocast), the un-permuted sum; Qwen2-MoE's gated shared expert
+    "mixtral": dict(D, model_type="mixtral", num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2),
+    "qwen2_moe": dict(D, model_type="qwen2_moe", num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
+                      moe_intermediate_size=96, shared_expert_intermediate_size=192),
+    "qwen3_moe": dict(D, model_type="qwen3_moe", num_key_value_heads=2, num_experts=4, num_experts_per_tok=2,
+                      moe_intermediate_size=96, head_dim=32, norm_topk_prob=True),
+    # CLIPVisionModel: quick_gelu in Python ops (its backward holds both factors' gradients), pooled CLS
+    "clip_vision_model": {"model_type": "clip_vision_model", "image_size": 48, "patch_size": 4, "hidden_size": 128,
+                          "intermediate_size": 352, "num_hidden_layers": 2, "num_attention_heads": 4},
     "gemma3_text": dict(D, model_type="gemma3_text", num_key_value_heads=2, head_dim=32, sliding_window=64,
                         sliding_window_pattern=2),
 }
@@ -56,7 +66,7 @@ WORKLOADS = {
 
 def _both(name: str, configs=CONFIGS, seq=160, **workload):
     data = configs[name]
-    w = Workload(seq=None if name == "vit" else seq, optimizer="sgd", **workload)
+    w = Workload(seq=None if name in ("vit", "clip_vision_model") else seq, optimizer="sgd", **workload)
     spec = from_hf_config(data)
     return spec, data, w, measure_step(hf_model(data, "config.json", w, spec), w, count_flops=False)
 

@@ -44,6 +44,23 @@ def test_fake_step_agrees_with_a_real_cpu_step_to_the_byte(workload):
     assert fake.components == real.components
 
 
+MIXTRAL = dict(LLAMA, model_type="mixtral", num_local_experts=4, num_experts_per_tok=2)
+
+
+@pytest.mark.parametrize("workload", [Workload(batch=2, seq=16, optimizer="sgd"),
+                                      Workload(batch=2, seq=16, precision="bf16-mixed", optimizer="sgd")],
+                         ids=["fp32", "bf16-mixed"])
+def test_moe_grouped_matmuls_under_fake_tensors_agree_with_a_real_step(workload):
+    """transformers runs Mixtral's experts through torch._grouped_mm in fp32 (its input cast to the
+    weights' dtype, autocast or not); the CPU kernel takes fp32, the meta function only bf16, so the
+    tracker gives fake tensors the output the meta function would allocate: the same bytes as real."""
+    target = hf_model(MIXTRAL, "config.json", workload, from_hf_config(MIXTRAL))
+    fake = measure_step(target, workload, count_flops=False)
+    real = measure_step(target, workload, fake=False, count_flops=False)
+    assert fake.phase_peaks == real.phase_peaks
+    assert fake.components == real.components
+
+
 def test_the_switches_reach_transformers():
     """--attention -> attn_implementation; --checkpointing full -> activation checkpointing on
     every decoder layer; fp32 parameters whatever the config's torch_dtype says."""

@@ -18,7 +18,9 @@ AS_PRESET = {"gpt2": "gpt2", "gpt2-medium": "gpt2-medium", "llama-2-7b": "llama-
              "mistral-7b-v0.1": "mistral-7b", "mixtral-8x7b-v0.1": "mixtral-8x7b", "bert-base-uncased": "bert-base",
              "vit-base-patch16-224": "vit-b-16", "qwen3-0.6b": "qwen3-0.6b", "gemma-2b": "gemma-2b",
              "gemma-2-2b": "gemma-2-2b", "gemma-3-1b-pt": "gemma-3-1b", "falcon-7b": "falcon-7b",
-             "deepseek-v2-lite": "deepseek-v2-lite", "deepseek-v3": "deepseek-v3"}
+             "deepseek-v2-lite": "deepseek-v2-lite", "deepseek-v3": "deepseek-v3",
+             "qwen1.5-moe-a2.7b": "qwen1.5-moe-a2.7b", "qwen3-30b-a3b": "qwen3-30b-a3b",
+             "clip-vit-base-patch32-vision": "clip-vit-b-32"}
 
 
 def test_every_refdata_config_is_covered():

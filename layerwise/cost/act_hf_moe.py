@@ -1,0 +1,110 @@
+"""`--impl hf`: the MoE layer of transformers 5.23 (Mixtral, Qwen2-MoE, Qwen3-MoE), op by op.
+Legend: T tokens, k top_k, P = T * k (token, expert) pairs, E experts, F expert width, d d_model.
+
+Read from models/mixtral/modeling_mixtral.py (MixtralTopKRouter, MixtralSparseMoeBlock),
+models/qwen2_moe/modeling_qwen2_moe.py (Qwen2MoeTopKRouter, the shared expert and its sigmoid gate)
+and integrations/moe.py `grouped_mm_experts_forward`, the experts' default implementation:
+  router    F.linear(x, weight) (autocast: low logits), softmax in fp32 (Mixtral: of logits.float()),
+            topk, `/= sum` in place (Mixtral; Qwen: when norm_topk_prob), Qwen: `.to(logits.dtype)`
+  experts   the pairs sorted by expert; x[perm // k] gathered (P, d); one grouped matmul with the
+            stacked gate_up_proj (E, 2F, d), act(gate) * up, one with down_proj (E, d, F), times the
+            routing weights, un-permuted, summed over k. torch._grouped_mm is not autocast-enabled and
+            transformers casts its input to the weights' dtype: the experts run in fp32 under autocast.
+The parameters are HF's: two stacked (E, ., .) tensors a layer, not one Linear per expert (the
+for-loop optimizer's temporaries follow the largest tensor).
+"""
+from __future__ import annotations
+
+from layerwise.cost.act_leaves import activation_op
+from layerwise.cost.act_trace import T, Trace, promote
+from layerwise.cost.activations import run
+
+
+def moe(b, tr: Trace, x: T, *, renormalise: bool, float_logits: bool) -> T:
+    """MixtralSparseMoeBlock / Qwen2MoeSparseMoeBlock.forward on x (B, S, d)."""
+    d = x.shape[-1]
+    rows = x.numel // d
+    flat = tr.view(x, (rows, d))
+    shared = None
+    if b.shared_expert is not None:  # Qwen2-MoE runs its shared expert first, on every token
+        shared = run(b.shared_expert, "shared_expert", tr, flat)
+    weights, pairs = _route(b, tr, flat, renormalise, float_logits)
+    out = _experts(b, tr, flat, weights, pairs)
+    if shared is not None:
+        if b.shared_expert_gate is not None:  # sigmoid(gate(x)) * shared: mul saves both factors
+            logit = run(b.shared_expert_gate, "shared_expert_gate", tr, flat)
+            tr.begin(".shared_sigmoid")
+            gate = activation_op(tr, logit, "sigmoid")
+            tr.begin(".shared_scale")
+            if gate.grad or shared.grad:
+                tr.save(gate, shared)
+            shared = tr.new(shared.shape, promote(gate.dtype, shared.dtype), gate.grad or shared.grad)
+        tr.begin(".shared_add")
+        out = tr.pointwise(out, shared)
+    return tr.view(out, x.shape)
+
+
+def _route(b, tr: Trace, flat: T, renormalise: bool, float_logits: bool) -> tuple[T, int]:
+    """The router: (T, k) routing weights (fp32 for Mixtral, the logits' dtype for Qwen)."""
+    rows, k = flat.shape[0], b.top_k
+    logits = run(b.router, "router", tr, flat)
+    tr.begin(".route")
+    grad = logits.grad
+    if float_logits and logits.dtype != "fp32":  # router_logits.float()
+        logits = tr.new(logits.shape, "fp32", grad)
+    probs = tr.new(logits.shape, "fp32", grad)
+    tr.save(probs)  # softmax saves its result
+    del logits
+    top = tr.new((rows, k), "fp32", grad)
+    tr.save(tr.new((rows, k), "int64", False))  # topk backward: the indices
+    del probs
+    if renormalise:  # top /= top.sum(): the in-place div saves the divisor and a copy of top
+        total = tr.new((rows, 1), "fp32", grad)
+        tr.save(total, tr.new(top.shape, "fp32", False))
+    if not float_logits and tr.policy.autocast:  # Qwen: .to(router_logits.dtype)
+        top = tr.new(top.shape, tr.policy.autocast, grad)
+    return top, rows * k
+
+
+def _experts(b, tr: Trace, flat: T, weights: T, pairs: int) -> T:
+    """grouped_mm_experts_forward: every tensor below has P rows, in the weights' dtype."""
+    tr.begin(".experts.gather")
+    rows, d = flat.shape
+    f, train = b.d_ff, b.params().trainable > 0
+    dtype = tr.policy.dtype  # input.to(weight.dtype): fp32 masters under autocast
+    grad = flat.grad or (train and tr.policy.grad)
+    order = [tr.new((pairs,), "int64", False) for _ in range(2)]  # torch.sort: expert ids, perm
+    src = tr.new((pairs,), "int64", False)  # perm // k
+    picked = tr.new((pairs, d), flat.dtype, flat.grad)  # x[perm // k]
+    tr.save(src)  # index backward: the indices
+    sample = tr.new((pairs,), weights.dtype, weights.grad)  # weights.reshape(-1)[perm]
+    tr.save(order[1])
+    del order
+    if picked.dtype != dtype:
+        picked = tr.new(picked.shape, dtype, picked.grad)
+    tr.begin(".experts.gate_up_proj")
+    gate_up = tr.param("experts.gate_up_proj", b.n_experts * 2 * f * d, train, (b.n_experts, 2 * f, d))
+    proj = tr.new((pairs, 2 * f), dtype, grad)  # (P, 2F)
+    tr.save(picked, gate_up)
+    del picked
+    tr.begin(".experts.act")
+    act = activation_op(tr, T((pairs, f), dtype, grad, proj.storage), b.activation)  # saves the gate view
+    hid = tr.new((pairs, f), dtype, grad)  # act(gate) * up saves both
+    tr.save(act, T((pairs, f), dtype, grad, proj.storage))
+    del act, proj
+    tr.begin(".experts.down_proj")
+    down = tr.param("experts.down_proj", b.n_experts * d * f, train, (b.n_experts, d, f))
+    out = tr.new((pairs, d), dtype, grad)
+    tr.save(hid, down)
+    del hid
+    tr.begin(".experts.combine")
+    weighted = tr.new((pairs, d), promote(dtype, sample.dtype), grad or sample.grad)
+    tr.save(out, sample)  # proj_out * sample_weights: mul saves both
+    del out, sample
+    inv = [tr.new((pairs,), "int64", False) for _ in range(2)]  # inv_perm, arange
+    back = tr.new((pairs, d), weighted.dtype, weighted.grad)  # weighted[inv_perm]
+    tr.save(inv[0])
+    del weighted, inv
+    summed = tr.new((rows, d), back.dtype, back.grad)  # .view(T, k, d).sum(1)
+    del back
+    return summed if summed.dtype == flat.dtype else tr.new(summed.shape, flat.dtype, summed.grad)
