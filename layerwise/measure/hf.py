@@ -22,7 +22,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-from layerwise.cost.hf import check_hf_attention
+from layerwise.cost.hf import check_hf_attention, not_covered
 from layerwise.spec.errors import LayerwiseError, WorkloadError
 from layerwise.workload import Workload
 
@@ -62,8 +62,7 @@ def hf_config(data: dict, where: str):
     transformers = require_transformers()
     model_type = data.get("model_type") if isinstance(data, dict) else None
     if model_type not in (*DECODERS, *ENCODERS, *VISION):
-        raise LayerwiseError(f"{where}: model_type {model_type!r} is not supported by --impl hf "
-                             f"(supported: {', '.join(sorted((*DECODERS, *ENCODERS, *VISION)))})")
+        raise not_covered(model_type, where, (*DECODERS, *ENCODERS, *VISION))
     keys = copy.deepcopy({k: v for k, v in data.items() if k != "model_type"})  # transformers edits nested dicts
     try:
         with warnings.catch_warnings(), _quiet(transformers):

@@ -186,3 +186,17 @@ def test_cost_flags_that_do_not_apply_are_refused(tmp_path, capsys, argv, words)
     assert main([a.replace("{cfg}", str(path)) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["memory", "measure", "verify"])
+def test_gemma2_sdpa_and_uncovered_types_are_one_line(tmp_path, capsys, command):
+    """Gemma 2 with --attention sdpa (transformers has none for it) and an importable type --impl hf
+    does not read (t5: the reason named) are refused in one line, exit 2, by every reading."""
+    gemma2, t5 = tmp_path / "gemma2.json", tmp_path / "t5.json"
+    gemma2.write_text(json.dumps(GEMMA2["gemma2"]))
+    t5.write_text(json.dumps({"model_type": "t5", "vocab_size": 512, "d_model": 64, "d_kv": 16, "d_ff": 128,
+                              "num_layers": 2, "num_heads": 4}))
+    for path, words in ((gemma2, "--attention sdpa"), (t5, "encoder-decoder")):
+        assert main([command, str(path), "--impl", "hf", "--seq", "16", "--attention", "sdpa"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1
