@@ -17,6 +17,14 @@ Read from transformers/models/*/modeling_*.py and checked against HF measured (t
                     per forward and shared by every layer; q * cos promotes (fp32 under autocast)
   gelu_new          `NewGELUActivation` (activations.py): 0.5 * x * (1 + tanh(c * (x + 0.044715 x^3)))
                     in Python ops, which saves x, tanh, 1 + tanh and 0.5 * x
+  soft-capping      Gemma 2's eager_attention_forward: tanh(scores / cap) * cap saves the tanh output;
+                    Gemma2ForCausalLM does the same to the logits
+  layer types       Gemma 2/3 (`layer_types`): a full and a sliding mask made per forward; a sliding
+                    layer's sdpa gets the window's bool mask (kv_length >= window), turned into an
+                    additive one in q's dtype and saved per call; Gemma 3: rotary tables per type
+  Falcon            FalconAttention calls sdpa itself: multi-query k, v of one head go to the math path;
+                    the new architecture broadcasts k, v to every head (copies) first
+  MoE               Mixtral / Qwen-MoE router and grouped experts: cost/act_hf_moe.py
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ Two parts, each read from transformers 5.23's models/<type>/modeling_<type>.py:
     and attention dropout sends CPU sdpa down its math path;
   - the ops that differ (`hf_ops`, cost/act_hf.py): eager softmax in fp32 with its low copy, the
     materialised causal mask of eager attention, rotary tables made once per forward, NewGELU in
-    Python ops for hidden_act "gelu_new".
+    Python ops for hidden_act "gelu_new", LlamaRMSNorm's low saved input, Gemma 2/3's soft-capping
+    and per-layer-type masks, Falcon's attention, the MoE router and grouped experts (act_hf_moe.py).
 """
 from __future__ import annotations
 
