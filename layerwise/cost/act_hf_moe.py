@@ -67,7 +67,8 @@ def _route(b, tr: Trace, flat: T, renormalise: bool, float_logits: bool) -> tupl
 
 
 def _experts(b, tr: Trace, flat: T, weights: T, pairs: int) -> T:
-    """grouped_mm_experts_forward: every tensor below has P rows, in the weights' dtype."""
+    """grouped_mm_experts_forward: every tensor below has P rows, in the weights' dtype. A step's
+    `io`: the gradients its backward holds at once (act(gate) * up: both factors' and the output's)."""
     tr.begin(".experts.gather")
     rows, d = flat.shape
     f, train = b.d_ff, b.params().trainable > 0
@@ -86,16 +87,19 @@ def _experts(b, tr: Trace, flat: T, weights: T, pairs: int) -> T:
     gate_up = tr.param("experts.gate_up_proj", b.n_experts * 2 * f * d, train, (b.n_experts, 2 * f, d))
     proj = tr.new((pairs, 2 * f), dtype, grad)  # (P, 2F)
     tr.save(picked, gate_up)
+    tr.steps[-1].io = (picked.storage.nbytes if picked.grad else 0, proj.storage.nbytes)  # its gradients
     del picked
     tr.begin(".experts.act")
     act = activation_op(tr, T((pairs, f), dtype, grad, proj.storage), b.activation)  # saves the gate view
     hid = tr.new((pairs, f), dtype, grad)  # act(gate) * up saves both
     tr.save(act, T((pairs, f), dtype, grad, proj.storage))
+    tr.steps[-1].io = (2 * hid.storage.nbytes, hid.storage.nbytes)
     del act, proj
     tr.begin(".experts.down_proj")
     down = tr.param("experts.down_proj", b.n_experts * d * f, train, (b.n_experts, d, f))
     out = tr.new((pairs, d), dtype, grad)
     tr.save(hid, down)
+    tr.steps[-1].io = (hid.storage.nbytes, out.storage.nbytes)
     del hid
     tr.begin(".experts.combine")
     weighted = tr.new((pairs, d), promote(dtype, sample.dtype), grad or sample.grad)

@@ -130,6 +130,8 @@ WIDE = {
     "llama": dict(CONFIGS["llama"], hidden_size=512, intermediate_size=1408, vocab_size=8192),
     "opt": dict(CONFIGS["opt"], hidden_size=512, ffn_dim=2048, word_embed_proj_dim=512, vocab_size=8192),
     "bert": dict(CONFIGS["bert"], hidden_size=512, intermediate_size=2048, vocab_size=8192),
+    # the recomputed experts' backward: each stacked weight's gradient born transposed, then copied
+    "mixtral": dict(CONFIGS["mixtral"], hidden_size=512, intermediate_size=1408, vocab_size=8192),
 }
 
 
