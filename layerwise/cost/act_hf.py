@@ -173,6 +173,16 @@ def _contiguous(tr: Trace, t: T, h: int, low: str) -> bool:
     return tr.policy.hf.cache and t.shape[1] == h and t.dtype == low
 
 
+def _operand(tr: Trace, t: T, h: int, low: str) -> T:
+    """matmul's (B*H, ., .) k or v operand: a view of `t` when `_contiguous`, or when Falcon's one
+    kv head is broadcast at batch 1 (expand + reshape of its autocast cast, or of t itself, is a
+    stride-0 view); else a copy with every head."""
+    bsz, _, sk, dh = t.shape
+    if tr.policy.hf.falcon and t.shape[1] == 1 and h > 1 and bsz == 1:
+        return t if t.dtype == low else tr.new(t.shape, low, t.grad)
+    return t if _contiguous(tr, t, h, low) else tr.new((bsz, h, sk, dh), low, t.grad)
+
+
 def eager(tr: Trace, b, q: T, k: T, v: T) -> T:
     """eager_attention_forward: saved q, k^T copies (k repeat_kv'd), the softmax output (fp32 or the
     scores' dtype), its low copy when that differs from the compute dtype, dropout's noise and
@@ -184,7 +194,7 @@ def eager(tr: Trace, b, q: T, k: T, v: T) -> T:
     low = _low(tr, q)
     q_c = tr.new(q.shape, low, q.grad)  # q is a transposed (B, S, H, Dh) layout: reshaping copies
     # k^T of a contiguous full-head k (the cache's copy) in the compute dtype reshapes to a view
-    k_c = k if _contiguous(tr, k, h, low) else tr.new((bsz, h, sk, dh), low, k.grad)
+    k_c = _operand(tr, k, h, low)
     tr.save(q_c, k_c)
     del q_c, k_c
     scores = tr.new((bsz, h, s, sk), low, grad)
@@ -211,7 +221,7 @@ def eager(tr: Trace, b, q: T, k: T, v: T) -> T:
         probs = tr.new(probs.shape, low, grad)
     # matmul's (B*H, Sk, Dh) operand: a view of a contiguous full-head v (the cache's copy) in the
     # compute dtype, else a copy (repeat_kv, a transposed projection, autocast's cast)
-    v_c = v if _contiguous(tr, v, h, low) else tr.new((bsz, h, sk, dh), low, v.grad)
+    v_c = _operand(tr, v, h, low)
     tr.save(probs, v_c)
     del v_c
     return tr.new(q.shape, low, grad)
@@ -250,15 +260,18 @@ def _math(tr: Trace, b, q: T, k: T, v: T) -> T:
     acc = "fp32" if q.dtype in ("bf16", "fp16") else q.dtype
     # query_acc, key_acc, value_acc: fp32 copies of low inputs, alive until the function returns
     upcast = [tr.new(t.shape, acc, t.grad) for t in (q, k, v)] if acc != q.dtype else []
+    # Falcon's one-head k, v: matmul broadcasts them, expand(B, H, ..).reshape(B * H, ..) copies unless
+    # B is 1 (then a stride-0 view of k^T * sf, or of v's fp32 copy / v itself)
+    view = tr.policy.hf.falcon and k.shape[1] == 1 and h > 1 and bsz == 1
     q_s = tr.new(q.shape, acc, q.grad)
-    k_t = tr.new((bsz, h, dh, sk), acc, k.grad)  # GQA: expanded to H heads
+    k_t = tr.new((bsz, 1 if view else h, dh, sk), acc, k.grad)  # GQA: expanded to H heads
     tr.save(q_s, k_t)
     del q_s, k_t
     probs = tr.new((bsz, h, s, sk), acc, grad)
     tr.save(probs)
     dropped = dropout_op(tr, probs, b.dropout)
     del probs
-    v_c = tr.new((bsz, h, sk, dh), acc, v.grad)
+    v_c = (upcast[2] if upcast else v) if view else tr.new((bsz, h, sk, dh), acc, v.grad)
     tr.save(dropped, v_c)
     del v_c
     out = tr.new(q.shape, acc, grad)
@@ -267,8 +280,10 @@ def _math(tr: Trace, b, q: T, k: T, v: T) -> T:
         del low_attn
     del upcast, dropped
     # its backward holds one (B, H, S, Sk) gradient and the fp32 gradients of q * sf and k^T * sf
-    # next to the residual's (measured: tests/cost/test_hf.py)
-    tr.steps[-1].io = (nbytes(bsz * h * s * sk, acc), 2 * out.storage.nbytes)
+    # next to the residual's (measured: tests/cost/test_hf.py); without dropout (Falcon) the
+    # probabilities' gradient and _softmax_backward_data's output at once (measured: bench)
+    scores = (1 if b.dropout > 0 else 2) * nbytes(bsz * h * s * sk, acc)
+    tr.steps[-1].io = (scores, 2 * out.storage.nbytes)
     return tr.new(q.shape, q.dtype, grad) if acc != q.dtype else out  # .to(origin_dtype)
 
 
