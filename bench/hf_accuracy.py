@@ -109,19 +109,25 @@ def main(argv=None) -> int:
         data = json.loads(path.read_text())
         for w in workloads(seq, batches, name in EAGER_ONLY):
             r = case(data, str(path), w)
+            r["ckpt"] = w.checkpointing != "none"
             rows.append(r)
             print(f"| {name} | {label(w)} | {r['peak'] / 2**30:.2f} GiB | {r['phase']} | {r['hf']:+.2%} | "
                   f"{r['act']:+.2%} ({r['act_share']:+.2%}) | {r['fwd']:+.2%} | {r['default']:+.2%} |", flush=True)
     hf_err = [abs(r["hf"]) for r in rows]
     share = [abs(r["act_share"]) for r in rows]
-    fwd = [abs(r["fwd"]) for r in rows]
+    fwd = [abs(r["fwd"]) for r in rows if not r["ckpt"]]
+    fwd_ckpt = [abs(r["fwd"]) for r in rows if r["ckpt"]]
     default = [abs(r["default"]) for r in rows]
     print(f"\n{len(rows)} cases in {time.time() - start:.0f} s")
     print(f"--impl hf peak: median {statistics.median(hf_err):.2%}, max {max(hf_err):.2%}, "
           f"within {TARGET:.0%}: {sum(e <= TARGET for e in hf_err)} / {len(rows)}")
     print(f"--impl hf activations as a share of the peak: median {statistics.median(share):.2%}, max {max(share):.2%}")
-    print(f"--impl hf activations at the forward's peak: median {statistics.median(fwd):.2%}, max {max(fwd):.2%}, "
-          f"within {TARGET:.0%}: {sum(e <= TARGET for e in fwd)} / {len(rows)}")
+    if fwd:
+        print(f"--impl hf activations at the forward's peak, without checkpointing: median {statistics.median(fwd):.2%}, "
+              f"max {max(fwd):.2%}, within {TARGET:.0%}: {sum(e <= TARGET for e in fwd)} / {len(fwd)}")
+    if fwd_ckpt:  # the forward's own peak is then a moment inside one recomputable layer (see the docs)
+        print(f"  with full checkpointing: median {statistics.median(fwd_ckpt):.2%}, max {max(fwd_ckpt):.2%}, "
+              f"within {TARGET:.0%}: {sum(e <= TARGET for e in fwd_ckpt)} / {len(fwd_ckpt)}")
     print(f"--impl layerwise (default) peak against HF: median {statistics.median(default):.2%}, "
           f"max {max(default):.2%}, within {TARGET:.0%}: {sum(e <= TARGET for e in default)} / {len(rows)}")
     return 0 if all(e <= TARGET for e in hf_err) else 1
