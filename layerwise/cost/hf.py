@@ -68,6 +68,8 @@ NOT_COVERED = {
           "are not modelled yet)",
     "bart": "an encoder-decoder (BartForConditionalGeneration's step is not modelled yet)",
     "mamba": "a state-space model (MambaForCausalLM's scan is not modelled yet)",
+    "deepseek_v2": "multi-head latent attention and DeepSeek's MoE are not modelled for transformers' code yet",
+    "deepseek_v3": "multi-head latent attention and DeepSeek's MoE are not modelled for transformers' code yet",
 }
 
 
