@@ -22,7 +22,8 @@ A layout then only rescales (per pipeline stage; the fullest decides):
                  by tp (vocab-parallel) and is counted on the stage holding it;
   peak           max over the candidate phases of states + a + g, and of the optimizer step (states +
                  gradients + its temporaries, kept unsharded as cost/memory.py does), + one layer's
-                 weights gathered by ZeRO-3; with gradient accumulation all gradients stay alive.
+                 weights gathered by ZeRO-3; with gradient accumulation all gradients stay alive and
+                 the phases are those of a step with accumulation (each new gradient a temporary).
 With tp = pp = 1 this equals cost/memory.py's peak (tests/plan); with tp or pp it is the estimate
 described. Pure Python.
 """
@@ -65,6 +66,7 @@ class MemoryParts:
     optimizer: Affine
     opt_tmp: Affine
     candidates: tuple[Candidate, ...]
+    accum_candidates: tuple[Candidate, ...]  # the same phases under accumulation (grad: its temporaries)
     pre_fraction: float  # of the non-layer parameters on the first stage (embeddings)
     expert_fraction: float  # of a layer's parameters in its experts (split by ep)
     layer_weight_bytes: int  # one layer's weights as stored, gathered whole by ZeRO-3
@@ -114,6 +116,19 @@ def _parts(model: Model, base: Workload) -> MemoryParts:
     if not (hasattr(model.body, "n_layers") and hasattr(model.body, "block")):
         return _flat_parts(model, base)
     check_identical_layers(model)
+    states, cands = _candidates(model, base)
+    # with gradient accumulation .grad exists, so each new gradient is a temporary until it is added
+    # in (cost/memory.py's _backward_phases): the same phases, run with accumulation
+    _, accum = _candidates(model, base.with_(grad_accum=2))
+    accum = _accum_temporaries(cands, accum)
+    pre, rest, experts = _param_split(model)
+    return MemoryParts(states["weights"], states["master_weights"], states["gradients"],
+                       states["optimizer_states"], states["temporaries"], cands, accum, pre / max(rest, 1),
+                       experts, round(states["weights"].d))
+
+
+def _candidates(model: Model, base: Workload) -> tuple[dict, tuple[Candidate, ...]]:
+    """The states and the candidate phases, from the model cut to 2 and 3 layers at micro-batch 1, 2."""
     runs = {(n, b): _phases(_with_layers(model, n), base.with_(batch=b)) for n in (2, 3) for b in (1, 2)}
     (s2, r21), (s3, r31) = runs[(2, 1)], runs[(3, 1)]
     r22, r32 = runs[(2, 2)][1], runs[(3, 2)][1]
@@ -132,10 +147,7 @@ def _parts(model: Model, base: Workload) -> MemoryParts:
         step_a1, step_a2, step_g = n31[i][1] - f31[i][1], n32[i][1] - f32[i][1], n31[i][2] - f31[i][2]
         cands.append(Candidate(_shift(first.act1, step_a1), _shift(first.act_slope, step_a2 - step_a1),
                                _shift(first.grad, step_g)))
-    pre, rest, experts = _param_split(model)
-    return MemoryParts(states["weights"], states["master_weights"], states["gradients"],
-                       states["optimizer_states"], states["temporaries"], tuple(cands), pre / max(rest, 1),
-                       experts, round(states["weights"].d))
+    return states, tuple(cands)
 
 
 def check_identical_layers(model: Model) -> None:
@@ -147,12 +159,26 @@ def check_identical_layers(model: Model) -> None:
 
 def _flat_parts(model: Model, base: Workload) -> MemoryParts:
     """A model without repeated blocks: one piece, micro-batch 1 and 2 only."""
-    (s1, r1), (_, r2) = _phases(model, base), _phases(model, base.with_(batch=2))
+    s1, _ = _phases(model, base)
     const = {f: Affine(getattr(s1, f), 0) for f in
              ("weights", "master_weights", "gradients", "optimizer_states", "temporaries")}
-    cands = tuple(Candidate(Affine(a[1], 0), Affine(b[1] - a[1], 0), Affine(a[2], 0)) for a, b in zip(r1, r2))
+    cands = _flat_candidates(model, base)
+    accum = _accum_temporaries(cands, _flat_candidates(model, base.with_(grad_accum=2)))
     return MemoryParts(const["weights"], const["master_weights"], const["gradients"], const["optimizer_states"],
-                       const["temporaries"], cands, 1.0, 0.0, 0)
+                       const["temporaries"], cands, accum, 1.0, 0.0, 0)
+
+
+def _flat_candidates(model: Model, base: Workload) -> tuple[Candidate, ...]:
+    (_, r1), (_, r2) = _phases(model, base), _phases(model, base.with_(batch=2))
+    return tuple(Candidate(Affine(a[1], 0), Affine(b[1] - a[1], 0), Affine(a[2], 0)) for a, b in zip(r1, r2))
+
+
+def _accum_temporaries(plain: tuple[Candidate, ...], accum: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
+    """The phases under gradient accumulation: the plain activations, and as `grad` the new gradients
+    held as temporaries until AccumulateGrad adds them in (sharded with the gradients by ZeRO >= 2)."""
+    assert len(plain) == len(accum), "the step's phases do not depend on gradient accumulation"
+    return tuple(Candidate(p.act1, p.act_slope, Affine(a.act1.c - p.act1.c, a.act1.d - p.act1.d))
+                 for p, a in zip(plain, accum))
 
 
 def _candidate(a21, a31, a22, a32, g2, g3) -> Candidate:
@@ -229,10 +255,11 @@ def _stage_bytes(parts: MemoryParts, lay, stage: int, n: int, pp: int) -> int:
     g_scale = 1 / dp if z >= 2 else 1.0
     rest_act = (1.0 if (first or last) else 0.0) / tp
     layer_act = n * scale * held
-    if lay.grad_accum > 1:  # every gradient lives through the step
-        peak_act = g + max(ac * rest_act + ad * layer_act for ac, ad, _, _ in _at_batch(parts, b))
+    rest_g, layer_g = rest_frac / tp * g_scale, n * layer_frac / tp * g_scale
+    if lay.grad_accum > 1:  # every gradient lives through the step, and new ones are temporaries
+        peak_act = g + max(ac * rest_act + ad * layer_act + tc * rest_g + td * layer_g
+                           for ac, ad, tc, td in _at_batch(parts, b, accum=True))
     else:
-        rest_g, layer_g = rest_frac / tp * g_scale, n * layer_frac / tp * g_scale
         peak_act = max(ac * rest_act + ad * layer_act + gc * rest_g + gd * layer_g
                        for ac, ad, gc, gd in _at_batch(parts, b))
     if z == 3 and dp > 1:
@@ -240,17 +267,17 @@ def _stage_bytes(parts: MemoryParts, lay, stage: int, n: int, pp: int) -> int:
     return int(w + mst + o + max(peak_act, g + tmp))
 
 
-def _at_batch(parts: MemoryParts, b: int) -> tuple[tuple[float, float, float, float], ...]:
+def _at_batch(parts: MemoryParts, b: int, accum: bool = False) -> tuple[tuple[float, float, float, float], ...]:
     """The candidates' (activation rest, activation per layer, gradient rest, gradient per layer)
     at micro-batch b, without those another candidate beats in all four (the layout's multipliers
     are never negative, so they cannot hold the peak). Memoised on `parts`."""
-    if b not in parts.by_batch:
-        parts.by_batch[b] = _undominated(parts, b)
-    return parts.by_batch[b]
+    if (b, accum) not in parts.by_batch:
+        parts.by_batch[(b, accum)] = _undominated(parts.accum_candidates if accum else parts.candidates, b)
+    return parts.by_batch[(b, accum)]
 
 
-def _undominated(parts: MemoryParts, b: int) -> tuple[tuple[float, float, float, float], ...]:
+def _undominated(candidates: tuple[Candidate, ...], b: int) -> tuple[tuple[float, float, float, float], ...]:
     rows = [(c.act1.c + (b - 1) * c.act_slope.c, c.act1.d + (b - 1) * c.act_slope.d, c.grad.c, c.grad.d)
-            for c in parts.candidates]
+            for c in candidates]
     keep = [r for r in rows if not any(o != r and all(x >= y for x, y in zip(o, r)) for o in rows)]
     return tuple(dict.fromkeys(keep))
