@@ -76,7 +76,8 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False) -> T:
     k_c = k_rep if k_rep is not None else k if cat or cached or bsz == 1 or sk == 1 else \
         tr.new((bsz, h, sk, dh), k.dtype, k.grad)
     product = tr.new((bsz, h, s, sk), q.dtype, grad)
-    tr.save(q_c, k_c)
+    if grad:  # nothing needs a gradient (frozen layers before the first LoRA one): nothing is saved
+        tr.save(q_c, k_c)
     del q_c, k_c  # matmul's internal copies: alive only if saved
     scores = tr.new(product.shape, q.dtype, grad)  # * d_head ** -0.5
     del product
@@ -90,16 +91,19 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False) -> T:
         del capped
     mask = _mask(tr, b, s, sk)
     if mask is not None:
-        tr.save(mask)
+        if grad:
+            tr.save(mask)
         inverted = tr.new((s, sk), "bool", False)
         scores = tr.new(scores.shape, scores.dtype, grad)  # masked_fill
         del inverted
     probs = tr.new(scores.shape, scores.dtype, grad)
-    tr.save(probs)
+    if grad:
+        tr.save(probs)
     probs = dropout_op(tr, probs, b.dropout)
     v_c = v_rep if v_rep is not None else v if cached or bsz == 1 or sk == 1 else \
         tr.new((bsz, h, sk, dh), v.dtype, v.grad)
-    tr.save(probs, v_c)
+    if grad:
+        tr.save(probs, v_c)
     out = tr.new(q.shape, q.dtype, grad)  # the bmm reads the copy of v: it dies after
     del v_c
     return out
@@ -149,9 +153,13 @@ def _sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
         return _math(tr, b, q, k, v)
     grad = q.grad or k.grad or v.grad
     out = tr.new(q.shape, q.dtype, grad)
-    tr.save(q, k, v, out, tr.new((bsz, h, s), "fp32", False))
-    if b.sliding_window:  # the bool mask is turned into an additive one in q's dtype, and saved
-        tr.save(tr.new((s, k.shape[2]), q.dtype, False))
+    lse = tr.new((bsz, h, s), "fp32", False)
+    additive = tr.new((s, k.shape[2]), q.dtype, False) if b.sliding_window else None
+    if grad:  # nothing needs a gradient (frozen layers before the first LoRA one): nothing is saved
+        tr.save(q, k, v, out, lse)
+        if additive is not None:  # the bool mask is turned into an additive one in q's dtype, and saved
+            tr.save(additive)
+    del lse, additive
     return out
 
 
@@ -279,7 +287,7 @@ def _ffn(b, tr: Trace, x: T) -> T:
         tr.begin(".act")
         a = activation_op(tr, g, b.activation)
         hid = tr.new(a.shape, a.dtype, a.grad or u.grad)
-        tr.save(a, u)  # a * u saves both factors
+        tr.save(*([a] if u.grad else []), *([u] if a.grad else []))  # a * u: each factor for the other's gradient
         del g, a
     else:
         u = run(b.up_proj, "up_proj", tr, x)

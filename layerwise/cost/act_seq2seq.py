@@ -25,7 +25,10 @@ def _encoder_decoder(b, tr: Trace, x: T) -> T:
         h = side(name, h)
     box = [h]  # the build loops over the layers itself: the stack's input dies after layer 0
     del h
-    memory = side("enc_norm", _stack(b, "enc", tr, box, s))
+    # T5's bias (1, H, S, S) is a local of encode() and decode(): alive through the final norm (and head)
+    h, bias = _stack(b, "enc", tr, box, s)
+    memory = side("enc_norm", h)
+    del h, bias
     born = len(tr.steps)  # the memory's gradient is consumed by the step that made it (enc_norm)
     if getattr(tr, "prefill_cache", False) and not tr.policy.grad:
         memory = _fill_cross(b, tr, memory)  # None: the decoder reads the cross caches
@@ -36,7 +39,7 @@ def _encoder_decoder(b, tr: Trace, x: T) -> T:
     box = [h]
     del h
     try:
-        h = _stack(b, "dec", tr, box, s, *([memory] if memory is not None else []))
+        h, bias = _stack(b, "dec", tr, box, s, *([memory] if memory is not None else []))
     finally:
         tr.memory = outer
         tr.cross_cached = 0
@@ -48,14 +51,18 @@ def _encoder_decoder(b, tr: Trace, x: T) -> T:
         tr.holds.append((born, last - 1, memory.storage.nbytes))
     h = side("dec_norm", h)  # the memory stays alive to the head: it is an argument of decode()
     if "lm_head" in kids:
-        return run(kids["lm_head"], "lm_head", tr, h)
+        out = run(kids["lm_head"], "lm_head", tr, h)
+        del bias
+        return out
     table = "tgt_embed" if "tgt_embed" in kids else "embed"
     tr.path.append("lm_head")  # tied: F.linear(x, table.weight), the same parameter
     try:
         tr.begin()
         key = ".".join([*tr.path[:-1], f"{table}.weight"])
         w = tr.param("/" + key, b.vocab_size * b.d_model, b.trainable, (b.vocab_size, b.d_model))
-        return tr.mm(h, w, (*h.shape[:-1], b.vocab_size), b_key=key)
+        out = tr.mm(h, w, (*h.shape[:-1], b.vocab_size), b_key=key)
+        del bias
+        return out
     finally:
         tr.path.pop()
 
@@ -76,12 +83,13 @@ def _fill_cross(b, tr: Trace, memory: T) -> None:
     return None
 
 
-def _stack(b, side: str, tr: Trace, box: list[T], s: int, *extra: T) -> T:
+def _stack(b, side: str, tr: Trace, box: list[T], s: int, *extra: T) -> tuple[T, T | None]:
     """One stack's repeat (its input in a one-item list `box`, so no caller keeps it alive: the
     build loops over the layers itself, unlike nn.Sequential's caller). Its layers also read the memory (decoder) and T5's relative position
     bias (1, H, S, S), made once per stack: under full checkpointing each layer is checkpointed
     with them as inputs (block(x, memory, bias)), so they stay saved; the bias's gradient sums
-    over the layers' backward (held from the last layer's to the table's)."""
+    over the layers' backward (held from the last layer's to the table's). Returns the output and the
+    bias (None without one), which the caller holds as the build's encode() / decode() do."""
     kids = dict(b.children())
     bias = None
     if f"{side}_rel_bias" in kids:
@@ -106,7 +114,7 @@ def _stack(b, side: str, tr: Trace, box: list[T], s: int, *extra: T) -> T:
         tr.path.pop()
     if bias is not None and tr.policy.grad and bias.grad:
         tr.holds.append((start, len(tr.steps) - 1, bias.storage.nbytes))
-    return h
+    return h, bias
 
 
 @act("relative_position_bias")
