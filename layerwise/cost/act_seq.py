@@ -55,14 +55,16 @@ def _rope_no_grad(tr: Trace, t: T, cos: T, sin: T) -> T:
     return out
 
 
-def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False) -> T:
+def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: str | None = None) -> T:
     """build/attention.py's _eager, op by op. GQA/MQA: repeat_interleave'd k, v, contiguous
     (B, H, Sk, Dh) copies alive to the return, which matmul reads as they are; MHA: matmul copies
     the transposed q, k^T and v into (B*H, ., .) and saves the copies. q @ k^T, then * scale (the
     product dies), masked_fill (the scaled scores die; it saves the bool mask, made by
     attention_mask with ~mask alive during the fill); softmax saves its output, which the second
     bmm saves too. The mask is a local of _eager: alive to its return even without grad.
-    `cached`: k, v are slices of the contiguous KV cache (a prefill through it), which fold as views."""
+    `cached`: k, v are slices of the contiguous KV cache (a prefill through it), which fold as views.
+    `score_dtype`: the biased scores' (T5: + an fp32 bias under autocast promotes them, and the
+    probabilities, to fp32; the second bmm then reads an autocast copy in q's dtype, which it saves)."""
     bsz, h, s, dh = q.shape
     sk = k.shape[2]
     grad = q.grad or k.grad or v.grad
@@ -94,12 +96,14 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False) -> T:
         if grad:
             tr.save(mask)
         inverted = tr.new((s, sk), "bool", False)
-        scores = tr.new(scores.shape, scores.dtype, grad)  # masked_fill
+        scores = tr.new(scores.shape, score_dtype or scores.dtype, grad)  # masked_fill
         del inverted
-    probs = tr.new(scores.shape, scores.dtype, grad)
+    probs = tr.new(scores.shape, score_dtype or scores.dtype, grad)
     if grad:
         tr.save(probs)
     probs = dropout_op(tr, probs, b.dropout)
+    if probs.dtype != q.dtype:  # autocast's copy for the bmm
+        probs = tr.new(probs.shape, q.dtype, probs.grad)
     v_c = v_rep if v_rep is not None else v if cached or bsz == 1 or sk == 1 else \
         tr.new((bsz, h, sk, dh), v.dtype, v.grad)
     if grad:
@@ -130,9 +134,10 @@ def _biased(tr: Trace, b, q: T, k: T, v: T) -> T:
     if bias is None:
         raise WorkloadError(f"{'.'.join(tr.path)}: attention with score_bias needs its stack's bias "
                             f"(an encoder_decoder with rel_buckets)")
-    extra = tr.new((q.shape[0], q.shape[1], q.shape[2], k.shape[2]), q.dtype, False)
+    score_dtype = promote(q.dtype, bias.dtype)
+    extra = tr.new((q.shape[0], q.shape[1], q.shape[2], k.shape[2]), score_dtype, False)
     if tr.policy.attention == "eager":
-        out = _eager(tr, b, q, k, v)
+        out = _eager(tr, b, q, k, v, score_dtype=score_dtype)
     else:
         out = _math(tr, b, q, k, v) if tr.policy.grad else _sdpa(tr, b, q, k, v)
     del extra
