@@ -2,7 +2,7 @@
 R = rows = numel / last dim. Checked block by block in tests/cost/test_activations.py."""
 from __future__ import annotations
 
-from layerwise.cost.act_trace import T, Trace, promote
+from layerwise.cost.act_trace import T, Trace, nbytes, promote
 from layerwise.cost.activations import act
 from layerwise.spec.shapes import prod
 
@@ -210,6 +210,8 @@ def rmsnorm_op(tr: Trace, x: T, d: int, trainable: bool, prefix: str = "") -> T:
         tr.save(src, tr.new((x.numel // d, 1), "fp32", False))
         if w.grad:
             tr.save(tr.new(x.shape, x.dtype if python else "fp32", False))
+        if x.grad and tr.policy.hf is None:  # x * rstd, kept for the weight's gradient, is freed by then
+            tr.steps[-1].inner = (RMS_BACKWARD_FP32_COPIES - (1 if w.grad else 0)) * nbytes(x.numel, "fp32")
     return out
 
 
@@ -229,6 +231,13 @@ def _rmsnorm_no_grad(tr: Trace, x: T, d: int) -> T:
     out = scaled if x.dtype == "fp32" else tr.new(x.shape, x.dtype, False)
     del rstd, scaled
     return out
+
+
+# torch.rms_norm's backward runs its composite's ops (aten/src/ATen/native/layer_norm.cpp
+# rms_norm_symint: x.float(), pow(2).mean(-1) + eps, rsqrt, mul): at pow's backward the gradient
+# through x * rstd (waiting to be added), mean's expanded one, x^1, 2 x^1 and their product are
+# five fp32 tensors of x's size alive at once (traced op by op on torch 2.13, CPU)
+RMS_BACKWARD_FP32_COPIES = 5
 
 
 @act("layernorm")

@@ -26,45 +26,45 @@ def _rope(tr: Trace, t: T, tables: list[T]) -> T:
 def _rope_whole(tr: Trace, t: T, tables: list[T]) -> T:
     """x * cos + rotate_half(x) * sin: the muls save cos and sin (cast to x's dtype: `.to()` is
     a new tensor per call unless x is fp32, where it is the fp32 table itself)."""
-    cos, sin = tables
-    if not tr.policy.grad:
-        return _rope_no_grad(tr, t, cos, sin)
-    if t.dtype != cos.dtype:
-        cos, sin = tr.new(cos.shape, t.dtype, False), tr.new(sin.shape, t.dtype, False)
-    if t.grad:
-        tr.save(cos, sin)
-    return tr.new(t.shape, t.dtype, t.grad)
+    return _rotate(tr, t, *tables)
 
 
-def _rope_no_grad(tr: Trace, t: T, cos: T, sin: T) -> T:
-    """The transient tensors of build/attention.py's _rotate, in order, when nothing is saved:
-    -x[..., half:] (half size), the cat (rotated), cos.to (a copy unless x is fp32), x * cos,
-    sin.to, rotated * sin, the sum."""
+def _rotate(tr: Trace, t: T, cos: T, sin: T) -> T:
+    """The tensors of build/attention.py's _rotate, in order: -x[..., half:] (half size), the cat
+    (rotated), cos.to (a copy unless x is fp32), x * cos, sin.to, rotated * sin, the sum. With
+    grad the muls keep the cast tables (the other factor needs none); the rest die on return."""
     half = tr.new((*t.shape[:-1], t.shape[-1] // 2), t.dtype, False)
-    rotated = tr.new(t.shape, t.dtype, False)
+    rotated = tr.new(t.shape, t.dtype, t.grad)
     del half
     cast = t.dtype != cos.dtype
     cos_c = tr.new(cos.shape, t.dtype, False) if cast else cos
-    left = tr.new(t.shape, t.dtype, False)
+    left = tr.new(t.shape, t.dtype, t.grad)
+    if t.grad:
+        tr.save(cos_c)
     del cos_c
     sin_c = tr.new(sin.shape, t.dtype, False) if cast else sin
-    right = tr.new(t.shape, t.dtype, False)
+    right = tr.new(t.shape, t.dtype, t.grad)
+    if t.grad:
+        tr.save(sin_c)
     del sin_c
-    out = tr.new(t.shape, t.dtype, False)
+    out = tr.new(t.shape, t.dtype, t.grad)
     del left, right, rotated  # `rotated` is _rotate's local: it dies on return
     return out
 
 
-def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: str | None = None) -> T:
+def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: str | None = None,
+           scaled: bool = False) -> T:
     """build/attention.py's _eager, op by op. GQA/MQA: repeat_interleave'd k, v, contiguous
     (B, H, Sk, Dh) copies alive to the return, which matmul reads as they are; MHA: matmul copies
-    the transposed q, k^T and v into (B*H, ., .) and saves the copies. q @ k^T, then * scale (the
-    product dies), masked_fill (the scaled scores die; it saves the bool mask, made by
-    attention_mask with ~mask alive during the fill); softmax saves its output, which the second
-    bmm saves too. The mask is a local of _eager: alive to its return even without grad.
-    `cached`: k, v are slices of the contiguous KV cache (a prefill through it), which fold as views.
-    `score_dtype`: the biased scores' (T5: + an fp32 bias under autocast promotes them, and the
-    probabilities, to fp32; the second bmm then reads an autocast copy in q's dtype, which it saves)."""
+    the transposed q, k^T and v into (B*H, ., .) and saves the copies (a matmul saves each factor
+    only for the other's gradient). q @ k^T, then * scale (the product dies), masked_fill (the
+    scaled scores die; it saves the bool mask, made by attention_mask with ~mask alive during the
+    fill); softmax saves its output, which the second bmm saves too. The mask is a local of
+    _eager: alive to its return even without grad; with no input needing a gradient nothing is
+    saved. `cached`: k, v are slices of the contiguous KV cache (a prefill through it), which fold
+    as views. `score_dtype`: the biased scores' (T5: + an fp32 bias under autocast promotes them,
+    and the probabilities, to fp32; the second bmm then reads an autocast copy in q's dtype, which
+    it saves). `scaled`: sdpa's math path, which scales q and k first (new tensors the matmul saves)."""
     bsz, h, s, dh = q.shape
     sk = k.shape[2]
     grad = q.grad or k.grad or v.grad
@@ -74,12 +74,15 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: st
     # the (B, S, H, Dh) layout of the projections folds (B, H) into one batch dim as a view only
     # when B or S is 1; a partial rotary's cat made q and k contiguous (B, H, S, Dh) already
     cat = b.rope is not None and b.rope.rotated < b.rope.d_head
-    q_c = q if cat or bsz == 1 or s == 1 else tr.new(q.shape, q.dtype, q.grad)
-    k_c = k_rep if k_rep is not None else k if cat or cached or bsz == 1 or sk == 1 else \
-        tr.new((bsz, h, sk, dh), k.dtype, k.grad)
+    q_c = q if (cat or bsz == 1 or s == 1) and not scaled else tr.new(q.shape, q.dtype, q.grad)
+    k_c = tr.new((bsz, h, sk, dh), k.dtype, k.grad) if scaled else k_rep if k_rep is not None else \
+        k if cat or cached or bsz == 1 or sk == 1 else tr.new((bsz, h, sk, dh), k.dtype, k.grad)
     product = tr.new((bsz, h, s, sk), q.dtype, grad)
-    if grad:  # nothing needs a gradient (frozen layers before the first LoRA one): nothing is saved
-        tr.save(q_c, k_c)
+    if k.grad:  # a matmul saves each factor for the other's gradient
+        tr.save(q_c)
+    if q.grad:
+        tr.save(k_c)
+    qk = q_c.storage.nbytes * q.grad + k_c.storage.nbytes * k.grad  # their gradients' bytes
     del q_c, k_c  # matmul's internal copies: alive only if saved
     scores = tr.new(product.shape, q.dtype, grad)  # * d_head ** -0.5
     del product
@@ -93,7 +96,7 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: st
         del capped
     mask = _mask(tr, b, s, sk)
     if mask is not None:
-        if grad:
+        if grad:  # masked_fill keeps the mask for the scores' gradient
             tr.save(mask)
         inverted = tr.new((s, sk), "bool", False)
         scores = tr.new(scores.shape, score_dtype or scores.dtype, grad)  # masked_fill
@@ -106,11 +109,24 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: st
         probs = tr.new(probs.shape, q.dtype, probs.grad)
     v_c = v_rep if v_rep is not None else v if cached or bsz == 1 or sk == 1 else \
         tr.new((bsz, h, sk, dh), v.dtype, v.grad)
-    if grad:
-        tr.save(probs, v_c)
+    tr.save(*([probs] if v.grad else []), *([v_c] if probs.grad else []))
     out = tr.new(q.shape, q.dtype, grad)  # the bmm reads the copy of v: it dies after
+    if grad:
+        tr.steps[-1].inner = max(tr.steps[-1].inner, _eager_backward(
+            out.storage.nbytes, scores.storage.nbytes, qk, v_c.storage.nbytes, b.dropout > 0))
     del v_c
     return out
+
+
+def _eager_backward(out: int, p: int, qk: int, v: int, dropout: bool) -> int:
+    """The most gradient bytes eager attention's backward holds at once beyond its saved tensors
+    (all alive at its start; bytes of: the output, P one (B, H, S, Sk) tensor, the q and k
+    copies its first matmul saved, v's). In reverse: probs @ v gives the
+    probabilities' and v's gradients next to the output's; v's then waits (its node is older than
+    the scores' chain) and v (and the dropped-out probs) are freed; dropout, softmax, masked_fill
+    and the scale each turn one P gradient into another (2 P; with dropout the dropped-out probs
+    just freed make up for one); q @ k^T ends with q's and k's gradients as the probs are gone."""
+    return max(out + p + v, p if dropout else 2 * p, qk)
 
 
 def _math(tr: Trace, b, q: T, k: T, v: T) -> T:
@@ -119,9 +135,9 @@ def _math(tr: Trace, b, q: T, k: T, v: T) -> T:
     scaled q and k, the probabilities, the dropout mask, v) is fp32, and the output is cast back."""
     low = q.dtype in ("bf16", "fp16") and tr.policy.autocast_device == "cpu"
     if not low:
-        return _eager(tr, b, q, k, v)
+        return _eager(tr, b, q, k, v, scaled=True)
     q32, k32, v32 = (tr.new(t.shape, "fp32", t.grad) for t in (q, k, v))
-    out = _eager(tr, b, q32, k32, v32)
+    out = _eager(tr, b, q32, k32, v32, scaled=True)
     del q32, k32, v32
     return tr.new(out.shape, q.dtype, out.grad)
 
@@ -213,14 +229,20 @@ def _attention(b, tr: Trace, x: T) -> T:
         src = getattr(tr, "context", None) or tr.input((bsz, b.context_len, b.context_dim), tr.policy.dtype, False)
     sk = src.shape[1]
     h, g, dh = b.n_heads, b.kv_heads, b.head_dim
+    starts = [len(tr.steps)]  # the first steps of q_proj, k_proj, v_proj, the core (the backward's holds)
     with act_hf.fused(tr, tr.policy.hf is not None and tr.policy.hf.fused_qkv):
         q = tr.view(run(b.q_proj, "q_proj", tr, x), (bsz, s, h, dh))
+        starts.append(len(tr.steps))
         k = tr.view(run(b.k_proj, "k_proj", tr, src), (bsz, sk, g, dh))
+        starts.append(len(tr.steps))
         v = tr.view(run(b.v_proj, "v_proj", tr, src), (bsz, sk, g, dh))
+    starts.append(len(tr.steps))
     tr.begin(".core")
     if b.q_norm is not None:
         q, k = run(b.q_norm, "q_norm", tr, q), run(b.k_norm, "k_norm", tr, k)
         tr.begin(".core")
+    if tr.policy.grad and tr.policy.hf is None:
+        _projection_holds(tr, starts, q, k, v, b.q_norm is not None)
     q, k, v = (tr.view(t, (t.shape[0], t.shape[2], t.shape[1], t.shape[3])) for t in (q, k, v))
     if tr.policy.hf is not None:  # Falcon's new architecture: k, v broadcast to every head
         k, v = act_hf.falcon_kv(tr, k, v, h)
@@ -261,6 +283,26 @@ def _attention(b, tr: Trace, x: T) -> T:
     return out
 
 
+def _projection_holds(tr: Trace, starts: list[int], q: T, k: T, v: T, normed: bool) -> None:
+    """The gradients of q, k and v wait in backward: the autograd engine runs the newest node
+    first, so after the core (and k_norm, q_norm) v_proj's backward runs, then k_proj's, then
+    q_proj's, and each gradient waits until its projection's turn. `starts`: the first steps of
+    q_proj, k_proj, v_proj and the core; with q/k norms the core's first step is followed by
+    q_norm's and k_norm's."""
+    _, k_start, v_start, core = starts
+    if normed:  # steps core + 1: q_norm, core + 2: k_norm
+        if v.grad:
+            tr.holds.append((core + 1, core + 2, v.storage.nbytes))  # v's, through both norms
+        if q.grad:
+            tr.holds.append((core + 2, core + 2, q.storage.nbytes))  # q's, through k_norm
+        if k.grad:
+            tr.holds.append((core + 1, core + 1, k.storage.nbytes))  # k's (normed back), through q_norm
+    if q.grad:
+        tr.holds.append((k_start, core - 1, q.storage.nbytes))  # q's, through v_proj and k_proj
+    if k.grad:
+        tr.holds.append((v_start, core - 1, k.storage.nbytes))  # k's, through v_proj
+
+
 def _cross_cached(b, tr: Trace, x: T) -> T:
     """Cross-attention over keys/values already in the cache (layerwise.build.seq2seq.cross_attend,
     inference): q_proj, sdpa (nothing saved), o_proj on a view of its (B, S, H, Dh) output."""
@@ -293,6 +335,8 @@ def _ffn(b, tr: Trace, x: T) -> T:
         a = activation_op(tr, g, b.activation)
         hid = tr.new(a.shape, a.dtype, a.grad or u.grad)
         tr.save(*([a] if u.grad else []), *([u] if a.grad else []))  # a * u: each factor for the other's gradient
+        if hid.grad:  # its backward: the gradients of both factors next to the product's
+            tr.steps[-1].inner = hid.storage.nbytes + a.storage.nbytes + u.storage.nbytes
         del g, a
     else:
         u = run(b.up_proj, "up_proj", tr, x)

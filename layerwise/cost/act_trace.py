@@ -127,6 +127,9 @@ class Step:
     big: list[int] = field(default_factory=lambda: [0, 0])  # its two largest new tensors
     io: tuple[int, int] | None = None  # leaves: bytes of (input, output), i.e. of their gradients
     extra: int = 0  # autocast: the low-precision weight gradients before their cast to fp32
+    # a composite step whose backward runs several ops (eager attention's core): the most gradient
+    # bytes its backward holds at once, when more than its two largest tensors (`big`)
+    inner: int = 0
     op: str = ""  # the block type whose function ran this step (linear, attention, add...)
     # a lump (Trace.lump) standing for many equal copies: (parameter keys, copies) whose gradients
     # its copies produce, one group per step of one copy; the backward shows no moment inside it
@@ -164,6 +167,8 @@ class Trace:
     # checkpointed, for the allocation sequence (cost/cuda_events.py): last step, the region's span
     # of liveness events, and the keys of the storages recomputed for backward -> their step
     recompute_logs: list[tuple[int, int, int, dict]] = field(default_factory=list)
+    # checkpointed, by last step: (the most bytes its recomputation holds at once, its output's bytes)
+    recompute_peaks: dict[int, tuple[int, int]] = field(default_factory=dict)
     shared: dict = field(default_factory=dict)  # --impl hf: tensors made once per forward (mask, rotary tables)
     # equal copies lumped (Trace.lump); off when every op's moment is wanted (the memory timeline,
     # the CUDA allocator's replay of the allocation sequence)
@@ -240,17 +245,22 @@ class Trace:
         try:
             out = fn(*xs)
             log_end = len(self.liveness.events)
+            # a region that begins no step of its own (selective: the attention core runs inside
+            # the `.core` step) starts in the step it was entered in, where its inputs are freed
+            first = min([start, *(step for _, step in self.sink.values())])
             for x in xs:  # kept until the region's backward is done (its first step)
-                if x.storage.kind != "param":
-                    self._keep(x.storage, start, outer)
+                if x.storage.kind != "param" and self.sink:
+                    self._keep(x.storage, first, outer)
             freed: dict[int, int] = {}  # step -> recomputed bytes freed once its backward has run
             keys = {}
             for st, step in self.sink.values():
                 if st.key not in kept and st.kind in ("act", "cast"):  # casts are redone too
                     freed[step] = freed.get(step, 0) + st.nbytes
                     keys[st.key] = step
-            self.regions.append((start, len(self.steps) - 1, freed))
+            self.regions.append((first, len(self.steps) - 1, freed))
             self.recompute_logs.append((len(self.steps) - 1, log_start, log_end, keys))
+            self.recompute_peaks[len(self.steps) - 1] = (
+                recompute_peak(self.liveness.events[log_start:log_end], keys), out.storage.nbytes)
         finally:
             self.sink = outer
         return out
@@ -383,6 +393,25 @@ class Trace:
 
     def cast_cache_bytes(self) -> int:
         return sum(st.nbytes for st in self.casts.values())
+
+
+def recompute_peak(events, saved) -> int:
+    """The most bytes a checkpointed region's recomputation holds at once: its forward's
+    allocations again, in order (`events`: (key, bytes), 0 for a free), where the tensors its
+    backward needs (`saved` keys) now stay instead of dying, and the rest die as they did. The
+    recomputation stops once the last of them is packed (torch.utils.checkpoint's early stop,
+    _recomputation_hook: _StopRecomputationError), so what the forward allocated after that is
+    not made again; the frames it unwinds free their locals."""
+    stop = max((j for j, (key, n) in enumerate(events) if n and key in saved), default=-1)
+    live, now, most = {}, 0, 0
+    for key, n in events[:stop + 1]:
+        if n:
+            live[key] = n
+            now += n
+            most = max(most, now)
+        elif key in live and key not in saved:
+            now -= live.pop(key)
+    return most
 
 
 def nbytes(n: int, dtype: str) -> int:

@@ -258,6 +258,7 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         held[last_ + 1] -= n
     for i in range(1, len(held)):
         held[i] += held[i - 1]
+    waiting = _tied_waiting(tr) if accum else {}
     recomputed = 0  # checkpointing: the region being back-propagated is recomputed, all at once
     for i in range(len(tr.steps) - 1, -1, -1):
         step = tr.steps[i]
@@ -276,7 +277,7 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         if not accum:
             grads += fresh
         g_in, g_out = step.io if step.io is not None else (step.big[0], step.big[1])
-        carry = held[i]
+        carry = held[i] + waiting.get(i, 0)
         # two moments: computing the gradients (grad_out, grad_in and the fresh parameter
         # gradients, low-precision ones under autocast) and attaching them (grad_out freed)
         tied_b = _param_bytes(tr, tied)  # tied: the new gradient, then old + new summed
@@ -286,12 +287,18 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         # AccumulateGrad adds it in place (torch/csrc/autograd/functions/accumulate_grad.h); under
         # autocast it is the fp32 cast of the low gradient, made after the node's saved tensors go
         acc = shard(_param_bytes(tr, new)) if accum else 0
-        computing = g_in + g_out + carry + step.extra + tied_b + (0 if step.extra else acc)
+        computing = (step.inner or g_in + g_out) + carry + step.extra + tied_b + (0 if step.extra else acc)
         attaching = g_in + carry + step.extra + 2 * tied_b + (acc if step.extra else 0)
         # the step's own saved tensors are released when its node has run, before the attach
         acts = live
         if i in region_at:
             recomputed = sum(region_at[i][2].values())
+            # the recomputation runs when the region's backward starts: its output's gradient
+            # arrives and its forward runs again (its transients, the saved ones kept)
+            peak, out_grad = tr.recompute_peaks.get(i, (recomputed, 0))
+            out.append(Phase("backward", (step.path or "loss") + " (recompute)",
+                             replace(base, activations=base.activations + live, gradients=before,
+                                     temporaries=out_grad + carry + peak), step.op))
         # a checkpointed region's tensors that this step saved are freed with the others
         released = first.get(i, 0) + freed_in_region.get(i, 0)
         if before + own + computing >= grads + attaching - released:
@@ -304,6 +311,24 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
                          step.op or ("cross_entropy" if step.path == "loss" else "")))
         live -= first.get(i, 0)
         recomputed -= freed_in_region.get(i, 0)
+    return out
+
+
+def _tied_waiting(tr: Trace) -> dict[int, int]:
+    """Grad accumulation: bytes of tied parameters' gradients waiting, by step. The autograd
+    engine sums a parameter's gradients from its several uses in the input buffer of its
+    AccumulateGrad node, which runs once the last of them (its first use in the forward) is done;
+    until then the first one computed (its last use) is a temporary. Without accumulation it is
+    counted among the gradients, which it joins."""
+    users: dict[str, list[int]] = {}
+    for i, step in enumerate(tr.steps):
+        for k in step.grad_params:
+            users.setdefault(k, []).append(i)
+    out: dict[int, int] = {}
+    for k, steps in users.items():
+        if len(steps) > 1 and not tr.steps[steps[-1]].extra:
+            for i in range(steps[0], steps[-1]):  # from its last use's attach to its first use
+                out[i] = out.get(i, 0) + _param_bytes(tr, [k])
     return out
 
 
