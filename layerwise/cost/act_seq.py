@@ -90,7 +90,8 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: st
         divided = tr.new(scores.shape, scores.dtype, grad)
         del scores
         capped = tr.new(divided.shape, divided.dtype, grad)
-        tr.save(capped)
+        if grad:
+            tr.save(capped)
         del divided
         scores = tr.new(capped.shape, capped.dtype, grad)
         del capped
