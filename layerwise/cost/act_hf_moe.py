@@ -15,8 +15,9 @@ for-loop optimizer's temporaries follow the largest tensor).
 """
 from __future__ import annotations
 
-from layerwise.cost.act_leaves import activation_op
 from layerwise.cost.act_trace import T, Trace, promote
+from layerwise.cost.act_leaves import activation_op
+from layerwise.cost.act_moe import gate_shared
 from layerwise.cost.activations import run
 
 
@@ -31,14 +32,7 @@ def moe(b, tr: Trace, x: T, *, renormalise: bool, float_logits: bool) -> T:
     weights, pairs = _route(b, tr, flat, renormalise, float_logits)
     out = _experts(b, tr, flat, weights, pairs)
     if shared is not None:
-        if b.shared_expert_gate is not None:  # sigmoid(gate(x)) * shared: mul saves both factors
-            logit = run(b.shared_expert_gate, "shared_expert_gate", tr, flat)
-            tr.begin(".shared_sigmoid")
-            gate = activation_op(tr, logit, "sigmoid")
-            tr.begin(".shared_scale")
-            if gate.grad or shared.grad:
-                tr.save(gate, shared)
-            shared = tr.new(shared.shape, promote(gate.dtype, shared.dtype), gate.grad or shared.grad)
+        shared = gate_shared(b, tr, flat, shared)
         tr.begin(".shared_add")
         out = tr.pointwise(out, shared)
     return tr.view(out, x.shape)

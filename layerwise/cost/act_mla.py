@@ -6,7 +6,7 @@ kernel needs one head width for q, k and v)."""
 from __future__ import annotations
 
 from layerwise.cost.act_leaves import dropout_op
-from layerwise.cost.act_seq import _math_path, _rope, _sdpa
+from layerwise.cost.act_seq import _math as _seq_math, _math_path, _rope, _sdpa
 from layerwise.cost.act_trace import T, Trace
 from layerwise.cost.activations import act, run
 from layerwise.cost.precision import nbytes
@@ -77,15 +77,9 @@ def _fused(tr: Trace, b, q: T, k: T, v: T) -> T:
 
 
 def _math(tr: Trace, b, q: T, k: T, v: T) -> T:
-    """torch's _scaled_dot_product_attention_math (CPU sdpa when dv != dq, or with dropout): on CPU,
-    low-precision q, k, v are upcast to fp32 first; then the products of scaled copies."""
-    low = q.dtype in ("bf16", "fp16") and tr.policy.autocast_device == "cpu"
-    if not low:
-        return _eager(tr, b, q, k, v, scaled=True)
-    q32, k32, v32 = (tr.new(t.shape, "fp32", t.grad) for t in (q, k, v))
-    out = _eager(tr, b, q32, k32, v32, scaled=True)
-    del q32, k32, v32
-    return tr.new(out.shape, q.dtype, out.grad)
+    """torch's _scaled_dot_product_attention_math (CPU sdpa when dv != dq, or with dropout): act_seq's
+    math path (low-precision q, k, v upcast to fp32 on CPU) around this block's eager core."""
+    return _seq_math(tr, b, q, k, v, eager=_eager)
 
 
 def _eager_no_grad(tr: Trace, b, q: T, k: T, v: T) -> T:

@@ -53,16 +53,21 @@ def _moe(b, tr: Trace, x: T) -> T:
     del loss  # kept by the module until the next forward; 0-dim
     if b.shared_expert is not None:
         shared = run(b.shared_expert, "shared_expert", tr, flat)
-        if b.shared_expert_gate is not None:  # sigmoid(gate(x)) * shared: mul saves both factors
-            logit = run(b.shared_expert_gate, "shared_expert_gate", tr, flat)
-            tr.begin(".shared_sigmoid")
-            gate = activation_op(tr, logit, "sigmoid")
-            tr.begin(".shared_scale")
-            if gate.grad or shared.grad:
-                tr.save(gate, shared)
-            shared = tr.new(shared.shape, promote(gate.dtype, shared.dtype), gate.grad or shared.grad)
-        out = tr.pointwise(out, shared)
+        out = tr.pointwise(out, gate_shared(b, tr, flat, shared))
     return tr.view(out, x.shape)
+
+
+def gate_shared(b, tr: Trace, flat: T, shared: T) -> T:
+    """Qwen2-MoE's sigmoid(gate(x)) * shared (the mul saves both factors); `shared` as is without a gate."""
+    if b.shared_expert_gate is None:
+        return shared
+    logit = run(b.shared_expert_gate, "shared_expert_gate", tr, flat)
+    tr.begin(".shared_sigmoid")
+    gate = activation_op(tr, logit, "sigmoid")
+    tr.begin(".shared_scale")
+    if gate.grad or shared.grad:
+        tr.save(gate, shared)
+    return tr.new(shared.shape, promote(gate.dtype, shared.dtype), gate.grad or shared.grad)
 
 
 def _logits(b, tr: Trace, flat: T) -> T:

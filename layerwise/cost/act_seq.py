@@ -130,15 +130,16 @@ def _eager_backward(out: int, p: int, qk: int, v: int, dropout: bool) -> int:
     return max(out + p + v, p if dropout else 2 * p, qk)
 
 
-def _math(tr: Trace, b, q: T, k: T, v: T) -> T:
+def _math(tr: Trace, b, q: T, k: T, v: T, eager=_eager) -> T:
     """sdpa's math path (attention dropout, or a float mask that needs grad): eager's tensors; on
     CPU, low-precision q, k, v are first upcast to fp32 (`_to_copy`), so everything it saves (the
-    scaled q and k, the probabilities, the dropout mask, v) is fp32, and the output is cast back."""
+    scaled q and k, the probabilities, the dropout mask, v) is fp32, and the output is cast back.
+    `eager`: the block's own eager core (act_mla's for latent attention)."""
     low = q.dtype in ("bf16", "fp16") and tr.policy.autocast_device == "cpu"
     if not low:
-        return _eager(tr, b, q, k, v, scaled=True)
+        return eager(tr, b, q, k, v, scaled=True)
     q32, k32, v32 = (tr.new(t.shape, "fp32", t.grad) for t in (q, k, v))
-    out = _eager(tr, b, q32, k32, v32, scaled=True)
+    out = eager(tr, b, q32, k32, v32, scaled=True)
     del q32, k32, v32
     return tr.new(out.shape, q.dtype, out.grad)
 
