@@ -11,6 +11,7 @@ from layerwise.cost.memory import inference_memory, training_memory  # noqa: E40
 from layerwise.measure import step as measure_module  # noqa: E402
 from layerwise.presets import get_preset  # noqa: E402
 from layerwise.workload import Workload  # noqa: E402
+from memory_targets import check_within_targets  # noqa: E402
 
 LLAMA = dict(n_layers=2, d_model=256, n_heads=4, d_ff=512, vocab_size=1000)
 # (preset, overrides, workload fields)
@@ -54,21 +55,13 @@ def measured(model, workload):
     return measure_module.measure_step(model, workload, count_flops=False)
 
 
-def _check(report, truth):
-    peak = truth.peak_bytes
-    assert abs(report.peak_bytes - peak) <= 0.02 * peak, (report.peak_bytes, peak, report.peak_phase, truth.peak_phase)
-    comps = report.components.as_dict()
-    for key, value in truth.components.items():
-        assert abs(comps[key] - value) <= 0.05 * peak, (key, comps[key], value)
-
-
 @pytest.mark.parametrize("name,precision,optimizer,ckpt,attention", SAMPLE,
                          ids=["-".join(s) for s in SAMPLE])
 def test_training_peak_matches_measure(name, precision, optimizer, ckpt, attention):
     overrides, fields = MODELS[name]
     model = get_preset(PRESET[name], **overrides)
     workload = Workload(precision=precision, optimizer=optimizer, checkpointing=ckpt, attention=attention, **fields)
-    _check(training_memory(model, workload), measured(model, workload))
+    check_within_targets(training_memory(model, workload), measured(model, workload))
 
 
 @pytest.mark.parametrize("name,precision,new_tokens", [("tiny-gpt", "fp32", 0), ("bert", "bf16-mixed", 0),
@@ -78,14 +71,14 @@ def test_inference_peak_matches_measure(name, precision, new_tokens):
     overrides, fields = MODELS[name]
     model = get_preset(PRESET[name], **overrides)
     workload = Workload(mode="infer", precision=precision, new_tokens=new_tokens, **fields)
-    _check(inference_memory(model, workload), measured(model, workload))
+    check_within_targets(inference_memory(model, workload), measured(model, workload))
 
 
 def test_grad_accumulation_keeps_gradients_through_forward():
     model = get_preset("tiny-gpt")
     workload = Workload(batch=4, seq=64, optimizer="sgd", grad_accum=2)
     report, truth = training_memory(model, workload), measured(model, workload)
-    _check(report, truth)
+    check_within_targets(report, truth)
     forward = next(p for p in report.phases if p.name == "forward")
     assert forward.components.gradients == report.components.weights  # fp32 grads exist already
 
