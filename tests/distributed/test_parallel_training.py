@@ -4,7 +4,8 @@ engines, in 2 (TP, TP + SP, 1F1B, GPipe) and 4 (2-D) gloo processes on CPU: the 
 ends where the uninterrupted one does, and each rank's model states (weights, gradients, AdamW
 states) equal the planner's per-device prediction within 2%, and the whole peak of a tensor-parallel
 rank and of each pipeline stage (the live-storage tracker on the rank's local tensors) equals
-plan/rank_memory.py's within 2% (TP + SP and 2-D: model states only; see PEAK_PREDICTED).
+plan/rank_memory.py's within 2% (above it, at most the collective buffers gloo's worker threads still
+hold; see IN_FLIGHT_BUFFERS) (2-D: model states only).
 
 The 2-D case is the planner's top layout for llama-3-70b on 512 H100s (TP + SP, ZeRO-3/FSDP over
 data parallelism, full checkpointing; README), at a tiny size. Expert parallelism is refused."""
@@ -67,11 +68,20 @@ def _predicted_state_bytes(kw: dict, rank: int) -> int:
     return device_state_bytes(parts, lay, stage, layers, cfg.pp)
 
 
-# Layouts whose whole per-rank peak plan/rank_memory.py predicts and the test holds within 2%. Not
-# TP + SP: its measured peak depends on when gloo's asynchronous all-gathers and reduce-scatters
-# complete (1,911,364 B when they finish in order, 1,960,516 B with three (B, S, d_model) buffers
-# still held, seen on a loaded machine); the prediction (1,903,644) is the in-order case.
-PEAK_PREDICTED = {"tp", "pp-1f1b", "pp-gpipe"}
+# Layouts whose whole per-rank peak plan/rank_memory.py predicts and the test holds within 2%.
+PEAK_PREDICTED = {"tp", "tp-sp", "pp-1f1b", "pp-gpipe"}
+# What a tensor-parallel rank's measured peak may carry above the prediction: gloo's worker threads
+# keep a finished collective's work (and the tensors it holds) until they loop back for the next
+# one, so on a loaded machine a few (B, S, d_model) all-reduce/all-gather buffers outlive the
+# main thread's last use. The prediction is the in-order case (1,911,364 B measured for TP + SP on
+# an idle machine, 1,960,516 on a loaded one; 2,068,164 and 2,117,316 for TP on CI, 2026-12-02):
+# both times exactly three fp32 (B, S, d_model) buffers more.
+IN_FLIGHT_BUFFERS = 3
+
+
+def _in_flight_bytes(kw: dict) -> int:
+    cfg = ParallelConfig(**kw)
+    return IN_FLIGHT_BUFFERS * cfg.batch * cfg.seq * SPEC.body.d_model * 4 if cfg.tp > 1 else 0
 
 
 def _predicted_peak(kw: dict, rank: int) -> int:
@@ -94,7 +104,8 @@ def test_parallel_layouts_match_one_process_and_resume(tmp_path, world):
             assert got["resumed"] == pytest.approx(got["losses"], rel=1e-6), (name, r)
             assert got["state_bytes"] == pytest.approx(_predicted_state_bytes(kw, r), rel=0.02), (name, r)
             if name in PEAK_PREDICTED:
-                assert got["peak"] == pytest.approx(_predicted_peak(kw, r), rel=0.02), (name, r)
+                predicted = _predicted_peak(kw, r)
+                assert 0.98 * predicted <= got["peak"] <= 1.02 * predicted + _in_flight_bytes(kw), (name, r, predicted)
 
 
 def test_expert_parallelism_is_refused():
