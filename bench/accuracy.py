@@ -3,7 +3,7 @@
 bf16-mixed} x {adamw, sgd} x {checkpointing none, full} x {eager, sdpa}, plus full-size runs.
 
     .venv/bin/python bench/accuracy.py [--quick] [--only NAME ...]
-    .venv/bin/python bench/accuracy.py --random N [--seed S] [--only NAME ...]   (accuracy suite II:
+    .venv/bin/python bench/accuracy.py --random N [--seed S] [--only NAME ...] [--jobs J]   (suite II:
         bench/random_cases.py; --only keeps the drawn cases of those presets)
 
 Prints one row per case (peak error, worst component error relative to the peak) and a summary
@@ -12,9 +12,11 @@ Prints one row per case (peak error, worst component error relative to the peak)
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 
 from layerwise.cost.memory import inference_memory, training_memory
 from layerwise.presets import get_preset, list_presets
@@ -86,26 +88,40 @@ def cases(quick: bool, only: list[str]):
                 yield name + " (full size)", {}, Workload(**fields)
 
 
-def random_suite(n: int, seed: int, only: list[str] = ()) -> int:
-    """Seeded random combinations of every workload setting (bench/random_cases.py); `only`: the
-    cases of these presets among the n drawn (the same draws as the whole suite's)."""
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from random_cases import cases, compare as compare_case
+def _one_case(indexed):
+    """(index, label, (peak error, worst component, its error) or the reason it was not measured)."""
+    from random_cases import compare as compare_case
 
+    i, case = indexed
+    try:
+        _, _, peak_err, worst, comp_err = compare_case(case)
+    except Exception as exc:  # listed, not fatal
+        return i, case.label(), f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
+    return i, case.label(), (peak_err, worst, comp_err)
+
+
+def random_suite(n: int, seed: int, only: list[str] = (), jobs: int = 1, index: list[int] = ()) -> int:
+    """Seeded random combinations of every workload setting (bench/random_cases.py); `only`: the
+    cases of these presets among the n drawn (the same draws as the whole suite's); `jobs`: cases
+    measured in that many processes at once (printed in order); `index`: only these of the n."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from random_cases import cases
+
+    todo = [(i, c) for i, c in enumerate(cases(n, seed))
+            if (not only or c.preset in only) and (not index or i in index)]
     errors, comp_errors, failed = [], [], []
     start = time.time()
-    for i, case in enumerate(cases(n, seed)):
-        if only and case.preset not in only:
-            continue
-        try:
-            truth, report, peak_err, worst, comp_err = compare_case(case)
-        except Exception as exc:  # listed, not fatal
-            failed.append((case.label(), f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"))
-            continue
-        errors.append(abs(peak_err))
-        comp_errors.append(abs(comp_err))
-        miss = "" if abs(peak_err) <= 0.02 and abs(comp_err) <= 0.05 else "  MISS"
-        print(f"{i:5} {100 * peak_err:+7.2f}% {worst:>16} {100 * comp_err:+7.2f}%  {case.label()}{miss}", flush=True)
+    with multiprocessing.get_context("spawn").Pool(jobs) if jobs > 1 else nullcontext() as pool:
+        results = pool.imap(_one_case, todo) if pool else map(_one_case, todo)
+        for i, label, result in results:
+            if isinstance(result, str):
+                failed.append((label, result))
+                continue
+            peak_err, worst, comp_err = result
+            errors.append(abs(peak_err))
+            comp_errors.append(abs(comp_err))
+            miss = "" if abs(peak_err) <= 0.02 and abs(comp_err) <= 0.05 else "  MISS"
+            print(f"{i:5} {100 * peak_err:+7.2f}% {worst:>16} {100 * comp_err:+7.2f}%  {label}{miss}", flush=True)
     _summary(errors, comp_errors, start)
     for label, why in failed:
         print(f"not measured: {label}: {why}")
@@ -129,9 +145,11 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*", default=[], help="preset names")
     parser.add_argument("--random", type=int, default=0, metavar="N", help="N seeded random cases (suite II)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --random")
+    parser.add_argument("--jobs", type=int, default=1, help="--random: cases measured in parallel processes")
+    parser.add_argument("--index", type=int, nargs="*", default=[], help="--random: only the cases of these indices")
     args = parser.parse_args(argv)
     if args.random:
-        return random_suite(args.random, args.seed, args.only)
+        return random_suite(args.random, args.seed, args.only, args.jobs, args.index)
     errors, comp_errors, failed = [], [], []
     header = f"{'model':28} {'mode':5} {'precision':10} {'opt':5} {'ckpt':4} {'attn':5} " \
              f"{'measured':>14} {'analytic':>14} {'peak err':>9} {'worst component':>28}"
