@@ -87,7 +87,7 @@ def _patch(b, tr: Trace, x: T) -> T:
             wt = tr.param("weight", b.d_model * c * ph * pw, b.trainable, (b.d_model, c, ph, pw))
             if b.bias:
                 tr.param("bias", b.d_model, b.trainable)
-            out = tr.mm(x, wt, (bsz, b.d_model, h // ph, w // pw), b_key=tr.key("weight"))
+            out = tr.mm(x, wt, (bsz, b.d_model, h // ph, w // pw), b_key=tr.key("weight"), conv=True)
             return tr.view(out, (bsz, n, b.d_model))  # flatten(2).transpose(1, 2): a view
         patches = tr.new((bsz, n, c * ph * pw), x.dtype, x.grad)  # reshape of a permute: a copy
         return linear_op(tr, patches, c * ph * pw, b.d_model, b.bias, b.trainable)
@@ -109,7 +109,7 @@ def _conv(b, tr: Trace, x: T) -> T:
     w = tr.param("weight", b.c_out * (b.c_in // b.groups) * prod(k), b.trainable)
     if b.bias:
         tr.param("bias", b.c_out, b.trainable)
-    return tr.mm(x, w, (x.shape[0], b.c_out, *spatial), b_key=tr.key("weight"))  # saves input, weight
+    return tr.mm(x, w, (x.shape[0], b.c_out, *spatial), b_key=tr.key("weight"), conv=True)
 
 
 @act("maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d")

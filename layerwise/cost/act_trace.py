@@ -306,18 +306,22 @@ class Trace:
         return T(w.shape, ac, w.grad, self.casts[key])
 
     # ---- ops that save (mirroring ATen's derivatives.yaml) ----------------------------------
-    def mm(self, a: T, b: T, out_shape: Shape, b_key: str | None = None) -> T:
+    def mm(self, a: T, b: T, out_shape: Shape, b_key: str | None = None, conv: bool = False) -> T:
         """A matmul-like op under autocast (linear, bmm, conv): saves a if b needs grad and b if a
-        needs grad. `b_key`: b is a parameter with that key (cast once, cached)."""
+        needs grad. `b_key`: b is a parameter with that key (cast once, cached). `conv`: a
+        convolution, whose one derivative (derivatives.yaml `convolution`: convolution_backward of
+        input and weight together) saves both as soon as either needs grad: a first conv on an
+        image keeps its weight (autocast's low copy of it, under autocast) though the image needs
+        no gradient."""
         a = self.low(a)
         b = self.low_param(b_key, b) if b_key is not None else self.low(b)
         out = self.new(out_shape, a.dtype if self.policy.autocast is None else self.policy.autocast,
                        a.grad or b.grad)
         if b_key is not None and b.storage.kind == "cast" and self.steps:
             self.steps[-1].extra += b.storage.nbytes  # its gradient is computed low, then cast
-        if b.grad:
+        if b.grad or (conv and a.grad):
             self.save(a)
-        if a.grad:
+        if a.grad or (conv and b.grad):
             self.save(b)
         return out
 
