@@ -56,6 +56,8 @@ class HFOps:
     kv_broadcast: bool = False  # Falcon's new_decoder_architecture: k, v broadcast to every query head
     moe: str = ""  # mixtral | qwen: transformers' MoE router and grouped experts (cost/act_hf_moe.py)
     moe_renormalise: bool = False  # the top-k weights divided by their sum (Mixtral; Qwen's norm_topk_prob)
+    seq2seq: str = ""  # t5 | bart: an encoder-decoder (cost/act_hf_seq2seq.py)
+    stack_dropout: float = 0.0  # T5Stack.dropout after each stack's final norm
 
 
 def _low(tr: Trace, t: T) -> str:
@@ -142,11 +144,13 @@ def contiguous_query(tr: Trace, b) -> bool:
     return hf is not None and b.rope is not None and (hf.rope_cat or b.rope.rotated < b.rope.d_head)
 
 
-def cache_update(tr: Trace, k: T, v: T) -> tuple[T, T]:
+def cache_update(tr: Trace, b, k: T, v: T) -> tuple[T, T]:
     """DynamicLayer.update (cache_utils.py): with use_cache, even in training, the base model makes a
     DynamicCache and every layer attends to torch.cat([cache, k]) / [cache, v]: new copies, held by
-    the cache until the forward returns (`cache_held_bytes`)."""
-    if not tr.policy.hf.cache:
+    the cache until the forward returns (`cache_held_bytes`). T5's EncoderDecoderCache: the decoder's
+    self- and cross-attention layers (its encoder gets none)."""
+    hf = tr.policy.hf
+    if not hf.cache or (hf.seq2seq and not (b.causal or b.context_dim)):
         return k, v
     # the layer's empty tensors take the keys' dtype, so cat promotes the values to it (fp32
     # post-rotary keys under autocast: fp32 values too)
@@ -208,14 +212,17 @@ def eager(tr: Trace, b, q: T, k: T, v: T) -> T:
         tr.save(th)
         scaled = tr.new(th.shape, low, grad)
         del th
-    if hf.causal_mask:
+    bias = score_bias(tr, b, q, sk)
+    if bias is not None:  # T5: + position_bias (fp32 from its embedding table; cross-attention's zeros)
+        scaled = tr.new(scaled.shape, promote(scaled.dtype, bias.dtype), grad or bias.grad)
+    if hf.causal_mask and (b.causal or not hf.seq2seq):  # an encoder-decoder: its decoder's self-attention
         mask = causal_mask(tr, bsz, s, sk, "sliding" if _layer_sliding(tr) else "full")
-        scaled = tr.new(scaled.shape, promote(low, mask.dtype), grad)  # + attention_mask
-    probs = tr.new(scaled.shape, "fp32" if hf.softmax_fp32 else scaled.dtype, grad)
+        scaled = tr.new(scaled.shape, promote(scaled.dtype, mask.dtype), scaled.grad)  # + attention_mask
+    probs = tr.new(scaled.shape, "fp32" if hf.softmax_fp32 else scaled.dtype, scaled.grad)
     del scaled
     tr.save(probs)
-    if probs.dtype != q.dtype:  # .to(query.dtype) / .type(value.dtype): query is fp32 after rotary
-        probs = tr.new(probs.shape, q.dtype, grad)  # under autocast, so the dropout runs in fp32 there
+    if probs.dtype != q.dtype and not hf.seq2seq:  # .to(query.dtype) / .type(value.dtype): query is fp32
+        probs = tr.new(probs.shape, q.dtype, grad)  # after rotary under autocast, so the dropout runs in fp32
     probs = dropout_op(tr, probs, b.dropout)
     if probs.dtype != low:  # autocast's cast for the matmul
         probs = tr.new(probs.shape, low, grad)
@@ -227,12 +234,32 @@ def eager(tr: Trace, b, q: T, k: T, v: T) -> T:
     return tr.new(q.shape, low, grad)
 
 
+def score_bias(tr: Trace, b, q: T, sk: int) -> T | None:
+    """T5Attention's position_bias: the stack's relative bias for self-attention (`tr.score_bias`,
+    act_seq2seq), and for cross-attention `torch.zeros((1, H, S, Sk), dtype=query.dtype)`, made by
+    the decoder's first layer and passed on to the others (requires_grad under checkpointing)."""
+    if tr.policy.hf.seq2seq != "t5":
+        return None
+    if not b.context_dim:
+        return tr.score_bias
+    key = ("zeros_bias", q.shape[1], q.shape[2], sk)
+    if key not in tr.shared:
+        tr.shared[key] = tr.new((1, q.shape[1], q.shape[2], sk), q.dtype, tr.policy.checkpointing == "full")
+    return tr.shared[key]
+
+
 def sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
     """sdpa_attention_forward. Without dropout: CPU flash attention saves q, k, v (autocast's low
     copies; G-head k, v unless a mask is passed, then repeat_kv'd), the output and logsumexp; with
     a sliding window the (B, 1, S, Sk) mask too. With dropout: the math path (`_math`)."""
     bsz, h, s, dh = q.shape
     sk = k.shape[2]
+    bias = score_bias(tr, b, q, sk)
+    if bias is not None:  # T5: create_position_bias_mask, then sdpa's math path (the mask needs grad)
+        masks = _bias_mask(tr, b, bias)
+        out = _math(tr, b, *(tr.low(t) for t in (q, k, v)))
+        del masks
+        return out
     q, k, v = (tr.low(t) for t in (q, k, v))
     if b.dropout > 0 or (tr.policy.hf.falcon and k.shape[1] != h):
         # Falcon passes multi-query k, v of one head as they are: CPU sdpa broadcasts them on its math path
@@ -248,6 +275,24 @@ def sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
     out = tr.new(q.shape, q.dtype, grad)
     tr.save(q, k, v, out, tr.new((bsz, h, s), "fp32", False))
     return out
+
+
+def _bias_mask(tr: Trace, b, bias: T) -> list[T]:
+    """sdpa_attention_forward's float mask from T5's position_bias (create_position_bias_mask): the
+    decoder's self-attention torch.where(causal, bias, min) (saving the (1, 1, S, Sk) condition), the
+    encoder's .contiguous() copy of the permuted bias, cross-attention's zeros as they are; autocast
+    casts it to the low dtype for sdpa. Alive during the call."""
+    made = []
+    if b.causal:
+        cond = tr.new((1, 1, *bias.shape[2:]), "bool", False)
+        tr.save(cond)
+        made.append(tr.new(bias.shape, bias.dtype, bias.grad))
+    elif not b.context_dim:
+        made.append(tr.new(bias.shape, bias.dtype, bias.grad))
+    last = made[-1] if made else bias
+    if tr.policy.autocast and last.dtype != tr.policy.autocast:
+        made.append(tr.new(bias.shape, tr.policy.autocast, bias.grad))
+    return made
 
 
 def _math(tr: Trace, b, q: T, k: T, v: T) -> T:
@@ -341,6 +386,7 @@ def softcap_logits(tr: Trace, logits: T) -> T:
 
 
 def after_layers(tr: Trace) -> None:
-    """The base model returns: its mask dies (the tables live on where saved)."""
-    for key in [k for k in tr.shared if k[0] == "mask"]:
+    """The base model (an encoder-decoder: each stack) returns: its mask dies (the tables, T5's
+    cross-attention zeros, live on where saved)."""
+    for key in [k for k in tr.shared if k[0] in ("mask", "zeros_bias")]:
         del tr.shared[key]

@@ -264,7 +264,7 @@ def _attention(b, tr: Trace, x: T) -> T:
     if b.score_bias:  # T5: scores + bias (act_seq2seq); a bias that needs grad sends sdpa to the math path
         core = _biased
     if tr.policy.hf is not None:  # --impl hf: transformers' KV cache and attention functions
-        k, v = act_hf.cache_update(tr, k, v)
+        k, v = act_hf.cache_update(tr, b, k, v)
         core = act_hf.eager if tr.policy.attention == "eager" else act_hf.sdpa
     if tr.policy.checkpointing == "selective" and tr.sink is None:  # recompute the core in backward
         y = tr.checkpointed(lambda q_, k_, v_: core(tr, b, q_, k_, v_), q, k, v)

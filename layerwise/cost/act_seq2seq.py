@@ -6,8 +6,10 @@ gradient accumulates over the decoder layers' backward (held from the last decod
 backward to the encoder's)."""
 from __future__ import annotations
 
+from layerwise.cost import act_hf
 from layerwise.cost.act_composites import _item, residual_add
-from layerwise.cost.act_trace import T, Trace
+from layerwise.cost.act_leaves import dropout_op
+from layerwise.cost.act_trace import T, Trace, promote
 from layerwise.cost.activations import act, run
 
 
@@ -27,7 +29,7 @@ def _encoder_decoder(b, tr: Trace, x: T) -> T:
     del h
     # T5's bias (1, H, S, S) is a local of encode() and decode(): alive through the final norm (and head)
     h, bias = _stack(b, "enc", tr, box, s)
-    memory = side("enc_norm", h)
+    memory = _stack_end(tr, side("enc_norm", h))
     del h, bias
     born = len(tr.steps)  # the memory's gradient is consumed by the step that made it (enc_norm)
     if getattr(tr, "prefill_cache", False) and not tr.policy.grad:
@@ -49,11 +51,13 @@ def _encoder_decoder(b, tr: Trace, x: T) -> T:
         # (under LoRA the projection is a wrapper: its steps are cross_attn.v_proj.base, .lora_a, ...)
         last = max(i for i, st in enumerate(tr.steps) if f".cross_attn.v_proj." in f".{st.path}.")
         tr.holds.append((born, last - 1, memory.storage.nbytes))
-    h = side("dec_norm", h)  # the memory stays alive to the head: it is an argument of decode()
+    h = _stack_end(tr, side("dec_norm", h))  # the memory stays alive to the head: an argument of decode()
+    if tr.policy.hf is not None:
+        act_hf.hold_hidden(tr, h)  # T5: decoder_outputs keeps it while lm_head reads its scaled copy
     if "lm_head" in kids:
         out = run(kids["lm_head"], "lm_head", tr, h)
         del bias
-        return out
+        return _final_logits_bias(tr, out)
     table = "tgt_embed" if "tgt_embed" in kids else "embed"
     tr.path.append("lm_head")  # tied: F.linear(x, table.weight), the same parameter
     try:
@@ -62,9 +66,30 @@ def _encoder_decoder(b, tr: Trace, x: T) -> T:
         w = tr.param("/" + key, b.vocab_size * b.d_model, b.trainable, (b.vocab_size, b.d_model))
         out = tr.mm(h, w, (*h.shape[:-1], b.vocab_size), b_key=key)
         del bias
-        return out
+        return _final_logits_bias(tr, out)
     finally:
         tr.path.pop()
+
+
+def _final_logits_bias(tr: Trace, logits: T) -> T:
+    """--impl hf, BartForConditionalGeneration: lm_head(x) + final_logits_bias, an fp32 buffer of
+    zeros: new logits (fp32 under autocast), the head's own output dying."""
+    if tr.policy.hf is None or tr.policy.hf.seq2seq != "bart":
+        return logits
+    tr.begin(".final_logits_bias")
+    return tr.new(logits.shape, promote(logits.dtype, "fp32"), logits.grad)
+
+
+def _stack_end(tr: Trace, h: T) -> T:
+    """--impl hf: T5Stack.forward's dropout after the final norm; the stack's mask and T5's
+    cross-attention zeros die as it returns (act_hf.after_layers)."""
+    if tr.policy.hf is None:
+        return h
+    act_hf.after_layers(tr)
+    if not tr.policy.hf.stack_dropout:
+        return h
+    tr.begin(".stack_dropout")
+    return dropout_op(tr, h, tr.policy.hf.stack_dropout)
 
 
 def _fill_cross(b, tr: Trace, memory: T) -> None:

@@ -44,29 +44,31 @@ DROPOUT_KEYS = {
     "mixtral": (None, None, "attention_dropout"),
     "qwen2_moe": (None, None, "attention_dropout"),
     "qwen3_moe": (None, None, "attention_dropout"),
-    "falcon": (None, "hidden_dropout", None),
-    "clip_vision_model": (None, None, "attention_dropout"),  # CLIPAttention; no hidden dropout  # dropout_add after the MLP; the rotary attention applies none
+    "falcon": (None, "hidden_dropout", None),  # dropout_add after the MLP; the rotary attention applies none
+    "clip_vision_model": (None, None, "attention_dropout"),  # CLIPAttention; no hidden dropout
+    # T5Stack.dropout, T5Layer*.dropout and the attention's dropout_rate; BartEncoder.dropout, BartAttention
+    "t5": ("dropout_rate", "dropout_rate", "dropout_rate"),
+    "bart": ("dropout", "dropout", "attention_dropout"),
 }
 # transformers' config defaults for those keys (configuration_<type>.py)
 _DEFAULTS = {"embd_pdrop": 0.1, "resid_pdrop": 0.1, "attn_pdrop": 0.1, "hidden_dropout_prob": 0.1,
-             "attention_probs_dropout_prob": 0.1, "dropout": 0.1, "attention_dropout": 0.0, "hidden_dropout": 0.0}
+             "attention_probs_dropout_prob": 0.1, "dropout": 0.1, "attention_dropout": 0.0, "hidden_dropout": 0.0,
+             "dropout_rate": 0.1}
 _MODEL_DEFAULTS = {("phi", "resid_pdrop"): 0.0, ("phi", "embd_pdrop"): 0.0, ("phi3", "resid_pdrop"): 0.0,
                    ("vit", "hidden_dropout_prob"): 0.0, ("vit", "attention_probs_dropout_prob"): 0.0}
 # eager_attention_forward without softmax(..., dtype=torch.float32): the scores' own dtype
-_SOFTMAX_IN_SCORES_DTYPE = ("gpt2", "bert", "roberta")
+_SOFTMAX_IN_SCORES_DTYPE = ("gpt2", "bert", "roberta", "t5", "bart")
 _ENCODERS = ("bert", "roberta", "vit", "clip_vision_model")
 # one matmul for q, k and v: GPT2Attention.c_attn, GPTNeoXAttention.query_key_value, Phi3Attention.qkv_proj
 _FUSED_QKV = ("gpt2", "gpt_neox", "phi3", "falcon")
 # *RMSNorm.forward as LlamaRMSNorm: `self.weight * hidden_states.to(input_dtype)` (Gemma's computes
 # `output * (1.0 + self.weight.float())` in fp32 and casts back, as torch.rms_norm does)
-_LLAMA_RMSNORM = ("llama", "mistral", "qwen2", "phi3", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe")
+_LLAMA_RMSNORM = ("llama", "mistral", "qwen2", "phi3", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe",
+                  "t5")  # T5LayerNorm: the same ops on T5's fp32 residual stream
 
 
 # importable types --impl hf refuses, and why (named in the one-line error of both readings)
 NOT_COVERED = {
-    "t5": "an encoder-decoder (T5ForConditionalGeneration's relative position bias, decoder inputs and cache "
-          "are not modelled yet)",
-    "bart": "an encoder-decoder (BartForConditionalGeneration's step is not modelled yet)",
     "mamba": "a state-space model (MambaForCausalLM's scan is not modelled yet)",
     "deepseek_v2": "multi-head latent attention and DeepSeek's MoE are not modelled for transformers' code yet",
     "deepseek_v3": "multi-head latent attention and DeepSeek's MoE are not modelled for transformers' code yet",
@@ -102,7 +104,11 @@ def hf_dropouts(data: dict) -> tuple[float, float, float]:
 
 def hf_ops(data: dict) -> HFOps:
     model_type = data["model_type"]
-    act = data.get("activation_function" if model_type == "gpt2" else "hidden_act")
+    key = {"gpt2": "activation_function", "bart": "activation_function", "t5": "dense_act_fn"}.get(model_type, "hidden_act")
+    act = data.get(key)
+    if model_type == "t5" and act is None:  # T5Config: dense_act_fn from feed_forward_proj's last part
+        act = str(data.get("feed_forward_proj", "relu")).split("-")[-1]
+        act = "gelu_new" if act == "gelu" else act
     if act is None:
         act = {"gpt2": "gelu_new", "phi": "gelu_new"}.get(model_type)
     ops = HFOps(softmax_fp32=model_type not in _SOFTMAX_IN_SCORES_DTYPE, causal_mask=model_type not in _ENCODERS,
@@ -116,6 +122,8 @@ def hf_ops(data: dict) -> HFOps:
         if not isinstance(norm, bool):
             raise LayerwiseError(f"config.json: 'norm_topk_prob' must be true or false, got {norm!r}")
         return replace(ops, moe="qwen", moe_renormalise=norm)
+    if model_type in ("t5", "bart"):
+        return replace(ops, seq2seq=model_type, stack_dropout=hf_dropouts(data)[1] if model_type == "t5" else 0.0)
     if model_type == "falcon":
         return replace(ops, falcon=True, kv_broadcast=data.get("new_decoder_architecture") is True)
     return replace(ops, **_gemma_ops(data)) if model_type in ("gemma2", "gemma3_text") else ops
@@ -154,17 +162,17 @@ def _gemma_ops(data: dict) -> dict:
 
 def hf_spec(model: Model, data: dict) -> Model:
     """Our spec of the config with HF's dropouts where its modules apply them: the embeddings'
-    (decoder_lm / encoder / vit `dropout`), each branch's residual (transformer_block `dropout`),
-    the attention probabilities (attention `dropout`)."""
+    (decoder_lm / encoder / vit / encoder_decoder `dropout`), each branch's residual (transformer_block
+    / decoder_block `dropout`), the attention probabilities (attention `dropout`)."""
     embed, resid, attn = hf_dropouts(data)
 
     def place(path: str, node: Block) -> Block:
         name = node.type_name
         if name == "attention":
             return _with(node, dropout=attn)
-        if name == "transformer_block":
+        if name in ("transformer_block", "decoder_block"):
             return _with(node, dropout=resid)
-        if name in ("decoder_lm", "encoder", "vit"):
+        if name in ("decoder_lm", "encoder", "vit", "encoder_decoder"):
             return _with(node, dropout=embed)
         return node
 
@@ -185,6 +193,18 @@ def check_hf_attention(data: dict, workload: Workload) -> None:
                             "Gemma 2 runs eager attention only: sdpa cannot soft-cap the scores); use --attention eager")
 
 
+def check_hf_config(data: dict) -> None:
+    """What transformers' training step needs of the config beyond building the model: T5's
+    _shift_right turns the labels into decoder inputs with decoder_start_token_id and pad_token_id,
+    which T5Config does not default (BartConfig does: 2 and 1)."""
+    if data.get("model_type") == "t5":
+        for key in ("decoder_start_token_id", "pad_token_id"):
+            value = data.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise LayerwiseError(f"config.json: {key!r} must be a token id (T5ForConditionalGeneration "
+                                     f"shifts the labels right into its decoder input with it), got {value!r}")
+
+
 def hf_training_memory(model: Model, data: dict, workload: Workload, *, timeline: bool = False):
     """The cost reading of transformers' training step for `data` (model: our import of it)."""
     from layerwise.cost.memory import training_memory
@@ -193,7 +213,9 @@ def hf_training_memory(model: Model, data: dict, workload: Workload, *, timeline
     if workload.mode != "train":
         raise WorkloadError(f"--mode {workload.mode} does not apply to --impl hf (a training step is modelled)")
     check_hf_attention(data, workload)
+    check_hf_config(data)
     ops = hf_ops(data)
-    if ops.causal_mask and data.get("use_cache", True) and workload.checkpointing == "none":
-        ops = replace(ops, cache=True)  # checkpointing: transformers turns use_cache off
+    # checkpointing: transformers turns use_cache off; BartForConditionalGeneration with labels too
+    if ops.causal_mask and data.get("use_cache", True) and workload.checkpointing == "none" and ops.seq2seq != "bart":
+        ops = replace(ops, cache=True)
     return training_memory(hf_spec(model, data), workload, hf=ops, timeline=timeline)

@@ -7,6 +7,8 @@ conventions describe the same parameters:
       falcon, mixtral, qwen2_moe, qwen3_moe)  AutoModelForCausalLM,
       loss = model(input_ids, labels=labels).loss (HF's ForCausalLMLoss: fp32 logits, shifted labels)
   bert, roberta   AutoModel (the pooler included), loss = pooler_output.sum()
+  t5, bart        AutoModelForSeq2SeqLM, loss = model(input_ids=source, labels=labels).loss: the
+                  labels shifted right are the decoder input (source and decoder input both --seq long)
   vit             AutoModelForImageClassification (loss = model(pixels, labels=labels).loss) when the
                   config's architectures say so, else AutoModel (loss = pooler_output.sum())
 Workload flags map to HF's own switches: `--attention` -> `attn_implementation`, `--checkpointing
@@ -22,7 +24,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-from layerwise.cost.hf import check_hf_attention, not_covered
+from layerwise.cost.hf import check_hf_attention, check_hf_config, not_covered
 from layerwise.spec.errors import LayerwiseError, WorkloadError
 from layerwise.workload import Workload
 
@@ -32,6 +34,7 @@ from layerwise.workload import Workload
 DECODERS = ("llama", "mistral", "qwen2", "phi3", "phi", "gpt2", "gpt_neox", "opt", "qwen3", "gemma", "gemma2",
             "gemma3_text", "falcon", "mixtral", "qwen2_moe", "qwen3_moe")
 ENCODERS = ("bert", "roberta")
+SEQ2SEQ = ("t5", "bart")
 VISION = ("vit", "clip_vision_model")
 
 
@@ -61,8 +64,8 @@ def hf_config(data: dict, where: str):
     """transformers' config object for a config.json dict; one line naming the file if it refuses."""
     transformers = require_transformers()
     model_type = data.get("model_type") if isinstance(data, dict) else None
-    if model_type not in (*DECODERS, *ENCODERS, *VISION):
-        raise not_covered(model_type, where, (*DECODERS, *ENCODERS, *VISION))
+    if model_type not in (*DECODERS, *ENCODERS, *VISION, *SEQ2SEQ):
+        raise not_covered(model_type, where, (*DECODERS, *ENCODERS, *VISION, *SEQ2SEQ))
     keys = copy.deepcopy({k: v for k, v in data.items() if k != "model_type"})  # transformers edits nested dicts
     try:
         with warnings.catch_warnings(), _quiet(transformers):
@@ -96,6 +99,7 @@ def hf_model(data: dict, where: str, workload: Workload, spec) -> HFModel:
     check_hf_workload(workload)
     check_hf_attention(data, workload)
     config = hf_config(data, where)
+    check_hf_config(data)
     config._attn_implementation = workload.attention  # what attn_implementation= sets
     if workload.checkpointing == "full" and hasattr(config, "use_cache"):
         config.use_cache = False  # as transformers itself sets it (with a log line) when checkpointing
@@ -103,6 +107,8 @@ def hf_model(data: dict, where: str, workload: Workload, spec) -> HFModel:
     model_type = data["model_type"]
     if model_type in DECODERS:
         auto, task, loss = "AutoModelForCausalLM", "lm", _labels_loss
+    elif model_type in SEQ2SEQ:
+        auto, task, loss = "AutoModelForSeq2SeqLM", "lm", _seq2seq_loss
     elif model_type == "vit" and spec.task == "classify":
         auto, task, loss = "AutoModelForImageClassification", "classify", _labels_loss
     else:
@@ -154,6 +160,13 @@ def _labels_loss(module, x, targets):
     """model(inputs, labels=targets).loss: HF's own loss function (ForCausalLMLoss shifts the labels
     and upcasts the logits to fp32; ForImageClassification: cross-entropy over num_labels)."""
     return module(x, labels=targets).loss
+
+
+def _seq2seq_loss(module, x, targets):
+    """model(input_ids=source, labels=targets).loss: our (B, S, 2) batch's source column; the model
+    shifts the labels right into its decoder input (T5's / BART's shift_tokens_right), so both
+    sides are S tokens long, as in our build's step."""
+    return module(input_ids=x[..., 0], labels=targets).loss
 
 
 def _pooled_sum(module, x, targets):

@@ -55,6 +55,17 @@ CONFIGS = {
                           "intermediate_size": 352, "num_hidden_layers": 2, "num_attention_heads": 4},
     "gemma3_text": dict(D, model_type="gemma3_text", num_key_value_heads=2, head_dim=32, sliding_window=64,
                         sliding_window_pattern=2),
+    # encoder-decoders: T5's relative position bias (fp32 scores under autocast; sdpa's float mask and
+    # math path), its Python RMSNorm, dropouts after each stack and the decoder's EncoderDecoderCache;
+    # flan-T5's gated NewGELU; BART's post-norm layers and its fp32 final_logits_bias
+    "t5": {"model_type": "t5", "d_model": 128, "d_kv": 32, "num_heads": 4, "d_ff": 352, "num_layers": 2,
+           "vocab_size": 1024, "decoder_start_token_id": 0, "pad_token_id": 0},
+    "t5_gated": {"model_type": "t5", "d_model": 128, "d_kv": 32, "num_heads": 4, "d_ff": 352, "num_layers": 2,
+                 "num_decoder_layers": 3, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
+                 "vocab_size": 1024, "decoder_start_token_id": 0, "pad_token_id": 0},
+    "bart": {"model_type": "bart", "d_model": 128, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
+             "encoder_ffn_dim": 352, "decoder_ffn_dim": 352, "encoder_layers": 2, "decoder_layers": 2,
+             "vocab_size": 1024, "max_position_embeddings": 256, "attention_dropout": 0.1, "activation_dropout": 0.1},
 }
 WORKLOADS = {
     "fp32-sdpa": dict(precision="fp32", attention="sdpa", batch=2),
@@ -132,6 +143,8 @@ WIDE = {
     "bert": dict(CONFIGS["bert"], hidden_size=512, intermediate_size=2048, vocab_size=8192),
     # the recomputed experts' backward: each stacked weight's gradient born transposed, then copied
     "mixtral": dict(CONFIGS["mixtral"], hidden_size=512, intermediate_size=1408, vocab_size=8192),
+    "t5": dict(CONFIGS["t5"], d_model=512, d_ff=2048, vocab_size=8192),
+    "bart": dict(CONFIGS["bart"], d_model=512, encoder_ffn_dim=2048, decoder_ffn_dim=2048, vocab_size=8192),
 }
 
 
