@@ -316,7 +316,10 @@ def _math(tr: Trace, b, q: T, k: T, v: T) -> T:
     tr.save(probs)
     dropped = dropout_op(tr, probs, b.dropout)
     del probs
-    v_c = (upcast[2] if upcast else v) if view else tr.new((bsz, h, sk, dh), acc, v.grad)
+    # matmul(dropped, v) reshapes v (its fp32 copy, same strides) to (B*H, Sk, Dh): a view when v is
+    # the cache's contiguous full-head copy
+    contiguous = tr.policy.hf.cache and v.shape[1] == h
+    v_c = (upcast[2] if upcast else v) if view or contiguous else tr.new((bsz, h, sk, dh), acc, v.grad)
     tr.save(dropped, v_c)
     del v_c
     out = tr.new(q.shape, acc, grad)

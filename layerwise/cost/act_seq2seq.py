@@ -52,8 +52,9 @@ def _encoder_decoder(b, tr: Trace, x: T) -> T:
         last = max(i for i, st in enumerate(tr.steps) if f".cross_attn.v_proj." in f".{st.path}.")
         tr.holds.append((born, last - 1, memory.storage.nbytes))
     h = _stack_end(tr, side("dec_norm", h))  # the memory stays alive to the head: an argument of decode()
-    if tr.policy.hf is not None:
+    if tr.policy.hf is not None:  # T5Stack's position_bias dies as the decoder stack returns
         act_hf.hold_hidden(tr, h)  # T5: decoder_outputs keeps it while lm_head reads its scaled copy
+        bias = None
     if "lm_head" in kids:
         out = run(kids["lm_head"], "lm_head", tr, h)
         del bias
