@@ -205,13 +205,15 @@ def test_cost_flags_that_do_not_apply_are_refused(tmp_path, capsys, argv, words)
 
 @pytest.mark.parametrize("command", ["memory", "measure", "verify"])
 def test_gemma2_sdpa_and_uncovered_types_are_one_line(tmp_path, capsys, command):
-    """Gemma 2 with --attention sdpa (transformers has none for it) and an importable type --impl hf
-    does not read (t5: the reason named) are refused in one line, exit 2, by every reading."""
-    gemma2, t5 = tmp_path / "gemma2.json", tmp_path / "t5.json"
+    """Gemma 2 with --attention sdpa (transformers has none for it), an importable type --impl hf
+    does not read (mamba: the reason named) and a T5 config without the token id that shifts its
+    labels into the decoder input (T5Config has no default; transformers fails in the forward) are
+    refused in one line, exit 2, by every reading."""
+    gemma2, mamba, t5 = tmp_path / "gemma2.json", tmp_path / "mamba.json", tmp_path / "t5.json"
     gemma2.write_text(json.dumps(GEMMA2["gemma2"]))
-    t5.write_text(json.dumps({"model_type": "t5", "vocab_size": 512, "d_model": 64, "d_kv": 16, "d_ff": 128,
-                              "num_layers": 2, "num_heads": 4}))
-    for path, words in ((gemma2, "--attention sdpa"), (t5, "encoder-decoder")):
+    mamba.write_text(json.dumps({"model_type": "mamba", "vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2}))
+    t5.write_text(json.dumps({k: v for k, v in CONFIGS["t5"].items() if k != "decoder_start_token_id"}))
+    for path, words in ((gemma2, "--attention sdpa"), (mamba, "state-space"), (t5, "'decoder_start_token_id'")):
         assert main([command, str(path), "--impl", "hf", "--seq", "16", "--attention", "sdpa"]) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and len(err.splitlines()) == 1
