@@ -56,7 +56,8 @@ class HFOps:
     kv_broadcast: bool = False  # Falcon's new_decoder_architecture: k, v broadcast to every query head
     moe: str = ""  # mixtral | qwen: transformers' MoE router and grouped experts (cost/act_hf_moe.py)
     moe_renormalise: bool = False  # the top-k weights divided by their sum (Mixtral; Qwen's norm_topk_prob)
-    seq2seq: str = ""  # t5 | bart: an encoder-decoder (cost/act_hf_seq2seq.py)
+    seq2seq: str = ""  # t5 | bart: an encoder-decoder
+    mla: str = ""  # deepseek_v2 | deepseek_v3: multi-head latent attention (cost/act_hf_mla.py)
     stack_dropout: float = 0.0  # T5Stack.dropout after each stack's final norm
 
 
@@ -356,7 +357,14 @@ def before_layers(tr: Trace, attn, x: T) -> None:
     bsz, s = x.shape[0], x.shape[1]
     hf = tr.policy.hf
     made = []
-    if attn.rope is not None:
+    if hf.mla == "deepseek_v2":  # one complex64 table (act_hf_mla.freqs_cis)
+        from layerwise.cost.act_hf_mla import freqs_cis
+
+        made.append(freqs_cis(tr, s, attn.d_rope))
+    elif hf.mla:  # DeepSeek-V3: cos and sin over the rotary dims
+        tr.shared[("rope", s, attn.d_rope)] = [tr.new((1, s, attn.d_rope), tr.policy.dtype, False) for _ in range(2)]
+        made += tr.shared[("rope", s, attn.d_rope)]
+    elif attn.rope is not None:
         key = ("rope", s, attn.rope.rotated)
         tr.shared[key] = [tr.new((1, s, attn.rope.rotated), tr.policy.dtype, False) for _ in range(2)]
         made += tr.shared[key]

@@ -16,6 +16,7 @@ for-loop optimizer's temporaries follow the largest tensor).
 from __future__ import annotations
 
 from layerwise.cost.act_trace import T, Trace, promote
+from layerwise.cost.precision import nbytes
 from layerwise.cost.act_leaves import activation_op
 from layerwise.cost.act_moe import gate_shared
 from layerwise.cost.activations import run
@@ -26,6 +27,8 @@ def moe(b, tr: Trace, x: T, *, renormalise: bool, float_logits: bool) -> T:
     d = x.shape[-1]
     rows = x.numel // d
     flat = tr.view(x, (rows, d))
+    if tr.policy.hf.moe in ("deepseek_v2", "deepseek_v3"):
+        return _deepseek(b, tr, x, flat)
     shared = None
     if b.shared_expert is not None:  # Qwen2-MoE runs its shared expert first, on every token
         shared = run(b.shared_expert, "shared_expert", tr, flat)
@@ -58,6 +61,49 @@ def _route(b, tr: Trace, flat: T, renormalise: bool, float_logits: bool) -> tupl
     if not float_logits and tr.policy.autocast:  # Qwen: .to(router_logits.dtype)
         top = tr.new(top.shape, tr.policy.autocast, grad)
     return top, rows * k
+
+
+def _deepseek(b, tr: Trace, x: T, flat: T) -> T:
+    """DeepseekV2Moe / DeepseekV3MoE.forward: the router, the grouped experts, then the shared
+    experts on the layer's input (residuals), added."""
+    weights, pairs = _route_deepseek(b, tr, flat)
+    out = tr.view(_experts(b, tr, flat, weights, pairs), x.shape)
+    del weights
+    shared = run(b.shared_expert, "shared_expert", tr, x)
+    tr.begin(".shared_add")
+    return tr.pointwise(out, shared)
+
+
+def _route_deepseek(b, tr: Trace, flat: T) -> tuple[T, int]:
+    """DeepseekV2TopkRouter: F.linear(x.float(), weight.float()) (autocast: low logits), softmax in
+    fp32 (saved), topk (indices saved), times routed_scaling_factor (a new tensor, whatever the
+    factor). DeepseekV3TopkRouter: sigmoid (saves its output, in the logits' dtype), plus the fp32
+    e_score_correction_bias (a buffer) for the choice, the weights gathered from the sigmoid (indices
+    saved), divided in place by their sum when norm_topk_prob, times routed_scaling_factor."""
+    rows, k = flat.shape[0], b.top_k
+    logits = run(b.router, "router", tr, flat)
+    tr.begin(".route")
+    grad = logits.grad
+    if b.scoring == "sigmoid":
+        tr.buffers += nbytes(b.n_experts, tr.policy.dtype)
+        scores = tr.new(logits.shape, logits.dtype, grad)
+        tr.save(scores)
+        choice = tr.new(logits.shape, "fp32", False)  # + bias; the masked copy, then topk indices
+        masked = tr.new(logits.shape, "fp32", False)
+        del choice, masked
+        top = tr.new((rows, k), scores.dtype, grad)  # gather
+        tr.save(tr.new((rows, k), "int64", False))
+        if b.norm_topk:  # topk_weights /= denominator: the in-place div saves the divisor and a copy
+            total = tr.new((rows, 1), top.dtype, grad)
+            tr.save(total, tr.new(top.shape, top.dtype, False))
+    else:
+        probs = tr.new(logits.shape, "fp32", grad)
+        tr.save(probs)
+        top = tr.new((rows, k), "fp32", grad)
+        tr.save(tr.new((rows, k), "int64", False))
+        del probs
+    del logits
+    return tr.new(top.shape, top.dtype, grad), rows * k  # * routed_scaling_factor
 
 
 def _experts(b, tr: Trace, flat: T, weights: T, pairs: int) -> T:

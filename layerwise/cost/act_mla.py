@@ -10,14 +10,14 @@ from layerwise.cost.act_seq import _math as _seq_math, _math_path, _rope, _sdpa
 from layerwise.cost.act_trace import T, Trace
 from layerwise.cost.activations import act, run
 from layerwise.cost.precision import nbytes
-from layerwise.spec.errors import WorkloadError
 
 
 @act("mla")
 def _mla(b, tr: Trace, x: T) -> T:
-    if tr.policy.hf is not None:
-        raise WorkloadError(f"{'.'.join(tr.path) or 'mla'}: --impl hf has no model of transformers' DeepSeek "
-                            f"attention code; use --impl layerwise")
+    if tr.policy.hf is not None:  # --impl hf: transformers' DeepSeek attention (cost/act_hf_mla.py)
+        from layerwise.cost.act_hf_mla import mla
+
+        return mla(b, tr, x)
     bsz, s, _ = x.shape
     h, dn, dr, dv = b.n_heads, b.d_nope, b.d_rope, b.d_v
     q = x

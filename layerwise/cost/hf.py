@@ -49,6 +49,8 @@ DROPOUT_KEYS = {
     # T5Stack.dropout, T5Layer*.dropout and the attention's dropout_rate; BartEncoder.dropout, BartAttention
     "t5": ("dropout_rate", "dropout_rate", "dropout_rate"),
     "bart": ("dropout", "dropout", "attention_dropout"),
+    "deepseek_v2": (None, None, "attention_dropout"),
+    "deepseek_v3": (None, None, "attention_dropout"),
 }
 # transformers' config defaults for those keys (configuration_<type>.py)
 _DEFAULTS = {"embd_pdrop": 0.1, "resid_pdrop": 0.1, "attn_pdrop": 0.1, "hidden_dropout_prob": 0.1,
@@ -64,14 +66,12 @@ _FUSED_QKV = ("gpt2", "gpt_neox", "phi3", "falcon")
 # *RMSNorm.forward as LlamaRMSNorm: `self.weight * hidden_states.to(input_dtype)` (Gemma's computes
 # `output * (1.0 + self.weight.float())` in fp32 and casts back, as torch.rms_norm does)
 _LLAMA_RMSNORM = ("llama", "mistral", "qwen2", "phi3", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe",
-                  "t5")  # T5LayerNorm: the same ops on T5's fp32 residual stream
+                  "t5", "deepseek_v2", "deepseek_v3")  # T5LayerNorm: the same ops on T5's fp32 residual stream
 
 
 # importable types --impl hf refuses, and why (named in the one-line error of both readings)
 NOT_COVERED = {
     "mamba": "a state-space model (MambaForCausalLM's scan is not modelled yet)",
-    "deepseek_v2": "multi-head latent attention and DeepSeek's MoE are not modelled for transformers' code yet",
-    "deepseek_v3": "multi-head latent attention and DeepSeek's MoE are not modelled for transformers' code yet",
 }
 
 
@@ -122,6 +122,8 @@ def hf_ops(data: dict) -> HFOps:
         if not isinstance(norm, bool):
             raise LayerwiseError(f"config.json: 'norm_topk_prob' must be true or false, got {norm!r}")
         return replace(ops, moe="qwen", moe_renormalise=norm)
+    if model_type in ("deepseek_v2", "deepseek_v3"):
+        return replace(ops, mla=model_type, moe=model_type)
     if model_type in ("t5", "bart"):
         return replace(ops, seq2seq=model_type, stack_dropout=hf_dropouts(data)[1] if model_type == "t5" else 0.0)
     if model_type == "falcon":

@@ -32,7 +32,7 @@ from layerwise.workload import Workload
 # whose meta function (fake tensors) accepts bf16 only: the tracker allocates its output instead
 # (measure/tracker.py, `_grouped_mm_output`)
 DECODERS = ("llama", "mistral", "qwen2", "phi3", "phi", "gpt2", "gpt_neox", "opt", "qwen3", "gemma", "gemma2",
-            "gemma3_text", "falcon", "mixtral", "qwen2_moe", "qwen3_moe")
+            "gemma3_text", "falcon", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3")
 ENCODERS = ("bert", "roberta")
 SEQ2SEQ = ("t5", "bart")
 VISION = ("vit", "clip_vision_model")
