@@ -56,6 +56,9 @@ CONFIGS = {
     "qwen1.5-moe-a2.7b": (REFDATA / "qwen1.5-moe-a2.7b.json", 2048, (1, 2)),
     "qwen3-30b-a3b": (REFDATA / "qwen3-30b-a3b.json", 2048, (1, 2)),
     "clip-vit-b-32": (REFDATA / "clip-vit-base-patch32-vision.json", None, (8, 64)),  # CLIPVisionModel
+    # multi-head latent attention and DeepSeek's MoE (V3: 671B parameters, fake tensors)
+    "deepseek-v2-lite": (REFDATA / "deepseek-v2-lite.json", 2048, (1, 2)),
+    "deepseek-v3": (REFDATA / "deepseek-v3.json", 2048, (1, 2)),
     # encoder-decoders (AutoModelForSeq2SeqLM): source and decoder input both seq tokens long
     "t5-small": (BENCH / "t5-small.json", 512, (2, 8)),  # relative position bias: sdpa's math path
     "flan-t5-base": (BENCH / "flan-t5-base.json", 512, (1, 4)),  # gated-gelu (gelu_new)

@@ -63,6 +63,15 @@ CONFIGS = {
     "t5_gated": {"model_type": "t5", "d_model": 128, "d_kv": 32, "num_heads": 4, "d_ff": 352, "num_layers": 2,
                  "num_decoder_layers": 3, "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False,
                  "vocab_size": 1024, "decoder_start_token_id": 0, "pad_token_id": 0},
+    # multi-head latent attention as transformers runs it (V2: complex rotary; V3: interleaved rotary,
+    # a low-rank query) and DeepSeek's MoE (V2: softmax router; V3: sigmoid, groups, renormalised)
+    "deepseek_v2": dict(D, model_type="deepseek_v2", num_key_value_heads=4, n_routed_experts=4, num_experts_per_tok=2,
+                        n_shared_experts=1, moe_intermediate_size=96, first_k_dense_replace=1, kv_lora_rank=64,
+                        q_lora_rank=None, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32),
+    "deepseek_v3": dict(D, model_type="deepseek_v3", num_key_value_heads=4, n_routed_experts=4, num_experts_per_tok=2,
+                        n_shared_experts=1, moe_intermediate_size=96, first_k_dense_replace=1, kv_lora_rank=64,
+                        q_lora_rank=96, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32, n_group=2,
+                        topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5),
     "bart": {"model_type": "bart", "d_model": 128, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
              "encoder_ffn_dim": 352, "decoder_ffn_dim": 352, "encoder_layers": 2, "decoder_layers": 2,
              "vocab_size": 1024, "max_position_embeddings": 256, "attention_dropout": 0.1, "activation_dropout": 0.1},
@@ -144,6 +153,7 @@ WIDE = {
     # the recomputed experts' backward: each stacked weight's gradient born transposed, then copied
     "mixtral": dict(CONFIGS["mixtral"], hidden_size=512, intermediate_size=1408, vocab_size=8192),
     "t5": dict(CONFIGS["t5"], d_model=512, d_ff=2048, vocab_size=8192),
+    "deepseek_v3": dict(CONFIGS["deepseek_v3"], hidden_size=512, intermediate_size=1408, vocab_size=8192),
     "bart": dict(CONFIGS["bart"], d_model=512, encoder_ffn_dim=2048, decoder_ffn_dim=2048, vocab_size=8192),
 }
 
