@@ -224,6 +224,8 @@ def _optimizer_temporaries(model: Model, workload: Workload, tr: Trace) -> int:
     """optimizer.step()'s temporaries: the loop implementation's (and adam-8bit's chunked step's)
     are per tensor (the largest counts, however many copies), foreach's are sums over tensors."""
     pol = precision_policy(workload.precision)
+    if workload.optimizer == "adafactor":  # order-dependent (cost/optimizers.py): every tensor in order
+        return _adafactor_temporaries(model, workload, tr, pol.optimizer_states)
     per_tensor = workload.impl == "loop" or workload.optimizer == "adam-8bit"
     parts = []
     for count, keys in _by_count(tr).items():
@@ -233,6 +235,16 @@ def _optimizer_temporaries(model: Model, workload: Workload, tr: Trace) -> int:
                                    weight_decay=0.01 if workload.optimizer == "adamw" else 0.0)
         parts.append(tmp if per_tensor else tmp * count)
     return max(parts, default=0) if per_tensor else sum(parts)
+
+
+def _adafactor_temporaries(model: Model, workload: Workload, tr: Trace, dtype: str) -> int:
+    """Adafactor's step temporaries over the trainable tensors in named_parameters() order (the
+    optimizer's): a lumped key once for the loop (its copies repeat the same neighbours), `count`
+    times for foreach (its sums)."""
+    shapes = param_shapes_of(model, tr, True, [k for k in tr.params if k not in tr.idle])
+    times = (lambda k: 1) if workload.impl == "loop" else (lambda k: tr.counts.get(k, 1))
+    return step_temporary_bytes("adafactor", [s for k, s in shapes.items() for _ in range(times(k))],
+                                impl=workload.impl, dtype=dtype)
 
 
 def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: bool,

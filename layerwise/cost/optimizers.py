@@ -64,6 +64,60 @@ def adafactor_state_elements(shape: Shape) -> int:
     return n
 
 
+def _adafactor_sizes(shape: Shape) -> tuple[int, int, int, int]:
+    """(numel, row_mean, col_mean, row_var.mean(dim=-2)) elements of a >= 2-D tensor: the factors
+    have shapes [..., rows, 1] and [..., 1, cols], the mean over rows of row_var [..., 1, 1]."""
+    n = prod(shape)
+    rows, cols = shape[-2], shape[-1]
+    return n, n // cols if cols else 0, n // rows if rows else 0, n // (rows * cols) if rows * cols else 0
+
+
+def _adafactor_loop_peak(shapes: list[Shape]) -> int:
+    """Most elements torch 2.13's `_single_tensor_adafactor` holds at once, walking the tensors in
+    the optimizer's order. Its Python locals outlive the loop iteration that made them: `update`
+    (the previous tensor's var_estimate) until the next `update =`, `row_mean`/`col_mean` until
+    the next >= 2-D tensor reassigns them, `grad_squared` until the next 1-D one does. Per tensor:
+    >= 2-D: row_mean, col_mean, var_estimate = row_var @ col_var (numel) and the divisor
+    row_var.mean(dim=-2) (freed after the div_); 1-D: grad_squared = grad * grad and
+    var_estimate = variance.clone() (numel each)."""
+    update = row = col = squared = most = 0
+    for shape in shapes:
+        if len(shape) > 1:
+            n, r, c, m = _adafactor_sizes(shape)
+            most = max(most, update + squared + row + col + r, update + squared + r + col + c)
+            row, col = r, c
+            most = max(most, update + squared + row + col + n + m)
+        else:
+            n = prod(shape)
+            most = max(most, update + row + col + squared + n)  # grad * grad, then the old one dies
+            squared = n
+            most = max(most, update + row + col + squared + n)  # the clone beside the old update
+        update = n
+    return most
+
+
+def _adafactor_foreach_peak(shapes: list[Shape]) -> int:
+    """Most elements torch 2.13's `_multi_tensor_adafactor` holds at once. It steps two groups in
+    the order their first tensor comes: the >= 2-D tensors (row_means, del; col_means, del; then
+    var_estimates (all numels) beside row_var_means) and the 1-D ones (grads_squared, del; then
+    var_estimates = clones); the first group's `updates` (its var_estimates) stays alive, a
+    Python local, while the second group runs."""
+    groups: dict[bool, list[tuple[int, int, int, int]]] = {}
+    for shape in shapes:
+        groups.setdefault(len(shape) > 1, []).append(_adafactor_sizes(shape) if len(shape) > 1
+                                                      else (prod(shape), 0, 0, 0))
+    prev = most = 0
+    for multidim, sizes in groups.items():
+        total = sum(s[0] for s in sizes)
+        if multidim:
+            own = max(sum(s[1] for s in sizes), sum(s[2] for s in sizes), total + sum(s[3] for s in sizes))
+        else:
+            own = total
+        most = max(most, prev + own)
+        prev = total
+    return most
+
+
 # bitsandbytes Adam8bit's quantization maps: a signed and an unsigned 256-code fp32 map, one pair
 # shared by every parameter (Optimizer2State.init_state: state["qmap1"] = self.name2qmap["dynamic"]).
 ADAM8BIT_QMAPS = 2 * 256 * 4
@@ -153,8 +207,9 @@ def step_temporary_bytes(optimizer: str, params: Iterable[Shape] | Mapping[str, 
     sgd-momentum: the first step clones grad into the state (counted as state); later steps are in
     place; weight decay (`grad.add(param)`) adds one largest (loop) / full (foreach) copy.
     adagrad: loop `std = state_sum.sqrt().add_(eps)`: 1 x largest; foreach keeps two full lists
-    (`_foreach_sqrt` and the addcdiv operand). rmsprop: 1 x largest (loop) or 1 x all (foreach). adafactor
-    loop: the largest of numel + row/col means (>= 2-D) or 2 x numel (1-D); foreach: 1 x all.
+    (`_foreach_sqrt` and the addcdiv operand). rmsprop: 1 x largest (loop) or 1 x all (foreach). adafactor:
+    _adafactor_loop_peak / _adafactor_foreach_peak (order-dependent: Python locals outlive their
+    loop iteration).
     Small scalar temporaries are not counted: measured within 5% in the tests. lion (lion-pytorch):
     `exp_avg.clone().mul_(beta1).add(grad)`: 2 x largest. adam-8bit: layerwise.train.adam8bit's chunked
     step (bitsandbytes' CUDA kernel itself keeps a block in registers); `dtype` is then the gradients'.
@@ -168,11 +223,8 @@ def step_temporary_bytes(optimizer: str, params: Iterable[Shape] | Mapping[str, 
         return 0
     if optimizer == "adam-8bit":  # `dtype`: the parameters' (and gradients') dtype here
         return _adam8bit_temporary_bytes(numels, dtype, 4096)
-    if optimizer == "adafactor" and impl == "loop":
-        # per tensor: row_mean + col_mean (the factored state's sizes) + var_estimate (numel);
-        # 1-D: grad_squared and var_estimate = variance.clone() (2 x numel)
-        per = [n + adafactor_state_elements(s) if len(s) > 1 else 2 * n for s, n in zip(shapes, numels)]
-        return nbytes(max(per), dtype)
+    if optimizer == "adafactor":
+        return nbytes(_adafactor_loop_peak(shapes) if impl == "loop" else _adafactor_foreach_peak(shapes), dtype)
     unit = max(numels) if impl == "loop" else sum(numels)
     if optimizer == "sgd":
         copies = 1 if weight_decay else 0

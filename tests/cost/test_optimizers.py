@@ -126,6 +126,32 @@ def test_step_temporaries_within_5_percent(name, impl):
     assert abs(measured - got) <= 0.05 * measured
 
 
+# A ResNet's and a transformer's neighbours: 1x1 convs (factored over (1, 1): row_var.mean(dim=-2) as
+# big as the weight), 3x3 convs, norms between them, and equal matrices in a row (q, k, v)
+CONV_NET = {"stem": (16, 3, 3, 3), "bn.weight": (16,), "bn.bias": (16,), "conv3x3": (32, 16, 3, 3),
+            "down": (64, 32, 1, 1), "q": (48, 48), "k": (48, 48), "v": (48, 48), "fc.weight": (10, 64),
+            "fc.bias": (10,)}
+
+
+@pytest.mark.parametrize("impl", ["loop", "foreach"])
+def test_adafactor_step_temporaries_exact_on_convs(impl):
+    """torch.optim.Adafactor factors the last two dims (a 1x1 conv's are (1, 1)), divides by
+    row_var.mean(dim=-2) and leaves the previous tensor's update alive (cost/optimizers.py)."""
+    torch.manual_seed(0)
+    params = {k: torch.nn.Parameter(torch.randn(s)) for k, s in CONV_NET.items()}
+    opt = torch.optim.Adafactor(list(params.values()), foreach=impl == "foreach")
+    _set_grads(params)
+    opt.step()
+    _set_grads(params)
+    counter = NewStoragePeak()
+    counter.ignore(list(params.values()) + [p.grad for p in params.values()]
+                   + [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)])
+    with counter:
+        opt.step()
+    got = step_temporary_bytes("adafactor", CONV_NET, impl=impl)
+    assert got <= counter.peak <= got + 64  # + the 0-dim norms and the CPU step increment
+
+
 def test_adam_8bit_is_about_2_bytes_per_param():
     n = 4096 * 4096
     got = state_bytes("adam-8bit", [(4096, 4096)]).state
