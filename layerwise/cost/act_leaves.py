@@ -125,6 +125,10 @@ def _pool(b, tr: Trace, x: T) -> T:
         tr.save(x)  # both backward kernels read the input
         if b.type_name.startswith("max"):
             tr.save(tr.new(out.shape, "int64", False))  # argmax indices, int64 like the output
+    elif b.type_name.startswith("max"):  # no grad: the CPU max_pool2d still runs
+        # max_pool2d_with_indices and drops the int64 indices on return (torch.profiler, torch 2.13)
+        indices = tr.new(out.shape, "int64", False)
+        del indices
     return out
 
 

@@ -355,12 +355,20 @@ def _ffn(b, tr: Trace, x: T) -> T:
 
 @act("lora")
 def _lora(b, tr: Trace, x: T) -> T:
-    base = run(b.base, "base", tr, x)
+    """build/lora.py's order: `update = lora_b(lora_a(dropout(x)))`, then `base(x) + update * scaling`.
+    In backward the autograd engine runs the nodes made last first: the add and the scaling's mul
+    (a new gradient of the update's size), then the base's matmul (made after the update's) while
+    that scaled gradient waits for lora_b's: held through the base's steps."""
     tr.begin(".adapter")
     a_in = dropout_op(tr, x, b.dropout)
     upd = run(b.lora_b, "lora_b", tr, run(b.lora_a, "lora_a", tr, a_in))
+    del a_in
+    base_start = len(tr.steps)
+    base = run(b.base, "base", tr, x)
     tr.begin(".add")
     scaled = tr.new(upd.shape, upd.dtype, upd.grad)  # update * scaling saves nothing
+    if scaled.grad and tr.policy.grad:
+        tr.holds.append((base_start, len(tr.steps) - 2, scaled.storage.nbytes))
     return tr.pointwise(base, scaled)
 
 
@@ -419,12 +427,17 @@ def _rnn(b, tr: Trace, x: T) -> T:
         # autocast; training in full precision keeps one through the time loop, plus a time-major
         # copy of the input (fitted to the measure reading on the GRU; an estimate for rnn/lstm)
         # (the GRU under autocast keeps one low projection; its low input copy is the saved one)
-        held = (grad and tr.policy.autocast is None) or low is not None
+        # With one sequence the time-major view of a batch-first input is contiguous: torch.linear
+        # folds it into one addmm, with no copy of the input and no second projection (measured)
+        folded = bsz == 1 and low is None
+        held = (grad and tr.policy.autocast is None) or low is not None or folded
         proj = [tr.new((bsz * s, gates), tr.policy.autocast or x.dtype, False) for _ in range(1 if held else 2)]
-        if held and low is None:
+        if held and low is None and not folded:
             proj.append(tr.new(inp.shape, inp.dtype, False))
         elif not held:
             del proj[:]
+        if folded and not grad:  # the per-step outputs, listed until they are stacked
+            proj.append(tr.new((s, bsz, h * dirs), x.dtype, False))
         for d in range(dirs):
             # the first layer's reverse direction saves a flipped copy of x; deeper layers' two
             # directions share one saved input (measured: tests/cost/test_activations.py)

@@ -310,7 +310,8 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
             peak, out_grad = tr.recompute_peaks.get(i, (recomputed, 0))
             out.append(Phase("backward", (step.path or "loss") + " (recompute)",
                              replace(base, activations=base.activations + live, gradients=before,
-                                     temporaries=out_grad + carry + peak), step.op))
+                                     temporaries=out_grad + carry + _trailing_holds(tr, region_at[i]) + peak),
+                             step.op))
         # a checkpointed region's tensors that this step saved are freed with the others
         released = first.get(i, 0) + freed_in_region.get(i, 0)
         if before + own + computing >= grads + attaching - released:
@@ -324,6 +325,17 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         live -= first.get(i, 0)
         recomputed -= freed_in_region.get(i, 0)
     return out
+
+
+def _trailing_holds(tr: Trace, region) -> int:
+    """Gradients that wait when a checkpointed region's recomputation starts. torch.utils.checkpoint
+    recomputes when the first backward node of the region unpacks a saved tensor; the nodes that
+    run before it save nothing (a residual add, a LoRA's add and scaling), but can leave new
+    gradients waiting for the nodes after it: the holds that begin at or after the region's last
+    saving step (a LoRA's scaled gradient through its base's matmul)."""
+    first, last, freed = region
+    trigger = max(freed, default=last)
+    return sum(n for lo, hi, n in tr.holds if trigger <= lo and hi < last)
 
 
 def _tied_waiting(tr: Trace) -> dict[int, int]:
