@@ -91,12 +91,16 @@ def _transformer(b, tr: Trace, x: T) -> T:
         g = run(kids["ffn_norm"], "ffn_norm", tr, x) if "ffn_norm" in kids else h
         attn_start = len(tr.steps)
         a = drop("attn_dropout", run(kids["attn"], "attn", tr, h))
+        # `x + attn(h) + ffn(g)`: Python sums x + attn(h) before the ffn runs (the sum, not the
+        # attention's output, lives through the ffn)
+        tr.begin(".add")
+        xa = add(tr, x, a)
+        del a
         ffn_start = len(tr.steps)
         f = drop("ffn_dropout", run(kids["ffn"], "ffn", tr, g))
         if tr.policy.grad:  # in backward the ffn's gradient of its input waits through the attention's
             tr.holds.append((attn_start, ffn_start - 1, g.storage.nbytes))
-        tr.begin(".add")
-        return residual_add(tr, add(tr, x, a), start, f)
+        return residual_add(tr, xa, start, f)
     if b.norm_position == "post":
         start = len(tr.steps)
         x = run(kids["attn_norm"], "attn_norm", tr, residual_add(tr, x, start, branch(None, "attn", x)))

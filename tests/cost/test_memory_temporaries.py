@@ -34,6 +34,11 @@ CASES = {  # name -> (preset, overrides, workload fields, LoRA (rank, targets) o
                      dict(mode="infer", batch=1, precision="fp32"), None),
     # no grad: the CPU max_pool2d still makes int64 indices and drops them (suite case 833: -3.42%)
     "cnn-infer-bf16": ("digits-cnn", {}, dict(mode="infer", batch=4, precision="bf16"), None),
+    # a parallel block (GPT-NeoX) sums x + attn(h) before its ffn runs; that sum, not the
+    # attention's output, lives through the ffn's recomputation (suite case 454: -2.62%)
+    "pythia-parallel-ckpt-full": ("pythia-160m", SMALL, dict(batch=1, seq=128, precision="fp16-mixed",
+                                                             optimizer="adam-8bit", checkpointing="full",
+                                                             attention="sdpa", device="cuda"), None),
 }
 
 
