@@ -6,7 +6,7 @@ kernel needs one head width for q, k and v)."""
 from __future__ import annotations
 
 from layerwise.cost.act_leaves import dropout_op
-from layerwise.cost.act_seq import _math as _seq_math, _math_path, _rope, _sdpa
+from layerwise.cost.act_seq import _math as _seq_math, _math_path, _rope, _sdpa, math_upcasts
 from layerwise.cost.act_trace import T, Trace
 from layerwise.cost.activations import act, run
 from layerwise.cost.precision import nbytes
@@ -78,7 +78,7 @@ def _fused(tr: Trace, b, q: T, k: T, v: T) -> T:
 
 def _math(tr: Trace, b, q: T, k: T, v: T) -> T:
     """torch's _scaled_dot_product_attention_math (CPU sdpa when dv != dq, or with dropout): act_seq's
-    math path (low-precision q, k, v upcast to fp32 on CPU) around this block's eager core."""
+    math path (low-precision q, k, v upcast to fp32: math_upcasts) around this block's eager core."""
     return _seq_math(tr, b, q, k, v, eager=_eager)
 
 
@@ -105,10 +105,10 @@ def _eager_no_grad(tr: Trace, b, q: T, k: T, v: T) -> T:
 def _math_no_grad(tr: Trace, b, q: T, k: T, v: T) -> T:
     """torch's math sdpa under no_grad, in allocation order (measured): the causal mask as a float
     (S, S) tensor, the scaled q (alive to the end), the scaled k^T (dies in the product), the scores,
-    the masked scores, the probabilities, a copy of the strided v, the output; on CPU, low precision
+    the masked scores, the probabilities, a copy of the strided v, the output; low precision
     first upcast to fp32 (and the output cast back)."""
     bsz, h, s, _ = q.shape
-    low = q.dtype in ("bf16", "fp16") and tr.policy.autocast_device == "cpu"
+    low = math_upcasts(q.dtype)
     dtype = "fp32" if low else q.dtype
     ups = [tr.new(t.shape, "fp32", False) for t in (q, k, v)] if low else []
     mask = tr.new((s, s), dtype, False)
@@ -129,4 +129,4 @@ def _math_no_grad(tr: Trace, b, q: T, k: T, v: T) -> T:
 
 def _low_cpu(tr: Trace, t: T) -> bool:
     """The math path upcasts low-precision q, k, v to fp32 on CPU."""
-    return t.dtype in ("bf16", "fp16") and tr.policy.autocast_device == "cpu" and tr.policy.attention == "sdpa"
+    return math_upcasts(t.dtype) and tr.policy.attention == "sdpa"

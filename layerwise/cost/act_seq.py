@@ -53,7 +53,7 @@ def _rotate(tr: Trace, t: T, cos: T, sin: T) -> T:
 
 
 def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: str | None = None,
-           scaled: bool = False) -> T:
+           scaled: bool = False, cast_to: str | None = None) -> T:
     """build/attention.py's _eager, op by op. GQA/MQA: repeat_interleave'd k, v, contiguous
     (B, H, Sk, Dh) copies alive to the return, which matmul reads as they are; MHA: matmul copies
     the transposed q, k^T and v into (B*H, ., .) and saves the copies (a matmul saves each factor
@@ -64,7 +64,8 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: st
     saved. `cached`: k, v are slices of the contiguous KV cache (a prefill through it), which fold
     as views. `score_dtype`: the biased scores' (T5: + an fp32 bias under autocast promotes them,
     and the probabilities, to fp32; the second bmm then reads an autocast copy in q's dtype, which
-    it saves). `scaled`: sdpa's math path, which scales q and k first (new tensors the matmul saves)."""
+    it saves). `scaled`: sdpa's math path, which scales q and k first (new tensors the matmul saves); `cast_to`: its
+    low-precision return, `(out.to(origin_dtype), attn.to(origin_dtype))`, made while its locals live."""
     bsz, h, s, dh = q.shape
     sk = k.shape[2]
     grad = q.grad or k.grad or v.grad
@@ -74,9 +75,15 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: st
     # the (B, S, H, Dh) layout of the projections folds (B, H) into one batch dim as a view only
     # when B or S is 1; a partial rotary's cat made q and k contiguous (B, H, S, Dh) already
     cat = b.rope is not None and b.rope.rotated < b.rope.d_head
-    q_c = q if (cat or bsz == 1 or s == 1) and not scaled else tr.new(q.shape, q.dtype, q.grad)
-    k_c = tr.new((bsz, h, sk, dh), k.dtype, k.grad) if scaled else k_rep if k_rep is not None else \
-        k if cat or cached or bsz == 1 or sk == 1 else tr.new((bsz, h, sk, dh), k.dtype, k.grad)
+    q_flat = cat or bsz == 1 or s == 1  # (B, H) folds as a view
+    k_flat = k_rep is not None or cat or cached or bsz == 1 or sk == 1
+    # the math path's `query * sf` (a local of the function: alive to its return) and
+    # `key_expanded^T * sf` (dies in the matmul) keep their inputs' layouts: matmul copies them alike
+    q_s = tr.new(q.shape, q.dtype, q.grad) if scaled else q
+    k_s = tr.new((bsz, h, sk, dh), k.dtype, k.grad) if scaled else k_rep if k_rep is not None else k
+    q_c = q_s if q_flat else tr.new(q.shape, q.dtype, q.grad)
+    k_c = k_s if k_flat else tr.new((bsz, h, sk, dh), k.dtype, k.grad)
+    del k_s
     product = tr.new((bsz, h, s, sk), q.dtype, grad)
     if k.grad:  # a matmul saves each factor for the other's gradient
         tr.save(q_c)
@@ -84,7 +91,8 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: st
         tr.save(k_c)
     qk = q_c.storage.nbytes * q.grad + k_c.storage.nbytes * k.grad  # their gradients' bytes
     del q_c, k_c  # matmul's internal copies: alive only if saved
-    scores = tr.new(product.shape, q.dtype, grad)  # * d_head ** -0.5
+    # * d_head ** -0.5 (the math path's q and k came scaled: its product is the scores)
+    scores = product if scaled else tr.new(product.shape, q.dtype, grad)
     del product
     if b.softcap:  # scores / cap (saves nothing), tanh (saves its output), * cap (nothing)
         divided = tr.new(scores.shape, scores.dtype, grad)
@@ -95,14 +103,20 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: st
         del divided
         scores = tr.new(capped.shape, capped.dtype, grad)
         del capped
-    mask = _mask(tr, b, s, sk)
-    if mask is not None:
+    mask = _math_mask(tr, b, s, sk, cast_to or q.dtype, q.dtype) if scaled and not b.score_bias else \
+        _mask(tr, b, s, sk)
+    if mask is not None and scaled and not b.score_bias:  # attn.add(mask), out of place for a tensor
+        scores = tr.new(scores.shape, scores.dtype, grad)  # subclass (the fake tensors measured)
+    elif mask is not None:
         if grad:  # masked_fill keeps the mask for the scores' gradient
             tr.save(mask)
         inverted = tr.new((s, sk), "bool", False)
         scores = tr.new(scores.shape, score_dtype or scores.dtype, grad)  # masked_fill
         del inverted
     probs = tr.new(scores.shape, score_dtype or scores.dtype, grad)
+    p_bytes = scores.storage.nbytes
+    if scaled:  # the math path rebinds `attn` to the probabilities: the scores die
+        del scores
     if grad:
         tr.save(probs)
     probs = dropout_op(tr, probs, b.dropout)
@@ -114,8 +128,13 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: st
     out = tr.new(q.shape, q.dtype, grad)  # the bmm reads the copy of v: it dies after
     if grad:
         tr.steps[-1].inner = max(tr.steps[-1].inner, _eager_backward(
-            out.storage.nbytes, scores.storage.nbytes, qk, v_c.storage.nbytes, b.dropout > 0))
-    del v_c
+            out.storage.nbytes, p_bytes, qk, v_c.storage.nbytes, b.dropout > 0))
+    if cast_to is not None:
+        low_out = tr.new(out.shape, cast_to, out.grad)
+        low_attn = tr.new(probs.shape, cast_to, False)  # sdpa drops it
+        del low_attn, out
+        out = low_out
+    del v_c, q_s
     return out
 
 
@@ -130,15 +149,25 @@ def _eager_backward(out: int, p: int, qk: int, v: int, dropout: bool) -> int:
     return max(out + p + v, p if dropout else 2 * p, qk)
 
 
+def math_upcasts(dtype: str) -> bool:
+    """torch's _scaled_dot_product_attention_math (aten/src/ATen/native/transformers/attention.cpp)
+    upcasts fp16/bf16 q, k, v to fp32 on every device unless
+    torch.backends.cuda.allow_fp16_bf16_reduction_math_sdp(True) (off by default): the math path
+    a `--device cuda` step takes (latent attention with dv != dq, T5's bias) keeps fp32 tensors too."""
+    return dtype in ("bf16", "fp16")
+
+
 def _math(tr: Trace, b, q: T, k: T, v: T, eager=_eager) -> T:
-    """sdpa's math path (attention dropout, or a float mask that needs grad): eager's tensors; on
-    CPU, low-precision q, k, v are first upcast to fp32 (`_to_copy`), so everything it saves (the
+    """sdpa's math path (attention dropout, or a float mask that needs grad): eager's tensors;
+    low-precision q, k, v are first upcast to fp32 (`_to_copy`), so everything it saves (the
     scaled q and k, the probabilities, the dropout mask, v) is fp32, and the output is cast back.
     `eager`: the block's own eager core (act_mla's for latent attention)."""
-    low = q.dtype in ("bf16", "fp16") and tr.policy.autocast_device == "cpu"
+    low = math_upcasts(q.dtype)
     if not low:
         return eager(tr, b, q, k, v, scaled=True)
     q32, k32, v32 = (tr.new(t.shape, "fp32", t.grad) for t in (q, k, v))
+    if eager is _eager:
+        return _eager(tr, b, q32, k32, v32, scaled=True, cast_to=q.dtype)
     out = eager(tr, b, q32, k32, v32, scaled=True)
     del q32, k32, v32
     return tr.new(out.shape, q.dtype, out.grad)
@@ -205,6 +234,22 @@ def _mask(tr: Trace, b, s: int, sk: int) -> T | None:
         del dist, near
     del i, j
     return keep
+
+
+def _math_mask(tr: Trace, b, s: int, sk: int, low: str, acc: str) -> T | tuple[T, T] | None:
+    """The math path's float mask, alive to its return (aten's _scaled_dot_product_attention_math):
+    is_causal makes a bool ones((S, Sk)).tril() and turns it into 0 / -inf in the (fp32) acc dtype;
+    a window's explicit bool mask (_mask, a local of build/attention.py's _sdpa) is turned into one in
+    the inputs' own dtype by scaled_dot_product_attention before the call."""
+    if not b.causal and not b.sliding_window:
+        return None
+    if b.sliding_window:
+        keep = _mask(tr, b, s, sk)
+        return keep, tr.new((s, sk), low, False)  # both alive to the return
+    ones = tr.new((s, sk), "bool", False)
+    tril = tr.new((s, sk), "bool", False)
+    del ones
+    return tr.new((s, sk), acc, False)
 
 
 def _sdpa_cached(tr: Trace, b, q: T, k: T, v: T) -> T:
