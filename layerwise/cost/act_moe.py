@@ -133,31 +133,37 @@ def _dropless(b, tr: Trace, flat: T, weights: T) -> T:
     """Each expert runs on its n_e routed rows (balanced routing), gathered by an index (saved),
     scaled by its weights (mul saves both) and index_add'ed back (saves the index)."""
     rows, d = flat.shape
-    out = tr.new((rows, d), flat.dtype, False)
+    # the loop's locals in build/moe.py: out, then the last expert's tok, slot and y, each dying as
+    # the next expert rebinds it (a list replaced in place, so no stale reference keeps one alive)
+    state = [tr.new((rows, d), flat.dtype, False), None, None, None]
     for first, count, n_e, expert in _expert_segments(b, rows * b.top_k):
         if n_e == 0:
             _unrouted(tr, expert, first, count, d)
             continue
 
-        def copy(i: int, out: T, expert=expert, first=first, n_e=n_e) -> T:
+        def copy(i: int, state: list, expert=expert, first=first, n_e=n_e) -> list:
             e = first + i
             tr.begin(f".gather{e}")
             pair = tr.new((n_e,), "int64", False)  # the expert's pairs: arange, then // k and % k
-            tok, slot = tr.new((n_e,), "int64", False), tr.new((n_e,), "int64", False)
+            state[1:3] = tr.new((n_e,), "int64", False), tr.new((n_e,), "int64", False)  # tok, slot
             del pair
+            tok, slot = state[1:3]
             tr.save(tok)
             xin = tr.new((n_e, d), flat.dtype, flat.grad)
-            y = run(expert, f"experts.{e}", tr, xin)
+            ye = run(expert, f"experts.{e}", tr, xin)
+            del xin  # flat[tok]: a temporary of the call (saved by the expert if it needs it)
             tr.begin(f".combine{e}")
             w_e = tr.new((n_e, 1), weights.dtype, weights.grad)
-            tr.save(tok, slot, y, w_e)  # weights[tok, slot]: saves both indices; y * w saves both
-            prod_ = tr.new((n_e, d), promote(y.dtype, w_e.dtype), True)
-            tr.save(prod_)  # index_add keeps its source for backward
-            return tr.new((rows, d), prod_.dtype, True)
+            tr.save(tok, slot, ye, w_e)  # weights[tok, slot]: saves both indices; y * w saves both
+            state[3] = tr.new((n_e, d), promote(ye.dtype, w_e.dtype), True)  # y = expert(..) * w
+            del ye, w_e, tok, slot  # the product's temporaries
+            tr.save(state[3])  # index_add keeps its source for backward
+            state[0] = tr.new((rows, d), state[3].dtype, True)  # out = out.index_add(0, tok, y)
+            return state
 
         # a run of equal experts with equal rows: traced as three and a lump (run_copies)
-        out = run_copies(tr, count, copy, out, lambda i, first=first: f"experts.{first + i}")
-    return out
+        state = run_copies(tr, count, copy, state, lambda i, first=first: f"experts.{first + i}")
+    return state[0]  # the last tok, slot, y die as _dropless returns
 
 
 def _capacity(b, tr: Trace, flat: T, idx: T, weights: T, cap: int) -> T:
