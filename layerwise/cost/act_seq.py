@@ -7,6 +7,7 @@ from layerwise.cost import act_hf
 from layerwise.cost.act_leaves import activation_op, dropout_op
 from layerwise.cost.act_trace import Storage, T, Trace, promote
 from layerwise.cost.activations import act, run
+from layerwise.cost.precision import nbytes
 from layerwise.spec.errors import WorkloadError
 
 
@@ -209,6 +210,9 @@ def _sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
     additive = tr.new((s, k.shape[2]), q.dtype, False) if b.sliding_window else None
     if grad:  # nothing needs a gradient (frozen layers before the first LoRA one): nothing is saved
         tr.save(q, k, v, out, lse)
+        # its backward (_scaled_dot_product_flash_attention_for_cpu_backward) returns the gradients
+        # of q, k and v at once (GQA: k's and v's of the G heads) next to the output's
+        tr.steps[-1].io = (sum(nbytes(t.numel, t.dtype) for t in (q, k, v)), nbytes(out.numel, out.dtype))
         if additive is not None:  # the bool mask is turned into an additive one in q's dtype, and saved
             tr.save(additive)
     del lse, additive
