@@ -59,6 +59,9 @@ CONFIGS = {
     # multi-head latent attention and DeepSeek's MoE (V3: 671B parameters, fake tensors)
     "deepseek-v2-lite": (REFDATA / "deepseek-v2-lite.json", 2048, (1, 2)),
     "deepseek-v3": (REFDATA / "deepseek-v3.json", 2048, (1, 2)),
+    # MambaForCausalLM on CPU: the reference scan, a Python loop over the positions (slow under fake
+    # tensors: a shorter sequence)
+    "mamba-130m": (BENCH / "mamba-130m.json", 256, (1, 4)),
     # encoder-decoders (AutoModelForSeq2SeqLM): source and decoder input both seq tokens long
     "t5-small": (BENCH / "t5-small.json", 512, (2, 8)),  # relative position bias: sdpa's math path
     "flan-t5-base": (BENCH / "flan-t5-base.json", 512, (1, 4)),  # gated-gelu (gelu_new)

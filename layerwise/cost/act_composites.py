@@ -120,8 +120,8 @@ def _decoder_lm(b, tr: Trace, x: T) -> T:
                 act_hf.hold_hidden(tr, x)
                 return act_hf.softcap_logits(tr, run(child, name, tr, x))
             return _softcap(b, tr, run(child, name, tr, x))
-        if name == "blocks" and tr.policy.hf is not None:  # --impl hf: mask and rotary tables
-            act_hf.before_layers(tr, b.block.attn, x)
+        if name == "blocks" and tr.policy.hf is not None and hasattr(b.block, "attn"):  # --impl hf: mask
+            act_hf.before_layers(tr, b.block.attn, x)  # and rotary tables (a Mamba block has none)
         x = run(child, name, tr, x)
         if name == "embed" and b.scale_embeddings:  # x * sqrt(d_model): a new tensor, nothing saved
             tr.path.append("embed")

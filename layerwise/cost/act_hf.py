@@ -58,6 +58,7 @@ class HFOps:
     moe_renormalise: bool = False  # the top-k weights divided by their sum (Mixtral; Qwen's norm_topk_prob)
     seq2seq: str = ""  # t5 | bart: an encoder-decoder
     mla: str = ""  # deepseek_v2 | deepseek_v3: multi-head latent attention (cost/act_hf_mla.py)
+    float_logits: bool = False  # MambaForCausalLM: lm_head(x).float() in the forward (the low logits die)
     stack_dropout: float = 0.0  # T5Stack.dropout after each stack's final norm
 
 
@@ -383,7 +384,11 @@ def before_layers(tr: Trace, attn, x: T) -> None:
 
 
 def softcap_logits(tr: Trace, logits: T) -> T:
-    """Gemma2ForCausalLM: logits / cap, tanh (saves its output), * cap, before the loss."""
+    """Gemma2ForCausalLM: logits / cap, tanh (saves its output), * cap, before the loss.
+    MambaForCausalLM: `.float()` on the head's output, which then dies (not kept to the loss)."""
+    if tr.policy.hf.float_logits and logits.dtype != "fp32":
+        tr.begin(".float")
+        return tr.new(logits.shape, "fp32", logits.grad)
     if not tr.policy.hf.logit_softcap:
         return logits
     tr.begin(".softcap")

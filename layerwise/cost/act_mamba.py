@@ -37,6 +37,10 @@ def _block(b, tr: Trace, x: T) -> T:
 @act("mamba_mixer")
 def _mixer(b, tr: Trace, h: T) -> T:
     kids = dict(b.children())
+    if tr.policy.hf is not None:  # --impl hf: transformers' MambaMixer on CPU (cost/act_hf_mamba.py)
+        from layerwise.cost.act_hf_mamba import mixer
+
+        return mixer(b, tr, h, kids)
     bsz, s, _ = h.shape
     di, n, r = b.d_inner, b.d_state, b.dt_rank
     p = run(kids["in_proj"], "in_proj", tr, h)  # (B, S, 2Di)

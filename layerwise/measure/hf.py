@@ -32,7 +32,8 @@ from layerwise.workload import Workload
 # whose meta function (fake tensors) accepts bf16 only: the tracker allocates its output instead
 # (measure/tracker.py, `_grouped_mm_output`)
 DECODERS = ("llama", "mistral", "qwen2", "phi3", "phi", "gpt2", "gpt_neox", "opt", "qwen3", "gemma", "gemma2",
-            "gemma3_text", "falcon", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3")
+            "gemma3_text", "falcon", "mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
+            "mamba")
 ENCODERS = ("bert", "roberta")
 SEQ2SEQ = ("t5", "bart")
 VISION = ("vit", "clip_vision_model")
@@ -100,7 +101,9 @@ def hf_model(data: dict, where: str, workload: Workload, spec) -> HFModel:
     check_hf_attention(data, workload)
     config = hf_config(data, where)
     check_hf_config(data)
-    config._attn_implementation = workload.attention  # what attn_implementation= sets
+    # what attn_implementation= sets; MambaForCausalLM has no attention and accepts "eager" only
+    attention = "eager" if data["model_type"] == "mamba" else workload.attention
+    config._attn_implementation = attention
     if workload.checkpointing == "full" and hasattr(config, "use_cache"):
         config.use_cache = False  # as transformers itself sets it (with a log line) when checkpointing
     shape = spec.input_shape(workload.batch, workload.seq, workload.image)
@@ -125,7 +128,7 @@ def hf_model(data: dict, where: str, workload: Workload, spec) -> HFModel:
                 # reads values), then given fake parameters of the same shapes by the measure reading
                 where_built = (torch.device("meta") if detect_fake_mode() is not None else contextlib.nullcontext())
                 with _outside_fake_mode(), where_built:
-                    module = factory.from_config(config, attn_implementation=workload.attention,
+                    module = factory.from_config(config, attn_implementation=attention,
                                                  dtype=torch.float32)
             except Exception as err:
                 raise LayerwiseError(f"{where}: transformers cannot build {auto} from it: {_one_line(err)}") from None
@@ -135,7 +138,16 @@ def hf_model(data: dict, where: str, workload: Workload, spec) -> HFModel:
         return module
 
     out_shape = tuple(spec.out_shape(shape)) if task != "none" else ()
-    return HFModel(build, spec.input.kind, shape, spec.input.vocab_size, task, out_shape, loss)
+    return HFModel(build, spec.input.kind, shape, spec.input.vocab_size, task, out_shape, _quietly(loss, transformers))
+
+
+def _quietly(loss, transformers):
+    """The step's forward without transformers' log lines (MambaMixer's "falling back to its
+    reference PyTorch implementation" on a machine without mamba_ssm, say)."""
+    def run(module, x, targets):
+        with _quiet(transformers):
+            return loss(module, x, targets)
+    return run
 
 
 def _outside_fake_mode():

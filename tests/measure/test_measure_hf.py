@@ -66,19 +66,23 @@ T5 = {"model_type": "t5", "vocab_size": 512, "d_model": 64, "d_kv": 16, "num_hea
 BART = {"model_type": "bart", "vocab_size": 512, "d_model": 64, "encoder_attention_heads": 4,
         "decoder_attention_heads": 4, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128, "encoder_layers": 2,
         "decoder_layers": 2, "max_position_embeddings": 64}
+MAMBA = {"model_type": "mamba", "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "state_size": 8,
+         "num_hidden_layers": 2, "time_step_rank": 4}
 
 
-@pytest.mark.parametrize("data", [T5, BART], ids=["t5", "bart"])
+@pytest.mark.parametrize("data", [T5, BART, MAMBA], ids=["t5", "bart", "mamba"])
 @pytest.mark.parametrize("workload", [Workload(batch=2, seq=16, optimizer="sgd"),
                                       Workload(batch=2, seq=16, precision="bf16-mixed", attention="eager",
                                                optimizer="sgd", checkpointing="full")],
                          ids=["fp32-sdpa", "bf16mixed-eager-ckpt"])
-def test_encoder_decoder_fake_step_agrees_with_a_real_step(data, workload):
+def test_seq2seq_and_mamba_fake_steps_agree_with_real_steps(data, workload):
     """AutoModelForSeq2SeqLM fed our (B, S, 2) batch: the source column and the labels (shifted right
-    into the decoder input by the model); the fake reading is the real one (BART's sdpa forward: within
-    4 KiB of 1.6 MB, a transient of the real CPU kernel's path the fake one does not take)."""
+    into the decoder input by the model); MambaForCausalLM's reference scan (no CUDA kernels; no
+    attention, so built eager whatever --attention says). The fake reading is the real one (BART's sdpa
+    forward: within 4 KiB of 1.6 MB, a transient of the real CPU kernel's path the fake one does not take)."""
     target = hf_model(data, "config.json", workload, from_hf_config(data))
-    assert type(target.build()).__name__ in ("T5ForConditionalGeneration", "BartForConditionalGeneration")
+    assert type(target.build()).__name__ in ("T5ForConditionalGeneration", "BartForConditionalGeneration",
+                                             "MambaForCausalLM")
     fake = measure_step(target, workload, count_flops=False)
     real = measure_step(target, workload, fake=False, count_flops=False)
     for phase, peak in real.phase_peaks.items():
