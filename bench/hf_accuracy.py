@@ -67,7 +67,7 @@ CONFIGS = {
     "flan-t5-base": (BENCH / "flan-t5-base.json", 512, (1, 4)),  # gated-gelu (gelu_new)
     "bart-base": (BENCH / "bart-base.json", 1024, (1, 4)),
 }
-EAGER_ONLY = ("gemma-2-2b",)
+EAGER_ONLY = ("gemma-2-2b", "mamba-130m")  # mamba: no attention, built eager
 
 
 def workloads(seq, batches, eager_only=False):
