@@ -211,11 +211,15 @@ def rmsnorm_op(tr: Trace, x: T, d: int, trainable: bool, prefix: str = "") -> T:
     out = tr.new(x.shape, "fp32" if python else x.dtype, x.grad or w.grad)
     if out.grad:
         src = x if x.dtype == "fp32" else tr.new(x.shape, "fp32", x.grad)
-        tr.save(src, tr.new((x.numel // d, 1), "fp32", False))
-        if w.grad:
-            tr.save(tr.new(x.shape, x.dtype if python else "fp32", False))
-        if x.grad and tr.policy.hf is None:  # x * rstd, kept for the weight's gradient, is freed by then
-            tr.steps[-1].inner = (RMS_BACKWARD_FP32_COPIES - (1 if w.grad else 0)) * nbytes(x.numel, "fp32")
+        rstd = tr.new((x.numel // d, 1), "fp32", False)
+        tr.save(src, rstd)
+        normed = tr.new(x.shape, x.dtype if python else "fp32", False) if w.grad else None
+        if normed is not None:
+            tr.save(normed)
+        if x.grad and tr.policy.hf is None:  # rstd and x * rstd (kept for the weight's gradient) are
+            # freed by then: their nodes (rsqrt, the products) ran before pow's
+            tr.steps[-1].inner = RMS_BACKWARD_FP32_COPIES * nbytes(x.numel, "fp32")
+            tr.steps[-1].early = rstd.storage.nbytes + (normed.storage.nbytes if normed is not None else 0)
     return out
 
 

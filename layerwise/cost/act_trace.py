@@ -130,6 +130,7 @@ class Step:
     # a composite step whose backward runs several ops (eager attention's core): the most gradient
     # bytes its backward holds at once, when more than its two largest tensors (`big`)
     inner: int = 0
+    early: int = 0  # bytes of its own saved tensors its backward has freed by that moment (`inner`'s)
     op: str = ""  # the block type whose function ran this step (linear, attention, add...)
     # a lump (Trace.lump) standing for many equal copies: (parameter keys, copies) whose gradients
     # its copies produce, one group per step of one copy; the backward shows no moment inside it

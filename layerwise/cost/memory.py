@@ -314,8 +314,9 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
                              step.op))
         # a checkpointed region's tensors that this step saved are freed with the others
         released = first.get(i, 0) + freed_in_region.get(i, 0)
-        if before + own + computing >= grads + attaching - released:
+        if before + own + computing - step.early >= grads + attaching - released:
             temp, shown = computing + recomputed, before + own
+            acts = live - step.early  # its saved tensors already freed at that moment
         else:
             temp, shown = attaching + recomputed - freed_in_region.get(i, 0), grads
             acts = live - first.get(i, 0)
