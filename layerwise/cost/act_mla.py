@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from layerwise.cost.act_leaves import dropout_op
 from layerwise.cost.act_seq import _math as _seq_math, _math_path, _rope, _sdpa, math_upcasts
-from layerwise.cost.act_trace import T, Trace
+from layerwise.cost.act_trace import Storage, T, Trace
 from layerwise.cost.activations import act, run
 from layerwise.cost.precision import nbytes
 
@@ -31,23 +31,38 @@ def _mla(b, tr: Trace, x: T) -> T:
     q_rope = _rope(tr, tr.view(q, (bsz, h, s, dr)), [cos, sin])
     k_rope = _rope(tr, tr.view(lat, (bsz, 1, s, dr)), [cos, sin])
     del lat  # its last view is rotated: the projection's output dies
-    kv = run(b.kv_b_proj, "kv_b_proj", tr, c)  # (B, S, H * (dn + dv))
+    sk = s
+    if tr.decode is not None:  # a decode step (cost/decode.py): this call's latents go into the cache,
+        # which is read back up to start + S (views: the cache's own bytes)
+        start, total = tr.decode
+        sk = start + s
+        c = T((bsz, 1, sk, b.kv_rank), c.dtype, False, Storage(0, "kv_cache"))
+        k_rope = T((bsz, 1, sk, dr), k_rope.dtype, False, Storage(0, "kv_cache"))
+    # linear's reshape of a (B, 1, Sk, r) slice of the (B, 1, total, r) cache: a copy (a temporary)
+    copied = tr.decode is not None and bsz > 1 and sk < tr.decode[1] and tr.policy.autocast is None
+    kv = run(b.kv_b_proj, "kv_b_proj", tr, tr.new(c.shape, c.dtype, False) if copied else c)  # (B, Sk, H * (dn + dv))
     tr.begin(".core")
     q_full = tr.new((bsz, h, s, dn + dr), q.dtype, q.grad or q_rope.grad)  # cat: saves nothing
-    k_full = tr.new((bsz, h, s, dn + dr), kv.dtype, kv.grad or k_rope.grad)
-    v = tr.view(kv, (bsz, h, s, dv))
+    k_full = tr.new((bsz, h, sk, dn + dr), kv.dtype, kv.grad or k_rope.grad)
+    v = tr.view(kv, (bsz, h, sk, dv))
     fused = tr.policy.attention == "sdpa" and dv == dn + dr and not _math_path(tr, b)
     core = _eager if tr.policy.attention == "eager" else (_fused if fused else _math)
     if not tr.policy.grad and not fused:
         core = _eager_no_grad if tr.policy.attention == "eager" else _math_no_grad
+    if tr.decode is not None and fused:  # an explicit mask past position 0
+        core = _fused_masked
     if tr.policy.checkpointing == "selective" and tr.sink is None:  # recompute the core in backward
         y = tr.checkpointed(lambda q_, k_, v_: core(tr, b, q_, k_, v_), q_full, k_full, v)
     else:
         y = core(tr, b, q_full, k_full, v)  # (B, H, S, dv)
-    if y.grad and not fused:  # softmax's backward holds the gradients of the scores and of the
-        # probabilities at once: one (B, H, S, S) tensor beyond the step's two largest (measured)
-        tr.steps[-1].extra += nbytes(bsz * h * s * s, "fp32" if _low_cpu(tr, q_full) else q_full.dtype)
-    y2 = tr.new((bsz, s, h * dv), y.dtype, y.grad)  # transpose(1, 2).reshape: a copy (measured, also fused)
+    if y.grad and not fused:  # its backward's most, at softmax's: the gradients of the probabilities
+        # and of the scores, two (B, H, S, S); the output's gradient and the copy of v are freed by
+        # then, v's gradient alive instead (measured: tests/cost/test_memory_suite2_families.py)
+        p = nbytes(bsz * h * s * s, "fp32" if _low_cpu(tr, q_full) else q_full.dtype)
+        tr.steps[-1].extra += p
+        tr.steps[-1].io = (p, 0)
+    # transpose(1, 2).reshape: a copy (measured, also fused); a view for one query (a decode step)
+    y2 = tr.new((bsz, s, h * dv), y.dtype, y.grad) if s > 1 else tr.view(y, (bsz, s, h * dv))
     return run(b.o_proj, "o_proj", tr, y2)
 
 
@@ -88,14 +103,15 @@ def _eager_no_grad(tr: Trace, b, q: T, k: T, v: T) -> T:
     the masked scores and the probabilities stay (locals) to the end; a copy of the strided v for the
     product; the output."""
     bsz, h, s, _ = q.shape
-    prod_ = tr.new((bsz, h, s, s), q.dtype, False)
-    scores = tr.new((bsz, h, s, s), q.dtype, False)
+    sk = k.shape[2]
+    prod_ = tr.new((bsz, h, s, sk), q.dtype, False)
+    scores = tr.new((bsz, h, s, sk), q.dtype, False)
     del prod_
-    keep = tr.new((s, s), "bool", False)
-    flipped = tr.new((s, s), "bool", False)
-    masked = tr.new((bsz, h, s, s), q.dtype, False)
+    keep = tr.new((s, sk), "bool", False)
+    flipped = tr.new((s, sk), "bool", False)
+    masked = tr.new((bsz, h, s, sk), q.dtype, False)
     del scores, flipped
-    probs = tr.new((bsz, h, s, s), q.dtype, False)
+    probs = tr.new((bsz, h, s, sk), q.dtype, False)
     v_c = tr.new(v.shape, v.dtype, False)
     out = tr.new((bsz, h, s, v.shape[-1]), q.dtype, False)
     del v_c, probs, masked, keep
@@ -108,23 +124,50 @@ def _math_no_grad(tr: Trace, b, q: T, k: T, v: T) -> T:
     the masked scores, the probabilities, a copy of the strided v, the output; low precision
     first upcast to fp32 (and the output cast back)."""
     bsz, h, s, _ = q.shape
+    n = k.shape[2]
     low = math_upcasts(q.dtype)
     dtype = "fp32" if low else q.dtype
+    # past position 0 (a decode step) build/mla.py passes attention_mask's bool (S, Sk), which sdpa
+    # turns into an additive one in q's own dtype before the call; else is_causal's, made inside
+    keep = _decode_mask(tr, s, n) if tr.decode is not None else None
+    given = tr.new((s, n), q.dtype, False) if keep is not None else None
     ups = [tr.new(t.shape, "fp32", False) for t in (q, k, v)] if low else []
-    mask = tr.new((s, s), dtype, False)
+    mask = given if given is not None else tr.new((s, s), dtype, False)
     sq = tr.new(q.shape, dtype, False)
     sk = tr.new(k.shape, dtype, False)
-    scores = tr.new((bsz, h, s, s), dtype, False)
+    scores = tr.new((bsz, h, s, n), dtype, False)
     del sk
-    masked = tr.new((bsz, h, s, s), dtype, False)
+    masked = tr.new((bsz, h, s, n), dtype, False)
     del scores
-    probs = tr.new((bsz, h, s, s), dtype, False)
-    del masked, mask
+    probs = tr.new((bsz, h, s, n), dtype, False)
+    del masked, mask, given
     probs_low = tr.new(probs.shape, q.dtype, False) if low else None  # measured: a low copy stays
     v_c = tr.new(v.shape, dtype, False)
     out = tr.new((bsz, h, s, v.shape[-1]), dtype, False)
     del v_c, probs, probs_low, sq, ups
     return tr.new(out.shape, q.dtype, False) if low else out
+
+
+def _decode_mask(tr: Trace, s: int, n: int) -> T:
+    """build/attention.py's attention_mask(S, Sk, causal, offset=start): the positions (int64), the
+    bool keep and its j <= i; the keep stays (a local of build/mla.py's _sdpa)."""
+    i, j = tr.new((s,), "int64", False), tr.new((n,), "int64", False)
+    keep = tr.new((s, n), "bool", False)
+    le = tr.new((s, n), "bool", False)
+    del le, i, j
+    return keep
+
+
+def _fused_masked(tr: Trace, b, q: T, k: T, v: T) -> T:
+    """CPU flash attention with the decode step's explicit mask (dv == dq, inference): the bool
+    mask, its additive form in q's dtype, the output and logsumexp."""
+    bsz, h, s, _ = q.shape
+    keep = _decode_mask(tr, s, k.shape[2])
+    additive = tr.new((s, k.shape[2]), q.dtype, False)
+    out = tr.new((bsz, h, s, v.shape[-1]), q.dtype, False)
+    lse = tr.new((bsz, h, s), "fp32", False)
+    del lse, additive, keep
+    return out
 
 
 def _low_cpu(tr: Trace, t: T) -> bool:

@@ -54,7 +54,7 @@ def _rotate(tr: Trace, t: T, cos: T, sin: T) -> T:
 
 
 def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: str | None = None,
-           scaled: bool = False, cast_to: str | None = None) -> T:
+           scaled: bool = False, cast_to: str | None = None, masked: bool = True) -> T:
     """build/attention.py's _eager, op by op. GQA/MQA: repeat_interleave'd k, v, contiguous
     (B, H, Sk, Dh) copies alive to the return, which matmul reads as they are; MHA: matmul copies
     the transposed q, k^T and v into (B*H, ., .) and saves the copies (a matmul saves each factor
@@ -105,7 +105,7 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: st
         scores = tr.new(capped.shape, capped.dtype, grad)
         del capped
     mask = _math_mask(tr, b, s, sk, cast_to or q.dtype, q.dtype) if scaled and not b.score_bias else \
-        _mask(tr, b, s, sk)
+        _mask(tr, b, s, sk) if masked else None
     if mask is not None and scaled and not b.score_bias:  # attn.add(mask), out of place for a tensor
         scores = tr.new(scores.shape, scores.dtype, grad)  # subclass (the fake tensors measured)
     elif mask is not None:
@@ -307,6 +307,11 @@ def _attention(b, tr: Trace, x: T) -> T:
     eager = tr.policy.attention == "eager" or (b.softcap > 0 and tr.policy.hf is None)
     core = _eager if eager else _sdpa
     rolling = b.sliding_window and s > b.sliding_window  # the window's buffer: the prefill runs uncached
+    if tr.decode is not None and not b.context_dim:  # a decode step reads the cache (cost/decode.py)
+        k, v, rolling = _from_cache(tr, b, k, v)
+        if rolling:  # build/attention.py's _rolling: the whole buffer, no mask
+            core = (lambda tr_, b_, q_, k_, v_: _eager(tr_, b_, q_, k_, v_, cached=True, masked=False)) if eager \
+                else _sdpa_unmasked
     if getattr(tr, "prefill_cache", False) and not tr.policy.grad and not b.context_dim and not rolling:
         # a prefill through the KV cache (build/attention.py's _cached)
         core = _sdpa_cached if core is _sdpa else (lambda tr_, b_, q_, k_, v_: _eager(tr_, b_, q_, k_, v_, cached=True))
@@ -322,7 +327,8 @@ def _attention(b, tr: Trace, x: T) -> T:
     # sdpa's output takes the query's layout (empty_like(query)): a view of the (B, S, H, Dh)
     # projection unless a partial rotary's cat made the query contiguous (B, H, S, Dh)
     partial_rope = b.rope is not None and b.rope.rotated < b.rope.d_head
-    if eager or _math_path(tr, b) or act_hf.contiguous_query(tr, b) or partial_rope:
+    # one query (a decode step): (B, H, 1, Dh).transpose(1, 2) is contiguous, the reshape a view
+    if s > 1 and (eager or _math_path(tr, b) or act_hf.contiguous_query(tr, b) or partial_rope):
         # transpose(1, 2).reshape: a copy; our forward's `y` stays alive through o_proj
         # (transformers' attention functions rebind theirs: it dies with the copy)
         core_out = y if tr.policy.hf is None else None
@@ -331,6 +337,28 @@ def _attention(b, tr: Trace, x: T) -> T:
         y = tr.view(y, (bsz, s, h * dh))
     out = run(b.o_proj, "o_proj", tr, y)
     del y
+    return out
+
+
+def _from_cache(tr: Trace, b, k: T, v: T) -> tuple[T, T, bool]:
+    """build/attention.py's decode step: this call's k, v are copied into the cache and rebound to
+    its first start + S positions (views: the cache's own bytes), or on a rolling window layer
+    whose buffer is full, to the whole buffer (build/lm.py init_kv_cache: the window's length)."""
+    start, total = tr.decode
+    s, (bsz, g, _, dh) = k.shape[2], k.shape
+    length = min(total, b.sliding_window) if b.sliding_window else total
+    rolling = bool(b.sliding_window) and length < start + s
+    sk = length if rolling else start + s
+    cache = Storage(0, "kv_cache")
+    return T((bsz, g, sk, dh), k.dtype, False, cache), T((bsz, g, sk, dh), v.dtype, False, cache), rolling
+
+
+def _sdpa_unmasked(tr: Trace, b, q: T, k: T, v: T) -> T:
+    """sdpa over a full rolling buffer without a mask (inference): the output and logsumexp."""
+    bsz, h, s, _ = q.shape
+    out = tr.new(q.shape, q.dtype, False)
+    lse = tr.new((bsz, h, s), "fp32", False)
+    del lse
     return out
 
 

@@ -178,6 +178,8 @@ class Trace:
     idle: set[str] = field(default_factory=set)  # trainable keys that get no gradient in this step
     origin: dict[str, str] = field(default_factory=dict)  # lumped key -> the traced copy's key it stands for
     real_shapes: dict | None = None  # key -> the built module's parameter shape (memory.param_shapes_of)
+    decode: tuple[int, int] | None = None  # a decode step: (its position, the cache's positions)
+    casts_cached: bool = False  # autocast's weight casts made before this trace (a decode step)
 
     # ---- structure -------------------------------------------------------------------------
     def begin(self, extra: str = "") -> Step:
@@ -301,6 +303,8 @@ class Trace:
             if big is not None:
                 self.steps[-1].big[:] = big
             return t
+        if self.casts_cached:  # a decode step: the prefill made them (cost/decode.py counts them)
+            return T(w.shape, ac, w.grad, Storage(0, "cast"))
         if key not in self.casts:
             self.casts[key] = Storage(nbytes(w.numel, ac), "cast")
             self.liveness.alloc(self.casts[key], self.steps[-1].path if self.steps else "")

@@ -118,11 +118,13 @@ class StepTrace:
 
 
 def trace_step(model: Model, workload: Workload, hf=None, *, lumping: bool = False,
-               prefill_cache: bool = False) -> StepTrace:
+               prefill_cache: bool = False, decode: tuple[int, int] | None = None) -> StepTrace:
     """The symbolic forward + loss. `lumping`: equal copies (a repeat's layers) traced as three and
     a lump, exact for the phases and the peak (not for readers of every op's moment).
     prefill_cache: an inference forward that fills a KV cache (an encoder-decoder then projects
-    its memory into the cross-attention caches and drops it before the decoder runs)."""
+    its memory into the cross-attention caches and drops it before the decoder runs).
+    decode: (start, total) a decode step at position `start` through a cache of `total` positions
+    (cost/decode.py), every weight's autocast cast already made."""
     import layerwise.cost.act_composites  # noqa: F401  (registers the activation functions)
     import layerwise.cost.act_leaves  # noqa: F401
     import layerwise.cost.act_seq  # noqa: F401
@@ -131,7 +133,8 @@ def trace_step(model: Model, workload: Workload, hf=None, *, lumping: bool = Fal
     import layerwise.cost.act_mla  # noqa: F401
 
     tr = Trace(act_policy(workload, hf), lumping=lumping)
-    tr.prefill_cache = prefill_cache
+    tr.prefill_cache = prefill_cache or decode is not None
+    tr.decode, tr.casts_cached = decode, decode is not None
     shape = model.input_shape(workload.batch, workload.seq, workload.image)
     model.body.out_shape(shape)  # every shape checked (a SpecError naming the block) before the trace
     x = input_tensor(tr, shape, tokens=model.input.kind == "tokens", grad=False)
@@ -605,7 +608,13 @@ def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), 
     live = tr.liveness  # the forward's transient peak (the input batch included)
     split = workload.tp * workload.pp
     comps = Components(weights=-(-weights // split), activations=live.peak, kv_cache=-(-kv // workload.tp))
-    report = _report(model, workload, [Phase("forward", live.where, comps)])
+    phases = [Phase("forward", live.where, comps)]
+    if workload.new_tokens and cfg is not None:  # the decode steps (cost/decode.py)
+        from layerwise.cost.decode import decode_peak
+
+        dec = decode_peak(model, workload, st)
+        phases.append(Phase("forward", dec.where, replace(comps, activations=dec.activations)))
+    report = _report(model, workload, phases)
     if timeline:
         from layerwise.cost.timeline import inference_moments
 

@@ -16,13 +16,15 @@ from memory_targets import check_within_targets  # noqa: E402
 
 DEEPSEEK = dict(n_layers=4, d_model=64, n_heads=4, d_ff=128, vocab_size=256, max_seq=128, kv_rank=32, d_nope=16,
                 d_rope=8, d_v=16, d_expert=32, n_experts=16)
+DEEPSEEK_FREE = dict(n_layers=2, d_model=64, n_heads=4, d_ff=128, vocab_size=256, max_seq=128)
+INFER = dict(mode="infer", optimizer="adamw")
 GEMMA = dict(n_layers=2, d_model=64, n_heads=4, n_kv_heads=1, d_ff=128, vocab_size=256, max_seq=128,
              attn_dropout=0.1)
 CASES = {
     # sdpa's math path (latent attention's dv != dq, T5's bias with grad) upcasts fp16/bf16 q, k, v
-    # to fp32 on every device, not only the CPU: --device cuda missed it (-11.5%, -10.5%)
-    "deepseek-v2-lite-sdpa-fp16-cuda": ("deepseek-v2-lite", DEEPSEEK,
-                                        dict(batch=4, seq=64, precision="fp16", optimizer="sgd", device="cuda")),
+    # to fp32 on every device, not only the CPU: --device cuda missed it (-8.0%, -10.5%)
+    "tiny-deepseek-sdpa-fp16-cuda": ("tiny-deepseek", DEEPSEEK,
+                                     dict(batch=2, seq=32, precision="fp16", optimizer="sgd", device="cuda")),
     "t5-small-sdpa-bf16-cuda": ("t5-small", dict(n_layers=2), dict(batch=1, precision="bf16", optimizer="sgd",
                                                                    device="cuda")),
     # sdpa's math path (attention dropout on the CPU), op by op as aten's
@@ -45,6 +47,25 @@ CASES = {
     # GQA, fp32 (-4.3%, -5.9% for Gemma 1)
     "gemma-3-flash-backward-fp32": ("gemma-3-1b", dict(GEMMA, n_kv_heads=2, attn_dropout=0.0, sliding_window=16),
                                     dict(batch=2, seq=64, optimizer="sgd", device="cuda")),
+    # the decode steps after a short prompt: autocast's casts of every weight (cached since the
+    # prefill), the previous call's logits and attention over every cached position (eager GQA's
+    # repeated k, v; latent attention's kv_b_proj over the cached latents) outgrow the prefill
+    # (-3.3%, -2.2%)
+    "qwen3-decode-eager": ("qwen3-0.6b", dict(DEEPSEEK_FREE, n_kv_heads=2),
+                           dict(INFER, batch=1, seq=16, new_tokens=16, precision="bf16-mixed", attention="eager")),
+    "deepseek-v3-decode-sdpa": ("deepseek-v3", dict(DEEPSEEK, q_rank=48),
+                                dict(INFER, batch=2, seq=8, new_tokens=8, precision="bf16-mixed")),
+    # torch.rms_norm's backward peaks at pow's backward, after rstd and x * rstd (saved) are freed:
+    # activations then are fewer and temporaries more than at the step's start (Qwen3's q/k norms:
+    # components -5.1%, +5.1% of the peak)
+    "qwen3-30b-rmsnorm-backward-fp16": ("qwen3-30b-a3b", dict(DEEPSEEK_FREE, n_kv_heads=1, n_experts=4, top_k=2),
+                                        dict(batch=2, seq=64, precision="fp16", optimizer="rmsprop")),
+    # latent attention's core backward (eager products or sdpa's math path) peaks at softmax's
+    # backward: two (B, H, S, S) gradients, the output's gradient and the copy of v freed, v's
+    # gradient alive; the step's second largest tensor (a q-sized one) is not held. The peak
+    # under checkpointing (+2.4%)
+    "tiny-deepseek-core-backward-full": ("tiny-deepseek", DEEPSEEK, dict(batch=4, seq=128, optimizer="sgd",
+                                                                         checkpointing="full")),
 }
 
 
