@@ -319,7 +319,10 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         released = first.get(i, 0) + freed_in_region.get(i, 0)
         if before + own + computing - step.early >= grads + attaching - released:
             temp, shown = computing + recomputed, before + own
-            acts = live - step.early  # its saved tensors already freed at that moment
+            if freed_in_region.get(i, 0):  # its saved tensors already freed at that moment: recomputed
+                temp -= step.early  # ones (a checkpointed region's), else activations
+            else:
+                acts = live - step.early
         else:
             temp, shown = attaching + recomputed - freed_in_region.get(i, 0), grads
             acts = live - first.get(i, 0)

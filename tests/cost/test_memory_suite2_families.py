@@ -60,6 +60,10 @@ CASES = {
     # components -5.1%, +5.1% of the peak)
     "qwen3-30b-rmsnorm-backward-fp16": ("qwen3-30b-a3b", dict(DEEPSEEK_FREE, n_kv_heads=1, n_experts=4, top_k=2),
                                         dict(batch=2, seq=64, precision="fp16", optimizer="rmsprop")),
+    # under full checkpointing those freed tensors are recomputed ones: temporaries, not activations
+    "qwen3-rmsnorm-backward-full": ("qwen3-0.6b", dict(DEEPSEEK_FREE, n_kv_heads=1),
+                                    dict(batch=2, seq=128, precision="fp16", optimizer="adam", grad_accum=2,
+                                         checkpointing="full", device="cuda")),
     # latent attention's core backward (eager products or sdpa's math path) peaks at softmax's
     # backward: two (B, H, S, S) gradients, the output's gradient and the copy of v freed, v's
     # gradient alive; the step's second largest tensor (a q-sized one) is not held. The peak
