@@ -29,6 +29,7 @@ from layerwise.cost.activations import run
 
 def mixer(b, tr: Trace, h: T, kids: dict) -> T:
     """MambaMixer.forward's slow path (training, no cache) on h (B, S, d)."""
+    from layerwise.cost.act_mamba import gate_output
     bsz, s, _ = h.shape
     di, n, r = b.d_inner, b.d_state, b.dt_rank
     low = tr.policy.autocast or h.dtype
@@ -50,11 +51,8 @@ def mixer(b, tr: Trace, h: T, kids: dict) -> T:
         y = _scan(kids["scan"], tr, x, pre, bm, cm)
     finally:
         tr.path.pop()
-    tr.begin(".gate")
-    gate = activation_op(tr, z, "silu")  # saves z (P's storage)
-    gated = tr.new(y.shape, promote(y.dtype, gate.dtype), y.grad or gate.grad)
-    tr.save(y, gate)
-    del gate, y
+    gated = gate_output(tr, y, z)
+    del y
     folded = _transposed(tr, gated, low)
     del gated
     return run(kids["out_proj"], "out_proj", tr, folded)
@@ -72,15 +70,12 @@ def _transposed(tr: Trace, t: T, low: str) -> T:
 
 def _scan(b, tr: Trace, x: T, pre: T, bm: T, cm: T) -> T:
     """mamba_selective_scan(x (B, Di, S), dt, A, B, C, D, z, delta_bias, softplus): one step."""
+    from layerwise.cost.act_mamba import scan_params
+
     tr.begin()
     bsz, di, s = x.shape
     n = b.d_state
-    a_log = tr.param("A_log", di * n, b.trainable, (di, n))
-    d = tr.param("D", di, b.trainable)
-    e = tr.new((di, n), a_log.dtype, a_log.grad)  # exp(A_log.float()), saved
-    tr.save(e)
-    a = tr.new((di, n), e.dtype, e.grad)  # -exp(.)
-    del e
+    a, d = scan_params(b, tr, di)  # -exp(A_log.float()), D
     dt = tr.new(pre.shape, pre.dtype, pre.grad)  # softplus(dt + bias): saves its input
     tr.save(pre)
     grad = dt.grad or a.grad

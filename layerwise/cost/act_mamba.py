@@ -65,12 +65,16 @@ def _mixer(b, tr: Trace, h: T) -> T:
         y = _scan(kids["scan"], tr, x, dt, bm, cm)
     finally:
         tr.path.pop()
+    return run(kids["out_proj"], "out_proj", tr, gate_output(tr, y, z))
+
+
+def gate_output(tr: Trace, y: T, z: T) -> T:
+    """y * silu(z): silu saves z (the in_proj output's storage), the product saves both factors."""
     tr.begin(".gate")
-    gate = activation_op(tr, z, "silu")  # saves z (p's storage)
-    gated = tr.new(y.shape, promote(y.dtype, gate.dtype), y.grad or gate.grad)
+    gate = activation_op(tr, z, "silu")
+    out = tr.new(y.shape, promote(y.dtype, gate.dtype), y.grad or gate.grad)
     tr.save(y, gate)
-    del gate
-    return run(kids["out_proj"], "out_proj", tr, gated)
+    return out
 
 
 @act("selective_scan")
@@ -80,17 +84,22 @@ def _scan_alone(b, tr: Trace, x: T) -> T:
                          f"(dt, Bm, Cm come from the mixer's projections); size the mixer or the block")
 
 
+def scan_params(b, tr: Trace, di: int) -> tuple[T, T]:
+    """The scan's parameters A_log (Di, N) and D (Di): A = -exp(A_log) (exp saves its result)."""
+    n = b.d_state
+    a_log = tr.param("A_log", di * n, b.trainable, (di, n))
+    d = tr.param("D", di, b.trainable)
+    e = tr.new((di, n), a_log.dtype, a_log.grad)
+    tr.save(e)
+    return tr.new((di, n), e.dtype, e.grad), d
+
+
 def _scan(b, tr: Trace, x: T, dt: T, bm: T, cm: T) -> T:
     """selective_scan(x, dt, -exp(A_log), Bm, Cm, D) (build/mamba.py), one step for the whole loop."""
     tr.begin()
     bsz, s, di = x.shape
     n = b.d_state
-    a_log = tr.param("A_log", di * n, b.trainable, (di, n))
-    d = tr.param("D", di, b.trainable)
-    e = tr.new((di, n), a_log.dtype, a_log.grad)  # exp(A_log), saved
-    tr.save(e)
-    a = tr.new((di, n), e.dtype, e.grad)  # -exp(A_log)
-    del e
+    a, d = scan_params(b, tr, di)
     grad = dt.grad or a.grad
     big = promote(dt.dtype, a.dtype)
     prod = tr.new((bsz, s, di, n), big, grad)  # dt[..., None] * A: saves A and dt
