@@ -621,7 +621,9 @@ def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), 
     if timeline:
         from layerwise.cost.timeline import inference_moments
 
-        report = replace(report, timeline=tuple(inference_moments(tr, replace(comps, activations=tr.input_bytes))))
+        moments = inference_moments(tr, replace(comps, activations=tr.input_bytes))
+        # the decode steps' highest moment after the prefill's (cost/decode.py traces no other)
+        report = replace(report, timeline=tuple(moments[:-1] + phases[1:] + moments[-1:]))
     if workload.device != "cuda" or report.per_device or workload.quant != "none":
         return report
     from layerwise.cost.cuda_events import inference_allocator_peaks
