@@ -123,16 +123,19 @@ def _eager(tr: Trace, b, q: T, k: T, v: T, cached: bool = False, score_dtype: st
     probs = dropout_op(tr, probs, b.dropout)
     if probs.dtype != q.dtype:  # autocast's copy for the bmm
         probs = tr.new(probs.shape, q.dtype, probs.grad)
+    # the math path returns (matmul(attn, v).to(low), attn.to(low)): C++ evaluates the arguments
+    # right to left (GCC), so the probabilities' low copy comes first (sdpa drops it)
+    low_attn = tr.new(probs.shape, cast_to, False) if cast_to is not None else None
     v_c = v_rep if v_rep is not None else v if cached or bsz == 1 or sk == 1 else \
         tr.new((bsz, h, sk, dh), v.dtype, v.grad)
     tr.save(*([probs] if v.grad else []), *([v_c] if probs.grad else []))
+    tr.reach()  # the product packs its operands: a recomputation gets this far
     out = tr.new(q.shape, q.dtype, grad)  # the bmm reads the copy of v: it dies after
     if grad:
         tr.steps[-1].inner = max(tr.steps[-1].inner, _eager_backward(
             out.storage.nbytes, p_bytes, qk, v_c.storage.nbytes, b.dropout > 0))
     if cast_to is not None:
         low_out = tr.new(out.shape, cast_to, out.grad)
-        low_attn = tr.new(probs.shape, cast_to, False)  # sdpa drops it
         del low_attn, out
         out = low_out
     del v_c, q_s

@@ -178,6 +178,9 @@ class Trace:
     idle: set[str] = field(default_factory=set)  # trainable keys that get no gradient in this step
     origin: dict[str, str] = field(default_factory=dict)  # lumped key -> the traced copy's key it stands for
     real_shapes: dict | None = None  # key -> the built module's parameter shape (memory.param_shapes_of)
+    # checkpointed: positions in liveness.events a recomputation reaches (Trace.reach) beyond its
+    # last saved tensor's allocation
+    reached: list[int] = field(default_factory=list)
     decode: tuple[int, int] | None = None  # a decode step: (its position, the cache's positions)
     casts_cached: bool = False  # autocast's weight casts made before this trace (a decode step)
 
@@ -235,6 +238,12 @@ class Trace:
         elif storage.key not in sink:
             sink[storage.key] = (_Noted(storage.nbytes, storage.kind, storage.key), step)
 
+    def reach(self) -> None:
+        """Inside a checkpointed region: an op saves tensors made earlier only now (its operands are
+        packed when it runs), so a recomputation gets here before its early stop."""
+        if self.sink is not None:
+            self.reached.append(len(self.liveness.events))
+
     def checkpointed(self, fn, *xs: T) -> T:
         """torch.utils.checkpoint(fn, *xs, use_reentrant=False): the inputs stay alive (saved),
         the region's own saved tensors are dropped and recomputed in backward, one region at a
@@ -262,8 +271,9 @@ class Trace:
                     keys[st.key] = step
             self.regions.append((first, len(self.steps) - 1, freed))
             self.recompute_logs.append((len(self.steps) - 1, log_start, log_end, keys))
+            reach = max((p - log_start for p in self.reached if log_start <= p <= log_end), default=0)
             self.recompute_peaks[len(self.steps) - 1] = (
-                recompute_peak(self.liveness.events[log_start:log_end], keys), out.storage.nbytes)
+                recompute_peak(self.liveness.events[log_start:log_end], keys, reach), out.storage.nbytes)
         finally:
             self.sink = outer
         return out
@@ -404,14 +414,16 @@ class Trace:
         return sum(st.nbytes for st in self.casts.values())
 
 
-def recompute_peak(events, saved) -> int:
+def recompute_peak(events, saved, reach: int = 0) -> int:
     """The most bytes a checkpointed region's recomputation holds at once: its forward's
     allocations again, in order (`events`: (key, bytes), 0 for a free), where the tensors its
     backward needs (`saved` keys) now stay instead of dying, and the rest die as they did. The
     recomputation stops once the last of them is packed (torch.utils.checkpoint's early stop,
     _recomputation_hook: _StopRecomputationError), so what the forward allocated after that is
-    not made again; the frames it unwinds free their locals."""
+    not made again; the frames it unwinds free their locals. `reach`: the events before this
+    position happen first anyway (an op packing operands made earlier, Trace.reach)."""
     stop = max((j for j, (key, n) in enumerate(events) if n and key in saved), default=-1)
+    stop = max(stop, reach - 1)
     live, now, most = {}, 0, 0
     for key, n in events[:stop + 1]:
         if n:
