@@ -409,6 +409,25 @@ def _ffn(b, tr: Trace, x: T) -> T:
         tr.begin(".mul")
         hid = tr.new(a.shape, promote(a.dtype, u.dtype), False)
         del a
+    elif b.gated and tr.policy.hf is None:
+        # build/ffn.py's `act(gate_proj(x)) * up_proj(x)`: the activation runs before up_proj, so
+        # its output is alive through up_proj's transients (a LoRA's, autocast's input cast)
+        g = run(b.gate_proj, "gate_proj", tr, x)
+        tr.begin(".act")
+        a = activation_op(tr, g, b.activation)
+        tr.steps[-1].io = (g.storage.nbytes if g.grad else 0, a.storage.nbytes if a.grad else 0)
+        del g
+        up_start = len(tr.steps)
+        u = run(b.up_proj, "up_proj", tr, x)
+        tr.begin(".mul")
+        hid = tr.new(a.shape, a.dtype, a.grad or u.grad)
+        tr.save(*([a] if u.grad else []), *([u] if a.grad else []))  # a * u: each factor for the other's gradient
+        if hid.grad:  # its backward: the gradients of both factors next to the product's; the
+            # activation's then waits through up_proj's backward (the engine runs the newer node first)
+            tr.steps[-1].inner = hid.storage.nbytes + a.storage.nbytes + u.storage.nbytes
+            if a.grad:
+                tr.holds.append((up_start, len(tr.steps) - 2, a.storage.nbytes))
+        del a
     elif b.gated:
         with act_hf.fused(tr, tr.policy.hf is not None and tr.policy.hf.fused_gate_up):
             g = run(b.gate_proj, "gate_proj", tr, x)

@@ -39,6 +39,11 @@ CASES = {  # name -> (preset, overrides, workload fields, LoRA (rank, targets) o
     "pythia-parallel-ckpt-full": ("pythia-160m", SMALL, dict(batch=1, seq=128, precision="fp16-mixed",
                                                              optimizer="adam-8bit", checkpointing="full",
                                                              attention="sdpa", device="cuda"), None),
+    # a gated FFN runs act(gate_proj(x)) before up_proj(x): the activation's output is alive
+    # through up_proj's LoRA transients, in the forward and in its recomputation (suite case 465: -4.27%)
+    "llama-lora-ffn-ckpt-full": ("llama-2-7b", SMALL, dict(batch=4, seq=32, precision="bf16", optimizer="sgd",
+                                                           checkpointing="full", attention="eager"),
+                                 (4, ("*.ffn.*",))),
 }
 
 
