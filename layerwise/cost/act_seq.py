@@ -201,12 +201,88 @@ def _math_path(tr: Trace, b) -> bool:
     return b.dropout > 0 and tr.policy.grad and tr.policy.autocast_device != "cuda"
 
 
+def _sdpa_math(tr: Trace, b, q: T, k: T, v: T) -> T:
+    """torch 2.13's _scaled_dot_product_attention_math (CPU, attention dropout in training), op by
+    op as the measure reading runs it (fake tensors are subclass-like: the mask add is out of
+    place). Low-precision q, k, v are copied to fp32 (they stay to the return); q * sqrt(scale);
+    the causal float mask (S, Sk) (its bool ones/tril die); GQA: k, v repeat_interleave'd; k^T *
+    sqrt(scale); the matmul's contiguous copies of both factors (a (B, S, H, Dh)-layout view folds
+    only when B or S is 1), which it saves; scores; + mask (the scores die); _safe_softmax (saved;
+    the sum dies); dropout's noise (saved) and product (saved by the second matmul); a copy of the
+    probabilities in the input dtype for the returned weights (C++ builds the tuple right to left:
+    it comes before the matmul, and dies when sdpa drops it); v's copy (saved); the fp32 output,
+    cast back."""
+    bsz, h, s, dh = q.shape
+    sk, g = k.shape[2], k.shape[1]
+    grad = q.grad or k.grad or v.grad
+    low = q.dtype in ("bf16", "fp16")
+    acc = "fp32" if low else q.dtype
+    q_acc, k_acc, v_acc = ((tr.new(t.shape, acc, t.grad) if low else t) for t in (q, k, v))
+    q_s = tr.new(q.shape, acc, q.grad)  # * sqrt(scale)
+    mask = None
+    if b.causal or b.sliding_window:
+        if b.sliding_window:  # the build's bool (S, Sk) mask, given as attn_mask
+            keep = _mask(tr, b, s, sk)
+        else:  # is_causal: ones(L, S).tril()
+            ones = tr.new((s, sk), "bool", False)
+            keep = tr.new((s, sk), "bool", False)
+            del ones
+        mask = tr.new((s, sk), acc, False)  # convert_boolean_attn_mask: where(mask, 0, -inf)
+        del keep
+    rep = g != h  # enable_gqa: every query head gets its kv head (new tensors; the G-head ones stay)
+    k_r, v_r = (tr.new((bsz, h, sk, dh), acc, t.grad) for t in (k, v)) if rep else (k_acc, v_acc)
+    k_s = tr.new((bsz, h, dh, sk), acc, k.grad)  # k^T * sqrt(scale)
+    cat = b.rope is not None and b.rope.rotated < b.rope.d_head  # a partial rotary's cat: contiguous
+    q_c = q_s if cat or bsz == 1 or s == 1 else tr.new(q.shape, acc, q.grad)
+    k_c = k_s if rep or cat or bsz == 1 or sk == 1 else tr.new(k_s.shape, acc, k.grad)
+    if k.grad:  # a matmul saves each factor for the other's gradient
+        tr.save(q_c)
+    if q.grad:
+        tr.save(k_c)
+    qk = q_c.storage.nbytes * q.grad + k_c.storage.nbytes * k.grad
+    del q_c, k_c
+    scores = tr.new((bsz, h, s, sk), acc, grad)
+    del k_s  # matmul(query, key.transpose(-2, -1) * scale): the scaled k^T is the call's temporary
+    if mask is not None:
+        summed = tr.new(scores.shape, acc, grad)
+        del scores
+        scores = summed
+        del summed
+    probs = tr.new(scores.shape, acc, grad)
+    p_bytes = scores.storage.nbytes
+    del scores
+    if grad:
+        tr.save(probs)
+    noise = tr.new(probs.shape, acc, False)
+    if grad:
+        tr.save(noise)
+    # attn.to(origin dtype), the returned weights: made after the product it copies, but taken
+    # here, before it (the same bytes alive from then on), so that a recomputation, which stops at
+    # the last saved tensor's allocation (act_trace.recompute_peak), makes it too: torch's stops
+    # when the second matmul saves its inputs, after the copy
+    weights = tr.new(probs.shape, q.dtype, False) if low else None
+    dropped = tr.new(probs.shape, acc, grad)
+    del noise, probs
+    v_c = v_r if rep or bsz == 1 or sk == 1 else tr.new((bsz, h, sk, dh), acc, v.grad)
+    tr.save(*([dropped] if v.grad else []), *([v_c] if grad else []))
+    out = tr.new(q.shape, acc, grad)
+    if grad:
+        tr.steps[-1].inner = max(tr.steps[-1].inner, _eager_backward(
+            out.storage.nbytes, p_bytes, qk, v_c.storage.nbytes, True))
+    del v_c, dropped, weights, mask, q_s, q_acc, k_acc, v_acc, k_r, v_r
+    if low:
+        if grad:  # the cast's backward turns the incoming gradient into an fp32 one before any
+            tr.recompute_grad[tr.here] = out.storage.nbytes  # node that needs saved tensors runs
+        out = tr.new(q.shape, q.dtype, grad)
+    return out
+
+
 def _sdpa(tr: Trace, b, q: T, k: T, v: T) -> T:
     """CPU flash attention saves q, k, v as given (GQA: the G-head k, v), the output (allocated
     (B, S, H, Dh), so the o_proj input is a view of it) and logsumexp (B, H, S) fp32."""
     bsz, h, s, dh = q.shape
     if _math_path(tr, b):  # dropout_p > 0 (training) takes the math path on CPU; eval runs p = 0
-        return _math(tr, b, q, k, v)
+        return _sdpa_math(tr, b, q, k, v)
     grad = q.grad or k.grad or v.grad
     out = tr.new(q.shape, q.dtype, grad)
     lse = tr.new((bsz, h, s), "fp32", False)

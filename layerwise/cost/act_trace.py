@@ -170,6 +170,9 @@ class Trace:
     recompute_logs: list[tuple[int, int, int, dict]] = field(default_factory=list)
     # checkpointed, by last step: (the most bytes its recomputation holds at once, its output's bytes)
     recompute_peaks: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # by step: the gradient a recomputation of a region ending there starts with, when not its
+    # output's (sdpa's math path ends in a cast back: its backward makes an fp32 gradient first)
+    recompute_grad: dict[int, int] = field(default_factory=dict)
     shared: dict = field(default_factory=dict)  # --impl hf: tensors made once per forward (mask, rotary tables)
     # equal copies lumped (Trace.lump); off when every op's moment is wanted (the memory timeline,
     # the CUDA allocator's replay of the allocation sequence)
@@ -273,7 +276,8 @@ class Trace:
             self.recompute_logs.append((len(self.steps) - 1, log_start, log_end, keys))
             reach = max((p - log_start for p in self.reached if log_start <= p <= log_end), default=0)
             self.recompute_peaks[len(self.steps) - 1] = (
-                recompute_peak(self.liveness.events[log_start:log_end], keys, reach), out.storage.nbytes)
+                recompute_peak(self.liveness.events[log_start:log_end], keys, reach),
+                self.recompute_grad.get(len(self.steps) - 1, out.storage.nbytes))
         finally:
             self.sink = outer
         return out

@@ -44,6 +44,16 @@ CASES = {  # name -> (preset, overrides, workload fields, LoRA (rank, targets) o
     "llama-lora-ffn-ckpt-full": ("llama-2-7b", SMALL, dict(batch=4, seq=32, precision="bf16", optimizer="sgd",
                                                            checkpointing="full", attention="eager"),
                                  (4, ("*.ffn.*",))),
+    # CPU sdpa with attention dropout runs torch's math path, op by op: fp32 copies of low q, k, v,
+    # the scaled k^T a temporary of the matmul, the probabilities' copy in the input dtype, the cast
+    # back's fp32 gradient when the selective recomputation starts (suite case 546: +2.82%)
+    "gpt3-math-path-selective": ("gpt3-175b", dict(SMALL, attn_dropout=0.1),
+                                 dict(batch=4, seq=128, precision="bf16-mixed", optimizer="rmsprop",
+                                      optimizer_impl="foreach", checkpointing="selective", attention="sdpa"), None),
+    # GQA's repeated k, v are new tensors; the G-head fp32 copies stay (suite case 989: -6.90%)
+    "qwen3-math-path-gqa": ("qwen3-0.6b", dict(SMALL, n_kv_heads=2, attn_dropout=0.1),
+                            dict(batch=4, seq=16, precision="bf16", optimizer="adam",
+                                 checkpointing="selective", attention="sdpa"), (16, ("q_proj", "v_proj"))),
 }
 
 
