@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields, replace
 from layerwise.cost.act_trace import ActPolicy, Step, Trace, nbytes
 from layerwise.cost.activations import input_tensor, run
 from layerwise.cost.model_states import ModelStates, torch_model_states
-from layerwise.cost.optimizers import shared_state_bytes, step_temporary_bytes
+from layerwise.cost.optimizers import LOOP_CARRY, shared_state_bytes, step_temporary_bytes
 from layerwise.cost.precision import policy as precision_policy
 from layerwise.spec.errors import WorkloadError
 from layerwise.spec.model import Model
@@ -227,8 +227,9 @@ def _optimizer_temporaries(model: Model, workload: Workload, tr: Trace) -> int:
     """optimizer.step()'s temporaries: the loop implementation's (and adam-8bit's chunked step's)
     are per tensor (the largest counts, however many copies), foreach's are sums over tensors."""
     pol = precision_policy(workload.precision)
-    if workload.optimizer == "adafactor":  # order-dependent (cost/optimizers.py): every tensor in order
-        return _adafactor_temporaries(model, workload, tr, pol.optimizer_states)
+    if workload.optimizer == "adafactor" or (workload.impl == "loop" and workload.optimizer in LOOP_CARRY):
+        # order-dependent (cost/optimizers.py): every tensor in order
+        return _ordered_temporaries(model, workload, tr, pol.optimizer_states)
     per_tensor = workload.impl == "loop" or workload.optimizer == "adam-8bit"
     parts = []
     for count, keys in _by_count(tr).items():
@@ -240,14 +241,16 @@ def _optimizer_temporaries(model: Model, workload: Workload, tr: Trace) -> int:
     return max(parts, default=0) if per_tensor else sum(parts)
 
 
-def _adafactor_temporaries(model: Model, workload: Workload, tr: Trace, dtype: str) -> int:
-    """Adafactor's step temporaries over the trainable tensors in named_parameters() order (the
-    optimizer's): a lumped key once for the loop (its copies repeat the same neighbours), `count`
-    times for foreach (its sums)."""
+def _ordered_temporaries(model: Model, workload: Workload, tr: Trace, dtype: str) -> int:
+    """Step temporaries that depend on the tensors' order (Adafactor's; a for-loop step's that
+    keeps the previous tensor's result), over the trainable tensors in named_parameters() order
+    (the optimizer's): a lumped key once for the loop (its copies repeat the same neighbours),
+    `count` times for foreach (its sums)."""
     shapes = param_shapes_of(model, tr, True, [k for k in tr.params if k not in tr.idle])
     times = (lambda k: 1) if workload.impl == "loop" else (lambda k: tr.counts.get(k, 1))
-    return step_temporary_bytes("adafactor", [s for k, s in shapes.items() for _ in range(times(k))],
-                                impl=workload.impl, dtype=dtype)
+    return step_temporary_bytes(workload.optimizer, [s for k, s in shapes.items() for _ in range(times(k))],
+                                impl=workload.impl, dtype=dtype,
+                                weight_decay=0.01 if workload.optimizer == "adamw" else 0.0)
 
 
 def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: bool,

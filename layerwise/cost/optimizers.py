@@ -118,6 +118,27 @@ def _adafactor_foreach_peak(shapes: list[Shape]) -> int:
     return most
 
 
+# for-loop steps whose result is a Python local that outlives its iteration, until the next
+# tensor's replaces it (torch 2.13): adam.py's `denom`, adagrad.py's `std`, rmsprop.py's `avg`
+LOOP_CARRY = {"adam", "adamw", "adagrad", "rmsprop"}
+
+
+def _loop_peak(optimizer: str, numels: list[int], weight_decay: float) -> int:
+    """Most elements a for-loop step holds at once, walking the tensors in the optimizer's order:
+    tensor i's own temporaries (adam: exp_avg_sq.sqrt() and its quotient, + grad.add(param) with
+    coupled weight decay; adagrad, rmsprop: the sqrt, updated in place) beside the previous
+    tensor's denom / std / avg, which dies only when tensor i's is assigned."""
+    if optimizer in ("adam", "adamw"):
+        own = 2 + (1 if optimizer == "adam" and weight_decay else 0)
+    else:
+        own = 1
+    prev = most = 0
+    for n in numels:
+        most = max(most, own * n + prev)
+        prev = n
+    return most
+
+
 # bitsandbytes Adam8bit's quantization maps: a signed and an unsigned 256-code fp32 map, one pair
 # shared by every parameter (Optimizer2State.init_state: state["qmap1"] = self.name2qmap["dynamic"]).
 ADAM8BIT_QMAPS = 2 * 256 * 4
@@ -225,6 +246,8 @@ def step_temporary_bytes(optimizer: str, params: Iterable[Shape] | Mapping[str, 
         return _adam8bit_temporary_bytes(numels, dtype, 4096)
     if optimizer == "adafactor":
         return nbytes(_adafactor_loop_peak(shapes) if impl == "loop" else _adafactor_foreach_peak(shapes), dtype)
+    if impl == "loop" and optimizer in LOOP_CARRY:
+        return nbytes(_loop_peak(optimizer, numels, weight_decay), dtype)
     unit = max(numels) if impl == "loop" else sum(numels)
     if optimizer == "sgd":
         copies = 1 if weight_decay else 0

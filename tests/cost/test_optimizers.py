@@ -152,6 +152,30 @@ def test_adafactor_step_temporaries_exact_on_convs(impl):
     assert got <= counter.peak <= got + 64  # + the 0-dim norms and the CPU step increment
 
 
+# equal matrices in a row (a MoE's experts, q/k/v): a for-loop step's result outlives its iteration
+NEIGHBOURS = {"w1": (96, 64), "w2": (96, 64), "b": (96,), "w3": (96, 64)}
+
+
+@pytest.mark.parametrize("name,kw", [("adam", {}), ("adamw", {}), ("adam", {"weight_decay": 0.1}),
+                                     ("adagrad", {}), ("rmsprop", {})])
+def test_loop_step_keeps_the_previous_tensors_result(name, kw):
+    """adam.py's `denom`, adagrad.py's `std`, rmsprop.py's `avg` stay alive until the next tensor's
+    replaces them: equal neighbours hold three (adam) or two (adagrad, rmsprop) at once."""
+    torch.manual_seed(0)
+    params = {k: torch.nn.Parameter(torch.randn(s)) for k, s in NEIGHBOURS.items()}
+    opt = _make(name, params, "loop", **kw)
+    _set_grads(params)
+    opt.step()
+    _set_grads(params)
+    counter = NewStoragePeak()
+    counter.ignore(list(params.values()) + [p.grad for p in params.values()]
+                   + [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)])
+    with counter:
+        opt.step()
+    got = step_temporary_bytes(name, NEIGHBOURS, impl="loop", **kw)
+    assert got <= counter.peak <= got + 64
+
+
 def test_adam_8bit_is_about_2_bytes_per_param():
     n = 4096 * 4096
     got = state_bytes("adam-8bit", [(4096, 4096)]).state
