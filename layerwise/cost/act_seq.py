@@ -269,11 +269,11 @@ def _sdpa_math(tr: Trace, b, q: T, k: T, v: T) -> T:
     if grad:
         tr.steps[-1].inner = max(tr.steps[-1].inner, _eager_backward(
             out.storage.nbytes, p_bytes, qk, v_c.storage.nbytes, True))
-    del v_c, dropped, weights, mask, q_s, q_acc, k_acc, v_acc, k_r, v_r
-    if low:
+    if low:  # cast back in the return statement, the function's locals all alive
         if grad:  # the cast's backward turns the incoming gradient into an fp32 one before any
             tr.recompute_grad[tr.here] = out.storage.nbytes  # node that needs saved tensors runs
         out = tr.new(q.shape, q.dtype, grad)
+    del v_c, dropped, weights, mask, q_s, q_acc, k_acc, v_acc, k_r, v_r
     return out
 
 
