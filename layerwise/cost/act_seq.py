@@ -533,13 +533,18 @@ def _lora(b, tr: Trace, x: T) -> T:
     """build/lora.py's order: `update = lora_b(lora_a(dropout(x)))`, then `base(x) + update * scaling`.
     In backward the autograd engine runs the nodes made last first: the add and the scaling's mul
     (a new gradient of the update's size), then the base's matmul (made after the update's) while
-    that scaled gradient waits for lora_b's: held through the base's steps."""
+    that scaled gradient waits for lora_b's: held through the base's steps. Then the base's
+    gradient of x waits for the adapter's (autograd sums the two when both have arrived): held
+    through lora_b's, lora_a's and the dropout's steps."""
+    adapter_start = len(tr.steps)
     tr.begin(".adapter")
     a_in = dropout_op(tr, x, b.dropout)
     upd = run(b.lora_b, "lora_b", tr, run(b.lora_a, "lora_a", tr, a_in))
     del a_in
     base_start = len(tr.steps)
     base = run(b.base, "base", tr, x)
+    if x.grad and tr.policy.grad:
+        tr.holds.append((adapter_start, base_start - 1, x.storage.nbytes))
     tr.begin(".add")
     scaled = tr.new(upd.shape, upd.dtype, upd.grad)  # update * scaling saves nothing
     if scaled.grad and tr.policy.grad:
