@@ -140,16 +140,9 @@ def test_adafactor_step_temporaries_exact_on_convs(impl):
     torch.manual_seed(0)
     params = {k: torch.nn.Parameter(torch.randn(s)) for k, s in CONV_NET.items()}
     opt = torch.optim.Adafactor(list(params.values()), foreach=impl == "foreach")
-    _set_grads(params)
-    opt.step()
-    _set_grads(params)
-    counter = NewStoragePeak()
-    counter.ignore(list(params.values()) + [p.grad for p in params.values()]
-                   + [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)])
-    with counter:
-        opt.step()
+    peak = _second_step_peak(opt, params)
     got = step_temporary_bytes("adafactor", CONV_NET, impl=impl)
-    assert got <= counter.peak <= got + 64  # + the 0-dim norms and the CPU step increment
+    assert got <= peak <= got + 64  # + the 0-dim norms and the CPU step increment
 
 
 # equal matrices in a row (a MoE's experts, q/k/v): a for-loop step's result outlives its iteration
@@ -164,16 +157,9 @@ def test_loop_step_keeps_the_previous_tensors_result(name, kw):
     torch.manual_seed(0)
     params = {k: torch.nn.Parameter(torch.randn(s)) for k, s in NEIGHBOURS.items()}
     opt = _make(name, params, "loop", **kw)
-    _set_grads(params)
-    opt.step()
-    _set_grads(params)
-    counter = NewStoragePeak()
-    counter.ignore(list(params.values()) + [p.grad for p in params.values()]
-                   + [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)])
-    with counter:
-        opt.step()
+    peak = _second_step_peak(opt, params)
     got = step_temporary_bytes(name, NEIGHBOURS, impl="loop", **kw)
-    assert got <= counter.peak <= got + 64
+    assert got <= peak <= got + 64
 
 
 def test_adam_8bit_is_about_2_bytes_per_param():
@@ -234,3 +220,17 @@ def test_7b_fp32_adamw_step_peak_loop_vs_foreach():
     foreach = held + step_temporary_bytes("adamw", shapes, impl="foreach")
     assert round(loop / 2**30, 1) == 101.4
     assert round(foreach / 2**30, 1) == 125.5
+
+
+def _second_step_peak(opt, params: dict) -> int:
+    """The new storages' peak of a second optimizer step (the state exists), beyond the
+    parameters, gradients and state."""
+    _set_grads(params)
+    opt.step()
+    _set_grads(params)
+    counter = NewStoragePeak()
+    counter.ignore(list(params.values()) + [p.grad for p in params.values()]
+                   + [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)])
+    with counter:
+        opt.step()
+    return counter.peak
