@@ -32,6 +32,7 @@ from torch.utils import flop_counter as fc
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import layerwise.measure.flops  # noqa: F401  (registers the CPU attention FLOP formulas)
+import layerwise.measure.fused_meta  # noqa: F401  (fused optimizer steps under fake tensors)
 
 aten = torch.ops.aten
 
