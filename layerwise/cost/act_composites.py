@@ -24,6 +24,10 @@ def residual_add(tr: Trace, x: T, branch_start: int, y: T) -> T:
         # counts it); a low-precision branch receives a cast copy, so it is extra there too
         last = len(tr.steps) - 2 - (1 if y.dtype == out.dtype else 0)
         tr.holds.append((branch_start, last, out.storage.nbytes))
+        if y.dtype != out.dtype:  # the sum ends a checkpointed region: its backward (nothing saved)
+            # runs before the recomputation, so the cast copy waits beside the gradient at the
+            # trigger (the engine casts in validate_outputs, torch/csrc/autograd/engine.cpp)
+            tr.recompute_grad[len(tr.steps) - 1] = out.storage.nbytes + y.storage.nbytes
     return out
 
 

@@ -360,7 +360,7 @@ def _tied_waiting(tr: Trace) -> dict[int, int]:
             users.setdefault(k, []).append(i)
     out: dict[int, int] = {}
     for k, steps in users.items():
-        if len(steps) > 1 and not tr.steps[steps[-1]].extra:
+        if len(steps) > 1:
             for i in range(steps[0], steps[-1]):  # from its last use's attach to its first use
                 out[i] = out.get(i, 0) + _param_bytes(tr, [k])
     return out

@@ -15,6 +15,8 @@ from memory_targets import check_within_targets  # noqa: E402
 
 SMALL = dict(n_layers=2, d_model=64, n_heads=4, d_ff=128, vocab_size=256, max_seq=128)
 INFER = dict(mode="infer", optimizer="adamw")
+FALCON = dict(SMALL, n_kv_heads=2, dropout=0.1, attn_dropout=0.1)
+TRIGGER = dict(SMALL, n_kv_heads=1, d_ff=64, vocab_size=16)  # small weights: the recomputation peaks
 CASES = {
     # --attention eager was ignored by the KV-cached prefill (it ran sdpa): +53% (gpt2-xl, seq 128)
     "gpt2-eager-new16": ("gpt2", SMALL, dict(INFER, batch=1, seq=128, attention="eager", new_tokens=16)),
@@ -76,6 +78,19 @@ CASES = {
     "tiny-gpt-lora-ffn-selective": ("tiny-gpt", dict(n_layers=2, attn_dropout=0.1, dropout=0.1),
                                     dict(batch=2, seq=64, precision="bf16", optimizer="adam", optimizer_impl="loop",
                                          checkpointing="selective", device="cuda")),
+    # grad accumulation under autocast: the tied head's fp32 gradient waits in the embedding's
+    # AccumulateGrad input buffer through the whole backward, as in fp32 (falcon-7b's parallel
+    # block with full checkpointing: -6.0%)
+    "falcon-tied-bf16-mixed-grad-accum": ("falcon-7b", FALCON, dict(batch=1, seq=64, precision="bf16-mixed",
+                                                                    optimizer="sgd", checkpointing="full",
+                                                                    attention="eager", grad_accum=2)),
+    # full checkpointing under autocast: a block's last add has a low branch; its backward (nothing
+    # saved) runs before the recomputation, so the gradient's cast copy waits beside it at the
+    # trigger (parallel block -4.7%, sequential -4.0%, both peaking in the recomputation)
+    "falcon-trigger-copy-bf16-mixed": ("falcon-7b", TRIGGER, dict(batch=8, seq=128, precision="bf16-mixed",
+                                                                   optimizer="sgd", checkpointing="full")),
+    "gpt2-trigger-copy-bf16-mixed": ("gpt2", TRIGGER, dict(batch=8, seq=128, precision="bf16-mixed", optimizer="sgd",
+                                                           checkpointing="full")),
 }
 LORA = {"pythia-lora-ffn-sdpa": (4, ("*.ffn.*",)), "llama-3-lora-ffn-eager": (4, ("*.ffn.*",)),
         "tiny-gpt-lora-ffn-selective": (4, ("*.ffn.*",))}
