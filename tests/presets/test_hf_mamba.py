@@ -37,6 +37,17 @@ def test_mamba_130m_counts_what_transformers_counts():
     assert get_preset("mamba-130m").params().total == from_hf_config(MAMBA_130M).params().total == expected
 
 
+@pytest.mark.parametrize("config", [dict(TINY, intermediate_size=40), dict(TINY, expand=3)],
+                         ids=["intermediate_size", "expand"])
+def test_the_inner_width_is_the_one_transformers_builds(config):
+    # MambaConfig computes intermediate_size = expand * hidden_size, but a config.json's own value
+    # wins, and MambaMixer reads intermediate_size: the importer took expand alone (64, not 40)
+    ref = reference(config)
+    model = from_hf_config(config)
+    assert model.body.block.mixer.d_inner == ref.backbone.layers[0].mixer.intermediate_size
+    assert model.params().total == sum(p.numel() for p in ref.parameters())
+
+
 def test_tiny_mamba_computes_transformers_logits():
     torch.manual_seed(0)
     ref = reference(TINY).eval()
