@@ -27,6 +27,7 @@ from layerwise.cost.activations import input_tensor, run
 from layerwise.cost.model_states import ModelStates, torch_model_states
 from layerwise.cost.optimizers import LOOP_CARRY, shared_state_bytes, step_temporary_bytes
 from layerwise.cost.precision import policy as precision_policy
+from layerwise.spec.applies import check_applies
 from layerwise.spec.errors import WorkloadError
 from layerwise.spec.model import Model
 from layerwise.workload import Workload
@@ -295,7 +296,7 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         if not accum:
             grads += fresh
         g_in, g_out = step.io if step.io is not None else (step.big[0], step.big[1])
-        carry = held[i] + waiting.get(i, 0)
+        carry = held[i] + shard(waiting.get(i, 0))  # ZeRO-2/3: at shard size, as `acc` below
         # two moments: computing the gradients (grad_out, grad_in and the fresh parameter
         # gradients, low-precision ones under autocast) and attaching them (grad_out freed)
         tied_b = _param_bytes(tr, tied)  # tied: the new gradient, then old + new summed
@@ -374,6 +375,7 @@ def training_memory(model: Model, workload: Workload = Workload(), *, timeline: 
     spec carrying HF's dropouts."""
     if workload.mode != "train":
         raise WorkloadError("training_memory needs --mode train; use inference_memory for --mode infer")
+    check_applies(model, workload)
     model = _with_lora(model, workload)
     if workload.checkpointing == "full" and first_repeat(model.body) is None:  # as the measure reading
         raise WorkloadError("--checkpointing full: the model has no repeated blocks (a `repeat`) to checkpoint")
@@ -585,6 +587,7 @@ def inference_memory(model: Model, workload: Workload = Workload(mode="infer"), 
     from layerwise.cost.kv_cache import kv_cache_bytes
 
     workload = replace(workload, mode="infer")
+    check_applies(model, workload)
     pol = precision_policy(workload.precision)
     st = trace_step(replace(model, task="none"), workload, lumping=not timeline and workload.device != "cuda",
                     prefill_cache=workload.new_tokens > 0)
