@@ -20,6 +20,7 @@ from contextlib import nullcontext
 
 from layerwise.cost.memory import inference_memory, training_memory
 from layerwise.presets import get_preset, list_presets
+from layerwise.spec.applies import has_attention
 from layerwise.workload import Workload
 
 SMALL = {  # family -> (overrides, workload fields)
@@ -77,7 +78,10 @@ def cases(quick: bool, only: list[str]):
             overrides = dict(overrides, q_rank=48)  # V3's 1536-wide query bottleneck at d_model 64
         if "seq" in fields:  # no longer than the preset's positions (tiny-seq2seq: 12)
             fields = dict(fields, seq=min(fields["seq"], get_preset(info.name, **overrides).input.max_seq or fields["seq"]))
+        attention = has_attention(get_preset(info.name, **overrides).body)
         for g in grid(quick):
+            if g["attention"] == "eager" and not attention:  # refused: the model has no attention
+                continue
             yield info.name, overrides, Workload(**fields, **g)
         yield info.name, overrides, Workload(mode="infer", **fields)
         if info.family in ("seq2seq", "deepseek"):  # greedy decoding through the caches (MLA: its latents)

@@ -67,12 +67,13 @@ CONFIGS = {
     "flan-t5-base": (BENCH / "flan-t5-base.json", 512, (1, 4)),  # gated-gelu (gelu_new)
     "bart-base": (BENCH / "bart-base.json", 1024, (1, 4)),
 }
-EAGER_ONLY = ("gemma-2-2b", "mamba-130m")  # mamba: no attention, built eager
+EAGER_ONLY = ("gemma-2-2b",)
+NO_ATTENTION = ("mamba-130m",)  # --attention is refused (it has none): the grid without it
 
 
-def workloads(seq, batches, eager_only=False):
+def workloads(seq, batches, eager_only=False, no_attention=False):
     """fp32 / bf16-mixed x eager / sdpa x checkpointing x batch > 1 (AdamW, the default optimizer);
-    eager in place of sdpa for a model transformers runs eagerly only."""
+    eager in place of sdpa for a model transformers runs eagerly only; no --attention for a model without."""
     small, large = batches
     grid = [dict(precision="fp32", attention="sdpa", batch=small),
             dict(precision="bf16-mixed", attention="eager", batch=small),
@@ -80,6 +81,8 @@ def workloads(seq, batches, eager_only=False):
             dict(precision="bf16-mixed", attention="sdpa", batch=large),
             dict(precision="bf16-mixed", attention="sdpa", batch=large, checkpointing="full"),
             dict(precision="fp32", attention="eager", batch=large, checkpointing="full")]
+    if no_attention:
+        grid = [{k: v for k, v in w.items() if k != "attention"} for w in grid]
     return [Workload(seq=seq, **dict(w, attention="eager") if eager_only else w) for w in grid]
 
 
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
     for name in names:
         path, seq, batches = CONFIGS[name]
         data = json.loads(path.read_text())
-        for w in workloads(seq, batches, name in EAGER_ONLY):
+        for w in workloads(seq, batches, name in EAGER_ONLY, name in NO_ATTENTION):
             r = case(data, str(path), w)
             r["ckpt"] = w.checkpointing != "none"
             rows.append(r)

@@ -19,6 +19,7 @@ import random
 from dataclasses import dataclass, replace
 
 from layerwise.presets import PRESETS, get_preset
+from layerwise.spec.applies import has_attention
 from layerwise.workload import IMPLS_OF, OPTIMIZERS, PRECISIONS, Workload
 
 # small sizes per family (the widths keep each head and GQA group whole)
@@ -139,6 +140,8 @@ def draw(rng: random.Random, name: str | None = None, full: bool = False) -> Cas
         limit = getattr(model.input, "max_seq", 0)
         if w.seq and limit and w.seq > limit:  # a full-size model with fewer positions (bert: 512)
             case = replace(case, workload=replace(w, seq=limit))
+        if not has_attention(model.body):  # --attention is refused there (spec/applies.py); the draw
+            case = replace(case, workload=replace(case.workload, attention="sdpa"))  # stays in the stream
         if _runnable(model, family, w):
             return case
     raise RuntimeError(f"no runnable draw for {name}")

@@ -423,6 +423,19 @@ def test_mode_only_flags_are_refused_in_the_other_mode(command, run):
     assert not set(TRAIN_ONLY) & set(INFER_ONLY)
 
 
+@pytest.mark.parametrize("command", ["flops", "memory", "measure", "verify"])
+@pytest.mark.parametrize("model", ["digits-cnn", "text-gru", "mamba-130m"])
+def test_attention_flags_are_refused_for_a_model_without_attention(command, model, run):
+    # --attention eager and --checkpointing selective (it recomputes the attention core) changed
+    # nothing for a CNN, a GRU or Mamba (spec/applies.py); one line, exit 2, for every reading
+    small = ["--seq", "16"] if model == "mamba-130m" else []
+    for flags in (["--attention", "eager"], ["--checkpointing", "selective"]):
+        code, text, _, _ = run(command, [model, *small, *flags])
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and flags[0] in lines[0] and "no attention" in lines[0], text
+    assert run(command, [model, *small, "--attention", "sdpa"])[0] == 0  # the default, spelled out
+
+
 def test_quant_without_a_frozen_base_is_refused_in_training(run):
     assert _why_not("memory", "quant", {"quant": "int8"}) is not None
     assert _why_not("memory", "quant", {"quant": "int8", "lora_rank": 4}) is None

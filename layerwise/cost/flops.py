@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from layerwise.spec.applies import check_applies
 from layerwise.spec.base import Block, Shape
 from layerwise.spec.counts import FlopCtx, Flops
 from layerwise.spec.model import Model
@@ -154,6 +155,7 @@ def model_flops(model: Model, workload: Workload) -> FlopReport:
     """FLOPs of one training step (forward, loss, backward, recompute) or one inference forward
     (the prefill) plus, with --new-tokens, the decode steps. --lora-rank: the LoRA model (frozen
     weights compute no weight gradients)."""
+    check_applies(model, workload)
     if workload.lora_rank:
         from layerwise.spec.lora import apply_lora
 

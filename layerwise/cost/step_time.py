@@ -408,7 +408,10 @@ def _sample_flops(model: Model, seq: int | None, checkpointing: str) -> tuple[in
     from layerwise.cost.flops import model_flops
     from layerwise.workload import Workload
 
-    base = Workload(batch=1, seq=seq, attention="eager", device="cuda")
+    from layerwise.spec.applies import has_attention
+
+    # eager where there is attention (a model without has no such choice: spec/applies.py)
+    base = Workload(batch=1, seq=seq, attention="eager" if has_attention(model.body) else "sdpa", device="cuda")
 
     def count(m: Model) -> tuple[int, int]:
         model_f = model_flops(m, base).total

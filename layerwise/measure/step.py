@@ -30,6 +30,7 @@ from layerwise.measure.flops import counting_context
 from layerwise.measure.procmem import cuda_peaks, cuda_reset, hwm_bytes, malloc_settings, reset_hwm, rss_bytes
 from layerwise.measure.result import CudaStats, RssStats, StepMeasurement
 from layerwise.measure.tracker import StorageTracker
+from layerwise.spec.applies import check_applies
 from layerwise.spec.errors import WorkloadError
 from layerwise.spec.shapes import prod
 from layerwise.workload import Workload
@@ -61,6 +62,7 @@ def target_of(model, workload: Workload, *, input_shape=None, task=None, input_k
         return Target(model.build, None, model.kind, model.shape, model.vocab_size, model.task,
                       model.loss, model.out_shape)
     if isinstance(model, Model):
+        check_applies(model, workload)
         shape = model.input_shape(workload.batch, workload.seq, workload.image)
         return Target(model.build, model.body, model.input.kind, shape, model.input.vocab_size,
                       task or model.task)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from layerwise.cost.hardware import GPU
 from layerwise.cost.memory import first_repeat
+from layerwise.spec.applies import has_attention
 from layerwise.cost.overhead import device_overhead_bytes
 from layerwise.cost.parallel import layers_per_stage
 from layerwise.cost.step_time import Layout, StepTime, step_time
@@ -110,6 +111,8 @@ def layouts(model: Model, gpu: GPU, n_gpus: int, global_batch: int):
     layers = getattr(model.body, "n_layers", 0)
     # checkpointing recomputes repeated blocks; a model without a `repeat` has none to recompute
     ckpts = CHECKPOINTING if first_repeat(model.body) is not None else ("none",)
+    if not has_attention(model.body):  # selective recomputes the attention core: nothing to recompute
+        ckpts = tuple(c for c in ckpts if c != "selective")
     for tp in _tp_options(model, gpu, n_gpus):
         for pp in _pp_options(model, n_gpus // tp):
             dp = n_gpus // (tp * pp)

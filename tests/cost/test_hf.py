@@ -90,6 +90,8 @@ WORKLOADS = {
 
 def _both(name: str, configs=CONFIGS, seq=160, **workload):
     data = configs[name]
+    if data["model_type"] == "mamba":  # no attention: --attention is refused (test below)
+        workload = {k: v for k, v in workload.items() if k != "attention"}
     w = Workload(seq=None if name in ("vit", "clip_vision_model") else seq, optimizer="sgd", **workload)
     spec = from_hf_config(data)
     return spec, data, w, measure_step(hf_model(data, "config.json", w, spec), w, count_flops=False)
@@ -102,6 +104,16 @@ def test_hf_cost_reading_within_2_percent_of_transformers_measured(name, workloa
     within 2% of the peak."""
     spec, data, w, measured = _both(name, **workload)
     _check(hf_training_memory(spec, data, w), measured)
+
+
+@pytest.mark.parametrize("reading", ["cost", "measure"])
+def test_attention_is_refused_for_mamba_which_has_none(reading):
+    # transformers builds MambaForCausalLM the same whatever attn_implementation says: a flag that
+    # would change nothing is refused (issue #9, "no silent flags")
+    data, w = CONFIGS["mamba"], Workload(seq=16, attention="eager")
+    spec = from_hf_config(data)
+    with pytest.raises(WorkloadError, match="--attention eager does not apply"):
+        hf_training_memory(spec, data, w) if reading == "cost" else hf_model(data, "config.json", w, spec)
 
 
 def _check(cost, measured):

@@ -35,6 +35,7 @@ def _workload(name: str, choice: dict) -> Workload:
     fields = dict(MODELS[name][1], **choice)
     if name in ("digits-cnn", "resnet-18", "text-gru"):
         fields["checkpointing"] = "none"  # no repeated blocks to checkpoint
+        fields["attention"] = "sdpa"  # no attention: --attention eager is refused (spec/applies.py)
     return Workload(**fields)
 
 

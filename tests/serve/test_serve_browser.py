@@ -121,7 +121,7 @@ def test_a_pasted_spec_and_the_sortable_layer_table(browser, client):
     browser.execute_script("const s = document.getElementById('spec'); s.value = arguments[0];"
                            "s.dispatchEvent(new Event('input', {bubbles: true}));", spec)
     changed(browser, before)
-    assert browser.execute_script("return window.layerwise.errors") == 0
+    assert browser.execute_script("return window.layerwise.errors") == 0, browser.find_element(By.ID, "error").text
     _, summary = client.post("summary", {"model": spec})
     params = [layer["params"] for layer in summary["layers"]]
     header = browser.find_elements(By.CSS_SELECTOR, "#layers thead th")
