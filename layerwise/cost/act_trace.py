@@ -127,6 +127,13 @@ class Step:
     big: list[int] = field(default_factory=lambda: [0, 0])  # its two largest new tensors
     io: tuple[int, int] | None = None  # leaves: bytes of (input, output), i.e. of their gradients
     extra: int = 0  # autocast: the low-precision weight gradients before their cast to fp32
+    # an RNN's time loops, in forward order, one per layer and direction: (bytes of its parameters'
+    # gradients, of what its loop holds at its fullest, of the saved tensors freed by then). The
+    # hidden weights run once per step: autograd sums their gradients in the AccumulateGrad nodes'
+    # input buffers, temporaries until the loop's backward ends, out of place (the old sum, the
+    # step's gradient and the new sum alive at once, from the second step back: two steps' saved
+    # states freed; torch/csrc/autograd/input_buffer.cpp, measured)
+    summed: tuple[tuple[int, int, int], ...] = ()
     # a composite step whose backward runs several ops (eager attention's core): the most gradient
     # bytes its backward holds at once, when more than its two largest tensors (`big`)
     inner: int = 0

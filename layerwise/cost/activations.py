@@ -12,8 +12,8 @@ children through `run(child, name, tr, x)` in the module's own dataflow, so a te
 several consumers is one storage and is counted once. A composite with no function of its own is
 run as a chain of its `trace()` children (sequential, repeat, encoder, vit, resnet).
 
-The leaf functions live in cost/act_leaves.py and cost/act_seq.py (attention, ffn, moe, lora,
-rnn); the composites' dataflow in cost/act_composites.py (residual, repeat with checkpointing,
+The leaf functions live in cost/act_leaves.py, cost/act_seq.py (attention, ffn, moe, lora) and
+cost/act_rnn.py (rnn, gru, lstm); the composites' dataflow in cost/act_composites.py (residual, repeat with checkpointing,
 transformer_block, decoder_lm's tied head, ResNet blocks). Every number is tested against
 `torch.autograd.graph.saved_tensors_hooks` on the built module (tests/cost/test_activations*.py).
 """

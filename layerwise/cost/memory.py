@@ -307,6 +307,10 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         # autocast it is the fp32 cast of the low gradient, made after the node's saved tensors go
         acc = shard(_param_bytes(tr, new)) if accum else 0
         computing = (step.inner or g_in + g_out) + carry + step.extra + tied_b + (0 if step.extra else acc)
+        in_loop = 0
+        if step.summed:  # an RNN: its fullest moment is inside a time loop, its input's gradient and
+            own, in_loop, loop_freed = _in_time_loop(step.summed, accum, shard)  # not all of its own made
+            computing = g_out + carry + tied_b + in_loop
         attaching = g_in + carry + step.extra + 2 * tied_b + (acc if step.extra else 0)
         # the step's own saved tensors are released when its node has run, before the attach
         acts = live
@@ -326,7 +330,7 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
             if freed_in_region.get(i, 0):  # its saved tensors already freed at that moment: recomputed
                 temp -= step.early  # ones (a checkpointed region's), else activations
             else:
-                acts = live - step.early
+                acts = live - (loop_freed if in_loop else step.early)
         else:
             temp, shown = attaching + recomputed - freed_in_region.get(i, 0), grads
             acts = live - first.get(i, 0)
@@ -336,6 +340,18 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         live -= first.get(i, 0)
         recomputed -= freed_in_region.get(i, 0)
     return out
+
+
+def _in_time_loop(loops, accum: bool, shard) -> tuple[int, int]:
+    """(gradients attached, temporaries, saved bytes freed) at an RNN step's fullest moment: a time
+    loop's sums and their transient, the loops back-propagated before it (later layers) done and
+    attached (with accumulation: added in place into the existing .grad)."""
+    best, attached = (0, 0, 0), 0
+    for grads, held, freed in reversed(loops):
+        if attached + held - freed > best[0] + best[1] - best[2]:
+            best = (attached, held, freed)
+        attached += 0 if accum else shard(grads)
+    return best
 
 
 def _trailing_holds(tr: Trace, region) -> int:
