@@ -277,7 +277,11 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         held[last_ + 1] -= n
     for i in range(1, len(held)):
         held[i] += held[i - 1]
-    waiting = _tied_waiting(tr) if accum else {}
+    sharded, whole, late, joining = _tied_waiting(tr, accum)
+    made_late = {}  # step -> bytes of late tied gradients it makes (its attach holds them, not .grad)
+    for k in late:
+        last = max(i for i, st_ in enumerate(tr.steps) if k in st_.grad_params)
+        made_late[last] = made_late.get(last, 0) + _param_bytes(tr, [k])
     recomputed = 0  # checkpointing: the region being back-propagated is recomputed, all at once
     for i in range(len(tr.steps) - 1, -1, -1):
         step = tr.steps[i]
@@ -291,12 +295,14 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         new = [k for k in step.grad_params if k not in produced]
         tied = [k for k in step.grad_params if k in produced]  # a second use: grad = grad + new
         produced.update(new)
-        fresh = shard(_param_bytes(tr, new))  # ZeRO-2/3: each device keeps its shard
+        fresh = shard(_param_bytes(tr, [k for k in new if k not in late]))  # ZeRO-2/3: each device its shard
         before = grads
         if not accum:
             grads += fresh
         g_in, g_out = step.io if step.io is not None else (step.big[0], step.big[1])
-        carry = held[i] + shard(waiting.get(i, 0))  # ZeRO-2/3: at shard size, as `acc` below
+        # ZeRO-2/3: a waiting fp32 gradient under accumulation at shard size, as `acc` below; one that
+        # autocast made whole, in either case (the planner, cut from this reading, does the same)
+        carry = held[i] + shard(sharded.get(i, 0)) + whole.get(i, 0)
         # two moments: computing the gradients (grad_out, grad_in and the fresh parameter
         # gradients, low-precision ones under autocast) and attaching them (grad_out freed)
         tied_b = _param_bytes(tr, tied)  # tied: the new gradient, then old + new summed
@@ -311,7 +317,7 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         if step.summed:  # an RNN: its fullest moment is inside a time loop, its input's gradient and
             own, in_loop, loop_freed = _in_time_loop(step.summed, accum, shard)  # not all of its own made
             computing = g_out + carry + tied_b + in_loop
-        attaching = g_in + carry + step.extra + 2 * tied_b + (acc if step.extra else 0)
+        attaching = g_in + carry + step.extra + 2 * tied_b + (acc if step.extra else 0) + made_late.get(i, 0)
         # the step's own saved tensors are released when its node has run, before the attach
         acts = live
         if i in region_at:
@@ -339,6 +345,7 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
                          step.op or ("cross_entropy" if step.path == "loss" else "")))
         live -= first.get(i, 0)
         recomputed -= freed_in_region.get(i, 0)
+        grads += shard(joining.get(i, 0))  # a late tied gradient's sum, now the .grad
     return out
 
 
@@ -365,22 +372,29 @@ def _trailing_holds(tr: Trace, region) -> int:
     return sum(n for lo, hi, n in tr.holds if trigger <= lo and hi < last)
 
 
-def _tied_waiting(tr: Trace) -> dict[int, int]:
-    """Grad accumulation: bytes of tied parameters' gradients waiting, by step. The autograd
-    engine sums a parameter's gradients from its several uses in the input buffer of its
-    AccumulateGrad node, which runs once the last of them (its first use in the forward) is done;
-    until then the first one computed (its last use) is a temporary. Without accumulation it is
-    counted among the gradients, which it joins."""
+def _tied_waiting(tr: Trace, accum: bool) -> tuple[dict[int, int], dict[int, int], set[str], dict[int, int]]:
+    """Tied parameters' gradients waiting: (bytes by step of fp32 ones, of autocast's, the keys whose
+    gradient is not a .grad until its first use, bytes joining the gradients by that step). The autograd
+    parameter's gradients from its several uses in the input buffer of its AccumulateGrad node,
+    which runs once the last of them (its first use in the forward) is done; until then the first
+    one computed (its last use) is a temporary. With accumulation always; without, where autocast
+    made it (a cast of a low gradient): the sum is then out of place and the new tensor becomes the
+    .grad (measured); in fp32 it is summed in place and the tracker counts it a gradient throughout."""
     users: dict[str, list[int]] = {}
     for i, step in enumerate(tr.steps):
         for k in step.grad_params:
             users.setdefault(k, []).append(i)
-    out: dict[int, int] = {}
+    sharded, whole, late, joining = {}, {}, set(), {}
     for k, steps in users.items():
-        if len(steps) > 1:
+        low = bool(tr.steps[steps[-1]].extra)
+        if len(steps) > 1 and (accum or low):
+            out = whole if low else sharded
             for i in range(steps[0], steps[-1]):  # from its last use's attach to its first use
                 out[i] = out.get(i, 0) + _param_bytes(tr, [k])
-    return out
+            if not accum:
+                late.add(k)
+                joining[steps[0]] = joining.get(steps[0], 0) + _param_bytes(tr, [k])
+    return sharded, whole, late, joining
 
 
 def training_memory(model: Model, workload: Workload = Workload(), *, timeline: bool = False,
