@@ -436,6 +436,14 @@ def test_attention_flags_are_refused_for_a_model_without_attention(command, mode
     assert run(command, [model, *small, "--attention", "sdpa"])[0] == 0  # the default, spelled out
 
 
+def test_time_refuses_attention_for_a_model_without_attention(run):
+    base = ["resnet-50", "--gpu", "h100-sxm", "--samples", "1e6"]
+    code, text, _, _ = run("time", [*base, "--attention", "eager"])
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "--attention eager does not apply to resnet-50" in lines[0], text
+    assert run("time", base)[0] == 0
+
+
 def test_quant_without_a_frozen_base_is_refused_in_training(run):
     assert _why_not("memory", "quant", {"quant": "int8"}) is not None
     assert _why_not("memory", "quant", {"quant": "int8", "lora_rank": 4}) is None

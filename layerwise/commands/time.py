@@ -14,7 +14,10 @@ def time_answer(spec, *, gpu: str, gpus, dp, tp, pp, ep, zero, sp, schedule, int
     mode "infer": an InferAnswer (prefill and decode per GPU, commands/_time_infer.py)."""
     from layerwise.cost.hardware import get_gpu
     from layerwise.cost.training_time import plan_layout, training_estimate
+    from layerwise.spec.applies import check_applies
+    from layerwise.workload import Workload
 
+    check_applies(spec, Workload(mode="infer" if mode == "infer" else "train", attention=attention))  # one line
     if mode == "infer":
         from layerwise.commands._time_infer import infer_answer, refuse_training_flags
 
