@@ -111,6 +111,8 @@ def case(data: dict, where: str, w: Workload) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="config names (default: all)")
+    parser.add_argument("--workload", type=int, nargs="*", default=[],
+                        help="only these of the 6 workloads (0-5, in workloads()' order), to re-run a column")
     args = parser.parse_args(argv)
     names = args.only or list(CONFIGS)
     rows, start = [], time.time()
@@ -120,7 +122,9 @@ def main(argv=None) -> int:
     for name in names:
         path, seq, batches = CONFIGS[name]
         data = json.loads(path.read_text())
-        for w in workloads(seq, batches, name in EAGER_ONLY, name in NO_ATTENTION):
+        for i, w in enumerate(workloads(seq, batches, name in EAGER_ONLY, name in NO_ATTENTION)):
+            if args.workload and i not in args.workload:
+                continue
             r = case(data, str(path), w)
             r["ckpt"] = w.checkpointing != "none"
             rows.append(r)
