@@ -318,6 +318,8 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
             own, in_loop, loop_freed = _in_time_loop(step.summed, accum, shard)  # not all of its own made
             computing = g_out + carry + tied_b + in_loop
         attaching = g_in + carry + step.extra + 2 * tied_b + (acc if step.extra else 0) + made_late.get(i, 0)
+        join = joining.get(i, 0)  # a late tied gradient's sum: the .grad from its attach on (the tracker's)
+        attaching -= join
         # the step's own saved tensors are released when its node has run, before the attach
         acts = live
         if i in region_at:
@@ -331,21 +333,21 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
                              step.op))
         # a checkpointed region's tensors that this step saved are freed with the others
         released = first.get(i, 0) + freed_in_region.get(i, 0)
-        if before + own + computing - step.early >= grads + attaching - released:
+        if before + own + computing - step.early >= grads + shard(join) + attaching - released:
             temp, shown = computing + recomputed, before + own
             if freed_in_region.get(i, 0):  # its saved tensors already freed at that moment: recomputed
                 temp -= step.early  # ones (a checkpointed region's), else activations
             else:
                 acts = live - (loop_freed if in_loop else step.early)
         else:
-            temp, shown = attaching + recomputed - freed_in_region.get(i, 0), grads
+            temp, shown = attaching + recomputed - freed_in_region.get(i, 0), grads + shard(join)
             acts = live - first.get(i, 0)
         out.append(Phase("backward", step.path or "loss", replace(base, activations=base.activations + acts,
                                                                   gradients=shown, temporaries=temp),
                          step.op or ("cross_entropy" if step.path == "loss" else "")))
         live -= first.get(i, 0)
         recomputed -= freed_in_region.get(i, 0)
-        grads += shard(joining.get(i, 0))  # a late tied gradient's sum, now the .grad
+        grads += shard(join)  # a late tied gradient's sum, now the .grad (ZeRO-2/3: its shard)
     return out
 
 

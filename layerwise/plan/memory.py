@@ -118,9 +118,11 @@ def _parts(model: Model, base: Workload) -> MemoryParts:
     check_identical_layers(model)
     states, cands = _candidates(model, base)
     # with gradient accumulation .grad exists, so each new gradient is a temporary until it is added
-    # in (cost/memory.py's _backward_phases): the same phases, run with accumulation
+    # in (cost/memory.py's _backward_phases): the same phases, run with accumulation, unsharded and
+    # with ZeRO-2 over 2 (what of them each device keeps a shard of)
     _, accum = _candidates(model, base.with_(grad_accum=2))
-    accum = _accum_temporaries(cands, accum)
+    _, halved = _candidates(model, base.with_(grad_accum=2, dp=2, zero=2))
+    accum = _accum_temporaries(accum, halved)
     pre, rest, experts = _param_split(model)
     return MemoryParts(states["weights"], states["master_weights"], states["gradients"],
                        states["optimizer_states"], states["temporaries"], cands, accum, pre / max(rest, 1),
@@ -163,7 +165,8 @@ def _flat_parts(model: Model, base: Workload) -> MemoryParts:
     const = {f: Affine(getattr(s1, f), 0) for f in
              ("weights", "master_weights", "gradients", "optimizer_states", "temporaries")}
     cands = _flat_candidates(model, base)
-    accum = _accum_temporaries(cands, _flat_candidates(model, base.with_(grad_accum=2)))
+    accum = _accum_temporaries(_flat_candidates(model, base.with_(grad_accum=2)),
+                               _flat_candidates(model, base.with_(grad_accum=2, dp=2, zero=2)))
     return MemoryParts(const["weights"], const["master_weights"], const["gradients"], const["optimizer_states"],
                        const["temporaries"], cands, accum, 1.0, 0.0, 0)
 
@@ -173,12 +176,17 @@ def _flat_candidates(model: Model, base: Workload) -> tuple[Candidate, ...]:
     return tuple(Candidate(Affine(a[1], 0), Affine(b[1] - a[1], 0), Affine(a[2], 0)) for a, b in zip(r1, r2))
 
 
-def _accum_temporaries(plain: tuple[Candidate, ...], accum: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
-    """The phases under gradient accumulation: the plain activations, and as `grad` the new gradients
-    held as temporaries until AccumulateGrad adds them in (sharded with the gradients by ZeRO >= 2)."""
-    assert len(plain) == len(accum), "the step's phases do not depend on gradient accumulation"
-    return tuple(Candidate(p.act1, p.act_slope, Affine(a.act1.c - p.act1.c, a.act1.d - p.act1.d))
-                 for p, a in zip(plain, accum))
+def _accum_temporaries(accum: tuple[Candidate, ...], halved: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
+    """The phases under gradient accumulation, split by what ZeRO >= 2 shards: `grad` the new
+    gradients held as temporaries until AccumulateGrad adds them in (sharded with the gradients),
+    the rest (activations, a tied gradient waiting whole) as `act`. `halved`: the same phases with
+    ZeRO-2 over 2 devices, so the sharded part is twice the difference."""
+    assert len(accum) == len(halved), "the step's phases do not depend on ZeRO"
+    out = []
+    for a, h in zip(accum, halved):
+        shardable = Affine(2 * (a.act1.c - h.act1.c), 2 * (a.act1.d - h.act1.d))
+        out.append(Candidate(Affine(a.act1.c - shardable.c, a.act1.d - shardable.d), a.act_slope, shardable))
+    return tuple(out)
 
 
 def _candidate(a21, a31, a22, a32, g2, g3) -> Candidate:
