@@ -86,9 +86,9 @@ def workloads(seq, batches, eager_only=False, no_attention=False):
     return [Workload(seq=seq, **dict(w, attention="eager") if eager_only else w) for w in grid]
 
 
-def label(w: Workload) -> str:
+def label(w: Workload, attention: bool = True) -> str:
     ck = " ckpt" if w.checkpointing != "none" else ""
-    return f"{w.precision} {w.attention} b{w.batch}" + (f" s{w.seq}" if w.seq else "") + ck
+    return f"{w.precision}{f' {w.attention}' if attention else ''} b{w.batch}" + (f" s{w.seq}" if w.seq else "") + ck
 
 
 def case(data: dict, where: str, w: Workload) -> dict:
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
             r = case(data, str(path), w)
             r["ckpt"] = w.checkpointing != "none"
             rows.append(r)
-            print(f"| {name} | {label(w)} | {r['peak'] / 2**30:.2f} GiB | {r['phase']} | {r['hf']:+.2%} | "
+            print(f"| {name} | {label(w, name not in NO_ATTENTION)} | {r['peak'] / 2**30:.2f} GiB | {r['phase']} | {r['hf']:+.2%} | "
                   f"{r['act']:+.2%} ({r['act_share']:+.2%}) | {r['fwd']:+.2%} | {r['default']:+.2%} |", flush=True)
     hf_err = [abs(r["hf"]) for r in rows]
     share = [abs(r["act_share"]) for r in rows]
