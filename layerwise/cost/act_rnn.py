@@ -16,15 +16,18 @@ from layerwise.cost.precision import nbytes
 # (layers*dirs, B, H) storage (lstm: h0 and c0).
 _RNN_PER_STEP = {"rnn": 1, "gru": 7, "lstm": 7}  # rnn: plus h0 itself (S + 1 in all)
 _RNN_INIT = {"rnn": 1, "gru": 1, "lstm": 2}
+_GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # gate blocks of d_hidden rows in each weight
 
 
 def _time_loops(b, tr: Trace, bsz: int, seq: int, saved: list[int]) -> tuple[tuple[int, int, int], ...]:
-    """Step.summed of an RNN, per layer and direction: its gradients' bytes (fp32 .grad); what its
-    loop holds at once: the hidden weight's and bias's gradient sums (in the autocast dtype for the
-    GRU, whose cells run low) and two more of the hidden weight's (the step's and the new sum); and
-    below the top, the gradient of its output; and the saved bytes freed by then: the loops
-    back-propagated before it (`saved`: what each loop saved) and two of its own time steps' states."""
-    gates = {"rnn": 1, "gru": 3, "lstm": 4}[b.kind] * b.d_hidden
+    """Step.summed of an RNN, one entry per layer and direction:
+    - its gradients' bytes (fp32 .grad);
+    - what its loop holds at once: the hidden weight's and bias's gradient sums (in the autocast
+      dtype for the GRU, whose cells run low), two more of the hidden weight's (the step's and the
+      new sum) and, below the top layer, the gradient of its output;
+    - the saved bytes freed by then: the loops back-propagated before it (`saved`: what each loop
+      saved) and two of its own time steps' states."""
+    gates = _GATES[b.kind] * b.d_hidden
     low = (tr.policy.autocast if b.kind == "gru" else None) or tr.policy.dtype
     dirs = 2 if b.bidirectional else 1
     two_steps = 2 * nbytes(_RNN_PER_STEP[b.kind] * bsz * b.d_hidden, low)
@@ -49,7 +52,7 @@ def _rnn(b, tr: Trace, x: T) -> T:
     bsz, s, _ = x.shape
     h, dirs, layers = b.d_hidden, 2 if b.bidirectional else 1, b.n_layers
     d_in = b.d_in
-    gates = {"rnn": 1, "gru": 3, "lstm": 4}[b.kind] * h
+    gates = _GATES[b.kind] * h
     for layer in range(layers):
         width = d_in if layer == 0 else h * dirs
         for d in range(dirs):

@@ -277,11 +277,7 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         held[last_ + 1] -= n
     for i in range(1, len(held)):
         held[i] += held[i - 1]
-    sharded, whole, late, joining = _tied_waiting(tr, accum)
-    made_late = {}  # step -> bytes of late tied gradients it makes (its attach holds them, not .grad)
-    for k in late:
-        last = max(i for i, st_ in enumerate(tr.steps) if k in st_.grad_params)
-        made_late[last] = made_late.get(last, 0) + _param_bytes(tr, [k])
+    tied_w = _tied_waiting(tr, accum)
     recomputed = 0  # checkpointing: the region being back-propagated is recomputed, all at once
     for i in range(len(tr.steps) - 1, -1, -1):
         step = tr.steps[i]
@@ -295,14 +291,14 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         new = [k for k in step.grad_params if k not in produced]
         tied = [k for k in step.grad_params if k in produced]  # a second use: grad = grad + new
         produced.update(new)
-        fresh = shard(_param_bytes(tr, [k for k in new if k not in late]))  # ZeRO-2/3: each device its shard
+        fresh = shard(_param_bytes(tr, [k for k in new if k not in tied_w.late]))  # ZeRO-2/3: each device its shard
         before = grads
         if not accum:
             grads += fresh
         g_in, g_out = step.io if step.io is not None else (step.big[0], step.big[1])
         # ZeRO-2/3: a waiting fp32 gradient under accumulation at shard size, as `acc` below; one that
         # autocast made whole, in either case (the planner, cut from this reading, does the same)
-        carry = held[i] + shard(sharded.get(i, 0)) + whole.get(i, 0)
+        carry = held[i] + shard(tied_w.sharded.get(i, 0)) + tied_w.whole.get(i, 0)
         # two moments: computing the gradients (grad_out, grad_in and the fresh parameter
         # gradients, low-precision ones under autocast) and attaching them (grad_out freed)
         tied_b = _param_bytes(tr, tied)  # tied: the new gradient, then old + new summed
@@ -317,9 +313,8 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         if step.summed:  # an RNN: its fullest moment is inside a time loop, its input's gradient and
             own, in_loop, loop_freed = _in_time_loop(step.summed, accum, shard)  # not all of its own made
             computing = g_out + carry + tied_b + in_loop
-        attaching = g_in + carry + step.extra + 2 * tied_b + (acc if step.extra else 0) + made_late.get(i, 0)
-        join = joining.get(i, 0)  # a late tied gradient's sum: the .grad from its attach on (the tracker's)
-        attaching -= join
+        join = tied_w.joining.get(i, 0)  # a late tied gradient's sum: the .grad from its attach on
+        attaching = g_in + carry + step.extra + 2 * tied_b + (acc if step.extra else 0) + tied_w.made.get(i, 0) - join
         # the step's own saved tensors are released when its node has run, before the attach
         acts = live
         if i in region_at:
@@ -351,7 +346,7 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
     return out
 
 
-def _in_time_loop(loops, accum: bool, shard) -> tuple[int, int]:
+def _in_time_loop(loops, accum: bool, shard) -> tuple[int, int, int]:
     """(gradients attached, temporaries, saved bytes freed) at an RNN step's fullest moment: a time
     loop's sums and their transient, the loops back-propagated before it (later layers) done and
     attached (with accumulation: added in place into the existing .grad)."""
@@ -374,29 +369,42 @@ def _trailing_holds(tr: Trace, region) -> int:
     return sum(n for lo, hi, n in tr.holds if trigger <= lo and hi < last)
 
 
-def _tied_waiting(tr: Trace, accum: bool) -> tuple[dict[int, int], dict[int, int], set[str], dict[int, int]]:
-    """Tied parameters' gradients waiting: (bytes by step of fp32 ones, of autocast's, the keys whose
-    gradient is not a .grad until its first use, bytes joining the gradients by that step). The autograd
-    parameter's gradients from its several uses in the input buffer of its AccumulateGrad node,
-    which runs once the last of them (its first use in the forward) is done; until then the first
-    one computed (its last use) is a temporary. With accumulation always; without, where autocast
-    made it (a cast of a low gradient): the sum is then out of place and the new tensor becomes the
-    .grad (measured); in fp32 it is summed in place and the tracker counts it a gradient throughout."""
+@dataclass(frozen=True)
+class TiedWaiting:
+    """Tied parameters' gradients waiting, by step (_tied_waiting)."""
+
+    sharded: dict[int, int]  # fp32 ones under accumulation (ZeRO-2/3: at shard size, as each new one)
+    whole: dict[int, int]  # autocast's (the planner keeps them whole too)
+    late: set[str]  # keys whose gradient is not a .grad until its first use (no accumulation)
+    joining: dict[int, int]  # bytes of those joining the gradients at a step (their sum)
+    made: dict[int, int]  # bytes of those a step makes (its attach holds them as temporaries)
+
+
+def _tied_waiting(tr: Trace, accum: bool) -> TiedWaiting:
+    """The autograd engine sums a parameter's gradients from its several uses in the input buffer
+    of its AccumulateGrad node, which runs once the last of them (its first use in the forward) is
+    done; until then the first one computed (its last use) is a temporary. With accumulation
+    always; without, where autocast made it (a cast of a low gradient): the sum is then out of place
+    and the new tensor becomes the .grad (measured); in fp32 it is summed in place and the tracker
+    counts the first one a gradient throughout."""
     users: dict[str, list[int]] = {}
     for i, step in enumerate(tr.steps):
         for k in step.grad_params:
             users.setdefault(k, []).append(i)
-    sharded, whole, late, joining = {}, {}, set(), {}
+    out = TiedWaiting({}, {}, set(), {}, {})
     for k, steps in users.items():
         low = bool(tr.steps[steps[-1]].extra)
-        if len(steps) > 1 and (accum or low):
-            out = whole if low else sharded
-            for i in range(steps[0], steps[-1]):  # from its last use's attach to its first use
-                out[i] = out.get(i, 0) + _param_bytes(tr, [k])
-            if not accum:
-                late.add(k)
-                joining[steps[0]] = joining.get(steps[0], 0) + _param_bytes(tr, [k])
-    return sharded, whole, late, joining
+        if len(steps) < 2 or not (accum or low):
+            continue
+        n = _param_bytes(tr, [k])
+        by_step = out.whole if low else out.sharded
+        for i in range(steps[0], steps[-1]):  # from its last use's attach to its first use
+            by_step[i] = by_step.get(i, 0) + n
+        if not accum:
+            out.late.add(k)
+            out.joining[steps[0]] = out.joining.get(steps[0], 0) + n
+            out.made[steps[-1]] = out.made.get(steps[-1], 0) + n
+    return out
 
 
 def training_memory(model: Model, workload: Workload = Workload(), *, timeline: bool = False,
