@@ -68,9 +68,11 @@ def _rnn(b, tr: Trace, x: T) -> T:
     # direction all per-step states low except s - 1 (B, h) ones kept in fp32. rnn/lstm under
     # autocast are not modelled (their full-precision accounting is used).
     low = tr.policy.autocast if b.kind == "gru" else None
+    cast_saved = [0] * (layers * dirs)  # bytes of each loop's weight casts it saves
     if low:  # the casts are made (and cached) under no_grad too; saved only when training
         for layer in range(layers):
             for d in range(dirs):
+                before = tr.saved_bytes(("cast",))
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
                 width = d_in if layer == 0 else h * dirs
                 tensors = [(f"rnn.weight_ih{sfx}", gates * width, True), (f"rnn.weight_hh{sfx}", gates * h, True)]
@@ -80,6 +82,7 @@ def _rnn(b, tr: Trace, x: T) -> T:
                     cast = tr.low_param(tr.key(name), T((n,), tr.policy.dtype, b.trainable, Storage(0, "param")))
                     if saved and grad:
                         tr.save(cast)
+                cast_saved[layer * dirs + d] = tr.saved_bytes(("cast",)) - before
     if grad:
         n_init = _RNN_INIT[b.kind]
         for _ in range(n_init):
@@ -126,7 +129,7 @@ def _rnn(b, tr: Trace, x: T) -> T:
             if low or dirs > 1:  # the per-step outputs are fp32 (not the low saved states), stacked at
                 proj.append(tr.new((s, bsz, h), x.dtype, False))  # the end; two directions' then concatenated
             del src  # a low copy that is not saved (no_grad) is freed once its projection is made
-            saved.append(tr.saved_bytes(("act", "cast")) - before)
+            saved.append(tr.saved_bytes(("act", "cast")) - before + cast_saved[layer * dirs + d])
         inp = tr.new((bsz, s, h * dirs), x.dtype, grad)  # fp32 even under autocast (per-step states are)
         del proj
         if layer < layers - 1:
