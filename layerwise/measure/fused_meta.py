@@ -20,8 +20,8 @@ def _in_place(*args, **kwargs) -> None:
     return None
 
 
-def _register() -> torch.library.Library | None:
-    lib = torch.library.Library("aten", "IMPL")  # noqa: TOR901 (kept alive by the module global)
+def _register() -> torch.library.Library:
+    lib = torch.library.Library("aten", "IMPL")  # its registrations last while the object does: kept in _LIB
     for name in _OPS:
         packet, _, overload = name.partition(".")
         op = getattr(getattr(torch.ops.aten, packet), overload or "default")

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 from layerwise.cost.hardware import GPU
 from layerwise.cost.memory import first_repeat
-from layerwise.spec.applies import has_attention
 from layerwise.cost.overhead import device_overhead_bytes
 from layerwise.cost.parallel import layers_per_stage
 from layerwise.cost.step_time import Layout, StepTime, step_time
 from layerwise.plan.memory import check_identical_layers, memory_parts, per_device_bytes
+from layerwise.spec.applies import has_attention
 from layerwise.spec.errors import WorkloadError
 from layerwise.spec.model import Model
 from layerwise.workload import Workload
