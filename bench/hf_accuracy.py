@@ -28,6 +28,7 @@ from layerwise.cost.memory import training_memory  # noqa: E402
 from layerwise.measure.hf import hf_model  # noqa: E402
 from layerwise.measure.step import measure_step  # noqa: E402
 from layerwise.presets.hf import from_hf_config  # noqa: E402
+from layerwise.spec.applies import has_attention  # noqa: E402
 from layerwise.workload import Workload  # noqa: E402
 
 TARGET = 0.02
@@ -68,7 +69,6 @@ CONFIGS = {
     "bart-base": (BENCH / "bart-base.json", 1024, (1, 4)),
 }
 EAGER_ONLY = ("gemma-2-2b",)
-NO_ATTENTION = ("mamba-130m",)  # --attention is refused (it has none): the grid without it
 
 
 def workloads(seq, batches, eager_only=False, no_attention=False):
@@ -122,13 +122,14 @@ def main(argv=None) -> int:
     for name in names:
         path, seq, batches = CONFIGS[name]
         data = json.loads(path.read_text())
-        for i, w in enumerate(workloads(seq, batches, name in EAGER_ONLY, name in NO_ATTENTION)):
+        attention = has_attention(from_hf_config(data, where=str(path)).body)  # none: --attention is refused
+        for i, w in enumerate(workloads(seq, batches, name in EAGER_ONLY, not attention)):
             if args.workload and i not in args.workload:
                 continue
             r = case(data, str(path), w)
             r["ckpt"] = w.checkpointing != "none"
             rows.append(r)
-            print(f"| {name} | {label(w, name not in NO_ATTENTION)} | {r['peak'] / 2**30:.2f} GiB | {r['phase']} | {r['hf']:+.2%} | "
+            print(f"| {name} | {label(w, attention)} | {r['peak'] / 2**30:.2f} GiB | {r['phase']} | {r['hf']:+.2%} | "
                   f"{r['act']:+.2%} ({r['act_share']:+.2%}) | {r['fwd']:+.2%} | {r['default']:+.2%} |", flush=True)
     hf_err = [abs(r["hf"]) for r in rows]
     share = [abs(r["act_share"]) for r in rows]

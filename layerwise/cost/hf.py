@@ -183,13 +183,10 @@ def _with(node: Block, **changes) -> Block:
 
 def check_hf_attention(data: dict, workload: Workload) -> None:
     """Gemma2PreTrainedModel._supports_sdpa is False (sdpa cannot soft-cap the scores): transformers
-    refuses attn_implementation="sdpa", so --attention sdpa has no HF step to describe. Mamba has no
-    attention: an --attention other than the default would change nothing, so it is refused."""
+    refuses attn_implementation="sdpa", so --attention sdpa has no HF step to describe. (A model
+    without attention, Mamba, refuses --attention in spec/applies.py, as our reading does.)"""
     from layerwise.spec.errors import WorkloadError
 
-    if data.get("model_type") == "mamba" and workload.attention != Workload().attention:
-        raise WorkloadError(f"--attention {workload.attention} does not apply to model_type 'mamba': it has no "
-                            "attention (transformers builds MambaForCausalLM the same whatever attn_implementation says)")
     if data.get("model_type") == "gemma2" and workload.attention == "sdpa":
         raise WorkloadError("--attention sdpa does not apply to --impl hf for model_type 'gemma2' (transformers' "
                             "Gemma 2 runs eager attention only: sdpa cannot soft-cap the scores); use --attention eager")

@@ -309,7 +309,6 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
         # autocast it is the fp32 cast of the low gradient, made after the node's saved tensors go
         acc = shard(_param_bytes(tr, new)) if accum else 0
         computing = (step.inner or g_in + g_out) + carry + step.extra + tied_b + (0 if step.extra else acc)
-        in_loop = 0
         if step.summed:  # an RNN: its fullest moment is inside a time loop, its input's gradient and
             own, in_loop, loop_freed = _in_time_loop(step.summed, accum, shard)  # not all of its own made
             computing = g_out + carry + tied_b + in_loop
@@ -333,7 +332,7 @@ def _backward_phases(st: StepTrace, base: Components, grads_total: int, accum: b
             if freed_in_region.get(i, 0):  # its saved tensors already freed at that moment: recomputed
                 temp -= step.early  # ones (a checkpointed region's), else activations
             else:
-                acts = live - (loop_freed if in_loop else step.early)
+                acts = live - (loop_freed if step.summed else step.early)
         else:
             temp, shown = attaching + recomputed - freed_in_region.get(i, 0), grads + shard(join)
             acts = live - first.get(i, 0)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from layerwise.cost.hf import check_hf_attention, check_hf_config, not_covered
+from layerwise.spec.applies import check_applies
 from layerwise.spec.errors import LayerwiseError, WorkloadError
 from layerwise.workload import Workload
 
@@ -99,6 +100,7 @@ def hf_model(data: dict, where: str, workload: Workload, spec) -> HFModel:
     transformers = require_transformers()
     check_hf_workload(workload)
     check_hf_attention(data, workload)
+    check_applies(spec, workload)  # Mamba has no attention: --attention changes nothing, refused
     config = hf_config(data, where)
     check_hf_config(data)
     # what attn_implementation= sets; MambaForCausalLM has no attention and accepts "eager" only
